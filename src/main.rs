@@ -1,0 +1,3 @@
+//! `septa`: the appliance binary (composition root).
+
+fn main() {}
