@@ -4,6 +4,21 @@
 //! the worker poll loop is generic over it and monomorphised, so no packet goes through `dyn`.
 //!
 //! Invariants of the per-packet path: no allocation, no locks, no logging; every dropped packet is
-//! counted under exactly one drop reason.
+//! counted under exactly one drop reason ([`DropReason`], the one table). Never depends on tokio,
+//! axum or tract.
 
+pub mod counters;
+pub mod drop;
+pub mod error;
 pub mod io;
+pub mod parse;
+pub mod replay;
+pub mod testgen;
+pub mod worker;
+
+pub use counters::{Stats, WorkerCounters};
+pub use drop::DropReason;
+pub use error::{BridgeError, PcapIoError, ReplayError};
+pub use parse::{ParsedPacket, parse};
+pub use replay::{ReplayReport, replay};
+pub use worker::{Bridge, Decision, Observer, Verdict, Worker};

@@ -1,6 +1,11 @@
 //! Port backends. A backend instance belongs to exactly one worker (for DPDK: one rx and one tx
 //! queue on every port), so its methods take `&mut self` and need no synchronisation.
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+pub mod memory;
+pub mod pcap;
+
 /// Packets moved per rx or tx call (DPDK l3fwd's burst size).
 pub const BURST: usize = 32;
 

@@ -1,0 +1,123 @@
+//! The one table of drop reasons (Cilium `drop_reasons`, VPP error counters).
+//!
+//! Every packet the data plane drops is counted under exactly one of these. Numeric values and
+//! names are a stable contract shared by counters, replay output, the API and metrics: never
+//! renumber or rename a variant, only append.
+
+use std::fmt;
+
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $value:literal => $name:literal, )+) => {
+        /// Why a packet was dropped. `#[repr(u16)]`, values start at 1 so that 0 can mean
+        /// "not dropped" in compact encodings.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])+ $variant = $value, )+
+        }
+
+        impl DropReason {
+            /// Every reason, in numeric order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)+];
+
+            /// Stable snake_case name used in counters, JSON and metrics labels.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)+
+                }
+            }
+
+            /// One-line description for humans (the doc line of the variant).
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => concat!($($doc),+),)+
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Frame ends before a length its headers declare (Ethernet, VLAN tag, ARP, IP header or IP total length).
+    Truncated = 1 => "truncated",
+    /// Ethernet header invalid: multicast or broadcast source MAC address.
+    MalformedL2 = 2 => "malformed_l2",
+    /// More than two stacked VLAN tags (only 802.1Q and QinQ are supported).
+    VlanTooDeep = 3 => "vlan_too_deep",
+    /// ARP packet that is not Ethernet/IPv4 ARP (hardware/protocol type or address length).
+    MalformedArp = 4 => "malformed_arp",
+    /// IPv4 header invalid: version, IHL below 5, total length below header length, multicast or broadcast source.
+    MalformedIpv4 = 5 => "malformed_ipv4",
+    /// IPv4 header checksum does not verify.
+    Ipv4Checksum = 6 => "ipv4_checksum",
+    /// IPv6 header invalid: version, multicast source, misplaced hop-by-hop or repeated fragment header, extension header overrunning the payload.
+    MalformedIpv6 = 7 => "malformed_ipv6",
+    /// IPv6 extension header chain longer than the parser's bound.
+    Ipv6ExtChainTooLong = 8 => "ipv6_ext_chain_too_long",
+    /// TCP, UDP, ICMP or SCTP header does not fit in the IP payload, or its length fields are inconsistent.
+    MalformedL4 = 9 => "malformed_l4",
+    /// First fragment too short to hold the transport header (RFC 1858, RFC 7112), or IPv4 TCP fragment at offset 8 overwriting the header.
+    TinyFragment = 10 => "tiny_fragment",
+    /// Denied by the policy decision.
+    Policy = 11 => "policy",
+    /// The transmit port did not take the packet (queue full or backend write error).
+    TxFull = 12 => "tx_full",
+    /// Received on a port that has no bridge peer, so there is nowhere to send it.
+    NoPeerPort = 13 => "no_peer_port",
+}
+
+impl DropReason {
+    /// Number of reasons; counters size their arrays with it.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Dense index into per-reason arrays (`0..COUNT`).
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// The reason with the given stable name.
+    pub fn from_name(name: &str) -> Option<DropReason> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_dense_and_names_are_unique_snake_case() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r} out of order");
+            assert_eq!(*r as u16 as usize, i + 1);
+            let n = r.as_str();
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+            );
+            assert_eq!(DropReason::from_name(n), Some(*r));
+            assert!(!r.description().is_empty());
+        }
+        assert_eq!(DropReason::from_name("nope"), None);
+    }
+
+    #[test]
+    fn stable_values() {
+        assert_eq!(DropReason::Truncated as u16, 1);
+        assert_eq!(DropReason::Policy as u16, 11);
+        assert_eq!(DropReason::TxFull.as_str(), "tx_full");
+    }
+}

@@ -1,0 +1,235 @@
+//! The offline runtime: the same [`Worker`] code over the pcap backend.
+//!
+//! The capture is received on port 0, bridged to port 1, and what port 1 transmits is written
+//! to the optional output pcap. An observer aggregates per-flow records (allocation is fine
+//! here: this is never the DPDK path). Flow records are keyed by (flow key, verdict) and listed
+//! in order of first appearance, so output is deterministic.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+
+use septa_classifier::{Family, FlowKey};
+use serde::Serialize;
+
+use crate::counters::Stats;
+use crate::drop::DropReason;
+use crate::error::ReplayError;
+use crate::io::PortId;
+use crate::io::pcap::{PCAP_PORTS, PcapIo};
+use crate::parse::ParsedPacket;
+use crate::worker::{Bridge, Decision, Observer, Verdict, Worker};
+
+/// Port the capture is received on.
+pub const REPLAY_IN_PORT: PortId = 0;
+/// Port whose transmissions are written to the output capture.
+pub const REPLAY_OUT_PORT: PortId = 1;
+
+/// Packets dropped under one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DropCount {
+    /// Stable reason name.
+    pub reason: DropReason,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Totals of a replay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// Frames read from the input.
+    pub packets_in: u64,
+    /// Bytes read from the input.
+    pub bytes_in: u64,
+    /// Frames transmitted (written to the output, if any).
+    pub packets_out: u64,
+    /// Bytes transmitted.
+    pub bytes_out: u64,
+    /// ARP and other non-IP frames forwarded.
+    pub non_ip_forwarded: u64,
+    /// All drops.
+    pub dropped: u64,
+    /// Drops by reason (non-zero only, table order).
+    pub drops: Vec<DropCount>,
+}
+
+/// One flow (IP packets with the same flow key and the same verdict).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    /// "ipv4" or "ipv6".
+    pub family: &'static str,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol (upper-layer protocol for IPv6).
+    pub proto: u8,
+    /// Source port, or ICMP type.
+    pub sport: u16,
+    /// Destination port, or ICMP code.
+    pub dport: u16,
+    /// Outermost VLAN id (0 untagged).
+    pub vlan: u16,
+    /// Receiving port.
+    pub in_port: u16,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (frame lengths).
+    pub bytes: u64,
+    /// "forward" or "drop".
+    pub verdict: &'static str,
+    /// Why, when dropped.
+    pub drop_reason: Option<DropReason>,
+}
+
+/// What `septa replay` prints: a summary and the flows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// Totals.
+    pub summary: ReplaySummary,
+    /// Per-flow records in order of first packet.
+    pub flows: Vec<FlowRecord>,
+}
+
+/// Aggregates per-flow records from the worker's observer calls.
+#[derive(Debug, Default)]
+pub struct FlowObserver {
+    index: HashMap<(FlowKey, Verdict), usize>,
+    flows: Vec<(FlowKey, Verdict, u64, u64)>,
+}
+
+impl Observer for FlowObserver {
+    fn packet(&mut self, _: PortId, len: usize, parsed: Option<&ParsedPacket>, verdict: Verdict) {
+        let Some(key) = parsed.and_then(ParsedPacket::flow_key) else {
+            return;
+        };
+        let flows = &mut self.flows;
+        let i = *self.index.entry((*key, verdict)).or_insert_with(|| {
+            flows.push((*key, verdict, 0, 0));
+            flows.len() - 1
+        });
+        flows[i].2 += 1;
+        flows[i].3 += len as u64;
+    }
+}
+
+impl FlowObserver {
+    /// The flow records collected so far.
+    pub fn records(&self) -> Vec<FlowRecord> {
+        self.flows
+            .iter()
+            .map(|&(key, verdict, packets, bytes)| FlowRecord {
+                family: match key.family {
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
+                },
+                src: key.src_addr(),
+                dst: key.dst_addr(),
+                proto: key.proto,
+                sport: key.sport,
+                dport: key.dport,
+                vlan: key.vlan,
+                in_port: key.in_port,
+                packets,
+                bytes,
+                verdict: match verdict {
+                    Verdict::Forward => "forward",
+                    Verdict::Drop(_) => "drop",
+                },
+                drop_reason: match verdict {
+                    Verdict::Forward => None,
+                    Verdict::Drop(r) => Some(r),
+                },
+            })
+            .collect()
+    }
+}
+
+impl ReplaySummary {
+    /// Summary from a worker's stats.
+    pub fn from_stats(stats: &Stats) -> Self {
+        let port = |p: PortId| stats.ports.get(usize::from(p)).copied().unwrap_or_default();
+        let (rx, tx) = (port(REPLAY_IN_PORT), port(REPLAY_OUT_PORT));
+        ReplaySummary {
+            packets_in: rx.rx_packets,
+            bytes_in: rx.rx_bytes,
+            packets_out: tx.tx_packets,
+            bytes_out: tx.tx_bytes,
+            non_ip_forwarded: stats.non_ip_forwarded,
+            dropped: stats.total_drops(),
+            drops: stats
+                .nonzero_drops()
+                .map(|(reason, packets)| DropCount { reason, packets })
+                .collect(),
+        }
+    }
+}
+
+/// Run `decision` over the capture `input` (pcap or pcapng, Ethernet), writing forwarded
+/// frames to `output` if given.
+pub fn replay(
+    input: &Path,
+    output: Option<&Path>,
+    decision: Decision,
+) -> Result<ReplayReport, ReplayError> {
+    let mut io = PcapIo::open(input, output.map(|p| (p, REPLAY_OUT_PORT)))?;
+    let bridge = Bridge::new(PCAP_PORTS, &[(REPLAY_IN_PORT, REPLAY_OUT_PORT)])?;
+    let mut worker = Worker::new(bridge, decision);
+    let mut flows = FlowObserver::default();
+    while !io.eof() {
+        worker.poll(&mut io, &mut flows);
+    }
+    io.finish()?;
+    let stats = Stats::collect([&**worker.counters()]);
+    Ok(ReplayReport {
+        summary: ReplaySummary::from_stats(&stats),
+        flows: flows.records(),
+    })
+}
+
+impl fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        writeln!(
+            f,
+            "packets in   {:>10}  ({} bytes)",
+            s.packets_in, s.bytes_in
+        )?;
+        writeln!(
+            f,
+            "packets out  {:>10}  ({} bytes)",
+            s.packets_out, s.bytes_out
+        )?;
+        writeln!(f, "non-IP fwd   {:>10}", s.non_ip_forwarded)?;
+        writeln!(f, "dropped      {:>10}", s.dropped)?;
+        for d in &s.drops {
+            writeln!(f, "  {:<24} {:>10}", d.reason.as_str(), d.packets)?;
+        }
+        writeln!(f, "flows        {:>10}", self.flows.len())?;
+        for r in &self.flows {
+            let verdict = match r.drop_reason {
+                Some(reason) => format!("drop({reason})"),
+                None => r.verdict.to_owned(),
+            };
+            let (src, dst) = match r.family {
+                "ipv6" => (format!("[{}]", r.src), format!("[{}]", r.dst)),
+                _ => (r.src.to_string(), r.dst.to_string()),
+            };
+            let endpoints = if matches!((r.family, r.proto), ("ipv4", 1) | ("ipv6", 58)) {
+                format!(
+                    "{src} -> {dst} proto {} type {} code {}",
+                    r.proto, r.sport, r.dport
+                )
+            } else {
+                format!("{src}:{} -> {dst}:{} proto {}", r.sport, r.dport, r.proto)
+            };
+            writeln!(
+                f,
+                "  {verdict:<22} {endpoints} vlan {} port {}  {} pkts {} bytes",
+                r.vlan, r.in_port, r.packets, r.bytes
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,335 @@
+//! `septa run`: the appliance on DPDK ports.
+//!
+//! Thread layout: one poll-mode worker per configured lcore (EAL worker lcores through
+//! `rte_eal_remote_launch`; a worker configured on the main lcore runs on the main thread), plus one
+//! plain monitor thread that turns SIGINT/SIGTERM and `--until-idle` into the workers' stop flag.
+//! Workers check the flag once per poll; nothing else is shared with them but their counters.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::GatewayConfig;
+
+/// Command-line options of `septa run` beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop once no packet arrived for this many milliseconds after the first one.
+    pub until_idle: Option<u64>,
+    /// Print the final counters as JSON.
+    pub json: bool,
+    /// Transmit this capture's packets on the first port before forwarding starts.
+    pub seed_pcap: Option<PathBuf>,
+}
+
+/// Loads the configuration and runs the appliance until stopped.
+pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(path)?;
+    imp::run(&config, &opts)
+}
+
+#[cfg(not(feature = "dpdk"))]
+mod imp {
+    use super::*;
+
+    pub fn run(config: &GatewayConfig, _opts: &RunOptions) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "{}: this septa binary was built without DPDK support. Install DPDK with \
+             `sudo bash dpdk-build/setup.sh`, then rebuild with `cargo build --release --features dpdk`",
+            config.path.display()
+        )
+    }
+}
+
+#[cfg(feature = "dpdk")]
+mod imp {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use septa_dataplane::counters::{Stats, WorkerCounters};
+    use septa_dataplane::io::dpdk::{
+        DpdkIo, DpdkPorts, Eal, Mbuf, Mempool, MempoolConfig, PortInfo, PortSetup, PortSpec,
+        close_ports, mbufs_needed, setup_ports, stop_ports,
+    };
+    use septa_dataplane::io::{Burst, PacketIo};
+    use septa_dataplane::worker::{Bridge, Worker};
+
+    use super::*;
+
+    pub fn run(config: &GatewayConfig, opts: &RunOptions) -> anyhow::Result<()> {
+        let eal = Eal::init(&config.eal_args).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nhint: the EAL arguments come from `dpdk.eal_args` in {}. If hugepages are missing, run \
+                 `sudo bash dpdk-build/setup.sh`, or add \"--no-huge\", \"-m\", \"512\" to eal_args",
+                config.path.display()
+            )
+        })?;
+
+        let lcores = worker_lcores(config, &eal)?;
+        let workers = u16::try_from(lcores.len()).context("too many workers")?;
+        let ports = u16::try_from(config.ports.len()).context("too many ports")?;
+        let needed = mbufs_needed(
+            ports,
+            workers,
+            config.rx_descriptors,
+            config.tx_descriptors,
+            config.mempool_cache,
+        );
+        if config.mempool_size < needed {
+            bail!(
+                "{}: dpdk.mempool_size = {} is too small for {ports} ports x {workers} workers with \
+                 {}/{} descriptors: at least {needed} mbufs are needed",
+                config.path.display(),
+                config.mempool_size,
+                config.rx_descriptors,
+                config.tx_descriptors
+            );
+        }
+        let pool = Mempool::create(
+            &eal,
+            &MempoolConfig {
+                name: "septa_pkts".into(),
+                mbufs: config.mempool_size,
+                cache_size: config.mempool_cache,
+                data_room: Mempool::DEFAULT_DATA_ROOM,
+                socket: None,
+            },
+        )
+        .context("creating the packet mempool (dpdk.mempool_size)")?;
+
+        let mut setup = PortSetup::new(
+            config
+                .ports
+                .iter()
+                .map(|p| p.parse::<PortSpec>().unwrap_or_else(|e| match e {}))
+                .collect(),
+            workers,
+            pool.clone(),
+        );
+        setup.rx_desc = config.rx_descriptors;
+        setup.tx_desc = config.tx_descriptors;
+        let DpdkPorts {
+            ports: infos,
+            workers: mut ios,
+        } = setup_ports(&eal, &setup)
+            .with_context(|| format!("setting up the ports of {}", config.path.display()))?;
+        for info in &infos {
+            eprintln!(
+                "septa: port {} = {} ({}), mac {}, rss {}, {} rx / {} tx descriptors",
+                info.index,
+                info.name,
+                info.driver,
+                mac(&info.mac),
+                if info.rss { "on" } else { "off" },
+                info.rx_desc,
+                info.tx_desc
+            );
+        }
+
+        if let Some(seed) = &opts.seed_pcap {
+            let sent = seed_port(&mut ios[0], &pool, seed)?;
+            eprintln!(
+                "septa: seeded {sent} packets from {} on port 0",
+                seed.display()
+            );
+        }
+
+        let pairs: Vec<_> = config.pairs.iter().map(|&(a, b, _)| (a, b)).collect();
+        let bridge = Bridge::new(ports, &pairs).context("port pairs")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))
+                .context("installing signal handlers")?;
+        }
+
+        let mut counters: Vec<Arc<WorkerCounters>> = Vec::with_capacity(lcores.len());
+        let mut inline_worker: Option<(Worker, DpdkIo)> = None;
+        let started = Instant::now();
+        for (lcore, mut io) in lcores.iter().copied().zip(ios.drain(..)) {
+            let mut worker = Worker::new(bridge.clone(), config.decision.into());
+            counters.push(Arc::clone(worker.counters()));
+            if lcore == eal.main_lcore() {
+                inline_worker = Some((worker, io));
+                continue;
+            }
+            let stop = Arc::clone(&stop);
+            eal.launch(lcore, move || {
+                worker.run(&mut io, &stop);
+                0
+            })
+            .with_context(|| format!("launching the worker on lcore {lcore}"))?;
+        }
+        eprintln!(
+            "septa: {} worker(s) on lcore(s) {:?}, {} pair(s), decision {:?}; stop with Ctrl-C",
+            lcores.len(),
+            lcores,
+            pairs.len(),
+            config.decision
+        );
+
+        let monitor = {
+            let stop = Arc::clone(&stop);
+            let counters = counters.clone();
+            let idle = opts.until_idle.map(Duration::from_millis);
+            std::thread::Builder::new()
+                .name("septa-monitor".into())
+                .spawn(move || monitor(&stop, &counters, idle))
+                .context("starting the monitor thread")?
+        };
+        if let Some((mut worker, mut io)) = inline_worker {
+            worker.run(&mut io, &stop);
+        }
+        eal.wait_all();
+        let forwarding = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let _ = monitor.join();
+
+        stop_ports(&infos).context("stopping the ports")?;
+        let stats = Stats::collect(counters.iter().map(|c| &**c));
+        report(&stats, &infos, forwarding, opts.json)?;
+        close_ports(&infos).context("closing the ports")?;
+        Ok(())
+    }
+
+    /// The lcores to run workers on: as configured (each must be enabled in the EAL), else every
+    /// EAL worker lcore, else the main lcore.
+    fn worker_lcores(config: &GatewayConfig, eal: &Eal) -> anyhow::Result<Vec<u32>> {
+        let available = eal.worker_lcores();
+        let main = eal.main_lcore();
+        match &config.worker_lcores {
+            Some(list) => {
+                for l in list {
+                    if *l != main && !available.contains(l) {
+                        bail!(
+                            "{}: dataplane.worker_lcores names lcore {l}, which the EAL arguments do not \
+                             enable (enabled: main {main}, workers {available:?}); adjust `-l` in dpdk.eal_args",
+                            config.path.display()
+                        );
+                    }
+                }
+                Ok(list.clone())
+            }
+            None if available.is_empty() => Ok(vec![main]),
+            None => Ok(available),
+        }
+    }
+
+    /// Sets `stop` on a signal (already wired to the flag) or after `idle` without new packets.
+    fn monitor(stop: &AtomicBool, counters: &[Arc<WorkerCounters>], idle: Option<Duration>) {
+        let tick = Duration::from_millis(20);
+        let mut last = 0;
+        let mut last_change = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(tick);
+            let Some(idle) = idle else { continue };
+            let rx = Stats::collect(counters.iter().map(|c| &**c)).rx_packets();
+            if rx != last {
+                last = rx;
+                last_change = Instant::now();
+            } else if rx > 0 && last_change.elapsed() >= idle {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Transmits the frames of a capture on port 0 of `io`; returns how many the port took.
+    fn seed_port(io: &mut DpdkIo, pool: &Mempool, path: &Path) -> anyhow::Result<usize> {
+        let frames = septa_dataplane::io::pcap::read_frames(path)
+            .with_context(|| format!("reading the seed capture {}", path.display()))?;
+        let mut sent = 0;
+        for chunk in frames.chunks(septa_dataplane::io::BURST) {
+            let mut burst: Burst<Mbuf> = Burst::new();
+            for f in chunk {
+                burst.push(Mbuf::from_slice(pool, f).context("allocating a seed mbuf")?);
+            }
+            sent += io.tx_burst(0, &mut burst);
+        }
+        Ok(sent)
+    }
+
+    fn mac(m: &[u8; 6]) -> String {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    fn report(
+        stats: &Stats,
+        infos: &[PortInfo],
+        forwarding: Duration,
+        json: bool,
+    ) -> anyhow::Result<()> {
+        let mut dpdk = Vec::with_capacity(infos.len());
+        for info in infos {
+            let s = info
+                .port
+                .stats()
+                .with_context(|| format!("stats of {}", info.name))?;
+            let x = info
+                .port
+                .xstats()
+                .with_context(|| format!("xstats of {}", info.name))?;
+            dpdk.push((info, s, x));
+        }
+        if json {
+            let ports: Vec<_> = stats
+                .ports
+                .iter()
+                .zip(&dpdk)
+                .map(|(p, (info, s, x))| {
+                    serde_json::json!({
+                        "index": info.index,
+                        "name": info.name,
+                        "driver": info.driver,
+                        "rx_packets": p.rx_packets,
+                        "rx_bytes": p.rx_bytes,
+                        "tx_packets": p.tx_packets,
+                        "tx_bytes": p.tx_bytes,
+                        "dpdk": {
+                            "rx_packets": s.rx_packets, "tx_packets": s.tx_packets,
+                            "rx_missed": s.rx_missed, "rx_errors": s.rx_errors, "tx_errors": s.tx_errors,
+                            "rx_nombuf": s.rx_nombuf,
+                            "xstats": x.iter().filter(|(_, v)| *v != 0)
+                                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+                                .collect::<serde_json::Map<_, _>>(),
+                        },
+                    })
+                })
+                .collect();
+            let drops: serde_json::Map<_, _> = stats
+                .nonzero_drops()
+                .map(|(r, n)| (r.as_str().to_owned(), n.into()))
+                .collect();
+            let v = serde_json::json!({
+                "forwarding_seconds": forwarding.as_secs_f64(),
+                "rx_packets": stats.rx_packets(),
+                "tx_packets": stats.tx_packets(),
+                "dropped": stats.total_drops(),
+                "non_ip_forwarded": stats.non_ip_forwarded,
+                "drops": drops,
+                "ports": ports,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("septa: stopped after {:.3} s", forwarding.as_secs_f64());
+            print!("{stats}");
+            for (info, s, x) in &dpdk {
+                println!(
+                    "dpdk {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {}",
+                    info.name,
+                    s.rx_packets,
+                    s.tx_packets,
+                    s.rx_missed,
+                    s.rx_errors,
+                    s.tx_errors,
+                    s.rx_nombuf
+                );
+                for (k, v) in x.iter().filter(|(_, v)| *v != 0) {
+                    println!("  {k} {v}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
