@@ -179,10 +179,11 @@ mod imp {
         if let Some((mut worker, mut io)) = inline_worker {
             worker.run(&mut io, &stop);
         }
+        // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
+        // spins, and a spinning main lcore would steal cycles from a worker on a sibling hyperthread.
+        let _ = monitor.join();
         eal.wait_all();
         let forwarding = started.elapsed();
-        stop.store(true, Ordering::Relaxed);
-        let _ = monitor.join();
 
         stop_ports(&infos).context("stopping the ports")?;
         let stats = Stats::collect(counters.iter().map(|c| &**c));

@@ -164,6 +164,9 @@ impl Worker {
             let peer = self.bridge.peer(port);
             let mut tx: Burst<IO::Buf> = Burst::new();
             let (mut rx_bytes, mut tx_bytes) = (0, 0);
+            for pkt in &rx {
+                pkt.prefetch();
+            }
             for pkt in rx.drain(..) {
                 rx_bytes += pkt.data().len();
                 let verdict = self.classify(port, peer, pkt.data(), obs);

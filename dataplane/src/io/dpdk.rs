@@ -45,6 +45,10 @@ impl PacketBuf for Mbuf {
     fn data_mut(&mut self) -> &mut [u8] {
         Mbuf::data_mut(self)
     }
+    #[inline]
+    fn prefetch(&self) {
+        Mbuf::prefetch(self)
+    }
 }
 
 /// One worker's view of the DPDK ports: queue `queue` of every configured port.

@@ -19,6 +19,9 @@ pub trait PacketBuf {
     fn data(&self) -> &[u8];
     /// The frame, writable in place (for header rewrites such as TTL decrement or MAC swap).
     fn data_mut(&mut self) -> &mut [u8];
+    /// Start loading the frame's first cache line; a no-op where buffers are already hot.
+    #[inline]
+    fn prefetch(&self) {}
 }
 
 /// A burst of packets: fixed capacity, lives on the worker's stack, never allocates.

@@ -91,6 +91,26 @@ impl Mbuf {
         }
     }
 
+    /// Hints the CPU to pull the first cache line of the frame into L1 (DPDK's
+    /// `rte_prefetch0(rte_pktmbuf_mtod(m))`). Issued for a burst before parsing it, so the
+    /// header loads of packet i overlap with the memory latency of packets i+1...
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let m = self.header();
+            let p = m
+                .buf_addr
+                .cast::<u8>()
+                .wrapping_add(usize::from(m.data_off));
+            // SAFETY: a prefetch is only a hint: it never faults and never changes memory, even
+            // for an invalid address (Intel SDM, PREFETCHh); SSE is part of the x86_64 baseline.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+            }
+        }
+    }
+
     /// The frame, writable in place.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
