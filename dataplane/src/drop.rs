@@ -64,6 +64,32 @@ drop_reasons! {
     TxFull = 12 => "tx_full",
     /// Received on a port that has no bridge peer, so there is nowhere to send it.
     NoPeerPort = 13 => "no_peer_port",
+    /// New flow refused: the flow table is full of established flows and no half-open flow can be evicted.
+    FlowTableFull = 14 => "flow_table_full",
+    /// TCP segment outside the tracked sequence/acknowledgement window (data, ACK or RST), or a SYN-ACK that does not acknowledge the SYN.
+    TcpOutOfWindow = 15 => "tcp_out_of_window",
+    /// TCP flag combination no valid segment carries (e.g. SYN+FIN, SYN+RST, FIN without ACK, no SYN/ACK/RST at all).
+    TcpInvalidFlags = 16 => "tcp_invalid_flags",
+    /// TCP segment with no tracked connection that is not a connection-opening SYN (data or ACK before any handshake).
+    TcpNoFlow = 17 => "tcp_no_flow",
+    /// TCP segment not allowed in the connection's state (e.g. data before the handshake completes, SYN on an open or closing connection).
+    TcpInvalidState = 18 => "tcp_invalid_state",
+    /// ICMP/ICMPv6 error whose embedded packet belongs to no tracked flow, or is not addressed back to that packet's sender.
+    IcmpErrorUnrelated = 19 => "icmp_error_unrelated",
+    /// ICMP/ICMPv6 error too short to carry the embedded IP header and 8 bytes of its transport header.
+    IcmpErrorMalformed = 20 => "icmp_error_malformed",
+    /// ICMP/ICMPv6 echo reply with no tracked echo request.
+    IcmpNoFlow = 21 => "icmp_no_flow",
+    /// IP fragment overlapping (or duplicating) a fragment already seen of the same datagram (RFC 1858, RFC 5722).
+    FragmentOverlap = 22 => "fragment_overlap",
+    /// Non-first IP fragment with no tracked first fragment (Septa does not buffer out-of-order fragments).
+    FragmentNoHead = 23 => "fragment_no_head",
+    /// New fragmented datagram refused: the fragment-tracking table is full.
+    FragmentTableFull = 24 => "fragment_table_full",
+    /// IP fragment that would make the datagram larger than 65535 bytes (ping of death).
+    FragmentOversize = 25 => "fragment_oversize",
+    /// IP fragment with more following whose length is not a multiple of 8, data past the last fragment's end, or more disjoint pieces than tracked.
+    FragmentInvalid = 26 => "fragment_invalid",
 }
 
 impl DropReason {

@@ -7,9 +7,12 @@
 //! counted under exactly one drop reason ([`DropReason`], the one table). Never depends on tokio,
 //! axum or tract.
 
+pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod error;
+pub mod flow;
+pub mod frag;
 pub mod io;
 pub mod parse;
 pub mod replay;

@@ -1,0 +1,336 @@
+//! Connection tracking: the TCP state machine with sequence-window checks, UDP/ICMP/other
+//! pseudo-state, and the relation of ICMP errors to tracked flows.
+//!
+//! **What it is.** Pure functions and small `Copy` state ([`Conn`], 40 bytes) stored in the
+//! per-core [`FlowTable`]. [`begin`] takes a parsed packet and either advances the state of its
+//! flow, prepares a new flow for the caller to [`commit`] once policy allows it, reports an ICMP
+//! error as related to a flow, or says the packet is not tracked (non-IP, non-first fragment).
+//! Every refusal is a [`DropReason`].
+//!
+//! **What it never does.** No allocation, no clock (the caller's `now` tick), no logging, no
+//! buffering or reordering of segments, no payload inspection, no checksum verification, no
+//! NAT/sequence rewriting, no mid-stream pickup.
+//!
+//! **Invariants.** A flow exists only after an opening packet (TCP: a plain SYN; ICMP: an echo
+//! request or a non-echo, non-error message; UDP/other: any packet). A refused packet leaves
+//! the flow's state untouched. Flows become non-evictable ("established") when the TCP
+//! handshake completes, or when a UDP/ICMP/other flow sees a reply.
+//!
+//! **TCP, compared with nftables/Linux conntrack** (`nf_conntrack_proto_tcp.c`, with
+//! `nf_conntrack_tcp_loose = 0`, `tcp_be_liberal = 0`):
+//! * *Flags*: the same valid-combination table as `tcp_valid_flags` (PSH/ECE/CWR ignored; SYN,
+//!   SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK, ACK+URG); anything else is
+//!   `tcp_invalid_flags`, before any state lookup.
+//! * *No pickup*: a non-SYN packet without a flow is `tcp_no_flow` (Linux with `loose = 0`
+//!   marks it INVALID too). Data or a bare ACK before the handshake completes is
+//!   `tcp_invalid_state`.
+//! * *States*: SYN_SENT, SYN_SENT2 (simultaneous open: a SYN answered by a SYN, then a SYN-ACK
+//!   from either side), SYN_RECV, ESTABLISHED, FIN_WAIT (first FIN), CLOSE_WAIT (first FIN
+//!   acknowledged), LAST_ACK (second FIN), TIME_WAIT (second FIN acknowledged), CLOSE (RST).
+//!   Stricter than Linux: the SYN-ACK must acknowledge exactly ISN+1 of the SYN (Linux flags a
+//!   wrong one only through the window check); a SYN or SYN-ACK on an open or closing
+//!   connection is dropped as `tcp_invalid_state` (Linux lets it through unchanged so the end
+//!   host can answer with a challenge ACK), except an exact retransmission of the handshake's
+//!   SYN or SYN-ACK. *SYN after FIN*: while the close is in progress (FIN_WAIT, CLOSE_WAIT,
+//!   LAST_ACK) a SYN is `tcp_invalid_state`; once closed (TIME_WAIT, CLOSE) an originator's
+//!   SYN reopens the flow as a new connection (as Linux does), reported as `reopened`.
+//! * *Window* ([`tcp::TcpPeer`] per side: `end`, `maxend`, `maxwin`, `scale`, as Linux's
+//!   `td_end`, `td_maxend`, `td_maxwin`, `td_scale`). For a segment from S to R with
+//!   `end = seq + len (+1 for SYN, +1 for FIN)` and `ack` (R.end when ACK is absent), it passes
+//!   iff, in wrapping sequence arithmetic:
+//!   1. `seq <= S.maxend` (not beyond what R's ACK + window allowed),
+//!   2. `end >= S.end - R.maxwin` (not older than one maximum window),
+//!   3. `ack <= R.end` (does not acknowledge data R never sent), and
+//!   4. `ack >= R.end - max(S.maxwin, 66000)`;
+//!
+//!   3 and 4 are skipped while R has sent nothing (SYN_SENT). A segment without data, SYN or
+//!   FIN (a pure ACK, not a RST) has its `seq` and `end` taken as `S.end`, so only its ACK is
+//!   really checked, as in Linux. This is Linux's `tcp_in_window` test, except that SACK
+//!   blocks are not read (so check 4 uses the cumulative ACK: slightly stricter for SACK-heavy
+//!   paths with very old ACKs). Window scaling is taken from the SYNs' options and applied only
+//!   when both sides offered it (RFC 7323). A failure is `tcp_out_of_window`; nothing is
+//!   updated. Not modelled: Linux's shorter timeouts for retransmitting or unacknowledged
+//!   connections (`timeout_max_retrans`, `timeout_unacknowledged`) and its "ignore" path that
+//!   lets an unexpected SYN through to resynchronise.
+//! * *RST*: must pass checks 1–2 (its `seq` inside `[S.end - R.maxwin, S.maxend]`), and 3–4
+//!   when it carries an ACK. In SYN_SENT a RST from the responder is accepted iff it
+//!   acknowledges ISN+1 (RFC 9293), whatever its seq. RFC 5961's exact-match rule is left to
+//!   the end host. An out-of-window RST is `tcp_out_of_window`.
+//! * A TCP segment split over IP fragments has an unknown length: it is assumed to extend to
+//!   `S.maxend`, so the ACK that covers it later passes check 3.
+//!
+//! **UDP, ICMP and other protocols** have pseudo-state: a flow is "new" until a packet travels
+//! in the reply direction, which makes it established (UDP: the longer `udp_stream` timeout).
+//! ICMP echo request and reply meet in one flow keyed by the echo identifier (`sport = dport =
+//! id`); an echo reply with no flow is `icmp_no_flow`. ICMP errors are never flows: the header
+//! they embed is parsed by [`icmp_error_relation`] and looked up; related errors pass with the
+//! flow (path-MTU discovery, traceroute), unrelated ones are `icmp_error_unrelated`.
+
+mod icmp;
+mod tcp;
+
+#[cfg(test)]
+mod tests;
+
+use septa_classifier::FlowKey;
+
+use crate::drop::DropReason;
+use crate::flow::{Direction, FlowId, FlowTable, Lookup, TimeoutClass, Vacant};
+use crate::parse::{Fragment, ParsedPacket};
+pub use icmp::icmp_error_relation;
+use icmp::{IcmpKind, icmp_conn_ports, icmp_kind, is_icmp};
+pub use tcp::{TcpConn, TcpPeer, TcpSegment, TcpState, TcpTracked};
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// Non-TCP protocol families with pseudo-state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PseudoProto {
+    /// UDP.
+    Udp,
+    /// ICMP or ICMPv6 (echo, or other non-error messages).
+    Icmp,
+    /// Anything else (SCTP, GRE, ESP...).
+    #[default]
+    Other,
+}
+
+/// Pseudo-state of a UDP/ICMP/other flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Pseudo {
+    /// Protocol family.
+    pub proto: PseudoProto,
+    /// A packet went in the reply direction.
+    pub replied: bool,
+}
+
+impl Pseudo {
+    /// The idle timeout in force.
+    pub const fn timeout_class(&self) -> TimeoutClass {
+        match (self.proto, self.replied) {
+            (PseudoProto::Udp, false) => TimeoutClass::Udp,
+            (PseudoProto::Udp, true) => TimeoutClass::UdpStream,
+            (PseudoProto::Icmp, _) => TimeoutClass::Icmp,
+            (PseudoProto::Other, _) => TimeoutClass::Other,
+        }
+    }
+}
+
+/// Per-flow conntrack state (the flow table's `S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conn {
+    /// TCP.
+    Tcp(TcpConn),
+    /// UDP, ICMP, other.
+    Pseudo(Pseudo),
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Conn::Pseudo(Pseudo::default())
+    }
+}
+
+impl Conn {
+    /// The state a flow's first packet creates, with its timeout class.
+    pub fn open(pkt: &ParsedPacket, frame: &[u8]) -> Result<(Conn, TimeoutClass), DropReason> {
+        let key = &pkt.key;
+        if key.proto == PROTO_TCP {
+            let seg = TcpSegment::from_packet(pkt, frame).ok_or(DropReason::MalformedL4)?;
+            let c = TcpConn::open(&seg)?;
+            return Ok((Conn::Tcp(c), c.state.timeout_class()));
+        }
+        let proto = if key.proto == PROTO_UDP {
+            PseudoProto::Udp
+        } else if is_icmp(key.family, key.proto) {
+            if icmp_kind(key.family, key.sport) == IcmpKind::EchoReply {
+                return Err(DropReason::IcmpNoFlow);
+            }
+            PseudoProto::Icmp
+        } else {
+            PseudoProto::Other
+        };
+        let p = Pseudo {
+            proto,
+            replied: false,
+        };
+        Ok((Conn::Pseudo(p), p.timeout_class()))
+    }
+
+    /// Track a packet of an existing flow going in `dir`. Returns the timeout class to apply
+    /// and whether the flow is now established (non-evictable). State is unchanged on `Err`.
+    pub fn advance(
+        &mut self,
+        dir: Direction,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+    ) -> Result<Advanced, DropReason> {
+        match self {
+            Conn::Tcp(c) => {
+                let seg = TcpSegment::from_packet(pkt, frame).ok_or(DropReason::MalformedL4)?;
+                let t = c.track(dir, &seg)?;
+                Ok(Advanced {
+                    class: t.state.timeout_class(),
+                    established: t.state.is_established(),
+                    reopened: t.reopened,
+                })
+            }
+            Conn::Pseudo(p) => {
+                if dir == Direction::Reply {
+                    p.replied = true;
+                }
+                Ok(Advanced {
+                    class: p.timeout_class(),
+                    established: p.replied,
+                    reopened: false,
+                })
+            }
+        }
+    }
+}
+
+/// Result of [`Conn::advance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advanced {
+    /// Idle timeout to restart.
+    pub class: TimeoutClass,
+    /// The flow is established (leaves the evictable half-open list).
+    pub established: bool,
+    /// A SYN reopened a closed TCP connection with the same addresses and ports.
+    pub reopened: bool,
+}
+
+/// The flow-table key of an IP packet (not an ICMP error, not a non-first fragment): the parsed
+/// key, with ICMP ports rewritten (echo: `sport = dport = identifier`; other messages: `sport =
+/// type`, `dport = code + 256`).
+pub fn conn_key(pkt: &ParsedPacket, frame: &[u8]) -> Result<FlowKey, DropReason> {
+    let mut key = pkt.key;
+    if is_icmp(key.family, key.proto) {
+        let l4 = pkt
+            .l4_offset
+            .and_then(|o| frame.get(o..pkt.l3_end))
+            .ok_or(DropReason::MalformedL4)?;
+        let kind = icmp_kind(key.family, key.sport);
+        let (s, d) =
+            icmp_conn_ports(kind, l4, key.sport, key.dport).ok_or(DropReason::MalformedL4)?;
+        key.sport = s;
+        key.dport = d;
+    }
+    Ok(key)
+}
+
+/// A new flow that passed conntrack's opening checks; [`commit`] it once policy allows it.
+#[derive(Debug)]
+pub struct NewFlow {
+    vacant: Vacant,
+    conn: Conn,
+    class: TimeoutClass,
+    bytes: usize,
+}
+
+impl NewFlow {
+    /// Its initial state.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+/// What [`begin`] found.
+#[derive(Debug)]
+pub enum Begun {
+    /// Packet of a tracked flow, accepted; state, counters and timer updated.
+    Tracked {
+        /// The flow.
+        id: FlowId,
+        /// Packet direction.
+        dir: Direction,
+        /// A SYN reopened a closed TCP connection (the caller may want to reclassify).
+        reopened: bool,
+    },
+    /// First packet of a new flow, acceptable to conntrack. Nothing inserted yet.
+    New(NewFlow),
+    /// An ICMP/ICMPv6 error about flow `id`; it travels in `dir` of that flow. Not counted
+    /// against the flow and does not refresh its timer.
+    Related {
+        /// The flow.
+        id: FlowId,
+        /// Direction the error travels in, relative to the flow's originator.
+        dir: Direction,
+    },
+    /// Not tracked: non-IP frames and non-first IP fragments (see [`crate::frag`]).
+    Untracked,
+}
+
+/// Conntrack for one parsed packet at tick `now`.
+pub fn begin(
+    table: &mut FlowTable<Conn>,
+    pkt: &ParsedPacket,
+    frame: &[u8],
+    now: u64,
+) -> Result<Begun, DropReason> {
+    if !pkt.is_ip() || pkt.fragment == Fragment::NonFirst {
+        return Ok(Begun::Untracked);
+    }
+    if let Some(inner) = icmp_error_relation(pkt, frame)? {
+        return match table.lookup(&inner) {
+            Lookup::Hit { id, dir } => Ok(Begun::Related {
+                id,
+                dir: dir.reverse(),
+            }),
+            Lookup::Miss(_) => Err(DropReason::IcmpErrorUnrelated),
+        };
+    }
+    let key = conn_key(pkt, frame)?;
+    let bytes = pkt.l3_end - pkt.l3_offset;
+    match table.lookup(&key) {
+        Lookup::Hit { id, dir } => {
+            let a = table.entry_mut(id).state.advance(dir, pkt, frame)?;
+            table.touch(id, dir, bytes, a.class, now);
+            if a.established {
+                table.mark_established(id);
+            } else if a.reopened {
+                table.mark_embryonic(id);
+            }
+            Ok(Begun::Tracked {
+                id,
+                dir,
+                reopened: a.reopened,
+            })
+        }
+        Lookup::Miss(vacant) => {
+            let (conn, class) = Conn::open(pkt, frame)?;
+            Ok(Begun::New(NewFlow {
+                vacant,
+                conn,
+                class,
+                bytes,
+            }))
+        }
+    }
+}
+
+/// Insert a new flow from [`begin`] (same table, no other insert in between) and account its
+/// first packet. `flow_table_full` when there is no room.
+pub fn commit(table: &mut FlowTable<Conn>, new: NewFlow, now: u64) -> Result<FlowId, DropReason> {
+    let id = table.insert(new.vacant, new.conn, new.class, now)?.id;
+    table.touch(id, Direction::Original, new.bytes, new.class, now);
+    Ok(id)
+}
+
+/// [`begin`] then, for a new flow, [`commit`]: conntrack when every new flow is allowed (tests,
+/// monitor-only deployments). Returns the flow and the packet's direction, `None` for
+/// untracked packets.
+pub fn track(
+    table: &mut FlowTable<Conn>,
+    pkt: &ParsedPacket,
+    frame: &[u8],
+    now: u64,
+) -> Result<Option<(FlowId, Direction)>, DropReason> {
+    match begin(table, pkt, frame, now)? {
+        Begun::Tracked { id, dir, .. } | Begun::Related { id, dir } => Ok(Some((id, dir))),
+        Begun::New(n) => Ok(Some((commit(table, n, now)?, Direction::Original))),
+        Begun::Untracked => Ok(None),
+    }
+}

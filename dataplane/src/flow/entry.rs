@@ -1,0 +1,160 @@
+//! The flow entry and the small types around it.
+
+use septa_classifier::FlowKey;
+
+use super::TimeoutClass;
+
+/// Bytes of the opaque L7 slot.
+pub const L7_SLOT_LEN: usize = 16;
+
+/// Which way a packet goes, relative to the packet that created the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Direction {
+    /// Same direction as the flow's first packet.
+    Original = 0,
+    /// The other way.
+    Reply = 1,
+}
+
+impl Direction {
+    /// 0 for original, 1 for reply (index into per-direction arrays).
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The opposite direction.
+    #[inline]
+    pub const fn reverse(self) -> Self {
+        match self {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        }
+    }
+}
+
+/// The policy decision cached in a flow entry. The classifier's decision is mapped into it by
+/// the worker; `epoch` is the epoch of the rule table that produced it (rule-table epochs start
+/// at 1, so epoch 0 means "not classified yet").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CachedDecision {
+    /// Epoch of the producing rule table; 0 = none.
+    pub epoch: u64,
+    /// Matching rule id (`u32::MAX` for the default action, by the worker's convention).
+    pub rule: u32,
+    /// Action code (the worker's mapping of the classifier action).
+    pub action: u8,
+    /// Mode code (enforce/monitor).
+    pub mode: u8,
+    /// L7 hook for an inspect action, 0 otherwise.
+    pub hook: u16,
+}
+
+impl CachedDecision {
+    /// Was this decision made by the rule table of `epoch`?
+    #[inline]
+    pub const fn is_current(&self, epoch: u64) -> bool {
+        self.epoch != 0 && self.epoch == epoch
+    }
+}
+
+/// Handle to a live entry. Valid until that entry is removed (by [`FlowTable::remove`],
+/// [`FlowTable::expire`] or an eviction in [`FlowTable::insert`]); use it within the processing
+/// of one packet and look the flow up again for the next.
+///
+/// [`FlowTable::remove`]: super::FlowTable::remove
+/// [`FlowTable::expire`]: super::FlowTable::expire
+/// [`FlowTable::insert`]: super::FlowTable::insert
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowId(pub(super) u32);
+
+impl FlowId {
+    /// The slot number (dense, `< capacity`), e.g. for per-flow side arrays.
+    #[inline]
+    pub const fn slot(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One flow. The index fields are private; state, decision and the L7 slot are the caller's.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowEntry<S> {
+    pub(super) key: FlowKey,
+    /// Connection-tracking state.
+    pub state: S,
+    /// Cached policy decision.
+    pub decision: CachedDecision,
+    /// Opaque per-flow state of an L7 conduit check.
+    pub l7: [u8; L7_SLOT_LEN],
+    pub(super) packets: [u64; 2],
+    pub(super) bytes: [u64; 2],
+    pub(super) first_seen: u64,
+    pub(super) last_seen: u64,
+    pub(super) expires: u64,
+    /// Wheel slot time (absolute, in slot units) of the list the entry is on.
+    pub(super) sched: u64,
+    pub(super) hash: u32,
+    pub(super) wheel_next: u32,
+    pub(super) wheel_prev: u32,
+    pub(super) half_next: u32,
+    pub(super) half_prev: u32,
+    pub(super) orig_in_port: u16,
+    pub(super) orig_swapped: bool,
+    pub(super) embryonic: bool,
+    pub(super) live: bool,
+    pub(super) class: TimeoutClass,
+}
+
+impl<S> FlowEntry<S> {
+    /// The key of the flow's first packet (originator → responder), `in_port` included.
+    pub fn key(&self) -> FlowKey {
+        let mut k = if self.orig_swapped {
+            self.key.reversed()
+        } else {
+            self.key
+        };
+        k.in_port = self.orig_in_port;
+        k
+    }
+
+    /// Port the first packet arrived on.
+    pub const fn orig_in_port(&self) -> u16 {
+        self.orig_in_port
+    }
+
+    /// Packets seen in `dir`.
+    pub const fn packets(&self, dir: Direction) -> u64 {
+        self.packets[dir.index()]
+    }
+
+    /// Bytes seen in `dir`.
+    pub const fn bytes(&self, dir: Direction) -> u64 {
+        self.bytes[dir.index()]
+    }
+
+    /// Tick of the first packet.
+    pub const fn first_seen(&self) -> u64 {
+        self.first_seen
+    }
+
+    /// Tick of the latest packet.
+    pub const fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    /// Tick at which the flow expires unless refreshed.
+    pub const fn expires(&self) -> u64 {
+        self.expires
+    }
+
+    /// The timeout class in force.
+    pub const fn timeout_class(&self) -> TimeoutClass {
+        self.class
+    }
+
+    /// Still half-open (evictable)?
+    pub const fn is_embryonic(&self) -> bool {
+        self.embryonic
+    }
+}

@@ -1,0 +1,557 @@
+//! The per-core flow table: one entry per connection, both directions, preallocated.
+//!
+//! **What it is.** A fixed-capacity table from a canonical bidirectional [`FlowKey`] to a
+//! [`FlowEntry`]: connection state (generic `S`, the conntrack state in production), the cached
+//! policy decision with the epoch of the rule table that produced it, packet and byte counters
+//! per direction, first/last-seen ticks and an opaque L7 slot. It also runs the flows' idle
+//! timers (a timer wheel) and keeps the half-open flows in insertion order for eviction.
+//!
+//! **What it never does.** It never allocates after [`FlowTable::new`] (entries, index, wheel
+//! and lists are arrays sized from the configuration; links are `u32` slot numbers), never reads
+//! a clock (every call that needs time takes the caller's monotonic `now` tick), never locks
+//! (one table per worker core: symmetric RSS keeps both directions on one core), never logs.
+//!
+//! **Invariants.**
+//! * `len() <= capacity()`; at most half of the index buckets are used, so every probe ends.
+//! * Both directions of a connection find the same entry: the key is stored with its two
+//!   endpoints ordered (`(src, sport) <= (dst, dport)`, `in_port` cleared), and each lookup
+//!   reports the packet's [`Direction`] relative to the flow's originator.
+//! * Every live entry is on exactly one wheel slot list; an entry is on the half-open list iff
+//!   it is embryonic (inserted and not yet [`FlowTable::mark_established`]).
+//! * Established entries are never evicted. When the table is full, or the half-open cap is
+//!   reached, an insert evicts the *oldest* half-open entry; if there is none the insert fails
+//!   with [`FlowTableFull`] (the caller drops the packet as `flow_table_full`: fail closed).
+//!
+//! **Design choices.**
+//! * Entries live in a slab (`Box<[FlowEntry]>` plus a free list); the index is a separate
+//!   open-addressed array of `(hash, slot)` words (`flow/index.rs`). Lookups touch one or two index
+//!   words and one entry; removal shifts the probe run back, so there are no tombstones.
+//! * Hash: keyed SipHash-1-3 with a per-table key from the caller (`flow/hash.rs` says why).
+//! * Timers: a single-level wheel of `wheel_slots` lists, each `2^wheel_shift` ticks wide.
+//!   Refreshing a flow on a packet only stores its new expiry (lazy); when the wheel reaches the
+//!   slot, an entry that has been refreshed is moved to the slot of its new expiry. Only a
+//!   refresh that *shortens* the expiry (e.g. established → closed) relinks eagerly. Timeouts
+//!   longer than one wheel revolution are handled by the same re-slotting, once per revolution.
+//! * Expiry work is bounded per call ([`FlowTable::expire`] takes a budget), so the worker can
+//!   call it once per burst without a latency spike.
+
+mod entry;
+pub(crate) mod hash;
+pub(crate) mod index;
+mod timeout;
+mod wheel;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use septa_classifier::FlowKey;
+
+use crate::drop::DropReason;
+pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7_SLOT_LEN};
+use index::SlotIndex;
+pub use timeout::{TimeoutClass, Timeouts};
+
+const NIL: u32 = u32::MAX;
+/// Largest supported capacity (the index stores `slot + 1` in 32 bits and needs 2x buckets).
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// Table sizing and timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTableConfig {
+    /// Most flows (`1 ..= MAX_CAPACITY`).
+    pub capacity: usize,
+    /// Most half-open flows; reaching it evicts the oldest half-open flow on insert (SYN-flood
+    /// cap). `capacity` disables the cap beyond "table full".
+    pub max_half_open: usize,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// Wheel slot width is `2^wheel_shift` ticks.
+    pub wheel_shift: u32,
+    /// Number of wheel slots (a power of two).
+    pub wheel_slots: usize,
+}
+
+impl FlowTableConfig {
+    /// `capacity` flows, a half-open cap of a quarter of it, the nftables timeouts, and a wheel
+    /// of 4096 slots of about 1/16 s each (one revolution ≈ 4 minutes).
+    pub fn new(capacity: usize, ticks_per_second: u64) -> Self {
+        let slot = (ticks_per_second / 16).max(1);
+        FlowTableConfig {
+            capacity,
+            max_half_open: (capacity / 4).max(1),
+            timeouts: Timeouts::nftables_defaults(ticks_per_second),
+            // Round the slot width down to a power of two.
+            wheel_shift: 63 - slot.leading_zeros(),
+            wheel_slots: 4096,
+        }
+    }
+}
+
+/// Invalid [`FlowTableConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FlowConfigError {
+    /// Capacity 0 or above [`MAX_CAPACITY`].
+    #[error("flow table capacity must be in 1..={MAX_CAPACITY}, got {0}")]
+    Capacity(usize),
+    /// Half-open cap 0.
+    #[error("flow table half-open cap must be at least 1")]
+    HalfOpen,
+    /// Wheel slots not a power of two, or shift ≥ 64.
+    #[error("timer wheel needs a power-of-two slot count and a shift below 64")]
+    Wheel,
+}
+
+/// No room for a new flow and nothing evictable: drop the packet as
+/// [`DropReason::FlowTableFull`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTableFull;
+
+impl From<FlowTableFull> for DropReason {
+    fn from(_: FlowTableFull) -> Self {
+        DropReason::FlowTableFull
+    }
+}
+
+impl fmt::Display for FlowTableFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("flow table full")
+    }
+}
+
+/// Result of [`FlowTable::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// The flow exists; the packet goes in `dir`.
+    Hit {
+        /// The entry.
+        id: FlowId,
+        /// Packet direction relative to the originator.
+        dir: Direction,
+    },
+    /// No such flow; pass this to [`FlowTable::insert`] to create it without hashing again.
+    Miss(Vacant),
+}
+
+/// A key that is not in the table, canonicalised and hashed (for the table that produced it).
+#[derive(Debug)]
+pub struct Vacant {
+    key: FlowKey,
+    in_port: u16,
+    hash: u32,
+    swapped: bool,
+}
+
+/// A successful insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inserted {
+    /// The new entry.
+    pub id: FlowId,
+    /// A half-open flow was evicted to make room.
+    pub evicted: bool,
+}
+
+/// Table event counts (single writer: the owning worker; read them between bursts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    /// Flows inserted.
+    pub inserted: u64,
+    /// Flows removed by the caller.
+    pub removed: u64,
+    /// Flows expired by the timer wheel.
+    pub expired: u64,
+    /// Half-open flows evicted for a new flow.
+    pub evicted_half_open: u64,
+    /// Inserts refused (table full, nothing evictable).
+    pub full: u64,
+}
+
+/// The table. See the module documentation.
+pub struct FlowTable<S> {
+    entries: Box<[FlowEntry<S>]>,
+    index: SlotIndex,
+    hash_key: [u64; 2],
+    free_head: u32,
+    len: usize,
+    half_head: u32,
+    half_tail: u32,
+    half_len: usize,
+    max_half_open: usize,
+    timeouts: Timeouts,
+    wheel: Box<[u32]>,
+    wheel_shift: u32,
+    wheel_mask: u64,
+    /// Next slot time (absolute, slot units) the wheel will process.
+    cursor: u64,
+    /// Entries detached from the slot being processed, still to visit.
+    pending: u32,
+    stats: FlowTableStats,
+}
+
+impl<S> fmt::Debug for FlowTable<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("capacity", &self.entries.len())
+            .field("len", &self.len)
+            .field("half_open", &self.half_len)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The five 64-bit words hashed for a canonical key.
+#[inline]
+fn key_words(k: &FlowKey) -> [u64; 5] {
+    [
+        k.src as u64,
+        (k.src >> 64) as u64,
+        k.dst as u64,
+        (k.dst >> 64) as u64,
+        u64::from(k.sport)
+            | u64::from(k.dport) << 16
+            | u64::from(k.proto) << 32
+            | u64::from(k.family as u8) << 40
+            | u64::from(k.vlan) << 48,
+    ]
+}
+
+/// The canonical form of `key` (endpoints ordered, `in_port` cleared) and whether it was swapped.
+#[inline]
+pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
+    let swapped = (key.src, key.sport) > (key.dst, key.dport);
+    let mut k = if swapped { key.reversed() } else { *key };
+    k.in_port = 0;
+    (k, swapped)
+}
+
+impl<S: Copy + Default> FlowTable<S> {
+    /// Allocate a table for `cfg`, hashing under `hash_key` (draw it from a random source; see
+    /// `flow/hash.rs`). The only allocation the table ever makes.
+    pub fn new(cfg: &FlowTableConfig, hash_key: [u64; 2]) -> Result<Self, FlowConfigError> {
+        if cfg.capacity == 0 || cfg.capacity > MAX_CAPACITY {
+            return Err(FlowConfigError::Capacity(cfg.capacity));
+        }
+        if cfg.max_half_open == 0 {
+            return Err(FlowConfigError::HalfOpen);
+        }
+        if !cfg.wheel_slots.is_power_of_two() || cfg.wheel_shift >= 64 {
+            return Err(FlowConfigError::Wheel);
+        }
+        let blank = FlowEntry {
+            key: FlowKey::default(),
+            state: S::default(),
+            decision: CachedDecision::default(),
+            l7: [0; L7_SLOT_LEN],
+            packets: [0; 2],
+            bytes: [0; 2],
+            first_seen: 0,
+            last_seen: 0,
+            expires: 0,
+            sched: 0,
+            hash: 0,
+            wheel_next: NIL,
+            wheel_prev: NIL,
+            half_next: NIL,
+            half_prev: NIL,
+            orig_in_port: 0,
+            orig_swapped: false,
+            embryonic: false,
+            live: false,
+            class: TimeoutClass::Other,
+        };
+        let mut entries = vec![blank; cfg.capacity].into_boxed_slice();
+        // Free list threaded through `wheel_next`, lowest slot first.
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.wheel_next = if i + 1 < cfg.capacity {
+                (i + 1) as u32
+            } else {
+                NIL
+            };
+        }
+        Ok(FlowTable {
+            entries,
+            index: SlotIndex::new(cfg.capacity),
+            hash_key,
+            free_head: 0,
+            len: 0,
+            half_head: NIL,
+            half_tail: NIL,
+            half_len: 0,
+            max_half_open: cfg.max_half_open.min(cfg.capacity),
+            timeouts: cfg.timeouts,
+            wheel: vec![NIL; cfg.wheel_slots].into_boxed_slice(),
+            wheel_shift: cfg.wheel_shift,
+            wheel_mask: cfg.wheel_slots as u64 - 1,
+            cursor: 0,
+            pending: NIL,
+            stats: FlowTableStats::default(),
+        })
+    }
+
+    /// Heap bytes a table of `capacity` flows holds with `wheel_slots` wheel slots.
+    pub fn memory_for(capacity: usize, wheel_slots: usize) -> usize {
+        capacity * std::mem::size_of::<FlowEntry<S>>()
+            + (capacity.max(1) * 2).next_power_of_two() * std::mem::size_of::<u64>()
+            + wheel_slots * std::mem::size_of::<u32>()
+    }
+
+    /// Heap bytes this table holds.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+            + self.index.bytes()
+            + std::mem::size_of_val(&*self.wheel)
+    }
+
+    /// Most flows.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Live flows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No live flows?
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Live half-open flows.
+    pub fn half_open_len(&self) -> usize {
+        self.half_len
+    }
+
+    /// Event counts.
+    pub fn stats(&self) -> &FlowTableStats {
+        &self.stats
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Find the flow of a packet with `key` (either direction). `key.in_port` is ignored for
+    /// matching; on a miss it is remembered as the originator's port.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Lookup {
+        let (ck, swapped) = canonical(key);
+        let h = hash::siphash13(self.hash_key, &key_words(&ck));
+        let hash = (h ^ (h >> 32)) as u32;
+        let found = self
+            .index
+            .find(hash, |slot| self.entries[slot as usize].key == ck);
+        match found {
+            Some(slot) => {
+                let e = &self.entries[slot as usize];
+                let dir = if swapped == e.orig_swapped {
+                    Direction::Original
+                } else {
+                    Direction::Reply
+                };
+                Lookup::Hit {
+                    id: FlowId(slot),
+                    dir,
+                }
+            }
+            None => Lookup::Miss(Vacant {
+                key: ck,
+                in_port: key.in_port,
+                hash,
+                swapped,
+            }),
+        }
+    }
+
+    /// Create the flow that `lookup` missed, as half-open (embryonic), with `state`, timeout
+    /// `class`, first/last seen = `now`. Evicts the oldest half-open flow if the table is full
+    /// or the half-open cap is reached; fails if the table is full of established flows.
+    ///
+    /// `vacant` must come from this table's `lookup`, with no insert of the same key since.
+    pub fn insert(
+        &mut self,
+        vacant: Vacant,
+        state: S,
+        class: TimeoutClass,
+        now: u64,
+    ) -> Result<Inserted, FlowTableFull> {
+        let mut evicted = false;
+        if self.len == self.capacity() || self.half_len >= self.max_half_open {
+            if self.half_head == NIL {
+                self.stats.full += 1;
+                return Err(FlowTableFull);
+            }
+            let victim = self.half_head;
+            self.unlink_all(victim);
+            self.stats.evicted_half_open += 1;
+            evicted = true;
+        }
+        let slot = self.free_head;
+        debug_assert!(slot != NIL, "free list empty with len < capacity");
+        let i = slot as usize;
+        self.free_head = self.entries[i].wheel_next;
+        debug_assert!(
+            self.index
+                .find(vacant.hash, |s| self.entries[s as usize].key == vacant.key)
+                .is_none(),
+            "insert of a key already present"
+        );
+        let expires = now.saturating_add(self.timeouts.get(class));
+        self.entries[i] = FlowEntry {
+            key: vacant.key,
+            state,
+            decision: CachedDecision::default(),
+            l7: [0; L7_SLOT_LEN],
+            packets: [0; 2],
+            bytes: [0; 2],
+            first_seen: now,
+            last_seen: now,
+            expires,
+            sched: 0,
+            hash: vacant.hash,
+            wheel_next: NIL,
+            wheel_prev: NIL,
+            half_next: NIL,
+            half_prev: NIL,
+            orig_in_port: vacant.in_port,
+            orig_swapped: vacant.swapped,
+            embryonic: true,
+            live: true,
+            class,
+        };
+        self.index.insert(vacant.hash, slot);
+        self.wheel_link(slot);
+        self.half_push(slot);
+        self.len += 1;
+        self.stats.inserted += 1;
+        Ok(Inserted {
+            id: FlowId(slot),
+            evicted,
+        })
+    }
+
+    /// The entry of a live flow.
+    #[inline]
+    pub fn entry(&self, id: FlowId) -> &FlowEntry<S> {
+        let e = &self.entries[id.slot()];
+        debug_assert!(e.live, "stale FlowId");
+        e
+    }
+
+    /// The entry of a live flow, mutably (state, decision, L7 slot).
+    #[inline]
+    pub fn entry_mut(&mut self, id: FlowId) -> &mut FlowEntry<S> {
+        let e = &mut self.entries[id.slot()];
+        debug_assert!(e.live, "stale FlowId");
+        e
+    }
+
+    /// Account a packet of `bytes` in `dir` at `now` and restart its idle timer with `class`.
+    #[inline]
+    pub fn touch(
+        &mut self,
+        id: FlowId,
+        dir: Direction,
+        bytes: usize,
+        class: TimeoutClass,
+        now: u64,
+    ) {
+        let timeout = self.timeouts.get(class);
+        let e = &mut self.entries[id.slot()];
+        debug_assert!(e.live, "stale FlowId");
+        e.packets[dir.index()] += 1;
+        e.bytes[dir.index()] += bytes as u64;
+        e.last_seen = now;
+        e.class = class;
+        e.expires = now.saturating_add(timeout);
+        // Lazy when the expiry moves later; relink now when it moves before the slot it sits on.
+        if (e.expires >> self.wheel_shift) < e.sched {
+            self.wheel_unlink(id.0);
+            self.wheel_link(id.0);
+        }
+    }
+
+    /// The flow completed its handshake (or saw a reply): it leaves the half-open list and can
+    /// no longer be evicted.
+    #[inline]
+    pub fn mark_established(&mut self, id: FlowId) {
+        if self.entries[id.slot()].embryonic {
+            self.half_unlink(id.0);
+        }
+    }
+
+    /// The flow is half-open again (a TCP connection reopened by a SYN after TIME_WAIT): it
+    /// goes to the young end of the half-open list and becomes evictable.
+    #[inline]
+    pub fn mark_embryonic(&mut self, id: FlowId) {
+        if !self.entries[id.slot()].embryonic {
+            self.entries[id.slot()].embryonic = true;
+            self.half_push(id.0);
+        }
+    }
+
+    /// Remove a live flow.
+    pub fn remove(&mut self, id: FlowId) {
+        if self.entries[id.slot()].live {
+            self.unlink_all(id.0);
+            self.stats.removed += 1;
+        }
+    }
+
+    /// Advance the timer wheel to `now`, removing flows idle past their timeout; `on_expire` sees
+    /// each before it goes. Visits at most `budget` entries (and returns early when it runs out;
+    /// the next call resumes). Returns the number of flows removed.
+    pub fn expire(
+        &mut self,
+        now: u64,
+        budget: usize,
+        mut on_expire: impl FnMut(&FlowEntry<S>),
+    ) -> usize {
+        // Ticks beyond 2^62 (centuries of nanoseconds) are clamped so slot arithmetic cannot
+        // overflow.
+        let target = now.min(1 << 62) >> self.wheel_shift;
+        let slots = self.wheel_mask + 1;
+        // After a jump of more than one revolution, one pass over every slot sees every entry.
+        if self.pending == NIL && target >= self.cursor + slots {
+            self.cursor = target + 1 - slots;
+        }
+        let mut visited = 0;
+        let mut removed = 0;
+        loop {
+            if self.pending == NIL {
+                if self.cursor > target {
+                    break;
+                }
+                let s = (self.cursor & self.wheel_mask) as usize;
+                self.pending = std::mem::replace(&mut self.wheel[s], NIL);
+                self.cursor += 1;
+                continue;
+            }
+            if visited == budget {
+                break;
+            }
+            visited += 1;
+            let slot = self.pending;
+            let i = slot as usize;
+            self.pending = self.entries[i].wheel_next;
+            if self.pending != NIL {
+                self.entries[self.pending as usize].wheel_prev = NIL;
+            }
+            self.entries[i].wheel_next = NIL;
+            self.entries[i].wheel_prev = NIL;
+            if self.entries[i].expires <= now {
+                on_expire(&self.entries[i]);
+                // Already off the wheel: mark it so unlink_all leaves the wheel alone.
+                self.entries[i].sched = u64::MAX;
+                self.unlink_all(slot);
+                self.stats.expired += 1;
+                removed += 1;
+            } else {
+                self.wheel_link(slot);
+            }
+        }
+        removed
+    }
+}

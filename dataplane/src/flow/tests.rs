@@ -1,0 +1,305 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+type State = [u64; 5];
+
+fn cfg(capacity: usize) -> FlowTableConfig {
+    // 1 tick = 1 ms; wheel slots of 64 ms.
+    FlowTableConfig {
+        capacity,
+        max_half_open: capacity,
+        timeouts: Timeouts::nftables_defaults(1000),
+        wheel_shift: 6,
+        wheel_slots: 256,
+    }
+}
+
+fn table(capacity: usize) -> FlowTable<State> {
+    FlowTable::new(&cfg(capacity), [0x1234, 0x5678]).unwrap()
+}
+
+fn key(i: u32) -> FlowKey {
+    FlowKey::v4(
+        Ipv4Addr::from(0x0a00_0000 + i),
+        Ipv4Addr::new(192, 168, 0, 1),
+        6,
+        40000,
+        443,
+    )
+}
+
+fn add(t: &mut FlowTable<State>, k: &FlowKey, now: u64) -> Result<Inserted, FlowTableFull> {
+    match t.lookup(k) {
+        Lookup::Miss(v) => t.insert(v, [0; 5], TimeoutClass::TcpSynSent, now),
+        Lookup::Hit { .. } => panic!("{k} already present"),
+    }
+}
+
+fn hit(t: &FlowTable<State>, k: &FlowKey) -> Option<(FlowId, Direction)> {
+    match t.lookup(k) {
+        Lookup::Hit { id, dir } => Some((id, dir)),
+        Lookup::Miss(_) => None,
+    }
+}
+
+#[test]
+fn both_directions_find_one_entry_and_report_direction() {
+    let mut t = table(16);
+    let mut k = key(1);
+    k.in_port = 0;
+    // Originator has the higher address: the canonical key is swapped.
+    let mut orig = k.reversed();
+    orig.in_port = 1;
+    let id = add(&mut t, &orig, 5).unwrap().id;
+    let mut reply = k;
+    reply.in_port = 0;
+    assert_eq!(hit(&t, &orig), Some((id, Direction::Original)));
+    assert_eq!(hit(&t, &reply), Some((id, Direction::Reply)));
+    assert_eq!(t.entry(id).key(), orig);
+    assert_eq!(t.entry(id).orig_in_port(), 1);
+    // A different port pair is a different flow.
+    let mut other = orig;
+    other.sport += 1;
+    assert!(hit(&t, &other).is_none());
+}
+
+#[test]
+fn touch_counts_per_direction_and_tracks_time() {
+    let mut t = table(4);
+    let k = key(1);
+    let id = add(&mut t, &k, 10).unwrap().id;
+    t.touch(id, Direction::Original, 60, TimeoutClass::TcpSynSent, 10);
+    t.touch(id, Direction::Reply, 1500, TimeoutClass::TcpEstablished, 20);
+    t.touch(id, Direction::Reply, 100, TimeoutClass::TcpEstablished, 30);
+    let e = t.entry(id);
+    assert_eq!(
+        (e.packets(Direction::Original), e.bytes(Direction::Original)),
+        (1, 60)
+    );
+    assert_eq!(
+        (e.packets(Direction::Reply), e.bytes(Direction::Reply)),
+        (2, 1600)
+    );
+    assert_eq!((e.first_seen(), e.last_seen()), (10, 30));
+    assert_eq!(e.expires(), 30 + 432_000_000);
+    assert_eq!(e.timeout_class(), TimeoutClass::TcpEstablished);
+}
+
+#[test]
+fn full_table_evicts_oldest_half_open_first() {
+    let mut t = table(4);
+    let ids: Vec<FlowId> = (0..4)
+        .map(|i| add(&mut t, &key(i), 0).unwrap().id)
+        .collect();
+    t.mark_established(ids[0]);
+    t.mark_established(ids[2]);
+    assert_eq!(t.half_open_len(), 2);
+    // Full: key 1 (oldest half-open) goes, then key 3.
+    let r = add(&mut t, &key(10), 1).unwrap();
+    assert!(r.evicted);
+    assert!(hit(&t, &key(1)).is_none());
+    assert!(hit(&t, &key(3)).is_some());
+    t.mark_established(r.id);
+    assert!(add(&mut t, &key(11), 2).unwrap().evicted);
+    assert!(hit(&t, &key(3)).is_none());
+    assert_eq!(t.half_open_len(), 1);
+    t.mark_established(hit(&t, &key(11)).unwrap().0);
+    // Only established flows left: refused, and nothing was disturbed.
+    assert_eq!(add(&mut t, &key(12), 3), Err(FlowTableFull));
+    assert_eq!(t.stats().full, 1);
+    assert_eq!(t.stats().evicted_half_open, 2);
+    for k in [0, 2, 10, 11] {
+        assert!(hit(&t, &key(k)).is_some(), "established flow {k} evicted");
+    }
+    assert_eq!(DropReason::from(FlowTableFull), DropReason::FlowTableFull);
+}
+
+#[test]
+fn half_open_cap_evicts_before_the_table_fills() {
+    let mut c = cfg(100);
+    c.max_half_open = 3;
+    let mut t: FlowTable<State> = FlowTable::new(&c, [1, 2]).unwrap();
+    for i in 0..10 {
+        add(&mut t, &key(i), i as u64).unwrap();
+    }
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.half_open_len(), 3);
+    assert!(hit(&t, &key(9)).is_some() && hit(&t, &key(6)).is_none());
+}
+
+#[test]
+fn idle_flows_expire_and_refreshed_ones_stay() {
+    let mut t = table(8);
+    let a = add(&mut t, &key(1), 0).unwrap().id;
+    let b = add(&mut t, &key(2), 0).unwrap().id;
+    // Both have the SYN_SENT timeout (120 s); b is refreshed at 100 s.
+    t.touch(
+        b,
+        Direction::Original,
+        60,
+        TimeoutClass::TcpSynSent,
+        100_000,
+    );
+    let mut seen = Vec::new();
+    assert_eq!(t.expire(119_999, usize::MAX, |e| seen.push(e.key())), 0);
+    assert_eq!(t.expire(120_100, usize::MAX, |e| seen.push(e.key())), 1);
+    assert_eq!(seen, vec![key(1)]);
+    assert!(hit(&t, &key(1)).is_none());
+    let _ = a;
+    assert_eq!(t.expire(219_000, usize::MAX, |_| {}), 0);
+    assert_eq!(t.expire(220_100, usize::MAX, |_| {}), 1);
+    assert!(t.is_empty());
+    assert_eq!(t.stats().expired, 2);
+}
+
+#[test]
+fn shortened_timeout_relinks_eagerly() {
+    let mut t = table(8);
+    let id = add(&mut t, &key(1), 0).unwrap().id;
+    t.touch(id, Direction::Reply, 60, TimeoutClass::TcpEstablished, 0);
+    // RST: close timeout 10 s.
+    t.touch(id, Direction::Reply, 60, TimeoutClass::TcpClose, 1_000);
+    assert_eq!(t.expire(10_999, usize::MAX, |_| {}), 0);
+    assert_eq!(t.expire(11_100, usize::MAX, |_| {}), 1);
+}
+
+#[test]
+fn timeouts_longer_than_a_revolution_and_clock_jumps() {
+    // Revolution = 256 * 64 ms ≈ 16 s; established = 5 days.
+    let mut t = table(8);
+    let id = add(&mut t, &key(1), 0).unwrap().id;
+    t.touch(id, Direction::Reply, 1, TimeoutClass::TcpEstablished, 0);
+    let day = 86_400_000;
+    let mut now = 0;
+    while now < 5 * day - 60_000 {
+        now += 7_000;
+        assert_eq!(
+            t.expire(now, usize::MAX, |_| {}),
+            0,
+            "expired early at {now}"
+        );
+    }
+    // A jump far past the expiry.
+    assert_eq!(t.expire(9 * day, usize::MAX, |_| {}), 1);
+}
+
+#[test]
+fn expiry_budget_bounds_work_and_resumes() {
+    let mut t = table(64);
+    for i in 0..50 {
+        add(&mut t, &key(i), 0).unwrap();
+    }
+    let mut total = 0;
+    let mut calls = 0;
+    while total < 50 {
+        let n = t.expire(200_000, 7, |_| {});
+        assert!(n <= 7);
+        total += n;
+        calls += 1;
+        assert!(calls < 100);
+    }
+    assert!(calls >= 8);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn removal_frees_the_slot_and_the_key() {
+    let mut t = table(2);
+    let a = add(&mut t, &key(1), 0).unwrap().id;
+    add(&mut t, &key(2), 0).unwrap();
+    t.remove(a);
+    t.remove(a); // stale id: no effect
+    assert_eq!(t.len(), 1);
+    assert!(hit(&t, &key(1)).is_none());
+    let r = add(&mut t, &key(3), 0).unwrap();
+    assert!(!r.evicted);
+    assert_eq!(t.stats().removed, 1);
+    // The removed flow's timer does not fire on the new one.
+    t.mark_established(r.id);
+    t.touch(
+        r.id,
+        Direction::Original,
+        1,
+        TimeoutClass::TcpEstablished,
+        0,
+    );
+    assert_eq!(t.expire(130_000, usize::MAX, |_| {}), 1); // key 2 only
+    assert!(hit(&t, &key(3)).is_some());
+}
+
+#[test]
+fn cached_decision_epoch() {
+    let d = CachedDecision::default();
+    assert!(!d.is_current(0) && !d.is_current(1));
+    let d = CachedDecision { epoch: 3, ..d };
+    assert!(d.is_current(3) && !d.is_current(4));
+}
+
+#[test]
+fn config_is_validated() {
+    let mut c = cfg(0);
+    assert!(matches!(
+        FlowTable::<State>::new(&c, [0, 0]),
+        Err(FlowConfigError::Capacity(0))
+    ));
+    c.capacity = 4;
+    assert!(matches!(
+        FlowTable::<State>::new(&c, [0, 0]),
+        Err(FlowConfigError::HalfOpen)
+    ));
+    c.max_half_open = 4;
+    c.wheel_slots = 100;
+    assert!(matches!(
+        FlowTable::<State>::new(&c, [0, 0]),
+        Err(FlowConfigError::Wheel)
+    ));
+    let d = FlowTableConfig::new(1 << 10, 1_000_000_000);
+    assert_eq!(d.wheel_shift, 25); // 2^25 ns ≈ 1/30 s
+    assert!(FlowTable::<State>::new(&d, [0, 0]).is_ok());
+}
+
+#[test]
+fn remove_and_shorten_while_a_slot_is_half_processed() {
+    let mut t = table(64);
+    let ids: Vec<FlowId> = (0..20)
+        .map(|i| add(&mut t, &key(i), 0).unwrap().id)
+        .collect();
+    // All twenty sit in one slot; refresh half of them so they survive the visit.
+    for id in &ids[..10] {
+        t.touch(
+            *id,
+            Direction::Original,
+            1,
+            TimeoutClass::TcpSynSent,
+            100_000,
+        );
+    }
+    // Visit part of the slot: the rest stays pending.
+    // The slot list is newest first: 19..15 expire, 14..0 stay pending.
+    let first = t.expire(120_100, 5, |_| {});
+    assert_eq!(first, 5);
+    // Remove one and shorten another while they are pending.
+    t.remove(ids[10]);
+    t.touch(
+        ids[0],
+        Direction::Original,
+        1,
+        TimeoutClass::TcpClose,
+        120_100,
+    );
+    let rest = t.expire(120_100, usize::MAX, |_| {});
+    assert_eq!(
+        first + rest,
+        9,
+        "the nine untouched, unremoved flows expire"
+    );
+    assert_eq!(t.len(), 10);
+    assert_eq!(
+        t.expire(130_200, usize::MAX, |_| {}),
+        1,
+        "the shortened one"
+    );
+    assert_eq!(t.expire(220_200, usize::MAX, |_| {}), 9);
+    assert!(t.is_empty());
+}
