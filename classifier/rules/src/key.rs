@@ -103,8 +103,16 @@ impl std::fmt::Display for FlowKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (s, d) = (self.src_addr(), self.dst_addr());
         match self.family {
-            Family::V4 => write!(f, "{s}:{} -> {d}:{} proto {}", self.sport, self.dport, self.proto),
-            Family::V6 => write!(f, "[{s}]:{} -> [{d}]:{} proto {}", self.sport, self.dport, self.proto),
+            Family::V4 => write!(
+                f,
+                "{s}:{} -> {d}:{} proto {}",
+                self.sport, self.dport, self.proto
+            ),
+            Family::V6 => write!(
+                f,
+                "[{s}]:{} -> [{d}]:{} proto {}",
+                self.sport, self.dport, self.proto
+            ),
         }
     }
 }
@@ -115,7 +123,13 @@ mod tests {
 
     #[test]
     fn v4_round_trips_and_reverses() {
-        let k = FlowKey::v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 1, 2), 6, 40000, 443);
+        let k = FlowKey::v4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 1, 2),
+            6,
+            40000,
+            443,
+        );
         assert_eq!(k.src_addr(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
         let r = k.reversed();
         assert_eq!((r.sport, r.dport), (443, 40000));
