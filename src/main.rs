@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod policy_cli;
 mod replay;
 mod run;
 
@@ -62,6 +63,63 @@ enum Command {
         #[arg(value_name = "FILE")]
         config: PathBuf,
     },
+    /// Zone/conduit policies as code.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Which rule of a policy decides SRC -> DST PROTO/DPORT, and why.
+    Decide {
+        /// The policy file (YAML or JSON).
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// Source address.
+        src: String,
+        /// Destination address.
+        dst: String,
+        /// tcp, udp, icmp, icmpv6 or a protocol number.
+        proto: String,
+        /// Destination port (for ICMP: the message type).
+        dport: u16,
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate and compile a policy file; every problem is printed with its path and line.
+    Check {
+        /// The policy file (YAML or JSON).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints of an audit log directory; exits
+    /// non-zero on any flipped bit, removed, reordered or truncated record.
+    Verify {
+        /// The audit log directory (or an export of a range).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// The public key to trust (hex file); by default the one stored with the log.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +154,20 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(Into::into),
+        Command::Policy {
+            command: PolicyCommand::Check { file, json },
+        } => policy_cli::check(&file, json),
+        Command::Decide {
+            policy,
+            src,
+            dst,
+            proto,
+            dport,
+            json,
+        } => policy_cli::decide_cmd(&policy, &src, &dst, &proto, dport, json),
+        Command::Audit {
+            command: AuditCommand::Verify { dir, key, json },
+        } => policy_cli::verify(&dir, key.as_ref(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

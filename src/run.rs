@@ -104,7 +104,7 @@ mod imp {
                 .map(|p| p.parse::<PortSpec>().unwrap_or_else(|e| match e {}))
                 .collect(),
             workers,
-            pool.clone(),
+            pool,
         );
         setup.rx_desc = config.rx_descriptors;
         setup.tx_desc = config.tx_descriptors;

@@ -157,10 +157,10 @@ impl Graph {
         while let Some((id, path)) = stack.pop() {
             for dep in &self.edges[&id] {
                 let name = self.names[dep].clone();
-                if !seen.contains_key(&name) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(name.clone()) {
                     let mut p = path.clone();
-                    p.push(name.clone());
-                    seen.insert(name, p.clone());
+                    p.push(name);
+                    slot.insert(p.clone());
                     stack.push((dep.clone(), p));
                 }
             }

@@ -10,8 +10,8 @@ use septa_dataplane::testgen::{FrameBuilder, Ipv6Ext, MAC_A, arp_request};
 use septa_dataplane::{Bridge, Decision, Stats, Worker};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-// `unsafe` is forbidden in this crate (even in tests), so the counting allocator comes from
-// `stats_alloc` rather than a local `GlobalAlloc` impl.
+// Implementing `GlobalAlloc` needs code the workspace lints forbid (even in tests), so the
+// counting allocator comes from `stats_alloc` rather than a local impl.
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 

@@ -1,0 +1,301 @@
+//! The REST API (`/api/v1`, axum): policy lifecycle, revisions, what-if, flows, counters, audit,
+//! users and tokens, with OpenAPI 3.1 at `/api/v1/openapi.json`, Swagger UI at `/api/v1/docs`,
+//! Prometheus `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Shape: one `router()` per resource, merged by [`app`]; every route passes the access check
+//! ([`auth::authorize`]) driven by the table in [`routes`] (deny by default). Errors are RFC 9457
+//! problem+json ([`problem`]). The synchronous [`PolicyService`] sits behind one mutex and is
+//! only ever called from `spawn_blocking` ([`Core::run`]), so SQLite fsyncs and argon2 never
+//! block the runtime. Every mutating route appends exactly one audit record (the core does it
+//! for policy operations; this module for users, tokens and sessions), and every denied request
+//! appends an `access.denied` record.
+//!
+//! Bounds: request bodies ([`Limits::body_bytes`], 413), requests in flight
+//! ([`Limits::concurrent_requests`], 503 beyond), live SSE streams, page sizes, sessions.
+
+pub mod audit;
+pub mod auth;
+pub mod flows;
+pub mod metrics;
+pub mod openapi;
+pub mod policy;
+pub mod principals;
+pub mod problem;
+pub mod routes;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+use tower_http::trace::TraceLayer;
+
+use crate::CompiledPolicy;
+use crate::audit::AuditEntry;
+use crate::clock::Clock;
+use crate::lifecycle::{PolicyService, Publisher};
+
+pub use auth::{AuthStore, PasswordCost, Principal};
+pub use flows::{FlowFilter, FlowRecord, FlowSource, NoFlows};
+pub use metrics::{CountersSnapshot, CountersSource, DropCount, NoCounters, PortCounters};
+pub use problem::Problem;
+pub use routes::{Access, ROUTES, Role, RouteSpec};
+pub use serve::{ServeConfig, TlsMode, serve};
+
+/// A publisher behind an `Arc`, so the service type does not depend on the data plane's type.
+#[derive(Clone)]
+pub struct DynPublisher(pub Arc<dyn Publisher + Send + Sync>);
+
+impl Publisher for DynPublisher {
+    fn publish(&self, table: Option<&Arc<CompiledPolicy>>) -> Result<(), String> {
+        self.0.publish(table)
+    }
+}
+
+/// The policy service as the API holds it.
+pub type Service = PolicyService<DynPublisher>;
+
+/// The policy core behind one mutex, reached only from blocking tasks.
+#[derive(Clone)]
+pub struct Core(Arc<Mutex<Service>>);
+
+impl Core {
+    /// Wraps a service.
+    pub fn new(svc: Service) -> Self {
+        Core(Arc::new(Mutex::new(svc)))
+    }
+
+    /// Runs `f` on the service in the calling (blocking) thread. A panic while the lock was held
+    /// poisons it; the core then refuses work (503) rather than guess at its state.
+    pub fn run_blocking<T>(&self, f: impl FnOnce(&mut Service) -> T) -> Result<T, Problem> {
+        let mut guard = self.0.lock().map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "core-unavailable",
+                "Policy core unavailable",
+                "the policy core failed earlier; restart the control plane",
+            )
+        })?;
+        Ok(f(&mut guard))
+    }
+
+    /// Runs `f` on the service in a blocking task.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Problem>
+    where
+        F: FnOnce(&mut Service) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || core.run_blocking(f))
+            .await
+            .map_err(|e| Problem::internal("a policy-core task", &e))?
+    }
+
+    /// Appends an audit record (blocking; fsynced on return).
+    pub fn append_blocking(&self, entry: AuditEntry) -> Result<(), Problem> {
+        self.run_blocking(|svc| svc.audit_log().append(entry))?
+            .map(|_| ())
+            .map_err(|e| Problem::internal("writing the audit log", &e))
+    }
+
+    /// Appends an audit record from async code.
+    pub async fn append(&self, entry: AuditEntry) -> Result<(), Problem> {
+        let core = self.clone();
+        tokio::task::spawn_blocking(move || core.append_blocking(entry))
+            .await
+            .map_err(|e| Problem::internal("an audit task", &e))?
+    }
+}
+
+/// Resource bounds of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub body_bytes: usize,
+    /// Requests handled at once (503 with `Retry-After` beyond).
+    pub concurrent_requests: usize,
+    /// Live flow streams (SSE) at once.
+    pub concurrent_streams: usize,
+    /// Largest page of a listing.
+    pub max_page: usize,
+    /// Most flows in one impact preview.
+    pub max_impact_flows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 1 << 20,
+            concurrent_requests: 64,
+            concurrent_streams: 16,
+            max_page: 1000,
+            max_impact_flows: 10_000,
+        }
+    }
+}
+
+/// What [`AppState::new`] needs besides the service.
+pub struct ApiOptions {
+    /// The data directory the service was opened on.
+    pub data_dir: PathBuf,
+    /// Password hashing cost.
+    pub password_cost: PasswordCost,
+    /// Bounds.
+    pub limits: Limits,
+    /// Recent flows and the live stream.
+    pub flows: Arc<dyn FlowSource>,
+    /// Data-plane counters.
+    pub counters: Arc<dyn CountersSource>,
+}
+
+impl ApiOptions {
+    /// Production defaults with no data plane attached ([`NoFlows`], [`NoCounters`]).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ApiOptions {
+            data_dir: data_dir.into(),
+            password_cost: PasswordCost::default(),
+            limits: Limits::default(),
+            flows: Arc::new(NoFlows),
+            counters: Arc::new(NoCounters),
+        }
+    }
+}
+
+/// Errors starting the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The principal store failed.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// Creating the first administrator failed.
+    #[error("creating the first administrator: {0}")]
+    Bootstrap(String),
+    /// TLS material could not be created or loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Listening or serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The policy core.
+    pub core: Core,
+    /// Users, tokens, sessions.
+    pub auth: Arc<AuthStore>,
+    /// Flow records.
+    pub flows: Arc<dyn FlowSource>,
+    /// Data-plane counters.
+    pub counters: Arc<dyn CountersSource>,
+    /// Time (sessions, token expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Prometheus registry.
+    pub metrics: Arc<metrics::ApiMetrics>,
+    /// Bounds.
+    pub limits: Limits,
+    /// The audit log directory (read by the audit routes without the core lock).
+    pub audit_dir: PathBuf,
+    /// The data directory (scratch space for exports).
+    pub data_dir: PathBuf,
+    requests: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// Builds the state over an opened service. If there are no users yet, creates the first
+    /// administrator (`admin`) and returns its password, which the caller prints once.
+    pub fn new(
+        mut svc: Service,
+        clock: Arc<dyn Clock>,
+        opts: ApiOptions,
+    ) -> Result<(AppState, Option<String>), ApiError> {
+        let audit_dir = svc.audit_log().dir().to_owned();
+        let auth = AuthStore::open(&opts.data_dir, opts.password_cost)?;
+        let state = AppState {
+            core: Core::new(svc),
+            auth: Arc::new(auth),
+            metrics: Arc::new(metrics::ApiMetrics::new(Arc::clone(&opts.counters))),
+            flows: opts.flows,
+            counters: opts.counters,
+            clock,
+            limits: opts.limits,
+            audit_dir,
+            data_dir: opts.data_dir,
+            requests: Arc::new(Semaphore::new(opts.limits.concurrent_requests.max(1))),
+            streams: Arc::new(Semaphore::new(opts.limits.concurrent_streams.max(1))),
+        };
+        let password = auth::bootstrap_admin(&state).map_err(|p| ApiError::Bootstrap(p.detail))?;
+        Ok((state, password))
+    }
+}
+
+/// The whole HTTP application: every resource router, the access check on every route, the
+/// body and concurrency limits, and problem+json for unknown paths.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(policy::router())
+        .merge(principals::router())
+        .merge(audit::router())
+        .merge(flows::router())
+        .merge(metrics::counters_router());
+    Router::new()
+        .nest("/api/v1", v1)
+        .merge(metrics::router())
+        .merge(openapi::router())
+        .route_layer(from_fn_with_state(state.clone(), auth::authorize))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
+        .layer(from_fn_with_state(state.clone(), limit_concurrency))
+        // Logs method and path only: no headers (credentials), no bodies.
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+async fn limit_concurrency(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    match Arc::clone(&st.requests).try_acquire_owned() {
+        Ok(permit) => {
+            let res = next.run(req).await;
+            drop(permit);
+            res
+        }
+        Err(_) => {
+            let mut res = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many requests in flight",
+                "the API is at its concurrency limit; retry shortly",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+    }
+}
+
+impl AppState {
+    /// A permit for one live stream, if any is left.
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.streams).try_acquire_owned().ok()
+    }
+
+    /// Holds every request permit (tests of the concurrency limit).
+    pub async fn hold_all_request_permits(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let n = u32::try_from(self.limits.concurrent_requests.max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.requests)
+            .acquire_many_owned(n)
+            .await
+            .expect("semaphore is never closed")
+    }
+}

@@ -1,0 +1,289 @@
+//! Structured and human-readable differences between two policy documents (two revisions).
+//!
+//! Named items (IP sets, endpoints, zones, conduits) are matched by name: added, removed, or
+//! changed with the list of changed fields (before/after values) and, for conduits, a move in
+//! the order (order decides precedence among conduits of the same action). Metadata and
+//! defaults are compared field by field. Pure; output order is document order, so it is stable.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::policy::PolicyDocument;
+
+/// One changed field.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// Field name (camelCase, as written).
+    pub field: String,
+    /// Value before (`null` when absent).
+    pub before: Value,
+    /// Value after (`null` when absent).
+    pub after: Value,
+}
+
+/// A named item present in both documents but different.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ItemChange {
+    /// The item's name.
+    pub name: String,
+    /// Changed fields.
+    pub fields: Vec<FieldChange>,
+    /// Position before and after, when it moved.
+    pub moved: Option<(usize, usize)>,
+}
+
+/// Changes to one list of named items.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ItemChanges {
+    /// Names only in the new document.
+    pub added: Vec<String>,
+    /// Names only in the old document.
+    pub removed: Vec<String>,
+    /// Names in both, different.
+    pub changed: Vec<ItemChange>,
+}
+
+impl ItemChanges {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Everything that differs between two policies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PolicyDiff {
+    /// `metadata` fields.
+    pub metadata: Vec<FieldChange>,
+    /// `spec.defaults` fields.
+    pub defaults: Vec<FieldChange>,
+    /// `spec.ipSets`.
+    pub ip_sets: ItemChanges,
+    /// `spec.endpoints`.
+    pub endpoints: ItemChanges,
+    /// `spec.zones`.
+    pub zones: ItemChanges,
+    /// `spec.conduits`.
+    pub conduits: ItemChanges,
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn field_changes(a: &Value, b: &Value) -> Vec<FieldChange> {
+    let empty = serde_json::Map::new();
+    let (ma, mb) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = ma.keys().chain(mb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (
+                ma.get(k).unwrap_or(&Value::Null),
+                mb.get(k).unwrap_or(&Value::Null),
+            );
+            (x != y).then(|| FieldChange {
+                field: k.clone(),
+                before: x.clone(),
+                after: y.clone(),
+            })
+        })
+        .collect()
+}
+
+fn items<T: Serialize>(
+    a: &[T],
+    b: &[T],
+    name: impl Fn(&T) -> &str,
+    track_moves: bool,
+) -> ItemChanges {
+    let mut out = ItemChanges::default();
+    for (j, y) in b.iter().enumerate() {
+        match a.iter().position(|x| name(x) == name(y)) {
+            None => out.added.push(name(y).to_owned()),
+            Some(i) => {
+                let fields = field_changes(&to_value(&a[i]), &to_value(y));
+                // Order matters only relative to the surviving items; compare ranks among them.
+                let rank_a = a[..i]
+                    .iter()
+                    .filter(|x| b.iter().any(|y2| name(y2) == name(x)))
+                    .count();
+                let rank_b = b[..j]
+                    .iter()
+                    .filter(|y2| a.iter().any(|x| name(x) == name(y2)))
+                    .count();
+                let moved = (track_moves && rank_a != rank_b).then_some((i, j));
+                if !fields.is_empty() || moved.is_some() {
+                    out.changed.push(ItemChange {
+                        name: name(y).to_owned(),
+                        fields,
+                        moved,
+                    });
+                }
+            }
+        }
+    }
+    out.removed = a
+        .iter()
+        .filter(|x| !b.iter().any(|y| name(x) == name(y)))
+        .map(|x| name(x).to_owned())
+        .collect();
+    out
+}
+
+/// The difference from `a` (old) to `b` (new).
+pub fn diff(a: &PolicyDocument, b: &PolicyDocument) -> PolicyDiff {
+    PolicyDiff {
+        metadata: field_changes(&to_value(&a.metadata), &to_value(&b.metadata)),
+        defaults: field_changes(&to_value(&a.spec.defaults), &to_value(&b.spec.defaults)),
+        ip_sets: items(&a.spec.ip_sets, &b.spec.ip_sets, |s| &s.name, false),
+        endpoints: items(&a.spec.endpoints, &b.spec.endpoints, |e| &e.name, false),
+        zones: items(&a.spec.zones, &b.spec.zones, |z| &z.name, false),
+        conduits: items(&a.spec.conduits, &b.spec.conduits, |c| &c.name, true),
+    }
+}
+
+impl PolicyDiff {
+    /// True when the documents are equal.
+    pub fn is_empty(&self) -> bool {
+        self.metadata.is_empty()
+            && self.defaults.is_empty()
+            && self.ip_sets.is_empty()
+            && self.endpoints.is_empty()
+            && self.zones.is_empty()
+            && self.conduits.is_empty()
+    }
+
+    fn sections(&self) -> [(&'static str, &ItemChanges); 4] {
+        [
+            ("ipSets", &self.ip_sets),
+            ("endpoints", &self.endpoints),
+            ("zones", &self.zones),
+            ("conduits", &self.conduits),
+        ]
+    }
+
+    /// One line for audit records: `zones +1 -0 ~2; conduits +0 -1 ~0`.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no change".into();
+        }
+        let mut parts = Vec::new();
+        if !self.metadata.is_empty() {
+            parts.push("metadata ~".to_owned());
+        }
+        if !self.defaults.is_empty() {
+            parts.push("defaults ~".to_owned());
+        }
+        for (name, c) in self.sections() {
+            if !c.is_empty() {
+                parts.push(format!(
+                    "{name} +{} -{} ~{}",
+                    c.added.len(),
+                    c.removed.len(),
+                    c.changed.len()
+                ));
+            }
+        }
+        parts.join("; ")
+    }
+}
+
+impl fmt::Display for PolicyDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no changes\n");
+        }
+        let mut out = String::new();
+        for (name, fields) in [("metadata", &self.metadata), ("defaults", &self.defaults)] {
+            for c in fields {
+                let _ = writeln!(out, "~ {name}.{}: {} -> {}", c.field, c.before, c.after);
+            }
+        }
+        for (name, c) in self.sections() {
+            if c.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{name}:");
+            for a in &c.added {
+                let _ = writeln!(out, "  + {a}");
+            }
+            for r in &c.removed {
+                let _ = writeln!(out, "  - {r}");
+            }
+            for ch in &c.changed {
+                if let Some((i, j)) = ch.moved {
+                    let _ = writeln!(out, "  ~ {}: moved from position {i} to {j}", ch.name);
+                }
+                for fc in &ch.fields {
+                    let _ = writeln!(
+                        out,
+                        "  ~ {}: {}: {} -> {}",
+                        ch.name, fc.field, fc.before, fc.after
+                    );
+                }
+            }
+        }
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Format, parse_document};
+
+    const A: &str = r#"{"apiVersion":"septa.io/v1","kind":"Policy","metadata":{"name":"p"},
+      "spec":{"zones":[{"name":"a","subnets":["10.0.0.0/8"]},{"name":"b","subnets":["10.1.0.0/16"]}],
+      "conduits":[{"name":"c1","from":["a"],"to":["b"],"services":[{"proto":"tcp","ports":[22]}]},
+                  {"name":"c2","from":["b"],"to":["a"],"services":[{"proto":"any"}]}]}}"#;
+
+    #[test]
+    fn structured_and_rendered_diff() {
+        let a = parse_document(A, Format::Json).unwrap();
+        let b_text = A
+            .replace(
+                r#"{"name":"b","subnets":["10.1.0.0/16"]}"#,
+                r#"{"name":"c","subnets":["10.2.0.0/16"]}"#,
+            )
+            .replace(r#""to":["b"]"#, r#""to":["c"]"#)
+            .replace(r#""from":["b"]"#, r#""from":["c"]"#)
+            .replace(r#""ports":[22]"#, r#""ports":[22,443]"#);
+        let b = parse_document(&b_text, Format::Json).unwrap();
+        let d = diff(&a, &b);
+        assert_eq!(d.zones.added, ["c"]);
+        assert_eq!(d.zones.removed, ["b"]);
+        assert_eq!(d.conduits.changed.len(), 2);
+        assert_eq!(
+            d.conduits.changed[0]
+                .fields
+                .iter()
+                .map(|f| f.field.as_str())
+                .collect::<Vec<_>>(),
+            ["services", "to"]
+        );
+        assert_eq!(d.summary(), "zones +1 -1 ~0; conduits +0 -0 ~2");
+        let text = d.to_string();
+        assert!(text.contains("zones:\n  + c\n  - b\n"), "{text}");
+        assert!(text.contains(r#"  ~ c1: to: ["b"] -> ["c"]"#), "{text}");
+        assert!(diff(&a, &a).is_empty());
+        assert_eq!(diff(&a, &a).to_string(), "no changes\n");
+    }
+
+    #[test]
+    fn reordering_conduits_is_a_change() {
+        let a = parse_document(A, Format::Json).unwrap();
+        let mut b = a.clone();
+        b.spec.conduits.swap(0, 1);
+        let d = diff(&a, &b);
+        assert_eq!(d.conduits.changed.len(), 2);
+        assert_eq!(d.conduits.changed[0].moved, Some((1, 0)));
+        assert!(d.to_string().contains("c2: moved from position 1 to 0"));
+    }
+}
