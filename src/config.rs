@@ -49,7 +49,7 @@ pub enum PairMode {
     Bridge,
 }
 
-/// Placeholder decision until the rule classifier is wired into the workers.
+/// A fixed decision, for tests and bring-up when no policy file is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecisionConfig {
@@ -106,7 +106,19 @@ struct RawDataplane {
     #[serde(default)]
     worker_lcores: Option<Vec<u32>>,
     #[serde(default)]
-    decision: DecisionConfig,
+    decision: Option<DecisionConfig>,
+    #[serde(default)]
+    policy: Option<PathBuf>,
+}
+
+/// What the workers enforce: `[dataplane] decision` or `[dataplane] policy` (never both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerPolicy {
+    /// A fixed decision (`decision = "allow-all" | "deny-all"`; deny-all when neither key is set).
+    Fixed(DecisionConfig),
+    /// A zone/conduit policy file (`policy = "FILE"`), resolved against the configuration's
+    /// directory.
+    File(PathBuf),
 }
 
 fn default_mempool_size() -> u32 {
@@ -144,8 +156,8 @@ pub struct GatewayConfig {
     pub pairs: Vec<(u16, u16, PairMode)>,
     /// Lcores to run workers on; `None` = every EAL worker lcore (or the main lcore if there are none).
     pub worker_lcores: Option<Vec<u32>>,
-    /// Placeholder decision.
-    pub decision: DecisionConfig,
+    /// What the workers enforce.
+    pub decision: WorkerPolicy,
 }
 
 impl GatewayConfig {
@@ -264,6 +276,27 @@ impl GatewayConfig {
                 ));
             }
         }
+        let decision = match (raw.dataplane.decision, raw.dataplane.policy) {
+            (Some(_), Some(_)) => {
+                return Err(value_err(
+                    "dataplane.policy".into(),
+                    "`dataplane.decision` and `dataplane.policy` are mutually exclusive: a policy \
+                     file replaces the fixed decision, so remove one of them"
+                        .into(),
+                ));
+            }
+            (_, Some(p)) if p.as_os_str().is_empty() => {
+                return Err(value_err(
+                    "dataplane.policy".into(),
+                    "must name a policy file".into(),
+                ));
+            }
+            (_, Some(p)) => WorkerPolicy::File(match path.parent() {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p,
+            }),
+            (d, None) => WorkerPolicy::Fixed(d.unwrap_or_default()),
+        };
         let config_dir = path
             .parent()
             .map(|d| d.display().to_string())
@@ -289,7 +322,7 @@ impl GatewayConfig {
             ports: names,
             pairs,
             worker_lcores: raw.dataplane.worker_lcores,
-            decision: raw.dataplane.decision,
+            decision,
         })
     }
 }
@@ -324,7 +357,7 @@ decision = "allow-all"
         assert_eq!(c.ports, ["net_ring0", "net_ring1"]);
         assert_eq!(c.pairs, [(0, 1, PairMode::Bridge)]);
         assert_eq!(c.mempool_size, 8191);
-        assert_eq!(c.decision, DecisionConfig::AllowAll);
+        assert_eq!(c.decision, WorkerPolicy::Fixed(DecisionConfig::AllowAll));
         assert!(c.worker_lcores.is_none());
     }
 
@@ -387,6 +420,48 @@ decision = "allow-all"
         );
         let text = GOOD.replace("decision = \"allow-all\"", "decision = \"maybe\"");
         assert!(parse(&text).unwrap_err().to_string().contains("maybe"));
+    }
+
+    #[test]
+    fn policy_is_relative_to_the_config_file() {
+        let text = GOOD.replace(
+            "decision = \"allow-all\"",
+            "policy = \"policies/demo.yaml\"",
+        );
+        let c = GatewayConfig::parse(Path::new("/etc/septa/gw.toml"), &text).unwrap();
+        assert_eq!(
+            c.decision,
+            WorkerPolicy::File("/etc/septa/policies/demo.yaml".into())
+        );
+        let text = GOOD.replace("decision = \"allow-all\"", "policy = \"/p/x.yaml\"");
+        let c = GatewayConfig::parse(Path::new("/etc/septa/gw.toml"), &text).unwrap();
+        assert_eq!(c.decision, WorkerPolicy::File("/p/x.yaml".into()));
+        let text = GOOD.replace("decision = \"allow-all\"", "");
+        assert_eq!(
+            parse(&text).unwrap().decision,
+            WorkerPolicy::Fixed(DecisionConfig::DenyAll),
+            "fail closed by default"
+        );
+    }
+
+    #[test]
+    fn decision_and_policy_are_mutually_exclusive() {
+        let text = GOOD.replace(
+            "decision = \"allow-all\"",
+            "decision = \"allow-all\"\npolicy = \"demo.yaml\"",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("gw.toml") && e.contains("dataplane.policy") && e.contains("exclusive"),
+            "{e}"
+        );
+        let text = GOOD.replace("decision = \"allow-all\"", "policy = \"\"");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("dataplane.policy")
+        );
     }
 
     #[test]

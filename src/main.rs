@@ -53,9 +53,13 @@ enum Command {
         /// Print a JSON report with one record per flow instead of the text summary.
         #[arg(long)]
         json: bool,
-        /// Placeholder decision until policies are wired in.
-        #[arg(long, value_enum, default_value = "allow-all")]
-        decision: DecisionConfig,
+        /// The zone/conduit policy (YAML or JSON) to enforce; each flow is reported with the
+        /// rule and clause that decided it.
+        #[arg(long, value_name = "FILE", conflicts_with = "decision")]
+        policy: Option<PathBuf>,
+        /// A fixed decision instead of a policy (default allow-all when no --policy is given).
+        #[arg(long, value_enum)]
+        decision: Option<DecisionConfig>,
     },
     /// Check a gateway configuration file and print what it sets up.
     CheckConfig {
@@ -142,8 +146,17 @@ fn main() -> ExitCode {
             pcap,
             out,
             json,
+            policy,
             decision,
-        } => replay::replay(&pcap, out.as_deref(), json, decision),
+        } => replay::replay(
+            &pcap,
+            out.as_deref(),
+            json,
+            match &policy {
+                Some(file) => replay::ReplayPolicy::File(file),
+                None => replay::ReplayPolicy::Fixed(decision.unwrap_or(DecisionConfig::AllowAll)),
+            },
+        ),
         Command::CheckConfig { config } => config::GatewayConfig::load(&config)
             .map(|c| {
                 println!(

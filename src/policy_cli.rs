@@ -6,7 +6,32 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use septa_control::audit::verify::{VerifyOptions, read_public_key, verify_with};
 use septa_control::lifecycle::check_policy;
-use septa_control::{Format, LifecycleError, decide, parse_flow};
+use septa_control::{CompiledPolicy, Format, LifecycleError, ValidatedPolicy, decide, parse_flow};
+
+/// Reads, validates and compiles a policy file for the data plane. On any problem the error
+/// lists every diagnostic with the file, its field path and line (callers refuse to start).
+pub fn load(file: &Path) -> anyhow::Result<(ValidatedPolicy, CompiledPolicy)> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read policy {}", file.display()))?;
+    check_policy(&text, Format::from_path(file), None).map_err(|e| {
+        let diags = match &e {
+            LifecycleError::Policy(p) => p.diagnostics(),
+            _ => Vec::new(),
+        };
+        let mut msg = format!(
+            "{}: policy rejected ({} problem(s)), refusing to forward",
+            file.display(),
+            diags.len().max(1)
+        );
+        if diags.is_empty() {
+            msg.push_str(&format!("\n  {}: {e}", file.display()));
+        }
+        for d in &diags {
+            msg.push_str(&format!("\n  {}: {d}", file.display()));
+        }
+        anyhow::anyhow!(msg)
+    })
+}
 
 /// Validates and compiles a policy file; prints every problem with its location.
 pub fn check(file: &Path, json: bool) -> anyhow::Result<()> {

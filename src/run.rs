@@ -3,11 +3,17 @@
 //! Thread layout: one poll-mode worker per configured lcore (EAL worker lcores through
 //! `rte_eal_remote_launch`; a worker configured on the main lcore runs on the main thread), plus one
 //! plain monitor thread that turns SIGINT/SIGTERM and `--until-idle` into the workers' stop flag.
-//! Workers check the flag once per poll; nothing else is shared with them but their counters.
+//! Workers check the flag once per poll; nothing else is shared with them but their counters
+//! and, under a policy file, the [`TableCell`] that each reads through its own reader.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::config::GatewayConfig;
+use septa_classifier::TableCell;
+use septa_dataplane::worker::Decision;
+
+use crate::config::{DecisionConfig, GatewayConfig, WorkerPolicy};
+use crate::policy_cli;
 
 /// Command-line options of `septa run` beyond the configuration file.
 #[derive(Debug, Clone, Default)]
@@ -20,17 +26,84 @@ pub struct RunOptions {
     pub seed_pcap: Option<PathBuf>,
 }
 
-/// Loads the configuration and runs the appliance until stopped.
+/// What the workers enforce, ready to hand each worker its decision.
+enum Enforced {
+    Fixed(DecisionConfig),
+    Table {
+        cell: Arc<TableCell>,
+        file: PathBuf,
+        revision: String,
+        rules: usize,
+    },
+}
+
+impl Enforced {
+    /// Compiles the configured policy file, if any. An invalid policy is an error: the
+    /// appliance never starts forwarding without the policy it was told to enforce.
+    fn load(config: &GatewayConfig) -> anyhow::Result<Self> {
+        Ok(match &config.decision {
+            WorkerPolicy::Fixed(d) => Enforced::Fixed(*d),
+            WorkerPolicy::File(file) => {
+                let (policy, compiled) = policy_cli::load(file).map_err(|e| {
+                    e.context(format!(
+                        "{}: dataplane.policy = {}",
+                        config.path.display(),
+                        file.display()
+                    ))
+                })?;
+                Enforced::Table {
+                    cell: TableCell::new((**compiled.table()).clone()),
+                    file: file.clone(),
+                    revision: policy.content_hash(),
+                    rules: compiled.table().len(),
+                }
+            }
+        })
+    }
+
+    /// A decision for one more worker.
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    fn decision(&self) -> Decision {
+        match self {
+            Enforced::Fixed(d) => (*d).into(),
+            Enforced::Table { cell, .. } => Decision::Table(cell.reader()),
+        }
+    }
+
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    fn describe(&self) -> String {
+        match self {
+            Enforced::Fixed(d) => format!("decision {d:?}"),
+            Enforced::Table {
+                file,
+                revision,
+                rules,
+                ..
+            } => format!(
+                "policy {} (content hash {}, {rules} rules)",
+                file.display(),
+                revision.get(..12).unwrap_or(revision)
+            ),
+        }
+    }
+}
+
+/// Loads the configuration and the policy, and runs the appliance until stopped.
 pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let config = GatewayConfig::load(path)?;
-    imp::run(&config, &opts)
+    let enforced = Enforced::load(&config)?;
+    imp::run(&config, &enforced, &opts)
 }
 
 #[cfg(not(feature = "dpdk"))]
 mod imp {
     use super::*;
 
-    pub fn run(config: &GatewayConfig, _opts: &RunOptions) -> anyhow::Result<()> {
+    pub fn run(
+        config: &GatewayConfig,
+        _enforced: &Enforced,
+        _opts: &RunOptions,
+    ) -> anyhow::Result<()> {
         anyhow::bail!(
             "{}: this septa binary was built without DPDK support. Install DPDK with \
              `sudo bash dpdk-build/setup.sh`, then rebuild with `cargo build --release --features dpdk`",
@@ -41,7 +114,6 @@ mod imp {
 
 #[cfg(feature = "dpdk")]
 mod imp {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
@@ -56,7 +128,11 @@ mod imp {
 
     use super::*;
 
-    pub fn run(config: &GatewayConfig, opts: &RunOptions) -> anyhow::Result<()> {
+    pub fn run(
+        config: &GatewayConfig,
+        enforced: &Enforced,
+        opts: &RunOptions,
+    ) -> anyhow::Result<()> {
         let eal = Eal::init(&config.eal_args).map_err(|e| {
             anyhow::anyhow!(
                 "{e}\nhint: the EAL arguments come from `dpdk.eal_args` in {}. If hugepages are missing, run \
@@ -146,7 +222,7 @@ mod imp {
         let mut inline_worker: Option<(Worker, DpdkIo)> = None;
         let started = Instant::now();
         for (lcore, mut io) in lcores.iter().copied().zip(ios.drain(..)) {
-            let mut worker = Worker::new(bridge.clone(), config.decision.into());
+            let mut worker = Worker::new(bridge.clone(), enforced.decision());
             counters.push(Arc::clone(worker.counters()));
             if lcore == eal.main_lcore() {
                 inline_worker = Some((worker, io));
@@ -160,11 +236,11 @@ mod imp {
             .with_context(|| format!("launching the worker on lcore {lcore}"))?;
         }
         eprintln!(
-            "septa: {} worker(s) on lcore(s) {:?}, {} pair(s), decision {:?}; stop with Ctrl-C",
+            "septa: {} worker(s) on lcore(s) {:?}, {} pair(s), {}; stop with Ctrl-C",
             lcores.len(),
             lcores,
             pairs.len(),
-            config.decision
+            enforced.describe()
         );
 
         let monitor = {
@@ -308,6 +384,7 @@ mod imp {
                 "tx_packets": stats.tx_packets(),
                 "dropped": stats.total_drops(),
                 "non_ip_forwarded": stats.non_ip_forwarded,
+                "would_deny": stats.would_deny,
                 "drops": drops,
                 "ports": ports,
             });

@@ -6,6 +6,8 @@
 //!   (`rx_pcap=IN,tx_pcap=OUT`) and OUT is compared frame by frame with what must come out; each
 //!   run is a subprocess with its own EAL and `--file-prefix`.
 //! * `septa replay` (the offline runtime) must agree with the DPDK run on the same input.
+//! * Under the demo policy (`configs/policies/demo.yaml`) every flow of a capture addressed into
+//!   the demo zones gets the exact verdict, rule and clause expected, offline and on DPDK.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,8 +112,14 @@ fn malformed_frames_are_rejected_for_the_stated_reason() {
 }
 
 fn replay_json(input: &Path, decision: &str) -> serde_json::Value {
+    replay_json_with(input, &["--decision", decision])
+}
+
+fn replay_json_with(input: &Path, args: &[&str]) -> serde_json::Value {
     let out = septa()
-        .args(["replay", "--json", "--decision", decision, "--pcap"])
+        .args(["replay", "--json"])
+        .args(args)
+        .arg("--pcap")
         .arg(input)
         .output()
         .unwrap();
@@ -172,6 +180,324 @@ fn replay_counts_every_malformed_frame_under_its_reason() {
     assert!(!v["flows"].as_array().unwrap().is_empty());
 }
 
+fn demo_policy() -> PathBuf {
+    repo().join("configs/policies/demo.yaml")
+}
+
+/// One flow of the policy capture and what the demo policy must do with it.
+struct PolicyCase {
+    frame: FrameBuilder,
+    /// Packets of the flow (the frame is repeated).
+    packets: usize,
+    /// `forward` or `drop(reason)`.
+    verdict: &'static str,
+    rule: u32,
+    action: &'static str,
+    mode: &'static str,
+    /// The start of the deciding clause's text.
+    clause: &'static str,
+}
+
+fn v4(src: [u8; 4], dst: [u8; 4]) -> FrameBuilder {
+    FrameBuilder::new().ipv4(src.into(), dst.into())
+}
+
+/// Flows between the demo zones: it 10.10.0.0/16 (ehr-app 10.10.5.10/11 inside it), ehr-db
+/// 10.20.0.0/24, ot-plc 10.30.1.10/11, ot-hmi 10.30.2.0/24 (monitor), management 10.99.0.0/24.
+fn policy_cases() -> Vec<PolicyCase> {
+    const IT: [u8; 4] = [10, 10, 1, 20];
+    const APP: [u8; 4] = [10, 10, 5, 10];
+    const APP2: [u8; 4] = [10, 10, 5, 11];
+    const DB: [u8; 4] = [10, 20, 0, 5];
+    const PLC1: [u8; 4] = [10, 30, 1, 10];
+    const PLC2: [u8; 4] = [10, 30, 1, 11];
+    const HMI: [u8; 4] = [10, 30, 2, 5];
+    const ADMIN: [u8; 4] = [10, 99, 0, 10];
+    const DNS: [u8; 4] = [10, 99, 0, 53];
+    let case = |frame, packets, verdict, rule, action, mode, clause| PolicyCase {
+        frame,
+        packets,
+        verdict,
+        rule,
+        action,
+        mode,
+        clause,
+    };
+    let (allow, deny, inspect) = ("allow", "deny", "inspect");
+    let (enforce, monitor) = ("enforce", "monitor");
+    vec![
+        case(
+            v4(IT, PLC1).tcp(40000, 502, 0x02),
+            2,
+            "drop(policy)",
+            1,
+            deny,
+            enforce,
+            "conduit no-it-to-ot (deny) it -> ot-plc",
+        ),
+        case(
+            v4(IT, APP).tcp(40001, 443, 0x02),
+            3,
+            "forward",
+            3,
+            allow,
+            enforce,
+            "conduit it-to-ehr-app (allow) it -> ehr-app: tcp/443",
+        ),
+        // No connection tracking yet: the reply is a flow of its own, and no conduit allows it.
+        case(
+            v4(APP, IT).tcp(443, 40001, 0x12),
+            1,
+            "drop(policy)",
+            19,
+            deny,
+            enforce,
+            "default deny",
+        ),
+        case(
+            v4(HMI, PLC2).tcp(40002, 502, 0x02),
+            1,
+            "forward",
+            4,
+            inspect,
+            monitor,
+            "conduit hmi-to-plc (allow) ot-hmi -> ot-plc: tcp/502 l7",
+        ),
+        case(
+            v4(HMI, PLC1).tcp(40003, 80, 0x02),
+            1,
+            "forward",
+            17,
+            deny,
+            monitor,
+            "default deny for zone ot-hmi [monitor]",
+        ),
+        case(
+            v4(APP2, DB).tcp(40004, 5432, 0x02),
+            1,
+            "forward",
+            2,
+            allow,
+            enforce,
+            "conduit ehr-app-to-db (allow) ehr-app -> ehr-db: tcp/5432",
+        ),
+        case(
+            v4(IT, DB).tcp(40005, 5432, 0x02),
+            1,
+            "drop(policy)",
+            19,
+            deny,
+            enforce,
+            "default deny",
+        ),
+        case(
+            v4(ADMIN, PLC1).tcp(40006, 22, 0x02),
+            1,
+            "forward",
+            5,
+            allow,
+            enforce,
+            "conduit admin (allow) management -> any",
+        ),
+        case(
+            v4(IT, DNS).udp(40007, 53),
+            1,
+            "forward",
+            9,
+            allow,
+            enforce,
+            "conduit dns (allow) it -> management: udp/53",
+        ),
+        case(
+            FrameBuilder::new()
+                .ipv6(
+                    "2001:db8::1".parse().unwrap(),
+                    "2001:db8::2".parse().unwrap(),
+                )
+                .udp(40008, 53),
+            1,
+            "drop(policy)",
+            19,
+            deny,
+            enforce,
+            "default deny",
+        ),
+    ]
+}
+
+/// The policy capture: each case's packets (numbered), then an ARP request and a PPPoE frame.
+fn policy_capture() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut frames = Vec::new();
+    let mut allowed = Vec::new();
+    let mut seq = 0;
+    for c in policy_cases() {
+        for _ in 0..c.packets {
+            let f = c.frame.clone().seq(seq).build();
+            seq += 1;
+            if c.verdict == "forward" {
+                allowed.push(f.clone());
+            }
+            frames.push(f);
+        }
+    }
+    let arp = testgen::arp_request(
+        [2, 0, 0, 0, 0, 1],
+        [10, 10, 1, 20].into(),
+        [10, 10, 5, 10].into(),
+    );
+    frames.push(arp.clone());
+    allowed.push(arp);
+    frames.push(FrameBuilder::new().ethertype(0x8863).build());
+    (frames, allowed)
+}
+
+#[test]
+fn replay_enforces_the_demo_policy_flow_by_flow() {
+    let dir = scratch("policy-replay");
+    let (input, out) = (dir.join("in.pcap"), dir.join("out.pcap"));
+    let (frames, allowed) = policy_capture();
+    testgen::write_pcap(&input, frames.clone()).unwrap();
+    let policy = demo_policy();
+    let v = replay_json_with(
+        &input,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let flows = v["flows"].as_array().unwrap();
+    let cases = policy_cases();
+    assert_eq!(flows.len(), cases.len(), "{flows:#?}");
+    for (f, c) in flows.iter().zip(&cases) {
+        let verdict = match f["drop_reason"].as_str() {
+            Some(r) => format!("drop({r})"),
+            None => f["verdict"].as_str().unwrap().to_owned(),
+        };
+        let what = format!("{} -> {}:{}", f["src"], f["dst"], f["dport"]);
+        assert_eq!(verdict, c.verdict, "{what}");
+        assert_eq!(f["rule"], c.rule, "{what}");
+        assert_eq!(f["action"], c.action, "{what}");
+        assert_eq!(f["mode"], c.mode, "{what}");
+        assert_eq!(f["packets"], c.packets, "{what}");
+        let clause = f["clause"].as_str().unwrap_or_default();
+        assert!(clause.starts_with(c.clause), "{what}: clause {clause:?}");
+        assert!(clause.contains("demo-hospital: spec."), "{clause}");
+    }
+    let s = &v["summary"];
+    assert_eq!(s["packets_in"], frames.len());
+    assert_eq!(s["packets_out"], allowed.len());
+    assert_eq!(
+        s["would_deny"], 2,
+        "the monitor-mode default deny and the monitor-mode inspect conduit"
+    );
+    assert_eq!(s["non_ip_forwarded"], 1);
+    let drops: Vec<_> = s["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["reason"].as_str().unwrap(),
+                d["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(drops, [("policy", 6)], "IP denies + PPPoE");
+    assert_eq!(v["policy"]["rules"], 19);
+    let forwarded = septa_dataplane::io::pcap::read_frames(&out).unwrap();
+    assert!(forwarded == allowed, "exactly the allowed frames, in order");
+
+    // The human report says who decided.
+    let run = septa()
+        .args(["replay", "--policy"])
+        .arg(&policy)
+        .arg("--pcap")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for want in [
+        "denied by conduit no-it-to-ot (deny) it -> ot-plc: any protocol (demo-hospital: spec.conduits[0].services[0]), rule 1 (deny/enforce)",
+        "would be denied (monitor mode, forwarded) by default deny for zone ot-hmi",
+        "needs L7 inspection, which is unavailable: forwarded (monitor mode) and counted as would-deny by conduit hmi-to-plc",
+        "would deny            2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn replay_policy_and_decision_are_mutually_exclusive() {
+    let out = septa()
+        .args([
+            "replay",
+            "--pcap",
+            "x.pcap",
+            "--decision",
+            "allow-all",
+            "--policy",
+        ])
+        .arg(demo_policy())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--policy") && err.contains("--decision"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_invalid_policy_is_refused_with_its_diagnostics() {
+    let dir = scratch("badpolicy");
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(demo_policy()).unwrap().replace(
+        "to: [ot-plc]\n      services:\n        - proto: any",
+        "to: [ot-plcc]\n      services:\n        - proto: any",
+    );
+    std::fs::write(&bad, text).unwrap();
+    let input = dir.join("in.pcap");
+    testgen::write_pcap(&input, policy_capture().0).unwrap();
+    let out = septa()
+        .args(["replay", "--policy"])
+        .arg(&bad)
+        .arg("--pcap")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml") && err.contains("ot-plcc"), "{err}");
+
+    // `septa run` refuses to start (before any port is touched, so also without DPDK).
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        "[dpdk]\neal_args = []\n[[ports]]\nname = \"net_ring0\"\n[[ports]]\nname = \"net_ring1\"\n\
+         [[pairs]]\nports = [\"net_ring0\", \"net_ring1\"]\n[dataplane]\npolicy = \"bad.yaml\"\n",
+    )
+    .unwrap();
+    let out = septa()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dataplane.policy") && err.contains("gw.toml") && err.contains("ot-plcc"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_config_names_file_and_key() {
     let dir = scratch("badcfg");
@@ -210,7 +536,16 @@ mod dpdk {
 
     /// `septa run` with port 0 reading `input` and both ports writing captures.
     fn run_pcap(name: &str, input: &[Vec<u8>], decision: &str) -> Run {
-        let dir = scratch(name);
+        run_pcap_in(
+            &scratch(name),
+            name,
+            input,
+            &format!("decision = \"{decision}\""),
+        )
+    }
+
+    /// [`run_pcap`] in `dir`, with `dataplane` as the body of the `[dataplane]` table.
+    fn run_pcap_in(dir: &Path, name: &str, input: &[Vec<u8>], dataplane: &str) -> Run {
         let (inp, out0, out1) = (
             dir.join("in.pcap"),
             dir.join("out0.pcap"),
@@ -236,7 +571,7 @@ name = "net_pcap1"
 ports = ["net_pcap0", "net_pcap1"]
 
 [dataplane]
-decision = "{decision}"
+{dataplane}
 "#,
             inp = inp.display(),
             out0 = out0.display(),
@@ -319,6 +654,37 @@ decision = "{decision}"
         let replay = replay_json(&inp, "allow-all");
         assert_eq!(replay["summary"]["dropped"], run.json["dropped"]);
         assert_eq!(replay["summary"]["packets_out"], run.json["tx_packets"]);
+    }
+
+    #[test]
+    fn policy_run_forwards_exactly_the_allowed_frames_and_agrees_with_replay() {
+        let dir = scratch("policy-run");
+        // Relative to the configuration file's directory.
+        std::fs::copy(demo_policy(), dir.join("demo.yaml")).unwrap();
+        let (input, allowed) = policy_capture();
+        let run = run_pcap_in(&dir, "policy-run", &input, "policy = \"demo.yaml\"");
+        assert!(run.out1 == allowed, "exactly the allowed frames, in order");
+        assert!(run.out0.is_empty());
+        assert_eq!(run.json["drops"]["policy"], 6, "{}", run.json);
+        assert_eq!(
+            run.json["drops"]["l7_unavailable"],
+            serde_json::Value::Null,
+            "monitor mode never drops"
+        );
+        assert_eq!(run.json["would_deny"], 2);
+
+        let inp = dir.join("in.pcap");
+        let replay = replay_json_with(&inp, &["--policy", demo_policy().to_str().unwrap()]);
+        let s = &replay["summary"];
+        assert_eq!(s["packets_in"], run.json["rx_packets"]);
+        assert_eq!(s["packets_out"], run.json["tx_packets"]);
+        assert_eq!(s["dropped"], run.json["dropped"]);
+        assert_eq!(s["would_deny"], run.json["would_deny"]);
+        assert_eq!(s["non_ip_forwarded"], run.json["non_ip_forwarded"]);
+        for d in s["drops"].as_array().unwrap() {
+            let reason = d["reason"].as_str().unwrap();
+            assert_eq!(run.json["drops"][reason], d["packets"], "{reason}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct WorkerCounters {
     drops: CachePadded<[AtomicU64; DropReason::COUNT]>,
     /// ARP and other non-IP frames forwarded.
     non_ip_forwarded: CachePadded<AtomicU64>,
+    /// IP packets a monitor-mode deny forwarded (what enforcing would have dropped).
+    would_deny: CachePadded<AtomicU64>,
 }
 
 impl WorkerCounters {
@@ -48,6 +50,7 @@ impl WorkerCounters {
                 .collect(),
             drops: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             non_ip_forwarded: CachePadded::new(AtomicU64::new(0)),
+            would_deny: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -86,6 +89,12 @@ impl WorkerCounters {
         bump(&self.non_ip_forwarded, 1);
     }
 
+    /// Count a packet forwarded because its deny rule is in monitor mode (writer only).
+    #[inline]
+    pub fn would_deny(&self) {
+        bump(&self.would_deny, 1);
+    }
+
     /// Drops counted under `reason` so far.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()].load(Relaxed)
@@ -114,6 +123,8 @@ pub struct Stats {
     pub drops: [u64; DropReason::COUNT],
     /// ARP and other non-IP frames forwarded.
     pub non_ip_forwarded: u64,
+    /// IP packets forwarded that a monitor-mode deny would have dropped (not drops).
+    pub would_deny: u64,
 }
 
 impl Stats {
@@ -137,6 +148,7 @@ impl Stats {
                 *sum += d.load(Relaxed);
             }
             s.non_ip_forwarded += w.non_ip_forwarded.load(Relaxed);
+            s.would_deny += w.would_deny.load(Relaxed);
         }
         s
     }
@@ -186,6 +198,7 @@ impl fmt::Display for Stats {
             )?;
         }
         writeln!(f, "non_ip_forwarded {}", self.non_ip_forwarded)?;
+        writeln!(f, "would_deny {}", self.would_deny)?;
         writeln!(f, "drops {}", self.total_drops())?;
         for (r, n) in self.nonzero_drops() {
             writeln!(f, "  {:<24} {:>14}", r.as_str(), n)?;

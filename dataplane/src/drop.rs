@@ -90,6 +90,8 @@ drop_reasons! {
     FragmentOversize = 25 => "fragment_oversize",
     /// IP fragment with more following whose length is not a multiple of 8, data past the last fragment's end, or more disjoint pieces than tracked.
     FragmentInvalid = 26 => "fragment_invalid",
+    /// Matched a conduit that requires L7 inspection, but no inspection hook is available, so the packet fails closed.
+    L7Unavailable = 27 => "l7_unavailable",
 }
 
 impl DropReason {

@@ -24,4 +24,4 @@ pub use drop::DropReason;
 pub use error::{BridgeError, PcapIoError, ReplayError};
 pub use parse::{ParsedPacket, parse};
 pub use replay::{ReplayReport, replay};
-pub use worker::{Bridge, Decision, Observer, Verdict, Worker};
+pub use worker::{Bridge, Decision, Observer, RuleDecision, Verdict, Worker};

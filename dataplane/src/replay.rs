@@ -2,15 +2,17 @@
 //!
 //! The capture is received on port 0, bridged to port 1, and what port 1 transmits is written
 //! to the optional output pcap. An observer aggregates per-flow records (allocation is fine
-//! here: this is never the DPDK path). Flow records are keyed by (flow key, verdict) and listed
-//! in order of first appearance, so output is deterministic.
+//! here: this is never the DPDK path). Flow records are keyed by (flow key, verdict, rule-table
+//! decision) and listed in order of first appearance, so output is deterministic. Under a rule
+//! table each record names the deciding rule, its action and mode; the binary adds the policy
+//! clause text (the data plane does not know clauses).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
-use septa_classifier::{Family, FlowKey};
+use septa_classifier::{Action, Family, FlowKey, Mode};
 use serde::Serialize;
 
 use crate::counters::Stats;
@@ -19,7 +21,7 @@ use crate::error::ReplayError;
 use crate::io::PortId;
 use crate::io::pcap::{PCAP_PORTS, PcapIo};
 use crate::parse::ParsedPacket;
-use crate::worker::{Bridge, Decision, Observer, Verdict, Worker};
+use crate::worker::{Bridge, Decision, Observer, RuleDecision, Verdict, Worker};
 
 /// Port the capture is received on.
 pub const REPLAY_IN_PORT: PortId = 0;
@@ -48,6 +50,8 @@ pub struct ReplaySummary {
     pub bytes_out: u64,
     /// ARP and other non-IP frames forwarded.
     pub non_ip_forwarded: u64,
+    /// IP packets forwarded that a monitor-mode deny would have dropped (not drops).
+    pub would_deny: u64,
     /// All drops.
     pub dropped: u64,
     /// Drops by reason (non-zero only, table order).
@@ -81,6 +85,47 @@ pub struct FlowRecord {
     pub verdict: &'static str,
     /// Why, when dropped.
     pub drop_reason: Option<DropReason>,
+    /// The deciding rule id (rule tables only; `None` when the table's fallback decided).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// "allow", "deny" or "inspect", when a rule table decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// "enforce" or "monitor", when a rule table decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// The rule's back-reference to its policy clause (what the binary resolves into `clause`).
+    #[serde(skip)]
+    pub source: Option<u64>,
+    /// The deciding policy clause, in words (filled in by whoever knows the policy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clause: Option<String>,
+}
+
+impl FlowRecord {
+    /// Why the flow got its verdict, in words, when a rule table decided it.
+    pub fn explanation(&self) -> Option<String> {
+        let action = self.action?;
+        let outcome = match (action, self.mode) {
+            ("allow", _) => "allowed",
+            ("deny", Some("monitor")) => "would be denied (monitor mode, forwarded)",
+            ("deny", _) => "denied",
+            (_, Some("monitor")) => {
+                "needs L7 inspection, which is unavailable: forwarded (monitor mode) and counted as would-deny"
+            }
+            _ => "needs L7 inspection, which is unavailable (fail closed)",
+        };
+        let by = match (&self.clause, self.rule) {
+            (Some(c), Some(r)) => format!("{c}, rule {r}"),
+            (Some(c), None) => c.clone(),
+            (None, Some(r)) => format!("rule {r}"),
+            (None, None) => "the table's fallback".to_owned(),
+        };
+        Some(format!(
+            "{outcome} by {by} ({action}/{})",
+            self.mode.unwrap_or("enforce")
+        ))
+    }
 }
 
 /// What `septa replay` prints: a summary and the flows.
@@ -95,22 +140,32 @@ pub struct ReplayReport {
 /// Aggregates per-flow records from the worker's observer calls.
 #[derive(Debug, Default)]
 pub struct FlowObserver {
-    index: HashMap<(FlowKey, Verdict), usize>,
-    flows: Vec<(FlowKey, Verdict, u64, u64)>,
+    index: HashMap<FlowIndex, usize>,
+    flows: Vec<(FlowIndex, u64, u64)>,
 }
 
+type FlowIndex = (FlowKey, Verdict, Option<RuleDecision>);
+
 impl Observer for FlowObserver {
-    fn packet(&mut self, _: PortId, len: usize, parsed: Option<&ParsedPacket>, verdict: Verdict) {
+    fn packet(
+        &mut self,
+        _: PortId,
+        len: usize,
+        parsed: Option<&ParsedPacket>,
+        verdict: Verdict,
+        rule: Option<&RuleDecision>,
+    ) {
         let Some(key) = parsed.and_then(ParsedPacket::flow_key) else {
             return;
         };
+        let id = (*key, verdict, rule.copied());
         let flows = &mut self.flows;
-        let i = *self.index.entry((*key, verdict)).or_insert_with(|| {
-            flows.push((*key, verdict, 0, 0));
+        let i = *self.index.entry(id).or_insert_with(|| {
+            flows.push((id, 0, 0));
             flows.len() - 1
         });
-        flows[i].2 += 1;
-        flows[i].3 += len as u64;
+        flows[i].1 += 1;
+        flows[i].2 += len as u64;
     }
 }
 
@@ -119,7 +174,7 @@ impl FlowObserver {
     pub fn records(&self) -> Vec<FlowRecord> {
         self.flows
             .iter()
-            .map(|&(key, verdict, packets, bytes)| FlowRecord {
+            .map(|&((key, verdict, decided), packets, bytes)| FlowRecord {
                 family: match key.family {
                     Family::V4 => "ipv4",
                     Family::V6 => "ipv6",
@@ -141,6 +196,18 @@ impl FlowObserver {
                     Verdict::Forward => None,
                     Verdict::Drop(r) => Some(r),
                 },
+                rule: decided.and_then(|d| d.rule).map(|r| r.0),
+                action: decided.map(|d| match d.action {
+                    Action::Allow => "allow",
+                    Action::Deny => "deny",
+                    Action::Inspect(_) => "inspect",
+                }),
+                mode: decided.map(|d| match d.mode {
+                    Mode::Enforce => "enforce",
+                    Mode::Monitor => "monitor",
+                }),
+                source: decided.and_then(|d| d.source).map(|s| s.0),
+                clause: None,
             })
             .collect()
     }
@@ -157,6 +224,7 @@ impl ReplaySummary {
             packets_out: tx.tx_packets,
             bytes_out: tx.tx_bytes,
             non_ip_forwarded: stats.non_ip_forwarded,
+            would_deny: stats.would_deny,
             dropped: stats.total_drops(),
             drops: stats
                 .nonzero_drops()
@@ -167,7 +235,8 @@ impl ReplaySummary {
 }
 
 /// Run `decision` over the capture `input` (pcap or pcapng, Ethernet), writing forwarded
-/// frames to `output` if given.
+/// frames to `output` if given. For a rule table, pass a [`Decision::Table`] reader of the cell
+/// holding the compiled policy.
 pub fn replay(
     input: &Path,
     output: Option<&Path>,
@@ -202,6 +271,7 @@ impl fmt::Display for ReplayReport {
             s.packets_out, s.bytes_out
         )?;
         writeln!(f, "non-IP fwd   {:>10}", s.non_ip_forwarded)?;
+        writeln!(f, "would deny   {:>10}", s.would_deny)?;
         writeln!(f, "dropped      {:>10}", s.dropped)?;
         for d in &s.drops {
             writeln!(f, "  {:<24} {:>10}", d.reason.as_str(), d.packets)?;
@@ -229,6 +299,9 @@ impl fmt::Display for ReplayReport {
                 "  {verdict:<22} {endpoints} vlan {} port {}  {} pkts {} bytes",
                 r.vlan, r.in_port, r.packets, r.bytes
             )?;
+            if let Some(why) = r.explanation() {
+                writeln!(f, "      {why}")?;
+            }
         }
         Ok(())
     }

@@ -7,17 +7,24 @@
 //! dropped and counted under one [`DropReason`].
 //!
 //! Bridge mode is a bump in the wire: a packet received on one port of a pair leaves on the
-//! other, unmodified. The policy is applied in exactly one place, [`Decision::decide`], so the
-//! classifier can replace the placeholder without touching the loop.
+//! other, unmodified. The policy is applied per burst in one place, [`Worker::poll`]: the fixed
+//! placeholders ([`Decision::AllowAll`], [`Decision::DenyAll`]) decide packet by packet, a rule
+//! table ([`Decision::Table`]) classifies the flow keys of a whole burst in one
+//! [`RuleTable::classify_burst`] call and the verdicts are applied by [`enforce`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use septa_classifier::{Action, FlowKey, Mode, RuleTable, TableReader};
+
 use crate::counters::WorkerCounters;
 use crate::drop::DropReason;
 use crate::error::BridgeError;
-use crate::io::{Burst, PacketBuf, PacketIo, PortId};
+use crate::io::{BURST, Burst, PacketBuf, PacketIo, PortId};
 use crate::parse::{L3, ParsedPacket, parse};
+
+/// The classifier's answer for one flow (which rule, what action, which mode, which clause).
+pub use septa_classifier::Decision as RuleDecision;
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,8 +35,8 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// Placeholder policy until the classifier's rule tables arrive.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The policy a worker applies.
+#[derive(Debug, Default)]
 pub enum Decision {
     /// Forward everything that parses.
     #[default]
@@ -41,26 +48,78 @@ pub enum Decision {
     /// including what a later allow rule would permit. Other non-IP ethertypes are dropped
     /// (fail closed), since PPPoE, MPLS or unknown tunnels could carry IP past the policy.
     DenyAll,
+    /// The compiled policy published in a [`septa_classifier::TableCell`], read through this
+    /// worker's own reader (loaded once per burst; see `docs/rcu.md`). IP packets get the
+    /// decision of their flow key's first matching rule, applied by [`enforce`]; non-IP frames
+    /// are handled as under [`Decision::DenyAll`]: ARP passes, every other ethertype is dropped
+    /// under `policy`.
+    Table(TableReader),
 }
 
 impl Decision {
-    /// The verdict for one parsed packet (whose `key.in_port` is set).
+    /// The verdict of a fixed decision for one parsed packet; `None` for [`Decision::Table`],
+    /// which decides a burst at a time.
     #[inline]
-    pub fn decide(&self, pkt: &ParsedPacket) -> Verdict {
-        match (self, pkt.l3) {
-            (Decision::AllowAll, _) => Verdict::Forward,
-            (Decision::DenyAll, L3::Arp) => Verdict::Forward,
-            (Decision::DenyAll, _) => Verdict::Drop(DropReason::Policy),
+    pub fn fixed_verdict(&self, pkt: &ParsedPacket) -> Option<Verdict> {
+        match (self, pkt.is_ip()) {
+            (Decision::AllowAll, _) => Some(Verdict::Forward),
+            (Decision::DenyAll, true) => Some(Verdict::Drop(DropReason::Policy)),
+            (Decision::DenyAll | Decision::Table(_), false) => Some(non_ip_verdict(pkt.l3)),
+            (Decision::Table(_), true) => None,
+        }
+    }
+}
+
+/// Non-IP frames under a policy: ARP passes, everything else is dropped under `policy`.
+#[inline]
+fn non_ip_verdict(l3: L3) -> Verdict {
+    match l3 {
+        L3::Arp => Verdict::Forward,
+        _ => Verdict::Drop(DropReason::Policy),
+    }
+}
+
+/// The verdict for a packet whose flow the rule table decided `d`.
+///
+/// * allow: forward;
+/// * deny in enforce mode: drop under `policy`;
+/// * deny in monitor mode: forward, and count it as `would_deny` (not a drop);
+/// * inspect: there are no L7 hooks yet. In enforce mode the packet fails closed under
+///   `l7_unavailable`: a conduit that asks for inspection never admits traffic it cannot
+///   inspect. In monitor mode it is forwarded and counted as `would_deny`, like any other
+///   monitor-mode refusal: monitor mode exists to learn without disrupting (an HMI polling a PLC
+///   must not stop because a conduit is still being tuned).
+#[inline]
+pub fn enforce(d: &RuleDecision, counters: &WorkerCounters) -> Verdict {
+    match (d.action, d.mode) {
+        (Action::Allow, _) => Verdict::Forward,
+        (Action::Deny, Mode::Enforce) => Verdict::Drop(DropReason::Policy),
+        (Action::Deny, Mode::Monitor) => {
+            counters.would_deny();
+            Verdict::Forward
+        }
+        (Action::Inspect(_), Mode::Enforce) => Verdict::Drop(DropReason::L7Unavailable),
+        (Action::Inspect(_), Mode::Monitor) => {
+            counters.would_deny();
+            Verdict::Forward
         }
     }
 }
 
 /// Sees every packet a worker handles. The `()` implementation does nothing and compiles away.
 pub trait Observer {
-    /// Called once per received packet with its parse result (`None` if parsing failed) and
-    /// the verdict. A forwarded packet may still be dropped as `tx_full`, reported through
+    /// Called once per received packet with its parse result (`None` if parsing failed), the
+    /// verdict and, when a rule table decided it, the table's decision (rule, action, mode,
+    /// clause). A forwarded packet may still be dropped as `tx_full`, reported through
     /// [`Observer::tx_failed`].
-    fn packet(&mut self, port: PortId, len: usize, parsed: Option<&ParsedPacket>, verdict: Verdict);
+    fn packet(
+        &mut self,
+        port: PortId,
+        len: usize,
+        parsed: Option<&ParsedPacket>,
+        verdict: Verdict,
+        rule: Option<&RuleDecision>,
+    );
 
     /// `frames` forwarded packets that `port` did not accept.
     fn tx_failed(&mut self, _port: PortId, _frames: usize) {}
@@ -68,7 +127,15 @@ pub trait Observer {
 
 impl Observer for () {
     #[inline(always)]
-    fn packet(&mut self, _: PortId, _: usize, _: Option<&ParsedPacket>, _: Verdict) {}
+    fn packet(
+        &mut self,
+        _: PortId,
+        _: usize,
+        _: Option<&ParsedPacket>,
+        _: Verdict,
+        _: Option<&RuleDecision>,
+    ) {
+    }
 }
 
 /// Which port forwards to which: pairs of ports, each direction.
@@ -163,21 +230,17 @@ impl Worker {
             received += received_here;
             let peer = self.bridge.peer(port);
             let mut tx: Burst<IO::Buf> = Burst::new();
-            let (mut rx_bytes, mut tx_bytes) = (0, 0);
             for pkt in &rx {
                 pkt.prefetch();
             }
-            for pkt in rx.drain(..) {
-                rx_bytes += pkt.data().len();
-                let verdict = self.classify(port, peer, pkt.data(), obs);
-                match verdict {
-                    Verdict::Forward => {
-                        tx_bytes += pkt.data().len();
-                        tx.push(pkt);
-                    }
-                    Verdict::Drop(reason) => self.counters.dropped(reason, 1),
+            let (rx_bytes, tx_bytes) = match &mut self.decision {
+                Decision::Table(reader) => {
+                    // The worker's quiescent point: the newest table, once per burst.
+                    let table = reader.load();
+                    table_burst(table, &self.counters, port, peer, &mut rx, &mut tx, obs)
                 }
-            }
+                fixed => fixed_burst(fixed, &self.counters, port, peer, &mut rx, &mut tx, obs),
+            };
             self.counters.rx(port, received_here, rx_bytes);
             if let Some(peer) = peer.filter(|_| !tx.is_empty()) {
                 let sent = io.tx_burst(peer, &mut tx);
@@ -190,36 +253,13 @@ impl Worker {
                 }
             }
         }
-        received
-    }
-
-    #[inline]
-    fn classify<O: Observer>(
-        &self,
-        port: PortId,
-        peer: Option<PortId>,
-        frame: &[u8],
-        obs: &mut O,
-    ) -> Verdict {
-        let mut parsed = match parse(frame) {
-            Ok(p) => p,
-            Err(reason) => {
-                let v = Verdict::Drop(reason);
-                obs.packet(port, frame.len(), None, v);
-                return v;
-            }
-        };
-        parsed.key.in_port = port;
-        let verdict = match peer {
-            // The single policy call site.
-            Some(_) => self.decision.decide(&parsed),
-            None => Verdict::Drop(DropReason::NoPeerPort),
-        };
-        if verdict == Verdict::Forward && !parsed.is_ip() {
-            self.counters.non_ip();
+        if received == 0
+            && let Decision::Table(reader) = &mut self.decision
+        {
+            // Idle: let go of a retired table all the same.
+            reader.quiescent();
         }
-        obs.packet(port, frame.len(), Some(&parsed), verdict);
-        verdict
+        received
     }
 
     /// Poll until `stop` is set (checked between polls).
@@ -230,6 +270,132 @@ impl Worker {
             }
         }
     }
+}
+
+/// Drains `rx` under a fixed decision, packet by packet, into `tx` (forwarded) or the drop
+/// counters. Returns the received and forwarded byte counts.
+#[inline(always)]
+fn fixed_burst<B: PacketBuf, O: Observer>(
+    decision: &Decision,
+    counters: &WorkerCounters,
+    port: PortId,
+    peer: Option<PortId>,
+    rx: &mut Burst<B>,
+    tx: &mut Burst<B>,
+    obs: &mut O,
+) -> (usize, usize) {
+    let (mut rx_bytes, mut tx_bytes) = (0, 0);
+    for pkt in rx.drain(..) {
+        rx_bytes += pkt.data().len();
+        let verdict = fixed_packet(decision, counters, port, peer, pkt.data(), obs);
+        match verdict {
+            Verdict::Forward => {
+                tx_bytes += pkt.data().len();
+                tx.push(pkt);
+            }
+            Verdict::Drop(reason) => counters.dropped(reason, 1),
+        }
+    }
+    (rx_bytes, tx_bytes)
+}
+
+#[inline(always)]
+fn fixed_packet<O: Observer>(
+    decision: &Decision,
+    counters: &WorkerCounters,
+    port: PortId,
+    peer: Option<PortId>,
+    frame: &[u8],
+    obs: &mut O,
+) -> Verdict {
+    let mut parsed = match parse(frame) {
+        Ok(p) => p,
+        Err(reason) => {
+            let v = Verdict::Drop(reason);
+            obs.packet(port, frame.len(), None, v, None);
+            return v;
+        }
+    };
+    parsed.key.in_port = port;
+    let verdict = match peer {
+        // Only fixed decisions come here, so there is always a verdict.
+        Some(_) => decision
+            .fixed_verdict(&parsed)
+            .unwrap_or(Verdict::Drop(DropReason::Policy)),
+        None => Verdict::Drop(DropReason::NoPeerPort),
+    };
+    if verdict == Verdict::Forward && !parsed.is_ip() {
+        counters.non_ip();
+    }
+    obs.packet(port, frame.len(), Some(&parsed), verdict, None);
+    verdict
+}
+
+/// No flow-key slot: the packet did not parse, is not IP or has no peer.
+const NO_KEY: u8 = u8::MAX;
+
+/// Drains `rx` under a rule table: parses the burst, classifies the flow keys of its IP packets
+/// with one [`RuleTable::classify_burst`] call, then applies the decisions in receive order.
+/// Everything lives in fixed arrays on the stack. Returns the received and forwarded byte counts.
+fn table_burst<B: PacketBuf, O: Observer>(
+    table: &RuleTable,
+    counters: &WorkerCounters,
+    port: PortId,
+    peer: Option<PortId>,
+    rx: &mut Burst<B>,
+    tx: &mut Burst<B>,
+    obs: &mut O,
+) -> (usize, usize) {
+    let mut parsed: [Option<ParsedPacket>; BURST] = [None; BURST];
+    let mut verdicts = [Verdict::Forward; BURST];
+    let mut slot = [NO_KEY; BURST];
+    let mut keys = [FlowKey::default(); BURST];
+    let mut n_keys = 0;
+    for (i, pkt) in rx.iter().enumerate() {
+        match parse(pkt.data()) {
+            Err(reason) => verdicts[i] = Verdict::Drop(reason),
+            Ok(mut p) => {
+                p.key.in_port = port;
+                if peer.is_none() {
+                    verdicts[i] = Verdict::Drop(DropReason::NoPeerPort);
+                } else if p.is_ip() {
+                    keys[n_keys] = p.key;
+                    // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
+                    slot[i] = n_keys as u8;
+                    n_keys += 1;
+                } else {
+                    verdicts[i] = non_ip_verdict(p.l3);
+                }
+                parsed[i] = Some(p);
+            }
+        }
+    }
+    let mut decisions = [RuleDecision::default(); BURST];
+    table.classify_burst(&keys[..n_keys], &mut decisions[..n_keys]);
+
+    let (mut rx_bytes, mut tx_bytes) = (0, 0);
+    for (i, pkt) in rx.drain(..).enumerate() {
+        let len = pkt.data().len();
+        rx_bytes += len;
+        let rule = (slot[i] != NO_KEY).then(|| &decisions[usize::from(slot[i])]);
+        let verdict = match rule {
+            Some(d) => enforce(d, counters),
+            None => verdicts[i],
+        };
+        let p = parsed[i].as_ref();
+        if verdict == Verdict::Forward && p.is_some_and(|p| !p.is_ip()) {
+            counters.non_ip();
+        }
+        obs.packet(port, len, p, verdict, rule);
+        match verdict {
+            Verdict::Forward => {
+                tx_bytes += len;
+                tx.push(pkt);
+            }
+            Verdict::Drop(reason) => counters.dropped(reason, 1),
+        }
+    }
+    (rx_bytes, tx_bytes)
 }
 
 #[cfg(test)]

@@ -42,7 +42,14 @@ struct Recorder(Vec<(PortId, usize, Option<FlowKey>, Verdict)>, usize);
 use septa_classifier::FlowKey;
 
 impl Observer for Recorder {
-    fn packet(&mut self, port: PortId, len: usize, p: Option<&ParsedPacket>, v: Verdict) {
+    fn packet(
+        &mut self,
+        port: PortId,
+        len: usize,
+        p: Option<&ParsedPacket>,
+        v: Verdict,
+        _: Option<&RuleDecision>,
+    ) {
         self.0
             .push((port, len, p.and_then(|p| p.flow_key().copied()), v));
     }
@@ -234,4 +241,222 @@ fn mixed_frames_have_distinct_flows() {
     assert_eq!(keys.len(), 100);
     let f = crate::testgen::mixed_frame(100, 7);
     assert_eq!(sequence_number(&f), Some(7));
+}
+
+mod table {
+    //! The rule-table decision: one classify per burst, verdicts per action and mode.
+
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use septa_classifier::{
+        Action, AddrMatch, HookId, Mode, PortRange, Prefix, Rule, SourceRef, TableCell, compile,
+    };
+
+    use super::*;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const WEB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const DENIED: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const MONITORED: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
+    const PLC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+    const C6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const DNS6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x53);
+
+    fn to(id: u32, action: Action, mode: Mode, dst: Prefix) -> Rule {
+        Rule {
+            dst: AddrMatch::prefix(dst),
+            mode,
+            source: SourceRef(u64::from(id) * 10),
+            ..Rule::any(id, action)
+        }
+    }
+
+    /// allow CLIENT→WEB tcp/80; deny →DENIED; monitor-deny →MONITORED; inspect →PLC tcp/502;
+    /// allow IPv6 →DNS6 udp/53; everything else falls to the default deny.
+    fn rules() -> Vec<Rule> {
+        vec![
+            Rule {
+                src: AddrMatch::prefix(Prefix::v4(CLIENT, 32)),
+                proto: Some(6),
+                dport: PortRange { lo: 80, hi: 80 },
+                ..to(1, Action::Allow, Mode::Enforce, Prefix::v4(WEB, 32))
+            },
+            to(2, Action::Deny, Mode::Enforce, Prefix::v4(DENIED, 32)),
+            to(3, Action::Deny, Mode::Monitor, Prefix::v4(MONITORED, 32)),
+            Rule {
+                proto: Some(6),
+                dport: PortRange { lo: 502, hi: 502 },
+                ..to(
+                    4,
+                    Action::Inspect(HookId(9)),
+                    Mode::Enforce,
+                    Prefix::v4(PLC, 32),
+                )
+            },
+            Rule {
+                proto: Some(17),
+                dport: PortRange { lo: 53, hi: 53 },
+                ..to(5, Action::Allow, Mode::Enforce, Prefix::v6(DNS6, 128))
+            },
+        ]
+    }
+
+    fn table_worker() -> (Arc<TableCell>, Worker) {
+        let cell = TableCell::new(compile(&rules()).unwrap());
+        let w = worker(Decision::Table(cell.reader()));
+        (cell, w)
+    }
+
+    fn v4(dst: Ipv4Addr, dport: u16, seq: u64) -> Vec<u8> {
+        FrameBuilder::new()
+            .ipv4(CLIENT, dst)
+            .tcp(40000, dport, 0x02)
+            .seq(seq)
+            .build()
+    }
+
+    fn v6(dst: Ipv6Addr, dport: u16, seq: u64) -> Vec<u8> {
+        FrameBuilder::new()
+            .ipv6(C6, dst)
+            .udp(40000, dport)
+            .seq(seq)
+            .build()
+    }
+
+    #[derive(Default)]
+    struct Rules(Vec<(Verdict, Option<u32>)>);
+
+    impl Observer for Rules {
+        fn packet(
+            &mut self,
+            _: PortId,
+            _: usize,
+            _: Option<&ParsedPacket>,
+            v: Verdict,
+            d: Option<&RuleDecision>,
+        ) {
+            self.0.push((v, d.and_then(|d| d.rule).map(|r| r.0)));
+        }
+    }
+
+    #[test]
+    fn each_action_and_mode_gets_its_verdict_v4_v6_and_arp() {
+        let frames = [
+            v4(WEB, 80, 0),                                // rule 1: allow
+            v4(DENIED, 80, 1),                             // rule 2: deny
+            v4(MONITORED, 22, 2),                          // rule 3: monitor deny
+            v4(PLC, 502, 3),                               // rule 4: inspect
+            v4(WEB, 443, 4),                               // default deny
+            v6(DNS6, 53, 5),                               // rule 5: allow (IPv6)
+            v6(DNS6, 54, 6),                               // default deny (IPv6)
+            arp_request(MAC_A, CLIENT, WEB),               // ARP passes
+            FrameBuilder::new().ethertype(0x8863).build(), // PPPoE: dropped
+        ];
+        let mut io = MemoryIo::new(2);
+        frames.iter().for_each(|f| io.push_rx(0, f.clone()));
+        let (_cell, mut w) = table_worker();
+        let mut rec = Rules::default();
+        assert_eq!(w.poll(&mut io, &mut rec), frames.len());
+        let policy = Verdict::Drop(DropReason::Policy);
+        assert_eq!(
+            rec.0,
+            [
+                (Verdict::Forward, Some(1)),
+                (policy, Some(2)),
+                (Verdict::Forward, Some(3)),
+                (Verdict::Drop(DropReason::L7Unavailable), Some(4)),
+                (policy, None),
+                (Verdict::Forward, Some(5)),
+                (policy, None),
+                (Verdict::Forward, None),
+                (policy, None),
+            ]
+        );
+        let out = io.take_tx(1);
+        let want: Vec<_> = [0, 2, 5, 7].map(|i| frames[i].clone()).into();
+        assert_eq!(out, want);
+        let s = stats(&w);
+        assert_eq!(s.drops(DropReason::Policy), 4);
+        assert_eq!(s.drops(DropReason::L7Unavailable), 1);
+        assert_eq!(s.would_deny, 1, "monitor mode forwards and counts");
+        assert_eq!(s.non_ip_forwarded, 1);
+        assert_eq!(s.total_drops(), 5);
+    }
+
+    #[test]
+    fn inspect_in_monitor_mode_forwards_and_counts_would_deny() {
+        let mut r = rules();
+        r[3].mode = Mode::Monitor;
+        let cell = TableCell::new(compile(&r).unwrap());
+        let mut w = worker(Decision::Table(cell.reader()));
+        let mut io = MemoryIo::new(2);
+        let frame = v4(PLC, 502, 0);
+        io.push_rx(0, frame.clone());
+        w.poll(&mut io, &mut ());
+        assert_eq!(io.take_tx(1), vec![frame], "monitor mode never drops");
+        assert_eq!(stats(&w).drops(DropReason::L7Unavailable), 0);
+        assert_eq!(stats(&w).would_deny, 1);
+    }
+
+    #[test]
+    fn unpaired_port_and_malformed_frames_are_not_classified() {
+        let mut io = MemoryIo::new(3);
+        io.push_rx(2, v4(WEB, 80, 0));
+        io.push_rx(0, vec![0u8; 10]);
+        let cell = TableCell::new(compile(&rules()).unwrap());
+        let mut w = Worker::new(Bridge::consecutive_pairs(3), Decision::Table(cell.reader()));
+        let mut rec = Rules::default();
+        w.poll(&mut io, &mut rec);
+        assert_eq!(
+            rec.0,
+            [
+                (Verdict::Drop(DropReason::Truncated), None),
+                (Verdict::Drop(DropReason::NoPeerPort), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_published_table_applies_from_the_next_burst_and_the_old_one_is_released() {
+        let (cell, mut w) = table_worker();
+        let mut io = MemoryIo::new(2);
+        io.push_rx(0, v4(DENIED, 80, 0));
+        w.poll(&mut io, &mut ());
+        assert!(io.take_tx(1).is_empty());
+        // Now everything is allowed.
+        cell.publish(compile(&[Rule::any(1, Action::Allow)]).unwrap());
+        assert_eq!(cell.reclaim(), 1, "the worker still holds the old table");
+        io.push_rx(0, v4(DENIED, 80, 1));
+        w.poll(&mut io, &mut ());
+        assert_eq!(io.take_tx(1).len(), 1);
+        assert_eq!(cell.reclaim(), 0, "released at the worker's next burst");
+        // An idle poll is a quiescent point too.
+        cell.publish(compile(&[Rule::any(1, Action::Deny)]).unwrap());
+        assert_eq!(w.poll(&mut io, &mut ()), 0);
+        assert_eq!(cell.reclaim(), 0, "released by an idle poll");
+    }
+
+    #[test]
+    fn full_burst_of_mixed_families_matches_one_by_one_classification() {
+        let table = compile(&rules()).unwrap();
+        let frames: Vec<_> = (0..32u64)
+            .map(|i| match i % 4 {
+                0 => v4(WEB, 80, i),
+                1 => v6(DNS6, 53, i),
+                2 => v4(PLC, 502, i),
+                _ => v4(DENIED, 1, i),
+            })
+            .collect();
+        let mut io = MemoryIo::new(2);
+        frames.iter().for_each(|f| io.push_rx(0, f.clone()));
+        let cell = TableCell::new(table.clone());
+        let mut w = worker(Decision::Table(cell.reader()));
+        let mut rec = Rules::default();
+        w.poll(&mut io, &mut rec);
+        for (f, (_, rule)) in frames.iter().zip(&rec.0) {
+            let mut key = *crate::parse::parse(f).unwrap().flow_key().unwrap();
+            key.in_port = 0;
+            assert_eq!(*rule, table.classify(&key).rule.map(|r| r.0));
+        }
+    }
 }
