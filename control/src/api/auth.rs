@@ -267,23 +267,10 @@ impl AuthStore {
         now_ms: i64,
         audit: impl FnOnce() -> Result<(), Problem>,
     ) -> Result<bool, Problem> {
-        let mut conn = lock(&self.conn);
-        let tx = conn
-            .transaction()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        let n = tx
-            .execute(
-                "INSERT OR IGNORE INTO users (name, role, password, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![name, role.as_str(), password_hash, now_ms],
-            )
-            .map_err(|e| Problem::internal("user store", &e))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit()?;
-        tx.commit()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        Ok(true)
+        let sql = "INSERT OR IGNORE INTO users (name, role, password, created_ms)
+                   VALUES (?1, ?2, ?3, ?4)";
+        let row = params![name, role.as_str(), password_hash, now_ms];
+        self.audited_change("user store", sql, row, audit, || {})
     }
 
     /// Replaces a user's password hash and ends their other sessions (all but `keep`, a
@@ -295,24 +282,15 @@ impl AuthStore {
         keep: Option<&str>,
         audit: impl FnOnce() -> Result<(), Problem>,
     ) -> Result<bool, Problem> {
-        let mut conn = lock(&self.conn);
-        let tx = conn
-            .transaction()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        let n = tx
-            .execute(
-                "UPDATE users SET password = ?2 WHERE name = ?1",
-                params![name, password_hash],
-            )
-            .map_err(|e| Problem::internal("user store", &e))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit()?;
-        tx.commit()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        lock(&self.sessions).retain(|k, s| s.user != name || Some(k.as_str()) == keep);
-        Ok(true)
+        self.audited_change(
+            "user store",
+            "UPDATE users SET password = ?2 WHERE name = ?1",
+            params![name, password_hash],
+            audit,
+            || {
+                lock(&self.sessions).retain(|k, s| s.user != name || Some(k.as_str()) == keep);
+            },
+        )
     }
 
     /// Deletes a user (and ends their sessions); `false` if there was none.
@@ -321,21 +299,15 @@ impl AuthStore {
         name: &str,
         audit: impl FnOnce() -> Result<(), Problem>,
     ) -> Result<bool, Problem> {
-        let mut conn = lock(&self.conn);
-        let tx = conn
-            .transaction()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        let n = tx
-            .execute("DELETE FROM users WHERE name = ?1", [name])
-            .map_err(|e| Problem::internal("user store", &e))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit()?;
-        tx.commit()
-            .map_err(|e| Problem::internal("user store", &e))?;
-        lock(&self.sessions).retain(|_, s| s.user != name);
-        Ok(true)
+        self.audited_change(
+            "user store",
+            "DELETE FROM users WHERE name = ?1",
+            [name],
+            audit,
+            || {
+                lock(&self.sessions).retain(|_, s| s.user != name);
+            },
+        )
     }
 
     /// Checks a password; the role on success. Takes as long for unknown users as for known
@@ -416,35 +388,23 @@ impl AuthStore {
         audit: impl FnOnce() -> Result<(), Problem>,
     ) -> Result<bool, Problem> {
         let h = sha256_hex(secret.as_bytes());
-        let mut conn = lock(&self.conn);
-        let tx = conn
-            .transaction()
-            .map_err(|e| Problem::internal("token store", &e))?;
-        let n = tx
-            .execute(
-                "INSERT OR IGNORE INTO api_tokens (id, secret_hash, role, created_by, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    info.id,
-                    h,
-                    info.role.as_str(),
-                    info.created_by,
-                    info.created_ms,
-                    info.expires_ms
-                ],
-            )
-            .map_err(|e| Problem::internal("token store", &e))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit()?;
-        tx.commit()
-            .map_err(|e| Problem::internal("token store", &e))?;
-        self.tokens
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(h, info);
-        Ok(true)
+        let row = params![
+            info.id,
+            h,
+            info.role.as_str(),
+            info.created_by,
+            info.created_ms,
+            info.expires_ms
+        ];
+        let sql = "INSERT OR IGNORE INTO api_tokens (id, secret_hash, role, created_by, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        let cached = (h.clone(), info.clone());
+        self.audited_change("token store", sql, row, audit, move || {
+            self.tokens
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(cached.0, cached.1);
+        })
     }
 
     /// Revokes a token; `false` if there was none.
@@ -453,24 +413,18 @@ impl AuthStore {
         id: &str,
         audit: impl FnOnce() -> Result<(), Problem>,
     ) -> Result<bool, Problem> {
-        let mut conn = lock(&self.conn);
-        let tx = conn
-            .transaction()
-            .map_err(|e| Problem::internal("token store", &e))?;
-        let n = tx
-            .execute("DELETE FROM api_tokens WHERE id = ?1", [id])
-            .map_err(|e| Problem::internal("token store", &e))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        audit()?;
-        tx.commit()
-            .map_err(|e| Problem::internal("token store", &e))?;
-        self.tokens
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, t| t.id != id);
-        Ok(true)
+        self.audited_change(
+            "token store",
+            "DELETE FROM api_tokens WHERE id = ?1",
+            [id],
+            audit,
+            || {
+                self.tokens
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, t| t.id != id);
+            },
+        )
     }
 
     /// Starts a session; returns (session id, CSRF token).
@@ -555,6 +509,34 @@ impl AuthStore {
             role: s.role,
             session: Some((s.csrf.clone(), key)),
         }))
+    }
+
+    /// One row-changing statement and its audit record in one transaction: the change is
+    /// committed only once the audit record is written, and `after_commit` (cache updates) runs
+    /// while the store is still locked, so concurrent changes apply in the same order to both.
+    /// `Ok(false)` when no row matched.
+    fn audited_change(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+        audit: impl FnOnce() -> Result<(), Problem>,
+        after_commit: impl FnOnce(),
+    ) -> Result<bool, Problem> {
+        let mut conn = lock(&self.conn);
+        let tx = conn
+            .transaction()
+            .map_err(|e| Problem::internal(what, &e))?;
+        let n = tx
+            .execute(sql, params)
+            .map_err(|e| Problem::internal(what, &e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        audit()?;
+        tx.commit().map_err(|e| Problem::internal(what, &e))?;
+        after_commit();
+        Ok(true)
     }
 }
 

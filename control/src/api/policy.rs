@@ -578,19 +578,22 @@ pub async fn decide(
     let rev = req.revision;
     let e = st
         .core
-        .run(move |svc| {
-            svc.decide(rev, &key).map_err(|e| match e {
-                crate::LifecycleError::Store(crate::StoreError::NoSuchRevision(id)) => {
-                    let mut p = Problem::not_found(format!("no revision {id}"));
-                    p.errors
-                        .push(FieldError::new("revision", "no such revision"));
-                    p
-                }
-                e => lifecycle_problem(e, "revision"),
-            })
-        })
+        .run(move |svc| svc.decide(rev, &key).map_err(revision_problem))
         .await??;
     Ok(Json(e).into_response())
+}
+
+/// A lifecycle error of a call that names a revision: an unknown one is a 404 on `revision`.
+fn revision_problem(e: crate::LifecycleError) -> Problem {
+    match e {
+        crate::LifecycleError::Store(crate::StoreError::NoSuchRevision(id)) => {
+            let mut p = Problem::not_found(format!("no revision {id}"));
+            p.errors
+                .push(FieldError::new("revision", "no such revision"));
+            p
+        }
+        e => lifecycle_problem(e, "revision"),
+    }
 }
 
 /// Impact preview: the flows a revision would decide differently from the running one.
@@ -616,17 +619,7 @@ pub async fn impact(
     let rev = req.revision;
     let out = st
         .core
-        .run(move |svc| {
-            svc.impact(rev, &keys).map_err(|e| match e {
-                crate::LifecycleError::Store(crate::StoreError::NoSuchRevision(id)) => {
-                    let mut p = Problem::not_found(format!("no revision {id}"));
-                    p.errors
-                        .push(FieldError::new("revision", "no such revision"));
-                    p
-                }
-                e => lifecycle_problem(e, "revision"),
-            })
-        })
+        .run(move |svc| svc.impact(rev, &keys).map_err(revision_problem))
         .await??;
     let items: Vec<ImpactItem> = out
         .into_iter()
