@@ -160,6 +160,37 @@ pub struct GatewayConfig {
     pub decision: WorkerPolicy,
 }
 
+impl std::fmt::Display for GatewayConfig {
+    /// What `septa check-config` prints: every setting after defaults and substitutions.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}: ok", self.path.display())?;
+        writeln!(f, "  eal_args        {}", self.eal_args.join(" "))?;
+        writeln!(
+            f,
+            "  mempool         {} mbufs, cache {}; descriptors rx {} / tx {}",
+            self.mempool_size, self.mempool_cache, self.rx_descriptors, self.tx_descriptors
+        )?;
+        for (i, p) in self.ports.iter().enumerate() {
+            writeln!(f, "  port {i:<10} {p}")?;
+        }
+        for (a, b, mode) in &self.pairs {
+            let (a, b) = (&self.ports[usize::from(*a)], &self.ports[usize::from(*b)]);
+            writeln!(f, "  pair            {a} <-> {b} ({mode:?})")?;
+        }
+        match &self.worker_lcores {
+            Some(l) => writeln!(f, "  worker lcores   {l:?}")?,
+            None => writeln!(
+                f,
+                "  worker lcores   every EAL worker lcore (or the main lcore)"
+            )?,
+        }
+        match &self.decision {
+            WorkerPolicy::Fixed(d) => writeln!(f, "  decision        {d:?}"),
+            WorkerPolicy::File(p) => writeln!(f, "  policy          {}", p.display()),
+        }
+    }
+}
+
 impl GatewayConfig {
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

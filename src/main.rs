@@ -158,14 +158,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::CheckConfig { config } => config::GatewayConfig::load(&config)
-            .map(|c| {
-                println!(
-                    "{}: ok ({} ports, {} pairs)",
-                    c.path.display(),
-                    c.ports.len(),
-                    c.pairs.len()
-                );
-            })
+            .map(|c| print!("{c}"))
             .map_err(Into::into),
         Command::Policy {
             command: PolicyCommand::Check { file, json },

@@ -17,6 +17,8 @@ use crate::policy_cli;
 
 /// Command-line options of `septa run` beyond the configuration file.
 #[derive(Debug, Clone, Default)]
+// Only the DPDK build runs workers; without it `run` explains how to get one and reads nothing.
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 pub struct RunOptions {
     /// Stop once no packet arrived for this many milliseconds after the first one.
     pub until_idle: Option<u64>,
