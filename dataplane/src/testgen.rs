@@ -471,16 +471,18 @@ where
     Ok(())
 }
 
-/// A small deterministic mix for the bundled sample capture and demos: an IT host talking to an
-/// EHR database (TCP handshake and data, both directions), DNS, ICMP echo, an HMI and an IT
-/// host both reaching a PLC on Modbus/TCP (502), IPv6 ICMPv6 echo, a VLAN-tagged flow, an IPv4
-/// fragment pair, and ARP. Sequence numbers run 0, 1, 2, ... in frame order.
+/// A small deterministic mix for the bundled sample capture and demos, addressed into the zones of
+/// `configs/policies/demo.yaml`: an IT host (10.10.1.20) talking to an EHR application server
+/// (10.10.5.10, TCP/443 handshake and data, both directions), DNS, ICMP echo, an HMI
+/// (10.30.2.5) and the IT host both reaching a PLC (10.30.1.10) on Modbus/TCP (502), IPv6
+/// ICMPv6 echo, a VLAN-tagged flow, an IPv4 fragment pair, and ARP. Sequence numbers run 0, 1,
+/// 2, ... in frame order.
 pub fn demo_traffic() -> Vec<Vec<u8>> {
-    let it = Ipv4Addr::new(10, 1, 0, 10);
-    let dns = Ipv4Addr::new(10, 1, 0, 53);
-    let ehr = Ipv4Addr::new(10, 2, 0, 20);
-    let hmi = Ipv4Addr::new(10, 3, 0, 5);
-    let plc = Ipv4Addr::new(10, 3, 0, 100);
+    let it = Ipv4Addr::new(10, 10, 1, 20);
+    let dns = Ipv4Addr::new(10, 10, 0, 53);
+    let ehr = Ipv4Addr::new(10, 10, 5, 10);
+    let hmi = Ipv4Addr::new(10, 30, 2, 5);
+    let plc = Ipv4Addr::new(10, 30, 1, 10);
     let v6a = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 10);
     let v6b = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 20);
     let (syn, ack, psh_ack) = (
@@ -493,16 +495,16 @@ pub fn demo_traffic() -> Vec<Vec<u8>> {
     let builders = [
         fwd().ipv4(it, dns).udp(40001, 53),
         rev().ipv4(dns, it).udp(53, 40001),
-        fwd().ipv4(it, ehr).tcp(40002, 5432, syn),
-        rev().ipv4(ehr, it).tcp(5432, 40002, syn | ack),
-        fwd().ipv4(it, ehr).tcp(40002, 5432, ack),
+        fwd().ipv4(it, ehr).tcp(40002, 443, syn),
+        rev().ipv4(ehr, it).tcp(443, 40002, syn | ack),
+        fwd().ipv4(it, ehr).tcp(40002, 443, ack),
         fwd()
             .ipv4(it, ehr)
-            .tcp(40002, 5432, psh_ack)
+            .tcp(40002, 443, psh_ack)
             .payload_len(200),
         rev()
             .ipv4(ehr, it)
-            .tcp(5432, 40002, psh_ack)
+            .tcp(443, 40002, psh_ack)
             .payload_len(600),
         fwd().ipv4(it, ehr).icmp(8, 0),
         rev().ipv4(ehr, it).icmp(0, 0),
