@@ -18,6 +18,21 @@ fn septa() -> Command {
     Command::new(env!("CARGO_BIN_EXE_septa"))
 }
 
+/// `septa run --config PATH`, which must fail; returns what it printed on stderr.
+fn run_must_fail(config: &Path) -> String {
+    let out = septa()
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "septa run {} succeeded",
+        config.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -485,13 +500,7 @@ fn an_invalid_policy_is_refused_with_its_diagnostics() {
          [[pairs]]\nports = [\"net_ring0\", \"net_ring1\"]\n[dataplane]\npolicy = \"bad.yaml\"\n",
     )
     .unwrap();
-    let out = septa()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_must_fail(&cfg);
     assert!(
         err.contains("dataplane.policy") && err.contains("gw.toml") && err.contains("ot-plcc"),
         "{err}"
@@ -503,25 +512,13 @@ fn bad_config_names_file_and_key() {
     let dir = scratch("badcfg");
     let cfg = dir.join("gw.toml");
     std::fs::write(&cfg, "[dpdk]\neal_args = []\nmempol_size = 5\n").unwrap();
-    let out = septa()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_must_fail(&cfg);
     assert!(
         err.contains("gw.toml") && err.contains("mempol_size"),
         "{err}"
     );
 
-    let out = septa()
-        .args(["run", "--config"])
-        .arg(dir.join("missing.toml"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+    assert!(run_must_fail(&dir.join("missing.toml")).contains("missing.toml"));
 }
 
 #[cfg(feature = "dpdk")]
@@ -697,13 +694,7 @@ ports = ["net_pcap0", "net_pcap1"]
              [[ports]]\nname = \"net_ring1\"\n[[pairs]]\nports = [\"net_ring0\", \"net_ring1\"]\n",
         )
         .unwrap();
-        let out = septa()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = run_must_fail(&cfg);
         assert!(err.contains("eal_args"), "{err}");
     }
 
@@ -722,14 +713,8 @@ ports = ["net_pcap0", "net_pcap1"]
             ),
         )
         .unwrap();
-        let out = septa()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
+        let err = run_must_fail(&cfg);
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("net_ring7"), "{err}");
     }
 }
