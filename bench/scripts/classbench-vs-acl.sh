@@ -7,8 +7,16 @@
 #   SET is a path prefix with SET and SET_trace next to it, e.g. ../shared/data/classbench/acl1_10K,
 #   or gen:KIND:N (KIND = acl|fw|ipc) to generate a set of N rules into $WORK first.
 #   Default: acl1/fw1/ipc1 at 1K and 10K from ../shared/data/classbench.
-# env: SEPTA_BENCH (binary, default: build septa-bench in release), ACL_ITER (default 20),
-#      ALGS (default "avx512x32 avx512x16 avx2 sse scalar"), SECS (septa measuring time, default 0.5),
+# Rates are on-CPU rates on both sides, so time a process spends descheduled by other load on
+# this shared machine does not count: septa's cpu_lookups_per_s (thread CPU time of the lookup
+# loop) and rte_acl's (ITER - ITER0) * headers / (CPU(ITER) - CPU(ITER0)) from two runs of
+# dpdk-test-acl whose only difference is the number of classify passes (the build, EAL start-up and
+# file reading cancel out). The wall-clock rates of both are printed too (acl_wall_*, septa
+# lookups_per_s). septa_idx is `match_burst` (a u32 rule index per key, what rte_acl returns);
+# septa_dec is `classify_burst` (the 40-byte Decision per key the data plane takes today).
+# env: SEPTA_BENCH (binary, default: build septa-bench in release), ACL_LOOKUPS (lookups per timed
+#      rte_acl run, default 20000000; ITER = ACL_LOOKUPS / headers), ACL_ITER0 (default 2),
+#      ALGS (default "avx512x32 avx512x16 avx2 sse scalar"), SECS (septa measuring time, default 1),
 #      ROUNDS (default 3: septa and every rte_acl method run alternately ROUNDS times, best of each
 #      kept, so both sides see the same background load on this shared machine),
 #      WORK (scratch dir, default a mktemp dir), ACL_MEM (MiB for dpdk-test-acl, default 2048; 100K
@@ -17,9 +25,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 data=${CLASSBENCH_DIR:-$here/../shared/data/classbench}
 work=${WORK:-$(mktemp -d /tmp/septa-acl.XXXXXX)}
-acl_iter=${ACL_ITER:-20}
 algs=${ALGS:-"avx512x32 avx512x16 avx2 sse scalar"}
-secs=${SECS:-0.5}
+secs=${SECS:-1}
 rounds=${ROUNDS:-3}
 if [[ -z "${SEPTA_BENCH:-}" ]]; then
     (cd "$here" && cargo build -q --release -p septa-bench)
@@ -32,19 +39,26 @@ if [[ ${#sets[@]} -eq 0 ]]; then
     for s in acl1 fw1 ipc1; do for n in 1K 10K; do sets+=("$data/${s}_$n"); done; done
 fi
 
-# rte_acl lookups/s for one file pair and algorithm (empty when the algorithm fails here).
-acl_rate() {
-    local rules=$1 trace=$2 alg=$3 prefix="septa-acl-$$-$alg"
-    local out
-    out=$(dpdk-test-acl --no-huge -m "${ACL_MEM:-2048}" --no-pci -l 0 --file-prefix "$prefix" --force-max-simd-bitwidth=512 \
-        --log-level='lib.acl,8' -- --rulesf="$rules" --tracef="$trace" --alg="$alg" --iter="$acl_iter" \
-        --tracenum=10000000 --rulenum=1000000 --verbose=0 2>&1) || true
+# One dpdk-test-acl run: prints "CPU_SECONDS WALL_RATE MEM_BYTES" (rate/mem empty when the
+# algorithm fails here).
+acl_run() {
+    local rules=$1 trace=$2 alg=$3 iter=$4 prefix="septa-acl-$$-$alg"
+    local out cpu
+    out=$work/acl_out
+    cpu=$( { TIMEFORMAT='%U %S'; time dpdk-test-acl --no-huge -m "${ACL_MEM:-2048}" --no-pci -l 0 --file-prefix "$prefix" \
+        --force-max-simd-bitwidth=512 --log-level='lib.acl,8' -- --rulesf="$rules" --tracef="$trace" --alg="$alg" \
+        --iter="$iter" --tracenum=10000000 --rulenum=1000000 --verbose=0 >"$out" 2>&1 || true; } 2>&1 )
     rm -rf "/var/run/dpdk/$prefix"
     local rate mem
-    rate=$(sed -n 's/.*cycles\/pkt, \([0-9.]*\) pkt\/sec.*/\1/p' <<<"$out" | tail -1)
-    mem=$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' <<<"$out" | tail -1)
-    echo "${rate:-} ${mem:-}"
+    rate=$(sed -n 's/.*cycles\/pkt, \([0-9.]*\) pkt\/sec.*/\1/p' "$out" | tail -1)
+    mem=$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$out" | tail -1)
+    echo "$(awk '{printf "%.3f", $1 + $2}' <<<"$cpu") ${rate:-} ${mem:-}"
 }
+
+# Larger of two numbers (empty counts as absent).
+max() { if [[ -z ${2:-} ]] || awk -v a="$1" -v b="$2" 'BEGIN{exit !(a>b)}'; then echo "$1"; else echo "$2"; fi; }
+# Value of key $2 in line $1.
+field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<" $1"; }
 
 # Wall seconds of one dpdk-test-acl run that builds the context and classifies one header.
 acl_wall() {
@@ -68,36 +82,49 @@ for set in "${sets[@]}"; do
     else
         rules=$set; trace=${set}_trace; name=$(basename "$set")
     fi
-    # Best of $rounds for septa (the mismatch check runs once) and for every rte_acl method.
+    headers=$(grep -c . "$trace")
+    iter=$(( ${ACL_LOOKUPS:-20000000} / headers )); iter0=${ACL_ITER0:-2}
+    ((iter > iter0 + 1)) || iter=$((iter0 + 2))
+    # Best of $rounds for septa (the mismatch check runs once) and for every rte_acl method,
+    # alternating, so both sides see the same background load.
     septa=$("$SEPTA_BENCH" classbench --rules "$rules" --trace "$trace" --secs "$secs")
-    septa_rate=$(sed -n "s/.* lookups_per_s=\([0-9]*\).*/\1/p" <<<"$septa")
-    declare -A acl_rate_of=()
+    s_wall=$(field "$septa" lookups_per_s); s_dec=$(field "$septa" cpu_lookups_per_s)
+    s_idx=$(field "$septa" cpu_idx_lookups_per_s)
+    declare -A acl_cpu_of=() acl_wall_of=() acl_cpu0_of=()
     acl_mem=
     for ((r = 0; r < rounds; r++)); do
         if ((r > 0)); then
             again=$("$SEPTA_BENCH" classbench --rules "$rules" --trace "$trace" --secs "$secs" --check-limit 0)
-            rate=$(sed -n "s/.* lookups_per_s=\([0-9]*\).*/\1/p" <<<"$again")
-            awk -v a="$rate" -v b="$septa_rate" 'BEGIN{exit !(a>b)}' && septa_rate=$rate
+            s_wall=$(max "$(field "$again" lookups_per_s)" "$s_wall")
+            s_dec=$(max "$(field "$again" cpu_lookups_per_s)" "$s_dec")
+            s_idx=$(max "$(field "$again" cpu_idx_lookups_per_s)" "$s_idx")
         fi
         for alg in $algs; do
-            read -r rate mem <<<"$(acl_rate "$rules" "$trace" "$alg")"
+            if [[ -z ${acl_cpu0_of[$alg]:-} ]]; then
+                read -r cpu0 _ _ <<<"$(acl_run "$rules" "$trace" "$alg" "$iter0")"
+                acl_cpu0_of[$alg]=$cpu0
+            fi
+            read -r cpu rate mem <<<"$(acl_run "$rules" "$trace" "$alg" "$iter")"
             [[ -n $mem ]] && acl_mem=$mem
             [[ -z $rate ]] && continue
-            if [[ -z ${acl_rate_of[$alg]:-} ]] || awk -v a="$rate" -v b="${acl_rate_of[$alg]}" 'BEGIN{exit !(a>b)}'; then
-                acl_rate_of[$alg]=$rate
-            fi
+            acl_wall_of[$alg]=$(max "$rate" "${acl_wall_of[$alg]:-}")
+            crate=$(awk -v n="$(( (iter - iter0) * headers ))" -v a="$cpu" -v b="${acl_cpu0_of[$alg]}" \
+                'BEGIN{ if (a > b) printf "%.0f", n / (a - b) }')
+            [[ -n $crate ]] && acl_cpu_of[$alg]=$(max "$crate" "${acl_cpu_of[$alg]:-}")
         done
     done
     best=0; best_alg=none; line=""
     for alg in $algs; do
-        rate=${acl_rate_of[$alg]:-}
-        line+=" acl_${alg}=${rate:-fail}"
+        rate=${acl_cpu_of[$alg]:-}
+        line+=" acl_${alg}=${rate:-fail} acl_wall_${alg}=${acl_wall_of[$alg]:-fail}"
         if [[ -n $rate ]] && awk -v a="$rate" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$rate; best_alg=$alg; fi
     done
     # rte_acl build time: wall time of a run that builds and classifies one header, minus the same
     # run on a one-rule file (EAL start-up and file reading).
     acl_build_s=$(awk -v a="$(acl_wall "$rules" "$trace")" -v b="$(acl_wall "$one_rule" "$trace")" 'BEGIN{printf "%.2f", a-b}')
-    ratio=$(awk -v a="$septa_rate" -v b="$best" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }')
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a > 0 && b > 0) printf "%.2f", a/b; else print "n/a" }'; }
     echo "set=$name $septa"
-    echo "set=$name${line} acl_best=$best acl_best_alg=$best_alg acl_mem_bytes=${acl_mem:-?} acl_build_s=$acl_build_s septa_best_lookups_per_s=$septa_rate ratio=$ratio"
+    echo "set=$name${line} acl_best=$best acl_best_alg=$best_alg acl_mem_bytes=${acl_mem:-?} acl_build_s=$acl_build_s" \
+        "septa_idx=$s_idx septa_dec=$s_dec septa_wall=$s_wall ratio_idx=$(ratio "$s_idx" "$best")" \
+        "ratio_dec=$(ratio "$s_dec" "$best") ratio_wall=$(ratio "$s_wall" "${acl_wall_of[$best_alg]:-0}")"
 done

@@ -209,6 +209,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             lookups as f64 / cpu.as_secs_f64()
         );
     }
+    // The index form (`match_burst`): one u32 per key, like rte_acl's userdata result.
+    let mut idx = vec![0u32; burst];
+    let (n, e, c) = measure(args.secs, keys.len(), || {
+        for chunk in keys.chunks(burst) {
+            table.match_burst(chunk, &mut idx[..chunk.len()]);
+            std::hint::black_box(&idx);
+        }
+    });
+    line += &format!(" idx_lookups_per_s={:.0}", n as f64 / e.as_secs_f64());
+    if let Some(c) = c {
+        line += &format!(" cpu_idx_lookups_per_s={:.0}", n as f64 / c.as_secs_f64());
+    }
     line += &format!(
         " checked={check} engine={} burst={burst}",
         table.engine_name()
@@ -269,13 +281,21 @@ fn edits(
     ))
 }
 
-/// Keys where the burst API disagrees with single-key `classify` (counted as mismatches too).
+/// Keys where a burst API (`classify_burst` or `match_burst`) disagrees with single-key
+/// `classify`/`first_match` (counted as mismatches too).
 fn burst_disagreements(table: &septa_classifier::RuleTable, keys: &[FlowKey]) -> usize {
     let mut out = vec![Decision::default(); keys.len()];
     table.classify_burst(keys, &mut out);
+    let mut idx = vec![0u32; keys.len()];
+    table.match_burst(keys, &mut idx);
     keys.iter()
-        .zip(&out)
-        .filter(|(k, d)| table.classify(k) != **d)
+        .zip(out.iter().zip(&idx))
+        .filter(|&(k, (d, &m))| {
+            let single = table
+                .first_match(k)
+                .map_or(septa_classifier::NO_RULE, |i| i as u32);
+            table.classify(k) != *d || single != m || table.decision_at(m) != d
+        })
         .count()
 }
 

@@ -6,7 +6,9 @@
 //!   policies get a fast path of two address-class lookups and one small service table; anything
 //!   else gets decision trees whose leaves hold a handful of rules (design in `docs/classifier.md`).
 //! * [`RuleTable::classify_burst`] is what the data plane calls per burst of flow misses; it
-//!   interleaves the tree walks of several keys to overlap their memory loads.
+//!   interleaves the tree walks of several keys to overlap their memory loads;
+//!   [`RuleTable::match_burst`] is the same walk returning a `u32` rule index per key (resolved
+//!   on demand with [`RuleTable::decision_at`]), which saves copying a `Decision` per key.
 //! * [`reference::classify`] is the naive linear scan that defines the right answer.
 //! * [`RuleTable::apply`] inserts or removes one rule, rebuilding only what the rule touches.
 //! * [`TableCell`] publishes new tables to running workers (RCU; see `docs/rcu.md`).
@@ -33,5 +35,5 @@ pub use compile::{CompileOptions, Strategy, compile, compile_with};
 pub use error::{CompileError, Field};
 pub use key::{Family, FlowKey};
 pub use rule::{Action, AddrMatch, HookId, Mode, PortRange, Prefix, Rule, RuleId, SourceRef};
-pub use table::{Decision, RuleTable};
+pub use table::{Decision, NO_RULE, RuleTable};
 pub use update::Edit;

@@ -69,6 +69,9 @@ pub struct RuleTable {
     pub(crate) engine: Engine,
 }
 
+/// What [`RuleTable::match_burst`] reports for a key no rule matches.
+pub const NO_RULE: u32 = NO_MATCH;
+
 /// Keys per interleaved group in [`RuleTable::classify_burst`].
 const LANES: usize = 8;
 
@@ -185,39 +188,63 @@ impl RuleTable {
     /// Decisions for a burst: `out[i]` receives the decision for `keys[i]`. Extra entries of
     /// `out` are left untouched; extra keys (when `out` is shorter) are not classified.
     ///
+    /// Same walk as [`RuleTable::match_burst`], then each index is resolved to its 40-byte
+    /// [`Decision`]. A caller that only needs the action and mode per packet can call
+    /// `match_burst` and resolve with [`RuleTable::decision_at`] when it needs the rest.
+    pub fn classify_burst(&self, keys: &[FlowKey], out: &mut [Decision]) {
+        let n = keys.len().min(out.len());
+        self.burst(&keys[..n], |i, m| out[i] = *self.decision_at(m));
+    }
+
+    /// Rule indices for a burst: `out[i]` receives the index (in the compiled rule list) of the
+    /// first rule matching `keys[i]`, or [`NO_RULE`]. Extra entries of `out` are left untouched;
+    /// extra keys (when `out` is shorter) are not classified. This is the cheapest lookup: four
+    /// bytes per key, like `rte_acl_classify`'s userdata; [`RuleTable::decision_at`] resolves an
+    /// index to its decision.
+    ///
     /// Keys are grouped by family into groups of eight whose lookups advance in lockstep, so the
     /// memory loads of different keys overlap; leftovers are looked up one by one. (A pipeline
     /// where a finished lane takes the next key at once measured 1.5–2.5× slower: its per-lane
     /// branches mispredict.)
-    pub fn classify_burst(&self, keys: &[FlowKey], out: &mut [Decision]) {
+    pub fn match_burst(&self, keys: &[FlowKey], out: &mut [u32]) {
         let n = keys.len().min(out.len());
-        let (keys, out) = (&keys[..n], &mut out[..n]);
+        self.burst(&keys[..n], |i, m| out[i] = m);
+    }
+
+    /// The decision of rule index `m` as returned by [`RuleTable::match_burst`]; the default
+    /// decision for [`NO_RULE`] (or any index past the end).
+    #[inline]
+    pub fn decision_at(&self, m: u32) -> &Decision {
+        self.decisions.get(m as usize).unwrap_or(&self.default)
+    }
+
+    /// Calls `put(i, m)` with the first-match index `m` of every `keys[i]`.
+    #[inline(always)]
+    fn burst(&self, keys: &[FlowKey], mut put: impl FnMut(usize, u32)) {
         let mut groups = [([0usize; LANES], 0usize); 2];
         for (i, k) in keys.iter().enumerate() {
             let (idx, len) = &mut groups[usize::from(k.family == Family::V6)];
             idx[*len] = i;
             *len += 1;
             if *len == LANES {
-                self.classify_lanes(k.family, idx, keys, out);
+                let best = self.match_lanes(k.family, idx, keys);
+                for (&i, &m) in idx.iter().zip(&best) {
+                    put(i, m);
+                }
                 *len = 0;
             }
         }
         for (idx, len) in &groups {
             for &i in &idx[..*len] {
-                out[i] = self.classify(&keys[i]);
+                put(i, self.first_match(&keys[i]).map_or(NO_RULE, |m| m as u32));
             }
         }
     }
 
-    /// Classifies `keys[idx[0..LANES]]`, all of family `family`, in lockstep.
-    fn classify_lanes(
-        &self,
-        family: Family,
-        idx: &[usize; LANES],
-        keys: &[FlowKey],
-        out: &mut [Decision],
-    ) {
-        let best: [u32; LANES] = match &self.engine {
+    /// First-match indices of `keys[idx[0..LANES]]`, all of family `family`, in lockstep.
+    #[inline(always)]
+    fn match_lanes(&self, family: Family, idx: &[usize; LANES], keys: &[FlowKey]) -> [u32; LANES] {
+        match &self.engine {
             Engine::Trees(t) => {
                 let pts: [Point; LANES] = std::array::from_fn(|i| point(&keys[idx[i]]));
                 let mut best = [NO_MATCH; LANES];
@@ -233,17 +260,6 @@ impl RuleTable {
                 let ks: [FlowKey; LANES] = std::array::from_fn(|i| keys[idx[i]]);
                 z.lookup_lanes(&ks, family)
             }
-        };
-        for (&i, &m) in idx.iter().zip(&best) {
-            out[i] = self.decision(m);
-        }
-    }
-
-    fn decision(&self, m: u32) -> Decision {
-        if m == NO_MATCH {
-            self.default
-        } else {
-            self.decisions[m as usize]
         }
     }
 }

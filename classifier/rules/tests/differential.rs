@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use septa_classifier::synth::{self, Profile};
 use septa_classifier::{
-    Action, AddrMatch, CompileOptions, Decision, Family, FlowKey, PortRange, Prefix, Rule, RuleId,
-    Strategy as Layout, compile_with, reference,
+    Action, AddrMatch, CompileOptions, Decision, Family, FlowKey, NO_RULE, PortRange, Prefix, Rule,
+    RuleId, Strategy as Layout, compile_with, reference,
 };
 
 /// Addresses come from a tiny pool so that prefixes overlap and keys hit them.
@@ -155,8 +155,13 @@ fn check(
     let default = table.default_decision();
     let mut burst = vec![Decision::default(); keys.len()];
     table.classify_burst(keys, &mut burst);
-    for (k, b) in keys.iter().zip(&burst) {
+    let mut idx = vec![0u32; keys.len()];
+    table.match_burst(keys, &mut idx);
+    for ((k, b), &m) in keys.iter().zip(&burst).zip(&idx) {
         let want = reference::classify(rules, default, k);
+        let want_idx = reference::first_match(rules, k).map_or(NO_RULE, |i| i as u32);
+        prop_assert_eq!(m, want_idx, "match_burst, key {}", k);
+        prop_assert_eq!(*table.decision_at(m), want, "decision_at, key {}", k);
         prop_assert_eq!(
             table.classify(k),
             want,

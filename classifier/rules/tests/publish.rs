@@ -104,3 +104,35 @@ fn an_idle_reader_releases_retired_tables_at_its_quiescent_point() {
         "freed by the control side after the quiescent point"
     );
 }
+
+#[test]
+fn concurrent_publishers_never_roll_the_epoch_back() {
+    let cell = TableCell::new(table(0));
+    let publishers: Vec<_> = (0..3u32)
+        .map(|p| {
+            let cell = Arc::clone(&cell);
+            std::thread::spawn(move || {
+                let mut last = 0;
+                for n in 0..100u32 {
+                    let epoch = cell.publish(table(p * 1000 + n));
+                    assert!(epoch > last, "epochs handed out twice or out of order");
+                    last = epoch;
+                    // The running table is never older than the one this thread just published.
+                    assert!(
+                        cell.current().epoch() >= epoch,
+                        "a slower publisher rolled back"
+                    );
+                }
+                last
+            })
+        })
+        .collect();
+    let newest = publishers
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(newest, 301, "1 initial table + 300 publishes");
+    assert_eq!(cell.current().epoch(), newest, "the newest epoch runs");
+    assert_eq!(cell.reclaim(), 0, "no reader holds a retired table");
+}

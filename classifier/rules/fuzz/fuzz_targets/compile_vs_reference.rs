@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use septa_classifier::{
     Action, AddrMatch, CompileOptions, Decision, Family, FlowKey, HookId, Mode, PortRange, Prefix, Rule, RuleId,
-    Strategy, compile_with, reference,
+    NO_RULE, Strategy, compile_with, reference,
 };
 
 /// Reads the input byte by byte; runs out as zeros.
@@ -116,10 +116,14 @@ fuzz_target!(|data: &[u8]| {
         };
         let mut burst = vec![Decision::default(); keys.len()];
         table.classify_burst(&keys, &mut burst);
-        for (k, got) in keys.iter().zip(&burst) {
+        let mut idx = vec![0u32; keys.len()];
+        table.match_burst(&keys, &mut idx);
+        for ((k, got), &m) in keys.iter().zip(&burst).zip(&idx) {
             let want = reference::classify(&rules, table.default_decision(), k);
             assert_eq!(table.classify(k), want, "{k}");
             assert_eq!(*got, want, "burst {k}");
+            let want_idx = reference::first_match(&rules, k).map_or(NO_RULE, |i| i as u32);
+            assert_eq!(m, want_idx, "match_burst {k}");
         }
     }
 });
