@@ -250,8 +250,9 @@ fn policy_cases() -> Vec<PolicyCase> {
             enforce,
             "conduit no-it-to-ot (deny) it -> ot-plc",
         ),
+        // The client's SYN, retransmitted twice (same ISN: conntrack passes exact retransmissions).
         case(
-            v4(IT, APP).tcp(40001, 443, 0x02),
+            v4(IT, APP).tcp(40001, 443, 0x02).tcp_seq(1000),
             3,
             "forward",
             3,
@@ -259,15 +260,20 @@ fn policy_cases() -> Vec<PolicyCase> {
             enforce,
             "conduit it-to-ehr-app (allow) it -> ehr-app: tcp/443",
         ),
-        // No connection tracking yet: the reply is a flow of its own, and no conduit allows it.
+        // The reply belongs to the allowed connection (its SYN-ACK acknowledges the SYN and its
+        // 12 bytes of sequence marker): the flow's original direction decides, rule 3. Before
+        // connection tracking it was a flow of its own, denied by the default (rule 19).
         case(
-            v4(APP, IT).tcp(443, 40001, 0x12),
+            v4(APP, IT)
+                .tcp(443, 40001, 0x12)
+                .tcp_seq(9000)
+                .tcp_ack(1013),
             1,
-            "drop(policy)",
-            19,
-            deny,
+            "forward",
+            3,
+            allow,
             enforce,
-            "default deny",
+            "conduit it-to-ehr-app (allow) it -> ehr-app: tcp/443",
         ),
         case(
             v4(HMI, PLC2).tcp(40002, 502, 0x02),
@@ -419,7 +425,7 @@ fn replay_enforces_the_demo_policy_flow_by_flow() {
             )
         })
         .collect();
-    assert_eq!(drops, [("policy", 6)], "IP denies + PPPoE");
+    assert_eq!(drops, [("policy", 5)], "IP denies + PPPoE");
     assert_eq!(v["policy"]["rules"], 19);
     let forwarded = septa_dataplane::io::pcap::read_frames(&out).unwrap();
     assert!(forwarded == allowed, "exactly the allowed frames, in order");
@@ -662,7 +668,9 @@ ports = ["net_pcap0", "net_pcap1"]
         let run = run_pcap_in(&dir, "policy-run", &input, "policy = \"demo.yaml\"");
         assert!(run.out1 == allowed, "exactly the allowed frames, in order");
         assert!(run.out0.is_empty());
-        assert_eq!(run.json["drops"]["policy"], 6, "{}", run.json);
+        // 5 since connection tracking: the SYN-ACK reply of the allowed it -> ehr-app
+        // connection now passes with its flow instead of being denied by the default.
+        assert_eq!(run.json["drops"]["policy"], 5, "{}", run.json);
         assert_eq!(
             run.json["drops"]["l7_unavailable"],
             serde_json::Value::Null,

@@ -115,7 +115,7 @@ pub struct PortStats {
 }
 
 /// A snapshot summed over workers. Plain data; the binary serialises it as it likes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// Per port, indexed by [`PortId`].
     pub ports: Vec<PortStats>,
@@ -125,6 +125,19 @@ pub struct Stats {
     pub non_ip_forwarded: u64,
     /// IP packets forwarded that a monitor-mode deny would have dropped (not drops).
     pub would_deny: u64,
+}
+
+// Written out: `Default` is derived only for arrays of up to 32 elements, and the drop-reason
+// table is longer.
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            ports: Vec::new(),
+            drops: [0; DropReason::COUNT],
+            non_ip_forwarded: 0,
+            would_deny: 0,
+        }
+    }
 }
 
 impl Stats {

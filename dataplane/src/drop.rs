@@ -92,6 +92,24 @@ drop_reasons! {
     FragmentInvalid = 26 => "fragment_invalid",
     /// Matched a conduit that requires L7 inspection, but no inspection hook is available, so the packet fails closed.
     L7Unavailable = 27 => "l7_unavailable",
+    /// New flow refused because no policy is installed yet (fail-closed start; `dataplane.fail_open` admits them instead).
+    NoPolicy = 28 => "no_policy",
+    /// Routed mode: TTL or hop limit 1 or 0 on a packet to forward (a time-exceeded error is sent, rate-limited).
+    TtlExceeded = 29 => "ttl_exceeded",
+    /// Routed mode: no route (connected or static) covers the destination address.
+    NoRoute = 30 => "no_route",
+    /// Routed mode: the next hop's MAC address is not known yet (an ARP request or neighbour solicitation is sent, rate-limited).
+    NeighbourUnresolved = 31 => "neighbour_unresolved",
+    /// Routed mode: source or destination address that is never routed (RFC 1812 martians, loopback, link-local, unspecified, reserved, multicast beyond the link, directed broadcast, the gateway's own address as source, another port's gateway address).
+    MartianAddress = 32 => "martian_address",
+    /// Routed mode: frame not addressed to the gateway's MAC (nor broadcast/multicast), VLAN-tagged, or of an ethertype the gateway does not route.
+    NotForGateway = 33 => "not_for_gateway",
+    /// Routed mode: frame for the gateway's own stack (ARP, neighbour discovery, ping) dropped because the port's slow-path queue is full.
+    GatewayQueueFull = 34 => "gateway_queue_full",
+    /// L7 conduit: a message the conduit does not allow (function code, unit id, address range, DNP3 master, protocol); in enforce mode the whole flow is then blocked.
+    L7Denied = 35 => "l7_denied",
+    /// L7 conduit: a message that does not parse as the conduit's protocol, or a stream that could not be followed.
+    L7Malformed = 36 => "l7_malformed",
 }
 
 impl DropReason {

@@ -18,10 +18,13 @@ use serde::Serialize;
 use crate::counters::Stats;
 use crate::drop::DropReason;
 use crate::error::ReplayError;
+use crate::events::{self, EventCounts, EventDrain};
 use crate::io::PortId;
 use crate::io::pcap::{PCAP_PORTS, PcapIo};
 use crate::parse::ParsedPacket;
-use crate::worker::{Bridge, Decision, Observer, RuleDecision, Verdict, Worker};
+use crate::worker::{
+    Bridge, Decision, Observer, RuleDecision, StateConfig, Verdict, Worker, WorkerState,
+};
 
 /// Port the capture is received on.
 pub const REPLAY_IN_PORT: PortId = 0;
@@ -135,6 +138,9 @@ pub struct ReplayReport {
     pub summary: ReplaySummary,
     /// Per-flow records in order of first packet.
     pub flows: Vec<FlowRecord>,
+    /// Flow and decision events the worker emitted, by kind (the flow table is flushed at the
+    /// end, so every admitted flow has a start and an end).
+    pub events: EventCounts,
 }
 
 /// Aggregates per-flow records from the worker's observer calls.
@@ -236,24 +242,48 @@ impl ReplaySummary {
 
 /// Run `decision` over the capture `input` (pcap or pcapng, Ethernet), writing forwarded
 /// frames to `output` if given. For a rule table, pass a [`Decision::Table`] reader of the cell
-/// holding the compiled policy.
+/// holding the compiled policy. The worker has the default [`StateConfig`].
 pub fn replay(
     input: &Path,
     output: Option<&Path>,
     decision: Decision,
 ) -> Result<ReplayReport, ReplayError> {
+    replay_with(input, output, decision, &StateConfig::default())
+}
+
+/// [`replay`] with the worker's connection state sized and timed by `state`. The worker's
+/// clock is the capture's: before each burst it is set to the timestamp of the burst's first
+/// frame (in microseconds), so flows age as they would have live, deterministically.
+pub fn replay_with(
+    input: &Path,
+    output: Option<&Path>,
+    decision: Decision,
+    state: &StateConfig,
+) -> Result<ReplayReport, ReplayError> {
     let mut io = PcapIo::open(input, output.map(|p| (p, REPLAY_OUT_PORT)))?;
     let bridge = Bridge::new(PCAP_PORTS, &[(REPLAY_IN_PORT, REPLAY_OUT_PORT)])?;
-    let mut worker = Worker::new(bridge, decision);
+    let (sink, source) = events::ring(events::DEFAULT_RING_CAPACITY);
+    let mut drain = EventDrain::new(vec![source]);
+    let mut counts = EventCounts::default();
+    let mut worker = Worker::with_state(bridge, decision, WorkerState::new(state, sink)?);
     let mut flows = FlowObserver::default();
-    while !io.eof() {
+    while let Some(ts) = io.next_timestamp() {
+        worker.state_mut().set_now(ts.as_micros() as u64);
         worker.poll(&mut io, &mut flows);
+        // One burst emits at most a few records per packet: the ring never fills between drains.
+        drain.drain(usize::MAX, |_, ev| counts.add(&ev));
     }
+    while worker.flush(1024) > 0 {
+        drain.drain(usize::MAX, |_, ev| counts.add(&ev));
+    }
+    drain.drain(usize::MAX, |_, ev| counts.add(&ev));
+    counts.lost = drain.lost();
     io.finish()?;
     let stats = Stats::collect([&**worker.counters()]);
     Ok(ReplayReport {
         summary: ReplaySummary::from_stats(&stats),
         flows: flows.records(),
+        events: counts,
     })
 }
 
@@ -276,6 +306,12 @@ impl fmt::Display for ReplayReport {
         for d in &s.drops {
             writeln!(f, "  {:<24} {:>10}", d.reason.as_str(), d.packets)?;
         }
+        let e = &self.events;
+        writeln!(
+            f,
+            "events       flow_start {} flow_end {} deny {} would_deny {} lost {}",
+            e.flow_start, e.flow_end, e.deny, e.would_deny, e.lost
+        )?;
         writeln!(f, "flows        {:>10}", self.flows.len())?;
         for r in &self.flows {
             let verdict = match r.drop_reason {

@@ -116,6 +116,10 @@ pub struct FrameBuilder {
     seq: u64,
     payload_len: usize,
     ttl: u8,
+    tcp_seq: Option<u32>,
+    tcp_ack: Option<u32>,
+    ip_id: Option<u16>,
+    body: Option<Vec<u8>>,
 }
 
 impl Default for FrameBuilder {
@@ -138,6 +142,10 @@ impl FrameBuilder {
             seq: 0,
             payload_len: SEQ_LEN,
             ttl: 64,
+            tcp_seq: None,
+            tcp_ack: None,
+            ip_id: None,
+            body: None,
         }
     }
 
@@ -236,6 +244,39 @@ impl FrameBuilder {
         self
     }
 
+    /// TCP sequence number (default: the low 32 bits of the payload sequence number, which no
+    /// conntrack accepts beyond a SYN; [`TcpSession`] sets it consistently).
+    pub fn tcp_seq(mut self, seq: u32) -> Self {
+        self.tcp_seq = Some(seq);
+        self
+    }
+
+    /// Transport payload bytes instead of the sequence marker (e.g. the packet an ICMP error
+    /// quotes, see [`ip_packet`]); the frame then carries no sequence number.
+    pub fn body(mut self, bytes: Vec<u8>) -> Self {
+        self.body = Some(bytes);
+        self
+    }
+
+    /// IPv4 identification (default: the low 16 bits of the payload sequence number); give the
+    /// fragments of one datagram the same value.
+    pub fn ip_id(mut self, id: u16) -> Self {
+        self.ip_id = Some(id);
+        self
+    }
+
+    /// TCP acknowledgement number (default 0).
+    pub fn tcp_ack(mut self, ack: u32) -> Self {
+        self.tcp_ack = Some(ack);
+        self
+    }
+
+    /// Bytes of transport payload this builder emits (what a TCP segment's sequence space grows
+    /// by, SYN and FIN aside).
+    pub fn payload_bytes(&self) -> usize {
+        self.payload_len
+    }
+
     /// IPv4 TTL / IPv6 hop limit.
     pub fn ttl(mut self, ttl: u8) -> Self {
         self.ttl = ttl;
@@ -243,6 +284,9 @@ impl FrameBuilder {
     }
 
     fn payload(&self) -> Vec<u8> {
+        if let Some(b) = &self.body {
+            return b.clone();
+        }
         let mut p = Vec::with_capacity(self.payload_len);
         p.extend_from_slice(&SEQ_MAGIC);
         p.extend_from_slice(&self.seq.to_be_bytes());
@@ -291,7 +335,9 @@ impl FrameBuilder {
                 let mut tcp = TcpPacket::new_unchecked(&mut buf[..]);
                 tcp.set_src_port(sport);
                 tcp.set_dst_port(dport);
-                tcp.set_seq_number(TcpSeqNumber(self.seq as i32));
+                let seq = self.tcp_seq.unwrap_or(self.seq as u32);
+                tcp.set_seq_number(TcpSeqNumber(seq as i32));
+                tcp.set_ack_number(TcpSeqNumber(self.tcp_ack.unwrap_or(0) as i32));
                 tcp.set_header_len(20);
                 tcp.clear_flags();
                 tcp.set_fin(flags & parse::TcpFlags::FIN != 0);
@@ -350,7 +396,7 @@ impl FrameBuilder {
         ip.set_version(4);
         ip.set_header_len(20);
         ip.set_total_len(total);
-        ip.set_ident(self.seq as u16);
+        ip.set_ident(self.ip_id.unwrap_or(self.seq as u16));
         ip.clear_flags();
         if let Some((offset, more)) = self.v4_fragment {
             ip.set_frag_offset(offset);
@@ -424,6 +470,13 @@ pub fn arp_request(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_ip: Ipv4Addr
     l2_wrap(sender_mac, [0xff; 6], &[], 0x0806, &arp)
 }
 
+/// The IP packet inside an Ethernet frame (after any VLAN tags, without Ethernet padding), for
+/// quoting in ICMP errors. `None` if the frame does not parse as IP.
+pub fn ip_packet(frame: &[u8]) -> Option<Vec<u8>> {
+    let p = parse::parse(frame).ok()?;
+    p.is_ip().then(|| frame[p.l3_offset..p.l3_end].to_vec())
+}
+
 /// The sequence number of a frame built by [`FrameBuilder`], if its payload starts with the
 /// marker (non-first fragments and non-IP frames included).
 pub fn sequence_number(frame: &[u8]) -> Option<u64> {
@@ -473,64 +526,73 @@ where
 
 /// A small deterministic mix for the bundled sample capture and demos, addressed into the zones of
 /// `configs/policies/demo.yaml`: an IT host (10.10.1.20) talking to an EHR application server
-/// (10.10.5.10, TCP/443 handshake and data, both directions), DNS, ICMP echo, an HMI
-/// (10.30.2.5) and the IT host both reaching a PLC (10.30.1.10) on Modbus/TCP (502), IPv6
-/// ICMPv6 echo, a VLAN-tagged flow, an IPv4 fragment pair, and ARP. Sequence numbers run 0, 1,
-/// 2, ... in frame order.
+/// (10.10.5.10: a full TCP/443 connection, handshake, data both ways and an orderly close), DNS
+/// to the management DNS server (10.99.0.53), ICMP echo from a management host, an HMI (10.30.2.5) and the IT host both reaching a PLC (10.30.1.10) on Modbus/TCP
+/// (502), IPv6 ICMPv6 echo, a VLAN-tagged flow, an IPv4 fragment pair, and ARP. TCP sequence
+/// and acknowledgement numbers are consistent ([`TcpSession`]), so connection tracking accepts
+/// them. Sequence numbers run 0, 1, 2, ... in frame order (ARP, first, carries none).
 pub fn demo_traffic() -> Vec<Vec<u8>> {
     let it = Ipv4Addr::new(10, 10, 1, 20);
-    let dns = Ipv4Addr::new(10, 10, 0, 53);
+    let dns = Ipv4Addr::new(10, 99, 0, 53);
+    let admin = Ipv4Addr::new(10, 99, 0, 10);
     let ehr = Ipv4Addr::new(10, 10, 5, 10);
     let hmi = Ipv4Addr::new(10, 30, 2, 5);
     let plc = Ipv4Addr::new(10, 30, 1, 10);
     let v6a = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 10);
     let v6b = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 20);
-    let (syn, ack, psh_ack) = (
-        parse::TcpFlags::SYN,
-        parse::TcpFlags::ACK,
-        parse::TcpFlags::PSH | parse::TcpFlags::ACK,
-    );
     let fwd = || FrameBuilder::new();
     let rev = || FrameBuilder::new().macs(MAC_B, MAC_A);
-    let builders = [
-        fwd().ipv4(it, dns).udp(40001, 53),
-        rev().ipv4(dns, it).udp(53, 40001),
-        fwd().ipv4(it, ehr).tcp(40002, 443, syn),
-        rev().ipv4(ehr, it).tcp(443, 40002, syn | ack),
-        fwd().ipv4(it, ehr).tcp(40002, 443, ack),
-        fwd()
-            .ipv4(it, ehr)
-            .tcp(40002, 443, psh_ack)
-            .payload_len(200),
-        rev()
-            .ipv4(ehr, it)
-            .tcp(443, 40002, psh_ack)
-            .payload_len(600),
-        fwd().ipv4(it, ehr).icmp(8, 0),
-        rev().ipv4(ehr, it).icmp(0, 0),
-        fwd().ipv4(hmi, plc).tcp(40003, 502, syn),
-        rev().ipv4(plc, hmi).tcp(502, 40003, syn | ack),
-        fwd()
-            .ipv4(hmi, plc)
-            .tcp(40003, 502, psh_ack)
-            .payload_len(24),
-        fwd().ipv4(it, plc).tcp(40004, 502, syn),
-        fwd().ipv6(v6a, v6b).icmp(128, 0),
-        rev().ipv6(v6b, v6a).icmp(129, 0),
+    let mut frames = vec![arp_request(MAC_A, it, dns)];
+    let mut tag = 0u64;
+    fn push(frames: &mut Vec<Vec<u8>>, tag: &mut u64, b: FrameBuilder) {
+        frames.push(b.seq(*tag).build());
+        *tag += 1;
+    }
+    push(&mut frames, &mut tag, fwd().ipv4(it, dns).udp(40001, 53));
+    push(&mut frames, &mut tag, rev().ipv4(dns, it).udp(53, 40001));
+    let mut web = TcpSession::v4(it, 40002, ehr, 443).with_first_seq(tag);
+    frames.extend(web.handshake());
+    frames.push(web.data(Side::Client, 200 - SEQ_LEN));
+    frames.push(web.data(Side::Server, 600 - SEQ_LEN));
+    tag = web.next_tag();
+    push(&mut frames, &mut tag, fwd().ipv4(admin, ehr).icmp(8, 0));
+    push(&mut frames, &mut tag, rev().ipv4(ehr, admin).icmp(0, 0));
+    let mut modbus = TcpSession::v4(hmi, 40003, plc, 502).with_first_seq(tag);
+    frames.extend(modbus.handshake());
+    frames.push(modbus.data(Side::Client, 12));
+    frames.push(modbus.data(Side::Server, 12));
+    tag = modbus.next_tag();
+    let mut refused = TcpSession::v4(it, 40004, plc, 502).with_first_seq(tag);
+    frames.push(refused.segment(Side::Client, parse::TcpFlags::SYN, 0));
+    tag = refused.next_tag();
+    push(&mut frames, &mut tag, fwd().ipv6(v6a, v6b).icmp(128, 0));
+    push(&mut frames, &mut tag, rev().ipv6(v6b, v6a).icmp(129, 0));
+    push(
+        &mut frames,
+        &mut tag,
         fwd().vlan(30).ipv4(hmi, plc).udp(40005, 20000),
+    );
+    push(
+        &mut frames,
+        &mut tag,
         fwd()
             .ipv4(it, ehr)
             .udp(40006, 514)
+            .ip_id(0x5e97)
             .fragment(0, true)
             .payload_len(64),
-        fwd().ipv4(it, ehr).udp(40006, 514).fragment(72, false),
-    ];
-    let mut frames: Vec<Vec<u8>> = builders
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b.clone().seq(i as u64).build())
-        .collect();
-    frames.insert(0, arp_request(MAC_A, it, dns));
+    );
+    push(
+        &mut frames,
+        &mut tag,
+        fwd()
+            .ipv4(it, ehr)
+            .udp(40006, 514)
+            .ip_id(0x5e97)
+            .fragment(72, false),
+    );
+    let mut web = web.with_first_seq(tag);
+    frames.extend(web.close(Side::Client));
     frames
 }
 
@@ -564,4 +626,190 @@ pub fn write_mixed_capture(
 ) -> Result<usize, PcapIoError> {
     write_pcap(path, (0..packets as u64).map(|seq| mixed_frame(flows, seq)))?;
     Ok(packets)
+}
+
+/// Which end of a [`TcpSession`] sends a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The end that sends the first SYN.
+    Client,
+    /// The other end.
+    Server,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Server => 1,
+        }
+    }
+
+    /// The other end.
+    pub fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// Frames of one TCP connection whose sequence and acknowledgement numbers are consistent, so
+/// that connection tracking accepts them: handshakes, data, FIN and RST sequences, and, through
+/// [`TcpSession::segment`] with explicit numbers, deliberately wrong ones.
+///
+/// Every frame carries the payload sequence marker (so loss and duplication stay exact), SYNs
+/// included: their payload is acknowledged like TCP Fast Open data (the SYN-ACK acknowledges
+/// ISN + 1 + payload, as conntrack expects). Payload sequence numbers run on from `first_seq`.
+#[derive(Clone, Debug)]
+pub struct TcpSession {
+    ends: [FrameBuilder; 2],
+    ports: [u16; 2],
+    next: [u32; 2],
+    tag: u64,
+}
+
+impl TcpSession {
+    /// A connection between `client` and `server` (builders with addresses, MACs, VLANs and
+    /// IPv6 extension headers set, each as sent by that end), from port `ports[0]` to
+    /// `ports[1]`, with initial sequence numbers `isn` (client, server).
+    pub fn new(client: FrameBuilder, server: FrameBuilder, ports: [u16; 2], isn: [u32; 2]) -> Self {
+        TcpSession {
+            ends: [client, server],
+            ports,
+            next: isn,
+            tag: 0,
+        }
+    }
+
+    /// IPv4 between `client:cport` (MAC_A) and `server:sport` (MAC_B), ISNs 1000 and 500000.
+    pub fn v4(client: Ipv4Addr, cport: u16, server: Ipv4Addr, sport: u16) -> Self {
+        Self::new(
+            FrameBuilder::new().ipv4(client, server),
+            FrameBuilder::new().macs(MAC_B, MAC_A).ipv4(server, client),
+            [cport, sport],
+            [1000, 500_000],
+        )
+    }
+
+    /// IPv6 between `client:cport` and `server:sport`, ISNs 1000 and 500000.
+    pub fn v6(client: Ipv6Addr, cport: u16, server: Ipv6Addr, sport: u16) -> Self {
+        Self::new(
+            FrameBuilder::new().ipv6(client, server),
+            FrameBuilder::new().macs(MAC_B, MAC_A).ipv6(server, client),
+            [cport, sport],
+            [1000, 500_000],
+        )
+    }
+
+    /// Apply `f` to both ends' builders (e.g. add a VLAN tag).
+    pub fn map(mut self, f: impl Fn(FrameBuilder) -> FrameBuilder) -> Self {
+        self.ends = self.ends.map(f);
+        self
+    }
+
+    /// Payload sequence number of the next frame.
+    pub fn with_first_seq(mut self, seq: u64) -> Self {
+        self.tag = seq;
+        self
+    }
+
+    /// Payload sequence number the next frame will carry.
+    pub fn next_tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// The next sequence number `side` will send.
+    pub fn next_seq(&self, side: Side) -> u32 {
+        self.next[side.index()]
+    }
+
+    /// A builder for a segment from `side` with `flags` and explicit numbers, advancing
+    /// nothing (for crafted out-of-window or stray segments). Carries the next payload tag,
+    /// which it consumes.
+    pub fn raw(&mut self, side: Side, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+        let i = side.index();
+        let (sport, dport) = match side {
+            Side::Client => (self.ports[0], self.ports[1]),
+            Side::Server => (self.ports[1], self.ports[0]),
+        };
+        let b = self.ends[i]
+            .clone()
+            .tcp(sport, dport, flags)
+            .tcp_seq(seq)
+            .tcp_ack(ack)
+            .seq(self.tag);
+        self.tag += 1;
+        b.build()
+    }
+
+    /// A segment from `side` with `flags` and `extra` payload bytes beyond the marker, numbered
+    /// from the session's state (ACK field = the peer's next sequence number when ACK is set),
+    /// advancing `side`'s sequence number by what it occupies (the payload, plus one for SYN
+    /// and for FIN; RST: nothing).
+    pub fn segment(&mut self, side: Side, flags: u8, extra: usize) -> Vec<u8> {
+        let i = side.index();
+        let ack = if flags & parse::TcpFlags::ACK != 0 {
+            self.next[side.peer().index()]
+        } else {
+            0
+        };
+        let seq = self.next[i];
+        let len = (SEQ_LEN + extra) as u32;
+        let (sport, dport) = match side {
+            Side::Client => (self.ports[0], self.ports[1]),
+            Side::Server => (self.ports[1], self.ports[0]),
+        };
+        let b = self.ends[i]
+            .clone()
+            .tcp(sport, dport, flags)
+            .tcp_seq(seq)
+            .tcp_ack(ack)
+            .payload_len(SEQ_LEN + extra)
+            .seq(self.tag);
+        self.tag += 1;
+        let has = |m: u8| flags & m != 0;
+        let used = if has(parse::TcpFlags::RST) {
+            0
+        } else {
+            len + u32::from(has(parse::TcpFlags::SYN)) + u32::from(has(parse::TcpFlags::FIN))
+        };
+        self.next[i] = seq.wrapping_add(used);
+        b.build()
+    }
+
+    /// SYN, SYN-ACK, ACK.
+    pub fn handshake(&mut self) -> Vec<Vec<u8>> {
+        use parse::TcpFlags as F;
+        vec![
+            self.segment(Side::Client, F::SYN, 0),
+            self.segment(Side::Server, F::SYN | F::ACK, 0),
+            self.segment(Side::Client, F::ACK, 0),
+        ]
+    }
+
+    /// A data segment (PSH+ACK) from `side` with `extra` bytes beyond the marker.
+    pub fn data(&mut self, side: Side, extra: usize) -> Vec<u8> {
+        self.segment(side, parse::TcpFlags::PSH | parse::TcpFlags::ACK, extra)
+    }
+
+    /// FIN+ACK from `side`.
+    pub fn fin(&mut self, side: Side) -> Vec<u8> {
+        self.segment(side, parse::TcpFlags::FIN | parse::TcpFlags::ACK, 0)
+    }
+
+    /// RST+ACK from `side`, in window.
+    pub fn rst(&mut self, side: Side) -> Vec<u8> {
+        self.segment(side, parse::TcpFlags::RST | parse::TcpFlags::ACK, 0)
+    }
+
+    /// An orderly close started by `side`: FIN, ACK, FIN, ACK.
+    pub fn close(&mut self, side: Side) -> Vec<Vec<u8>> {
+        vec![
+            self.fin(side),
+            self.segment(side.peer(), parse::TcpFlags::ACK, 0),
+            self.fin(side.peer()),
+            self.segment(side, parse::TcpFlags::ACK, 0),
+        ]
+    }
 }

@@ -1,27 +1,40 @@
 //! The worker poll loop: rx burst → parse → decide → tx burst to the bridge peer.
 //!
-//! A worker owns its counters (single writer) and its bridge pairing, and is generic over the
-//! port backend and the observer, so each combination is monomorphised: the DPDK path with the
-//! `()` observer carries no `dyn` call and no observer cost. Per packet it allocates nothing,
-//! takes no lock and logs nothing; every packet it receives is either handed to a tx burst or
-//! dropped and counted under one [`DropReason`].
+//! A worker owns its counters (single writer), its bridge pairing and its connection state
+//! (flow table, conntrack, fragment table, event ring: [`WorkerState`]), and is generic over
+//! the port backend and the observer, so each combination is monomorphised: the DPDK path with
+//! the `()` observer carries no `dyn` call and no observer cost. Per packet it allocates
+//! nothing, takes no lock and logs nothing; every packet it receives is either handed to a tx
+//! burst or dropped and counted under one [`DropReason`].
 //!
 //! Bridge mode is a bump in the wire: a packet received on one port of a pair leaves on the
-//! other, unmodified. The policy is applied per burst in one place, [`Worker::poll`]: the fixed
-//! placeholders ([`Decision::AllowAll`], [`Decision::DenyAll`]) decide packet by packet, a rule
-//! table ([`Decision::Table`]) classifies the flow keys of a whole burst in one
-//! [`RuleTable::classify_burst`] call and the verdicts are applied by [`enforce`].
+//! other, unmodified. The peer is looked up per burst ([`Bridge::peer`]), which is where a
+//! routed port pair will branch off (MAC rewrite, TTL) without touching the decision path.
+//!
+//! The policy is applied per burst in one place, [`Worker::poll`]. The fixed placeholders
+//! ([`Decision::AllowAll`], [`Decision::DenyAll`]) decide packet by packet and track nothing
+//! (bring-up and tests). Under a rule table ([`Decision::Table`]) or while waiting for one
+//! ([`Decision::Awaiting`]) the worker is stateful (`worker/state.rs`, walk-through in
+//! `docs/dataplane-state.md`): each IP packet goes through conntrack; a packet of a tracked
+//! flow whose cached decision carries the running table's epoch is applied without
+//! classifying; the packets of a burst that miss or find a stale epoch are classified together
+//! in one [`septa_classifier::RuleTable::classify_burst`] call and the result is cached in the flow. Replies and
+//! related ICMP errors get the decision of the flow's original direction.
 
-use std::sync::Arc;
+mod state;
+
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use septa_classifier::{Action, FlowKey, Mode, RuleTable, TableReader};
+use septa_classifier::{Action, Mode, TableCell, TableReader};
 
 use crate::counters::WorkerCounters;
 use crate::drop::DropReason;
 use crate::error::BridgeError;
-use crate::io::{BURST, Burst, PacketBuf, PacketIo, PortId};
+use crate::events::EventSink;
+use crate::io::{Burst, PacketBuf, PacketIo, PortId};
 use crate::parse::{L3, ParsedPacket, parse};
+pub use state::{Clock, StateConfig, TICKS_PER_SECOND, WorkerState};
 
 /// The classifier's answer for one flow (which rule, what action, which mode, which clause).
 pub use septa_classifier::Decision as RuleDecision;
@@ -52,8 +65,38 @@ pub enum Decision {
     /// worker's own reader (loaded once per burst; see `docs/rcu.md`). IP packets get the
     /// decision of their flow key's first matching rule, applied by [`enforce`]; non-IP frames
     /// are handled as under [`Decision::DenyAll`]: ARP passes, every other ethertype is dropped
-    /// under `policy`.
+    /// under `policy`. Stateful: see the module documentation.
     Table(TableReader),
+    /// No policy yet (fail-closed start): new flows are dropped under `no_policy`, unless the
+    /// worker's [`StateConfig::fail_open`] admits them (tracked, and re-evaluated on their next
+    /// packet once a policy arrives). Non-IP frames as under [`Decision::Table`]. The worker
+    /// checks the slot once per poll and switches to [`Decision::Table`] as soon as a cell is
+    /// installed in it.
+    Awaiting(PolicySlot),
+}
+
+/// Where the control side installs the first policy for workers started without one. Clone it
+/// into every worker's [`Decision::Awaiting`]; [`PolicySlot::install`] the cell once, then
+/// publish later tables into that cell.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySlot(Arc<OnceLock<Arc<TableCell>>>);
+
+impl PolicySlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Install the cell workers read from. `false` if one was already installed (it stays).
+    pub fn install(&self, cell: Arc<TableCell>) -> bool {
+        self.0.set(cell).is_ok()
+    }
+
+    /// The installed cell, if any (one atomic load).
+    #[inline]
+    pub fn cell(&self) -> Option<&Arc<TableCell>> {
+        self.0.get()
+    }
 }
 
 impl Decision {
@@ -64,8 +107,10 @@ impl Decision {
         match (self, pkt.is_ip()) {
             (Decision::AllowAll, _) => Some(Verdict::Forward),
             (Decision::DenyAll, true) => Some(Verdict::Drop(DropReason::Policy)),
-            (Decision::DenyAll | Decision::Table(_), false) => Some(non_ip_verdict(pkt.l3)),
-            (Decision::Table(_), true) => None,
+            (Decision::DenyAll | Decision::Table(_) | Decision::Awaiting(_), false) => {
+                Some(non_ip_verdict(pkt.l3))
+            }
+            (Decision::Table(_) | Decision::Awaiting(_), true) => None,
         }
     }
 }
@@ -91,17 +136,46 @@ fn non_ip_verdict(l3: L3) -> Verdict {
 ///   must not stop because a conduit is still being tuned).
 #[inline]
 pub fn enforce(d: &RuleDecision, counters: &WorkerCounters) -> Verdict {
+    let (v, would) = judge(d);
+    if would.is_some() {
+        counters.would_deny();
+    }
+    v
+}
+
+/// [`enforce`] without counting: the verdict, and for a monitor-mode refusal the reason
+/// enforcing would have dropped the packet under.
+#[inline]
+pub fn judge(d: &RuleDecision) -> (Verdict, Option<DropReason>) {
     match (d.action, d.mode) {
-        (Action::Allow, _) => Verdict::Forward,
-        (Action::Deny, Mode::Enforce) => Verdict::Drop(DropReason::Policy),
-        (Action::Deny, Mode::Monitor) => {
-            counters.would_deny();
-            Verdict::Forward
-        }
-        (Action::Inspect(_), Mode::Enforce) => Verdict::Drop(DropReason::L7Unavailable),
-        (Action::Inspect(_), Mode::Monitor) => {
-            counters.would_deny();
-            Verdict::Forward
+        (Action::Allow, _) => (Verdict::Forward, None),
+        (Action::Deny, Mode::Enforce) => (Verdict::Drop(DropReason::Policy), None),
+        (Action::Deny, Mode::Monitor) => (Verdict::Forward, Some(DropReason::Policy)),
+        (Action::Inspect(_), Mode::Enforce) => (Verdict::Drop(DropReason::L7Unavailable), None),
+        (Action::Inspect(_), Mode::Monitor) => (Verdict::Forward, Some(DropReason::L7Unavailable)),
+    }
+}
+
+/// The drop reason an L7 conduit deny is counted under: `l7_malformed` for a message that does
+/// not parse (or a stream that could not be followed), `l7_denied` for every other refusal.
+#[inline]
+pub fn l7_drop_reason(r: &septa_l7::DenyReason) -> DropReason {
+    match r {
+        septa_l7::DenyReason::Malformed { .. } => DropReason::L7Malformed,
+        _ => DropReason::L7Denied,
+    }
+}
+
+/// The verdict for a message an L7 conduit of a rule in `mode` judged `v`, like [`judge`]: in
+/// enforce mode a deny drops under [`l7_drop_reason`]; in monitor mode it forwards and reports
+/// the reason enforcing would have dropped under (counted as `would_deny`).
+#[inline]
+pub fn judge_l7(mode: Mode, v: &septa_l7::L7Verdict) -> (Verdict, Option<DropReason>) {
+    match (v, mode) {
+        (septa_l7::L7Verdict::Allow, _) => (Verdict::Forward, None),
+        (septa_l7::L7Verdict::Deny(r), Mode::Enforce) => (Verdict::Drop(l7_drop_reason(r)), None),
+        (septa_l7::L7Verdict::Deny(r), Mode::Monitor) => {
+            (Verdict::Forward, Some(l7_drop_reason(r)))
         }
     }
 }
@@ -195,15 +269,25 @@ pub struct Worker {
     counters: Arc<WorkerCounters>,
     bridge: Bridge,
     decision: Decision,
+    state: WorkerState,
 }
 
 impl Worker {
-    /// A worker forwarding across `bridge` under `decision`, with fresh counters.
+    /// A worker forwarding across `bridge` under `decision`, with fresh counters, the default
+    /// [`StateConfig`] (a 65536-flow table), a monotonic clock and no event consumer.
     pub fn new(bridge: Bridge, decision: Decision) -> Self {
+        let state = WorkerState::new(&StateConfig::default(), EventSink::disabled())
+            .unwrap_or_else(|_| unreachable!("the default state configuration is valid"));
+        Self::with_state(bridge, decision, state)
+    }
+
+    /// A worker with its connection state made by the caller ([`WorkerState::new`]).
+    pub fn with_state(bridge: Bridge, decision: Decision, state: WorkerState) -> Self {
         Worker {
             counters: Arc::new(WorkerCounters::new(bridge.port_count())),
             bridge,
             decision,
+            state,
         }
     }
 
@@ -212,14 +296,32 @@ impl Worker {
         &self.counters
     }
 
-    /// Replace the decision (between polls).
+    /// The worker's connection state (flow and fragment tables, clock).
+    pub fn state(&self) -> &WorkerState {
+        &self.state
+    }
+
+    /// The worker's connection state, mutably (tests and the offline runtime drive its clock).
+    pub fn state_mut(&mut self) -> &mut WorkerState {
+        &mut self.state
+    }
+
+    /// Replace the decision (between polls). Tracked flows keep their cached decisions, which a
+    /// table of another epoch replaces on their next packet.
     pub fn set_decision(&mut self, decision: Decision) {
         self.decision = decision;
     }
 
-    /// Receive one burst on every port of the bridge, process it and transmit to the peers.
-    /// Returns the number of packets received.
+    /// Receive one burst on every port of the bridge, process it and transmit to the peers,
+    /// then age flows and fragments a bounded amount. Returns the number of packets received.
     pub fn poll<IO: PacketIo, O: Observer>(&mut self, io: &mut IO, obs: &mut O) -> usize {
+        self.state.tick();
+        if let Decision::Awaiting(slot) = &self.decision
+            && let Some(cell) = slot.cell()
+        {
+            // Once, when the first policy arrives (the reader's one allocation).
+            self.decision = Decision::Table(cell.reader());
+        }
         let mut received = 0;
         for port in 0..self.bridge.port_count() {
             let mut rx: Burst<IO::Buf> = Burst::new();
@@ -237,8 +339,27 @@ impl Worker {
                 Decision::Table(reader) => {
                     // The worker's quiescent point: the newest table, once per burst.
                     let table = reader.load();
-                    table_burst(table, &self.counters, port, peer, &mut rx, &mut tx, obs)
+                    state::stateful_burst(
+                        Some(table),
+                        &mut self.state,
+                        &self.counters,
+                        port,
+                        peer,
+                        &mut rx,
+                        &mut tx,
+                        obs,
+                    )
                 }
+                Decision::Awaiting(_) => state::stateful_burst(
+                    None,
+                    &mut self.state,
+                    &self.counters,
+                    port,
+                    peer,
+                    &mut rx,
+                    &mut tx,
+                    obs,
+                ),
                 fixed => fixed_burst(fixed, &self.counters, port, peer, &mut rx, &mut tx, obs),
             };
             self.counters.rx(port, received_here, rx_bytes);
@@ -259,6 +380,8 @@ impl Worker {
             // Idle: let go of a retired table all the same.
             reader.quiescent();
         }
+        // Ageing runs on idle polls too, so idle flows end on time.
+        self.state.expire();
         received
     }
 
@@ -269,6 +392,14 @@ impl Worker {
                 std::hint::spin_loop();
             }
         }
+    }
+
+    /// End every tracked flow now (flow-end records with reason `flushed` unless closed or
+    /// reset): at shutdown and at the end of an offline replay. Removes at most `budget` flows
+    /// per call and returns how many it removed (0: the table is empty), so the caller can
+    /// drain the event ring in between.
+    pub fn flush(&mut self, budget: usize) -> usize {
+        self.state.flush(budget)
     }
 }
 
@@ -329,73 +460,6 @@ fn fixed_packet<O: Observer>(
     }
     obs.packet(port, frame.len(), Some(&parsed), verdict, None);
     verdict
-}
-
-/// No flow-key slot: the packet did not parse, is not IP or has no peer.
-const NO_KEY: u8 = u8::MAX;
-
-/// Drains `rx` under a rule table: parses the burst, classifies the flow keys of its IP packets
-/// with one [`RuleTable::classify_burst`] call, then applies the decisions in receive order.
-/// Everything lives in fixed arrays on the stack. Returns the received and forwarded byte counts.
-fn table_burst<B: PacketBuf, O: Observer>(
-    table: &RuleTable,
-    counters: &WorkerCounters,
-    port: PortId,
-    peer: Option<PortId>,
-    rx: &mut Burst<B>,
-    tx: &mut Burst<B>,
-    obs: &mut O,
-) -> (usize, usize) {
-    let mut parsed: [Option<ParsedPacket>; BURST] = [None; BURST];
-    let mut verdicts = [Verdict::Forward; BURST];
-    let mut slot = [NO_KEY; BURST];
-    let mut keys = [FlowKey::default(); BURST];
-    let mut n_keys = 0;
-    for (i, pkt) in rx.iter().enumerate() {
-        match parse(pkt.data()) {
-            Err(reason) => verdicts[i] = Verdict::Drop(reason),
-            Ok(mut p) => {
-                p.key.in_port = port;
-                if peer.is_none() {
-                    verdicts[i] = Verdict::Drop(DropReason::NoPeerPort);
-                } else if p.is_ip() {
-                    keys[n_keys] = p.key;
-                    // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
-                    slot[i] = n_keys as u8;
-                    n_keys += 1;
-                } else {
-                    verdicts[i] = non_ip_verdict(p.l3);
-                }
-                parsed[i] = Some(p);
-            }
-        }
-    }
-    let mut decisions = [RuleDecision::default(); BURST];
-    table.classify_burst(&keys[..n_keys], &mut decisions[..n_keys]);
-
-    let (mut rx_bytes, mut tx_bytes) = (0, 0);
-    for (i, pkt) in rx.drain(..).enumerate() {
-        let len = pkt.data().len();
-        rx_bytes += len;
-        let rule = (slot[i] != NO_KEY).then(|| &decisions[usize::from(slot[i])]);
-        let verdict = match rule {
-            Some(d) => enforce(d, counters),
-            None => verdicts[i],
-        };
-        let p = parsed[i].as_ref();
-        if verdict == Verdict::Forward && p.is_some_and(|p| !p.is_ip()) {
-            counters.non_ip();
-        }
-        obs.packet(port, len, p, verdict, rule);
-        match verdict {
-            Verdict::Forward => {
-                tx_bytes += len;
-                tx.push(pkt);
-            }
-            Verdict::Drop(reason) => counters.dropped(reason, 1),
-        }
-    }
-    (rx_bytes, tx_bytes)
 }
 
 #[cfg(test)]

@@ -263,18 +263,70 @@ pub enum Begun {
     Untracked,
 }
 
+/// The flow-table lookup [`begin`] makes for a packet, made ahead of time (read-only) by
+/// [`find`] so a burst hashes each packet once; [`begin_found`] reuses it while the table's
+/// generation is unchanged.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    /// The packet's own flow or, for an ICMP error, the flow it is about.
+    pub lookup: Lookup,
+    /// The packet is an ICMP/ICMPv6 error and `lookup` is of its embedded flow.
+    pub error: bool,
+    generation: u64,
+}
+
+/// The lookup [`begin`] would make for `pkt`: `None` for untracked packets (non-IP, non-first
+/// fragments); the same errors as `begin`'s key checks.
+#[inline]
+pub fn find(
+    table: &FlowTable<Conn>,
+    pkt: &ParsedPacket,
+    frame: &[u8],
+) -> Result<Option<Found>, DropReason> {
+    if !pkt.is_ip() || pkt.fragment == Fragment::NonFirst {
+        return Ok(None);
+    }
+    let (key, error) = match icmp_error_relation(pkt, frame)? {
+        Some(inner) => (inner, true),
+        None => (conn_key(pkt, frame)?, false),
+    };
+    Ok(Some(Found {
+        lookup: table.lookup(&key),
+        error,
+        generation: table.generation(),
+    }))
+}
+
 /// Conntrack for one parsed packet at tick `now`.
+#[inline]
 pub fn begin(
     table: &mut FlowTable<Conn>,
     pkt: &ParsedPacket,
     frame: &[u8],
     now: u64,
 ) -> Result<Begun, DropReason> {
-    if !pkt.is_ip() || pkt.fragment == Fragment::NonFirst {
-        return Ok(Begun::Untracked);
-    }
-    if let Some(inner) = icmp_error_relation(pkt, frame)? {
-        return match table.lookup(&inner) {
+    begin_found(table, pkt, frame, now, None)
+}
+
+/// [`begin`], reusing `found` (from [`find`] on the same packet and table) when no flow was
+/// inserted or removed since.
+#[inline]
+pub fn begin_found(
+    table: &mut FlowTable<Conn>,
+    pkt: &ParsedPacket,
+    frame: &[u8],
+    now: u64,
+    found: Option<Found>,
+) -> Result<Begun, DropReason> {
+    let found = match found {
+        Some(f) if f.generation == table.generation() => f,
+        _ => match find(table, pkt, frame)? {
+            Some(f) => f,
+            None => return Ok(Begun::Untracked),
+        },
+    };
+    if found.error {
+        return match found.lookup {
             Lookup::Hit { id, dir } => Ok(Begun::Related {
                 id,
                 dir: dir.reverse(),
@@ -282,9 +334,8 @@ pub fn begin(
             Lookup::Miss(_) => Err(DropReason::IcmpErrorUnrelated),
         };
     }
-    let key = conn_key(pkt, frame)?;
     let bytes = pkt.l3_end - pkt.l3_offset;
-    match table.lookup(&key) {
+    match found.lookup {
         Lookup::Hit { id, dir } => {
             let a = table.entry_mut(id).state.advance(dir, pkt, frame)?;
             table.touch(id, dir, bytes, a.class, now);

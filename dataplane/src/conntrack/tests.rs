@@ -839,3 +839,45 @@ fn full_table_of_established_flows_refuses_new_ones() {
     assert_eq!(track_frame(&mut t, &syn), Err(DropReason::FlowTableFull));
     assert_eq!(t.len(), 4);
 }
+
+/// A lookup made ahead of time is reused only while no flow was inserted or removed: two SYNs
+/// of one connection looked up before either is committed must not create two flows.
+#[test]
+fn found_ahead_is_redone_after_the_table_changes() {
+    let mut t = table();
+    let syn = FrameBuilder::new()
+        .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+        .tcp(1000, 80, TcpFlags::SYN)
+        .build();
+    let p = parse(&syn).unwrap();
+    let first = find(&t, &p, &syn).unwrap().expect("tracked");
+    let second = find(&t, &p, &syn).unwrap().expect("tracked");
+    assert!(matches!(first.lookup, Lookup::Miss(_)));
+    let g = t.generation();
+    let Begun::New(new) = begin_found(&mut t, &p, &syn, 1, Some(first)).unwrap() else {
+        panic!("first SYN opens a flow");
+    };
+    let id = commit(&mut t, new, 1).unwrap();
+    assert_ne!(t.generation(), g, "an insert changes the generation");
+    // `second` still says Miss; it is stale now and begin_found looks again.
+    match begin_found(&mut t, &p, &syn, 2, Some(second)).unwrap() {
+        Begun::Tracked { id: got, dir, .. } => {
+            assert_eq!((got, dir), (id, Direction::Original));
+        }
+        other => panic!("retransmitted SYN must hit the flow, got {other:?}"),
+    }
+    assert_eq!(t.len(), 1);
+    // A current lookup is used as is; a removal changes the generation again.
+    let current = find(&t, &p, &syn).unwrap().expect("tracked");
+    assert!(matches!(current.lookup, Lookup::Hit { id: got, .. } if got == id));
+    let g = t.generation();
+    t.remove(id);
+    assert_ne!(t.generation(), g, "a removal changes the generation");
+    assert!(matches!(
+        begin_found(&mut t, &p, &syn, 3, Some(current)).unwrap(),
+        Begun::New(_)
+    ));
+    // Untracked packets: nothing to find.
+    let other = eth(0x88b5, &[0; 46]);
+    assert!(find(&t, &parse(&other).unwrap(), &other).unwrap().is_none());
+}

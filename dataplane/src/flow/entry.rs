@@ -43,12 +43,14 @@ pub struct CachedDecision {
     pub epoch: u64,
     /// Matching rule id (`u32::MAX` for the default action, by the worker's convention).
     pub rule: u32,
+    /// The rule's policy-clause back-reference (`u64::MAX` for none, by the worker's convention).
+    pub source: u64,
     /// Action code (the worker's mapping of the classifier action).
     pub action: u8,
     /// Mode code (enforce/monitor).
     pub mode: u8,
     /// L7 hook for an inspect action, 0 otherwise.
-    pub hook: u16,
+    pub hook: u32,
 }
 
 impl CachedDecision {

@@ -120,8 +120,8 @@ impl fmt::Display for FlowTableFull {
     }
 }
 
-/// Result of [`FlowTable::lookup`].
-#[derive(Debug)]
+/// Result of [`FlowTable::lookup`]; valid while [`FlowTable::generation`] is unchanged.
+#[derive(Clone, Copy, Debug)]
 pub enum Lookup {
     /// The flow exists; the packet goes in `dir`.
     Hit {
@@ -135,7 +135,7 @@ pub enum Lookup {
 }
 
 /// A key that is not in the table, canonicalised and hashed (for the table that produced it).
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Vacant {
     key: FlowKey,
     in_port: u16,
@@ -186,6 +186,8 @@ pub struct FlowTable<S> {
     cursor: u64,
     /// Entries detached from the slot being processed, still to visit.
     pending: u32,
+    /// Bumped by every insert and removal: a [`Lookup`] made at the same generation is current.
+    generation: u64,
     stats: FlowTableStats,
 }
 
@@ -285,6 +287,7 @@ impl<S: Copy + Default> FlowTable<S> {
             wheel_mask: cfg.wheel_slots as u64 - 1,
             cursor: 0,
             pending: NIL,
+            generation: 0,
             stats: FlowTableStats::default(),
         })
     }
@@ -331,6 +334,13 @@ impl<S: Copy + Default> FlowTable<S> {
     /// The timeouts in force.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Changes whenever a flow is inserted or removed; a [`Lookup`] taken at the current
+    /// generation is still exact, so a burst can look its flows up once ahead of time.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Find the flow of a packet with `key` (either direction). `key.in_port` is ignored for
@@ -425,6 +435,7 @@ impl<S: Copy + Default> FlowTable<S> {
         self.wheel_link(slot);
         self.half_push(slot);
         self.len += 1;
+        self.generation += 1;
         self.stats.inserted += 1;
         Ok(Inserted {
             id: FlowId(slot),

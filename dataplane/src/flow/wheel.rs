@@ -87,6 +87,7 @@ impl<S: Copy + Default> FlowTable<S> {
     /// Take a live entry out of the index and every list and return its slot to the free list.
     pub(super) fn unlink_all(&mut self, slot: u32) {
         let i = slot as usize;
+        self.generation += 1;
         self.index.remove(self.entries[i].hash, slot);
         self.wheel_unlink(slot);
         if self.entries[i].embryonic {

@@ -53,6 +53,8 @@ pub struct PcapIo {
     eof: bool,
     output: Option<(PortId, PcapWriter<BufWriter<File>>)>,
     error: Option<PcapIoError>,
+    /// A frame read ahead by `next_timestamp`.
+    peeked: Option<PcapBuf>,
 }
 
 impl std::fmt::Debug for PcapIo {
@@ -127,12 +129,25 @@ impl PcapIo {
             eof: false,
             output,
             error: None,
+            peeked: None,
         })
     }
 
     /// Has the whole input been read (or reading failed)?
     pub fn eof(&self) -> bool {
-        self.eof
+        self.eof && self.peeked.is_none()
+    }
+
+    /// Capture timestamp of the frame the next `rx_burst` starts with (the offline runtime's
+    /// clock), `None` at the end of the input.
+    pub fn next_timestamp(&mut self) -> Option<Duration> {
+        if self.peeked.is_none() && !self.eof {
+            self.peeked = self.next_frame();
+            if self.peeked.is_none() {
+                self.eof = true;
+            }
+        }
+        self.peeked.as_ref().map(|f| f.timestamp)
     }
 
     /// Flush the output and report the first read or write error, if any.
@@ -220,11 +235,15 @@ impl PacketIo for PcapIo {
     }
 
     fn rx_burst(&mut self, port: PortId, out: &mut Burst<PcapBuf>) -> usize {
-        if port != 0 || self.eof {
+        if port != 0 || self.eof() {
             return 0;
         }
         let mut n = 0;
-        while !out.is_full() {
+        if let Some(f) = self.peeked.take() {
+            out.push(f);
+            n += 1;
+        }
+        while !out.is_full() && !self.eof {
             match self.next_frame() {
                 Some(f) => {
                     out.push(f);

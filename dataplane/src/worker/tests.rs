@@ -460,3 +460,73 @@ mod table {
         }
     }
 }
+
+/// A read-only Modbus conduit through the stream state and [`judge_l7`]: reads forward in both
+/// modes, a write drops as `l7_denied` in enforce mode and is forwarded as a would-deny in
+/// monitor mode, garbage on the conduit is `l7_malformed`.
+#[test]
+fn l7_conduit_verdicts_map_to_worker_verdicts() {
+    use crate::l7::samples::{modbus_request, tls_client_hello};
+    use crate::l7::{L7Counters, L7State, Side, Transport};
+    use septa_l7::{L7Constraint, L7Proto, L7Verdict, Sender, functions::resolve};
+
+    let conduit = L7Constraint {
+        functions: resolve(L7Proto::Modbus, "read_*")
+            .unwrap()
+            .into_iter()
+            .collect(),
+        ..L7Constraint::allow_all(L7Proto::Modbus)
+    };
+    let mut k = L7Counters::boxed();
+    let mut inspect = |payload: &[u8]| {
+        let mut st = L7State::new(L7Proto::Modbus);
+        st.inspect(
+            Side::Client,
+            Transport::Tcp,
+            payload,
+            &conduit,
+            Sender::default(),
+            &mut k,
+        )
+    };
+    let read = inspect(&modbus_request(1, 1, 3, 0, 10));
+    let write = inspect(&modbus_request(2, 1, 6, 7, 1));
+    let garbage = inspect(&tls_client_hello("plc.example"));
+    assert_eq!(read, L7Verdict::Allow);
+    let L7Verdict::Deny(w) = write else {
+        panic!("write passed: {write:?}")
+    };
+    assert_eq!(
+        w.to_string(),
+        "modbus function 6 (write_single_register) not allowed"
+    );
+
+    for mode in [Mode::Enforce, Mode::Monitor] {
+        assert_eq!(judge_l7(mode, &read), (Verdict::Forward, None));
+    }
+    assert_eq!(
+        judge_l7(Mode::Enforce, &write),
+        (Verdict::Drop(DropReason::L7Denied), None)
+    );
+    assert_eq!(
+        judge_l7(Mode::Monitor, &write),
+        (Verdict::Forward, Some(DropReason::L7Denied))
+    );
+    let malformed = septa_l7::DenyReason::Malformed {
+        proto: L7Proto::Modbus,
+    };
+    assert_eq!(l7_drop_reason(&malformed), DropReason::L7Malformed);
+    assert_eq!(
+        judge_l7(Mode::Enforce, &garbage),
+        (Verdict::Drop(DropReason::L7Malformed), None),
+        "{garbage:?}"
+    );
+    assert_eq!(
+        DropReason::from_name("l7_denied"),
+        Some(DropReason::L7Denied)
+    );
+    assert_eq!(
+        DropReason::from_name("l7_malformed"),
+        Some(DropReason::L7Malformed)
+    );
+}

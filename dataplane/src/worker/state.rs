@@ -1,0 +1,600 @@
+//! The stateful decision path of a worker: flow table, conntrack, fragments, cached decisions
+//! and events (walk-through in `docs/dataplane-state.md`).
+//!
+//! A burst is processed in three passes, all in fixed arrays on the stack:
+//! 1. parse every packet and, for each IP packet, look its flow up (read-only,
+//!    [`conntrack::find`]): a hit whose cached decision carries the running table's epoch needs
+//!    nothing; a stale hit needs its flow's *original* key classified, a miss the packet's own
+//!    key;
+//! 2. match those keys with one [`RuleTable::match_burst`] call (rule indices, resolved with
+//!    [`RuleTable::decision_at`] when pass 3 uses them);
+//! 3. in receive order, run conntrack ([`conntrack::begin_found`]: state, windows, counters;
+//!    it reuses pass 1's lookup unless a flow was inserted or removed since), then
+//!    apply the flow's cached decision, or the one from pass 2 (cached into the flow), or admit
+//!    or refuse the new flow. A key pass 2 did not foresee (a flow created or evicted by an
+//!    earlier packet of the same burst) is classified alone with [`RuleTable::classify`]; this
+//!    is rare and still allocation-free.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Instant;
+
+use septa_classifier::{
+    Action, Family, FlowKey, HookId, Mode, NO_RULE, RuleId, RuleTable, SourceRef,
+};
+
+use super::{Observer, RuleDecision, Verdict, judge, non_ip_verdict};
+use crate::conntrack::{self, Begun, Conn, Found, NewFlow, TcpState};
+use crate::counters::WorkerCounters;
+use crate::drop::DropReason;
+use crate::error::StateConfigError;
+use crate::events::{
+    DenyRecord, EndReason, EventAction, EventDecision, EventSink, FlowEnd, FlowEvent, FlowStart,
+};
+use crate::flow::{CachedDecision, FlowEntry, FlowId, FlowTable, FlowTableConfig, Lookup};
+use crate::frag::{FragConfig, FragTable, fragment_info};
+use crate::io::{BURST, Burst, PacketBuf, PortId};
+use crate::parse::{Fragment, ParsedPacket, parse};
+
+/// Ticks of the worker clock per second: the clock counts microseconds.
+pub const TICKS_PER_SECOND: u64 = 1_000_000;
+
+/// Sizing, timeouts and start-up behaviour of a worker's connection state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Flow table: capacity, half-open cap, per-class idle timeouts (in microsecond ticks),
+    /// timer wheel.
+    pub flows: FlowTableConfig,
+    /// Fragment table: datagrams tracked at once and how long (ticks).
+    pub frags: FragConfig,
+    /// Admit new flows while no policy is installed ([`super::Decision::Awaiting`]) instead of
+    /// dropping them under `no_policy`. Off by default (fail closed).
+    pub fail_open: bool,
+    /// Flows and datagrams aged per poll at most (bounds the work of one poll).
+    pub expire_budget: usize,
+}
+
+impl StateConfig {
+    /// `capacity` flows (half-open cap a quarter of it, nftables timeouts), `capacity / 16`
+    /// fragmented datagrams (at least 64) tracked for 30 s, fail closed.
+    pub fn new(capacity: usize) -> Self {
+        StateConfig {
+            flows: FlowTableConfig::new(capacity, TICKS_PER_SECOND),
+            frags: FragConfig::new((capacity / 16).max(64), TICKS_PER_SECOND),
+            fail_open: false,
+            expire_budget: 64,
+        }
+    }
+}
+
+impl Default for StateConfig {
+    /// 65536 flows.
+    fn default() -> Self {
+        Self::new(1 << 16)
+    }
+}
+
+/// Where a worker's `now` comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// Microseconds since the worker was made, read once per poll (`Instant`, monotonic).
+    Monotonic(Instant),
+    /// Whatever the owner last set with [`WorkerState::set_now`] (tests, deterministic replay).
+    Manual,
+}
+
+/// Verdict recorded with a first fragment for the rest of its datagram.
+#[derive(Clone, Copy, Debug)]
+struct FragVerdict {
+    verdict: Verdict,
+    decision: Option<RuleDecision>,
+    would_deny: bool,
+}
+
+impl Default for FragVerdict {
+    fn default() -> Self {
+        FragVerdict {
+            verdict: Verdict::Drop(DropReason::FragmentNoHead),
+            decision: None,
+            would_deny: false,
+        }
+    }
+}
+
+/// One worker's connection state: flow table with conntrack, fragment table, clock, event
+/// sink. Everything is allocated here, once.
+#[derive(Debug)]
+pub struct WorkerState {
+    flows: FlowTable<Conn>,
+    frags: FragTable<FragVerdict>,
+    events: EventSink,
+    fail_open: bool,
+    budget: usize,
+    clock: Clock,
+    now: u64,
+}
+
+/// A fresh 128-bit hash key from the OS-seeded `RandomState`.
+fn random_key() -> [u64; 2] {
+    let s = std::collections::hash_map::RandomState::new();
+    let mut a = s.build_hasher();
+    a.write_u8(1);
+    let mut b = s.build_hasher();
+    b.write_u8(2);
+    [a.finish(), b.finish()]
+}
+
+impl WorkerState {
+    /// Allocate the tables of `cfg` (fresh random hash keys) with a monotonic clock; events go
+    /// to `events`.
+    pub fn new(cfg: &StateConfig, events: EventSink) -> Result<Self, StateConfigError> {
+        Ok(WorkerState {
+            flows: FlowTable::new(&cfg.flows, random_key())?,
+            frags: FragTable::new(&cfg.frags, random_key())?,
+            events,
+            fail_open: cfg.fail_open,
+            budget: cfg.expire_budget.max(1),
+            clock: Clock::Monotonic(Instant::now()),
+            now: 0,
+        })
+    }
+
+    /// Use `clock` from now on.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Set `now` (ticks, never backwards) and switch to the manual clock.
+    pub fn set_now(&mut self, now: u64) {
+        self.clock = Clock::Manual;
+        self.now = self.now.max(now);
+    }
+
+    /// The current tick.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The flow table (read-only: length, stats, entries).
+    pub fn flows(&self) -> &FlowTable<Conn> {
+        &self.flows
+    }
+
+    /// Datagrams tracked in the fragment table.
+    pub fn fragments(&self) -> usize {
+        self.frags.len()
+    }
+
+    /// Read the clock (once per poll).
+    #[inline]
+    pub(super) fn tick(&mut self) {
+        if let Clock::Monotonic(start) = self.clock {
+            self.now = self.now.max(start.elapsed().as_micros() as u64);
+        }
+    }
+
+    /// Age flows and fragments up to `now`, within the budget.
+    #[inline]
+    pub(super) fn expire(&mut self) {
+        let (now, events) = (self.now, &self.events);
+        self.flows.expire(now, self.budget, |e| {
+            events.emit(FlowEvent::End(flow_end(e, now, None)));
+        });
+        self.frags.expire(now, self.budget);
+    }
+
+    /// Remove up to `budget` flows, reporting each; returns how many were removed.
+    pub(super) fn flush(&mut self, budget: usize) -> usize {
+        let (now, events) = (self.now, &self.events);
+        self.flows.expire(u64::MAX >> 2, budget, |e| {
+            events.emit(FlowEvent::End(flow_end(e, now, Some(EndReason::Flushed))));
+        })
+    }
+
+    /// The verdict for one IP packet with a peer port. `decide` returns the rule table's
+    /// decision for a key (pass 2's, or a fresh classification).
+    #[inline]
+    fn packet(
+        &mut self,
+        table: Option<&RuleTable>,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+        found: Option<Found>,
+        decide: &impl Fn(&FlowKey) -> RuleDecision,
+        counters: &WorkerCounters,
+    ) -> (Verdict, Option<RuleDecision>) {
+        if pkt.fragment == Fragment::NonFirst {
+            let Some(info) = fragment_info(pkt, frame) else {
+                return (Verdict::Drop(DropReason::FragmentInvalid), None);
+            };
+            return match self.frags.follow(pkt, &info, self.now) {
+                Ok((_, fv)) => {
+                    if fv.would_deny && fv.verdict == Verdict::Forward {
+                        counters.would_deny();
+                    }
+                    (fv.verdict, fv.decision)
+                }
+                Err(r) => (Verdict::Drop(r), None),
+            };
+        }
+        let (verdict, decision, would) =
+            match conntrack::begin_found(&mut self.flows, pkt, frame, self.now, found) {
+                Err(r) => return (Verdict::Drop(r), None),
+                Ok(Begun::Tracked { id, .. } | Begun::Related { id, .. }) => {
+                    self.tracked(id, table, decide)
+                }
+                Ok(Begun::New(new)) => self.new_flow(new, pkt, table, decide),
+                // Only non-IP frames and non-first fragments are untracked, both handled above.
+                Ok(Begun::Untracked) => match table {
+                    Some(_) => {
+                        let d = decide(&pkt.key);
+                        let (v, w) = judge(&d);
+                        (v, Some(d), w)
+                    }
+                    None => (Verdict::Drop(DropReason::NoPolicy), None, None),
+                },
+            };
+        if pkt.fragment == Fragment::First {
+            let Some(info) = fragment_info(pkt, frame) else {
+                return (Verdict::Drop(DropReason::FragmentInvalid), decision);
+            };
+            let fv = FragVerdict {
+                verdict,
+                decision,
+                would_deny: would.is_some(),
+            };
+            if let Err(r) = self.frags.head(pkt, &info, pkt.key, fv, self.now) {
+                return (Verdict::Drop(r), decision);
+            }
+        }
+        if would.is_some() && verdict == Verdict::Forward {
+            counters.would_deny();
+        }
+        (verdict, decision)
+    }
+
+    /// A packet of tracked flow `id` (or an ICMP error about it): the flow's decision,
+    /// reclassified first if it is stale.
+    fn tracked(
+        &mut self,
+        id: FlowId,
+        table: Option<&RuleTable>,
+        decide: &impl Fn(&FlowKey) -> RuleDecision,
+    ) -> (Verdict, Option<RuleDecision>, Option<DropReason>) {
+        let now = self.now;
+        let e = self.flows.entry_mut(id);
+        let Some(t) = table else {
+            // Only flows admitted fail-open exist before a policy is installed.
+            return (Verdict::Forward, None, None);
+        };
+        let fresh = !e.decision.is_current(t.epoch());
+        if fresh {
+            let d = decide(&classifier_key(&e.key()));
+            e.decision = cache(&d, t.epoch());
+        }
+        let d = uncache(&e.decision);
+        let (v, would) = judge(&d);
+        let refused = match v {
+            Verdict::Drop(r) => Some((r, false)),
+            Verdict::Forward => would.filter(|_| fresh).map(|r| (r, true)),
+        };
+        if let Some((reason, would_deny)) = refused {
+            let key = e.key();
+            self.events.emit(FlowEvent::Deny(DenyRecord {
+                key,
+                at: now,
+                decision: event_decision(&d, t.epoch()),
+                reason,
+                would_deny,
+            }));
+        }
+        (v, Some(d), would)
+    }
+
+    /// The first packet of a flow: admit it (insert, flow-start) or refuse it (deny record).
+    fn new_flow(
+        &mut self,
+        new: NewFlow,
+        pkt: &ParsedPacket,
+        table: Option<&RuleTable>,
+        decide: &impl Fn(&FlowKey) -> RuleDecision,
+    ) -> (Verdict, Option<RuleDecision>, Option<DropReason>) {
+        let now = self.now;
+        let Some(t) = table else {
+            if !self.fail_open {
+                self.events.emit(FlowEvent::Deny(DenyRecord {
+                    key: pkt.key,
+                    at: now,
+                    decision: NO_POLICY,
+                    reason: DropReason::NoPolicy,
+                    would_deny: false,
+                }));
+                return (Verdict::Drop(DropReason::NoPolicy), None, None);
+            }
+            return match conntrack::commit(&mut self.flows, new, now) {
+                Ok(id) => {
+                    self.flows.entry_mut(id).decision = FAIL_OPEN;
+                    self.events.emit(FlowEvent::Start(FlowStart {
+                        key: self.flows.entry(id).key(),
+                        at: now,
+                        decision: NO_POLICY,
+                    }));
+                    (Verdict::Forward, None, None)
+                }
+                Err(r) => (Verdict::Drop(r), None, None),
+            };
+        };
+        let d = decide(&pkt.key);
+        let (v, would) = judge(&d);
+        let ed = event_decision(&d, t.epoch());
+        match v {
+            Verdict::Forward => match conntrack::commit(&mut self.flows, new, now) {
+                Ok(id) => {
+                    let e = self.flows.entry_mut(id);
+                    e.decision = cache(&d, t.epoch());
+                    let key = e.key();
+                    self.events.emit(FlowEvent::Start(FlowStart {
+                        key,
+                        at: now,
+                        decision: ed,
+                    }));
+                    if let Some(reason) = would {
+                        self.events.emit(FlowEvent::Deny(DenyRecord {
+                            key,
+                            at: now,
+                            decision: ed,
+                            reason,
+                            would_deny: true,
+                        }));
+                    }
+                    (v, Some(d), would)
+                }
+                Err(r) => (Verdict::Drop(r), Some(d), None),
+            },
+            Verdict::Drop(reason) => {
+                self.events.emit(FlowEvent::Deny(DenyRecord {
+                    key: pkt.key,
+                    at: now,
+                    decision: ed,
+                    reason,
+                    would_deny: false,
+                }));
+                (v, Some(d), None)
+            }
+        }
+    }
+}
+
+/// The decision events carry while no policy is installed.
+const NO_POLICY: EventDecision = EventDecision {
+    rule: None,
+    source: None,
+    epoch: 0,
+    action: EventAction::Allow,
+    monitor: false,
+};
+
+/// The cached decision of a flow admitted fail-open: epoch 0 is never current, so the flow is
+/// classified on its first packet after a policy arrives.
+const FAIL_OPEN: CachedDecision = CachedDecision {
+    epoch: 0,
+    rule: NONE32,
+    source: NONE64,
+    action: ACT_ALLOW,
+    mode: 0,
+    hook: 0,
+};
+
+const NONE32: u32 = u32::MAX;
+const NONE64: u64 = u64::MAX;
+const ACT_ALLOW: u8 = 0;
+const ACT_DENY: u8 = 1;
+const ACT_INSPECT: u8 = 2;
+const MODE_ENFORCE: u8 = 0;
+const MODE_MONITOR: u8 = 1;
+
+/// A classifier decision in the flow entry's compact form.
+#[inline]
+fn cache(d: &RuleDecision, epoch: u64) -> CachedDecision {
+    let (action, hook) = match d.action {
+        Action::Allow => (ACT_ALLOW, 0),
+        Action::Deny => (ACT_DENY, 0),
+        Action::Inspect(h) => (ACT_INSPECT, h.0),
+    };
+    CachedDecision {
+        epoch,
+        rule: d.rule.map_or(NONE32, |r| r.0),
+        source: d.source.map_or(NONE64, |s| s.0),
+        action,
+        mode: match d.mode {
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Monitor => MODE_MONITOR,
+        },
+        hook,
+    }
+}
+
+/// The classifier decision a flow entry cached.
+#[inline]
+fn uncache(c: &CachedDecision) -> RuleDecision {
+    RuleDecision {
+        rule: (c.rule != NONE32).then_some(RuleId(c.rule)),
+        action: match c.action {
+            ACT_ALLOW => Action::Allow,
+            ACT_INSPECT => Action::Inspect(HookId(c.hook)),
+            _ => Action::Deny,
+        },
+        mode: if c.mode == MODE_MONITOR {
+            Mode::Monitor
+        } else {
+            Mode::Enforce
+        },
+        source: (c.source != NONE64).then_some(SourceRef(c.source)),
+    }
+}
+
+fn event_decision(d: &RuleDecision, epoch: u64) -> EventDecision {
+    EventDecision {
+        rule: d.rule.map(|r| r.0),
+        source: d.source.map(|s| s.0),
+        epoch,
+        action: match d.action {
+            Action::Allow => EventAction::Allow,
+            Action::Deny => EventAction::Deny,
+            Action::Inspect(h) => EventAction::Inspect(h.0),
+        },
+        monitor: d.mode == Mode::Monitor,
+    }
+}
+
+fn flow_end(e: &FlowEntry<Conn>, now: u64, flushed: Option<EndReason>) -> FlowEnd {
+    use crate::flow::Direction::{Original, Reply};
+    let reason = match e.state {
+        Conn::Tcp(c) if c.state == TcpState::Close => EndReason::Reset,
+        Conn::Tcp(c) if c.state == TcpState::TimeWait => EndReason::Closed,
+        _ => flushed.unwrap_or(EndReason::Timeout),
+    };
+    FlowEnd {
+        key: e.key(),
+        first_seen: e.first_seen(),
+        last_seen: e.last_seen(),
+        at: now,
+        packets: [e.packets(Original), e.packets(Reply)],
+        bytes: [e.bytes(Original), e.bytes(Reply)],
+        reason,
+        decision: if e.decision.epoch == 0 {
+            NO_POLICY
+        } else {
+            event_decision(&uncache(&e.decision), e.decision.epoch)
+        },
+    }
+}
+
+/// The key the classifier judges a tracked flow by: its original key, with the ports conntrack
+/// rewrote for ICMP turned back into type and code (echo flows are keyed by identifier, other
+/// ICMP messages by `(type, code + 256)`; see `conntrack::conn_key`).
+#[inline]
+fn classifier_key(orig: &FlowKey) -> FlowKey {
+    let mut k = *orig;
+    let echo_request = match (k.family, k.proto) {
+        (Family::V4, 1) => 8,
+        (Family::V6, 58) => 128,
+        _ => return k,
+    };
+    if k.sport == k.dport {
+        // Only an echo request opens an echo flow.
+        k.sport = echo_request;
+        k.dport = 0;
+    } else {
+        k.dport = k.dport.wrapping_sub(256);
+    }
+    k
+}
+
+/// The key pass 2 should classify for this packet, if any (see the module documentation),
+/// given its flow lookup `found`.
+#[inline]
+fn wanted_key(
+    flows: &FlowTable<Conn>,
+    pkt: &ParsedPacket,
+    found: &Found,
+    epoch: u64,
+) -> Option<FlowKey> {
+    match found.lookup {
+        Lookup::Hit { id, .. } => {
+            let e = flows.entry(id);
+            (!e.decision.is_current(epoch)).then(|| classifier_key(&e.key()))
+        }
+        Lookup::Miss(_) => (!found.error).then_some(pkt.key),
+    }
+}
+
+/// No flow-key slot: the packet did not parse, is not IP, has no peer or needs no
+/// classification.
+const NO_KEY: u8 = u8::MAX;
+
+/// Drains `rx` statefully under `table` (`None`: no policy installed yet). Returns the
+/// received and forwarded byte counts.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
+    table: Option<&RuleTable>,
+    state: &mut WorkerState,
+    counters: &WorkerCounters,
+    port: PortId,
+    peer: Option<PortId>,
+    rx: &mut Burst<B>,
+    tx: &mut Burst<B>,
+    obs: &mut O,
+) -> (usize, usize) {
+    let mut parsed: [Option<ParsedPacket>; BURST] = [None; BURST];
+    // `None`: an IP packet for the state machine; `Some`: decided already.
+    let mut early: [Option<Verdict>; BURST] = [None; BURST];
+    let mut slot = [NO_KEY; BURST];
+    let mut found: [Option<Found>; BURST] = [None; BURST];
+    let mut keys = [FlowKey::default(); BURST];
+    let mut n_keys = 0;
+    for (i, pkt) in rx.iter().enumerate() {
+        match parse(pkt.data()) {
+            Err(reason) => early[i] = Some(Verdict::Drop(reason)),
+            Ok(mut p) => {
+                p.key.in_port = port;
+                if peer.is_none() {
+                    early[i] = Some(Verdict::Drop(DropReason::NoPeerPort));
+                } else if !p.is_ip() {
+                    early[i] = Some(non_ip_verdict(p.l3));
+                } else if let Ok(Some(f)) = conntrack::find(&state.flows, &p, pkt.data()) {
+                    // Pass 3 reuses this lookup while no flow is inserted or removed.
+                    found[i] = Some(f);
+                    if let Some(t) = table
+                        && let Some(k) = wanted_key(&state.flows, &p, &f, t.epoch())
+                    {
+                        keys[n_keys] = k;
+                        // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
+                        slot[i] = n_keys as u8;
+                        n_keys += 1;
+                    }
+                }
+                parsed[i] = Some(p);
+            }
+        }
+    }
+    // First-match rule indices (4 bytes a key); pass 3 resolves the ones it uses.
+    let mut matched = [NO_RULE; BURST];
+    if let Some(t) = table
+        && n_keys > 0
+    {
+        t.match_burst(&keys[..n_keys], &mut matched[..n_keys]);
+    }
+
+    let (mut rx_bytes, mut tx_bytes) = (0, 0);
+    for (i, pkt) in rx.drain(..).enumerate() {
+        let len = pkt.data().len();
+        rx_bytes += len;
+        let p = parsed[i].as_ref();
+        let (verdict, rule) = match (early[i], p) {
+            (Some(v), _) => (v, None),
+            (None, Some(p)) => {
+                let s = usize::from(slot[i]);
+                let decide = |k: &FlowKey| match table {
+                    Some(t) if s < n_keys && keys[s] == *k => *t.decision_at(matched[s]),
+                    Some(t) => t.classify(k),
+                    None => RuleDecision::default(),
+                };
+                state.packet(table, p, pkt.data(), found[i], &decide, counters)
+            }
+            (None, None) => unreachable!("a packet without an early verdict parsed"),
+        };
+        if verdict == Verdict::Forward && p.is_some_and(|p| !p.is_ip()) {
+            counters.non_ip();
+        }
+        obs.packet(port, len, p, verdict, rule.as_ref());
+        match verdict {
+            Verdict::Forward => {
+                tx_bytes += len;
+                tx.push(pkt);
+            }
+            Verdict::Drop(reason) => counters.dropped(reason, 1),
+        }
+    }
+    (rx_bytes, tx_bytes)
+}
