@@ -1,0 +1,337 @@
+//! The inference service: one thread drains the per-worker SPSC rings, batches, scores and emits
+//! events; a supervisor thread watches it and replaces it when it panics or stalls.
+//!
+//! Races, walked through:
+//! - The rings are bounded `std::sync::mpsc::sync_channel`s, one per worker (the data plane's
+//!   choice for its event rings too: a preallocated array, `try_send` is a few atomics and never
+//!   blocks; a full ring drops and the sampler counts it). The receivers live in a mutex that the
+//!   inference thread takes only while popping a batch, never while scoring. A thread that stalls
+//!   inside a model therefore holds no lock, and its replacement can drain the rings at once.
+//!   Workers never touch this mutex.
+//! - Each spawned thread gets a generation number. The supervisor bumps the shared generation
+//!   when it gives up on a stalled thread; the old thread, if it ever wakes, sees the change and
+//!   exits after its current batch, emitting nothing (its events are discarded).
+//! - A panic poisons nothing that matters: a poisoned receiver mutex is recovered (the channel
+//!   state is updated atomically by std and stays consistent).
+//! - Records popped by a thread that then panics or stalls are lost; the supervisor counts them
+//!   (`lost_records`) from the thread's published in-flight count.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use septa_features::FeatureRecord;
+
+use crate::alert::{Health, MlEvent};
+use crate::engine::Engine;
+use crate::error::MlError;
+
+/// Scores a batch. [`Engine`] is the real one; tests inject faulty ones.
+pub trait Scorer: Send {
+    fn score(&mut self, batch: &[FeatureRecord], events: &mut Vec<MlEvent>) -> Result<(), MlError>;
+}
+
+impl Scorer for Engine {
+    fn score(&mut self, batch: &[FeatureRecord], events: &mut Vec<MlEvent>) -> Result<(), MlError> {
+        self.score_batch(batch, events)
+    }
+}
+
+/// Builds a scorer on the inference thread's behalf (again after each restart).
+pub type ScorerFactory = Box<dyn Fn() -> Result<Box<dyn Scorer>, MlError> + Send + Sync>;
+
+/// The consumer ends of the per-worker rings.
+pub struct Rings {
+    consumers: Mutex<Vec<Receiver<FeatureRecord>>>,
+}
+
+/// Creates `workers` rings of `capacity` records: the senders go to the workers' samplers (one
+/// each, `septa_dataplane::sample::Sampler::new`), the [`Rings`] to [`Service::start`].
+pub fn rings(workers: usize, capacity: usize) -> (Vec<SyncSender<FeatureRecord>>, Rings) {
+    let (producers, consumers) = (0..workers).map(|_| sync_channel(capacity.max(1))).unzip();
+    (
+        producers,
+        Rings {
+            consumers: Mutex::new(consumers),
+        },
+    )
+}
+
+/// Tuning of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub batch_max: usize,
+    /// Sleep when every ring is empty.
+    pub idle: Duration,
+    /// A thread whose heartbeat does not move for this long is declared stalled.
+    pub stall_after: Duration,
+    /// How often the supervisor looks.
+    pub check_every: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            batch_max: 256,
+            idle: Duration::from_millis(1),
+            stall_after: Duration::from_secs(5),
+            check_every: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Counters of the service, readable at any time.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    pub records: AtomicU64,
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    /// Events dropped because the event channel was full.
+    pub events_dropped: AtomicU64,
+    pub score_errors: AtomicU64,
+    pub panics: AtomicU64,
+    pub stalls: AtomicU64,
+    pub restarts: AtomicU64,
+    /// Records popped by a thread that then panicked or stalled.
+    pub lost_records: AtomicU64,
+}
+
+struct Shared {
+    rings: Rings,
+    factory: ScorerFactory,
+    events: SyncSender<MlEvent>,
+    cfg: ServiceConfig,
+    stats: Arc<ServiceStats>,
+    stop: AtomicBool,
+    generation: AtomicU64,
+}
+
+/// Per-thread liveness, published for the supervisor.
+#[derive(Default)]
+struct Beat {
+    count: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A running service. Dropping it (or [`Service::stop`]) stops both threads.
+pub struct Service {
+    shared: Arc<Shared>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Builds the first scorer on the caller's thread — so a missing or mismatched model is
+    /// reported here and ML stays off — then starts the inference and supervisor threads.
+    pub fn start(
+        rings: Rings,
+        factory: ScorerFactory,
+        events: SyncSender<MlEvent>,
+        cfg: ServiceConfig,
+    ) -> Result<Self, MlError> {
+        let first = factory()?;
+        let shared = Arc::new(Shared {
+            rings,
+            factory,
+            events,
+            cfg,
+            stats: Arc::new(ServiceStats::default()),
+            stop: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        });
+        let (handle, beat) = spawn_inference(&shared, first, 0)?;
+        let sup_shared = Arc::clone(&shared);
+        let supervisor = std::thread::Builder::new()
+            .name("septa-ml-supervisor".into())
+            .spawn(move || supervise(&sup_shared, handle, beat))
+            .map_err(MlError::Spawn)?;
+        Ok(Self {
+            shared,
+            supervisor: Some(supervisor),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<ServiceStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(s) = self.supervisor.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn_inference(
+    shared: &Arc<Shared>,
+    scorer: Box<dyn Scorer>,
+    generation: u64,
+) -> Result<(JoinHandle<()>, Arc<Beat>), MlError> {
+    let beat = Arc::new(Beat::default());
+    let (s, b) = (Arc::clone(shared), Arc::clone(&beat));
+    let handle = std::thread::Builder::new()
+        .name(format!("septa-ml-{generation}"))
+        .spawn(move || inference_loop(&s, scorer, &b, generation))
+        .map_err(MlError::Spawn)?;
+    Ok((handle, beat))
+}
+
+fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generation: u64) {
+    let mut batch: Vec<FeatureRecord> = Vec::with_capacity(sh.cfg.batch_max);
+    let mut events = Vec::new();
+    let mut next_ring = 0usize;
+    let current =
+        || !sh.stop.load(Ordering::Acquire) && sh.generation.load(Ordering::Acquire) == generation;
+    while current() {
+        beat.count.fetch_add(1, Ordering::Relaxed);
+        batch.clear();
+        {
+            let mut consumers = sh
+                .rings
+                .consumers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = consumers.len();
+            for k in 0..n {
+                let c = &mut consumers[(next_ring + k) % n];
+                while batch.len() < sh.cfg.batch_max {
+                    match c.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+            }
+            next_ring = next_ring.wrapping_add(1);
+        }
+        if batch.is_empty() {
+            std::thread::sleep(sh.cfg.idle);
+            continue;
+        }
+        beat.in_flight.store(batch.len() as u64, Ordering::Release);
+        events.clear();
+        if scorer.score(&batch, &mut events).is_err() {
+            sh.stats.score_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        beat.in_flight.store(0, Ordering::Release);
+        if !current() {
+            break;
+        }
+        sh.stats
+            .records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+        for ev in events.drain(..) {
+            emit(sh, ev);
+        }
+    }
+}
+
+fn emit(sh: &Shared, ev: MlEvent) {
+    match sh.events.try_send(ev) {
+        Ok(()) => {
+            sh.stats.events.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            sh.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+fn supervise(sh: &Arc<Shared>, handle: JoinHandle<()>, beat: Arc<Beat>) {
+    let mut current: Option<(JoinHandle<()>, Arc<Beat>)> = Some((handle, beat));
+    let mut last_count = 0u64;
+    let mut last_move = Instant::now();
+    let mut orphans: Vec<JoinHandle<()>> = Vec::new();
+    while !sh.stop.load(Ordering::Acquire) {
+        std::thread::sleep(sh.cfg.check_every);
+        let mut replace = false;
+        if let Some((h, b)) = &current {
+            if h.is_finished() {
+                let lost = b.in_flight.swap(0, Ordering::AcqRel);
+                let (h, _) = current.take().expect("checked above");
+                let message = match h.join() {
+                    Err(p) => panic_message(p.as_ref()),
+                    Ok(()) => "inference thread exited".into(),
+                };
+                sh.stats.panics.fetch_add(1, Ordering::Relaxed);
+                sh.stats.lost_records.fetch_add(lost, Ordering::Relaxed);
+                emit(
+                    sh,
+                    MlEvent::Health(Health::Panicked {
+                        message,
+                        lost_records: lost,
+                    }),
+                );
+                replace = true;
+            } else {
+                let count = b.count.load(Ordering::Relaxed);
+                if count != last_count {
+                    last_count = count;
+                    last_move = Instant::now();
+                } else if last_move.elapsed() >= sh.cfg.stall_after {
+                    let lost = b.in_flight.swap(0, Ordering::AcqRel);
+                    sh.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    sh.stats.lost_records.fetch_add(lost, Ordering::Relaxed);
+                    emit(
+                        sh,
+                        MlEvent::Health(Health::Stalled {
+                            silent_ms: u64::try_from(last_move.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
+                            lost_records: lost,
+                        }),
+                    );
+                    // Retire it: it exits when (if) it wakes up; we cannot kill a thread.
+                    sh.generation.fetch_add(1, Ordering::AcqRel);
+                    let (h, _) = current.take().expect("checked above");
+                    orphans.push(h);
+                    replace = true;
+                }
+            }
+        } else {
+            replace = true;
+        }
+        orphans.retain(|h| !h.is_finished());
+        if replace {
+            let generation = sh.generation.load(Ordering::Acquire);
+            match (sh.factory)().and_then(|s| spawn_inference(sh, s, generation)) {
+                Ok(next) => {
+                    sh.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    emit(sh, MlEvent::Health(Health::Restarted { generation }));
+                    last_count = 0;
+                    last_move = Instant::now();
+                    current = Some(next);
+                }
+                Err(e) => emit(
+                    sh,
+                    MlEvent::Health(Health::RestartFailed {
+                        error: e.to_string(),
+                    }),
+                ),
+            }
+        }
+    }
+    if let Some((h, _)) = current {
+        let _ = h.join();
+    }
+    // Orphans (stalled threads) are not joined: they may never return. They exit on their own
+    // once they wake, since `stop` is set.
+}

@@ -1,0 +1,231 @@
+//! The inference service end to end: rings in, events out; a panicking or stalling scorer is
+//! detected and replaced without losing the rings.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use septa_features::FeatureRecord;
+use septa_ml::{
+    Engine, Health, MlConfig, MlError, MlEvent, Scorer, Service, ServiceConfig, heldout, rings,
+};
+
+fn fast() -> ServiceConfig {
+    ServiceConfig {
+        batch_max: 32,
+        idle: Duration::from_millis(1),
+        stall_after: Duration::from_millis(800),
+        check_every: Duration::from_millis(20),
+    }
+}
+
+fn wait_for(rx: &Receiver<MlEvent>, what: &str, pred: impl Fn(&MlEvent) -> bool) -> Vec<MlEvent> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(ev) = rx.recv_timeout(Duration::from_millis(50)) {
+            let done = pred(&ev);
+            seen.push(ev);
+            if done {
+                return seen;
+            }
+        }
+    }
+    panic!("timed out waiting for {what}; saw {seen:?}");
+}
+
+/// Counts records; panics or blocks on its first batch when it carries a fault.
+struct Faulty {
+    seen: Arc<AtomicU32>,
+    fault: Option<Fault>,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    PanicOnFirstBatch,
+    StallOnFirstBatch,
+}
+
+impl Scorer for Faulty {
+    fn score(&mut self, batch: &[FeatureRecord], events: &mut Vec<MlEvent>) -> Result<(), MlError> {
+        match self.fault.take() {
+            Some(Fault::PanicOnFirstBatch) => panic!("injected fault"),
+            Some(Fault::StallOnFirstBatch) => std::thread::sleep(Duration::from_secs(5)),
+            None => {}
+        }
+        self.seen.fetch_add(batch.len() as u32, Ordering::Relaxed);
+        events.push(MlEvent::Health(Health::Restarted { generation: 999 }));
+        Ok(())
+    }
+}
+
+/// Starts a service whose first scorer carries `fault`, with `preload` records already waiting
+/// in ring `ring` (so the first batch holds exactly them).
+fn faulty_service(
+    fault: Fault,
+    ring: usize,
+    preload: usize,
+) -> (
+    Service,
+    Vec<SyncSender<FeatureRecord>>,
+    Receiver<MlEvent>,
+    Arc<AtomicU32>,
+) {
+    let (producers, rings) = rings(2, 64);
+    push(&producers[ring], preload);
+    let (tx, rx) = sync_channel(1024);
+    let seen = Arc::new(AtomicU32::new(0));
+    let s = Arc::clone(&seen);
+    // Only the first scorer built carries the fault.
+    let builds = Arc::new(Mutex::new(0u32));
+    let svc = Service::start(
+        rings,
+        Box::new(move || {
+            let mut n = builds.lock().unwrap();
+            *n += 1;
+            Ok(Box::new(Faulty {
+                seen: Arc::clone(&s),
+                fault: (*n == 1).then_some(fault),
+            }) as Box<dyn Scorer>)
+        }),
+        tx,
+        fast(),
+    )
+    .unwrap();
+    (svc, producers, rx, seen)
+}
+
+fn push(p: &SyncSender<FeatureRecord>, n: usize) {
+    for _ in 0..n {
+        p.try_send(FeatureRecord::default()).unwrap();
+    }
+}
+
+#[test]
+fn panicking_inference_thread_is_restarted() {
+    let (svc, producers, rx, seen) = faulty_service(Fault::PanicOnFirstBatch, 0, 10);
+    let ev = wait_for(&rx, "restart", |e| {
+        matches!(e, MlEvent::Health(Health::Restarted { generation: 0 }))
+    });
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        MlEvent::Health(Health::Panicked { message, lost_records: 10 }) if message == "injected fault"
+    )), "{ev:?}");
+    // the replacement drains both rings
+    push(&producers[0], 5);
+    push(&producers[1], 7);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::Relaxed) < 12 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen.load(Ordering::Relaxed), 12);
+    let stats = svc.stats();
+    assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.lost_records.load(Ordering::Relaxed), 10);
+    svc.stop();
+}
+
+#[test]
+fn stalled_inference_thread_is_replaced() {
+    let (svc, producers, rx, seen) = faulty_service(Fault::StallOnFirstBatch, 1, 4);
+    let ev = wait_for(&rx, "restart after stall", |e| {
+        matches!(e, MlEvent::Health(Health::Restarted { .. }))
+    });
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            MlEvent::Health(Health::Stalled {
+                lost_records: 4,
+                ..
+            })
+        )),
+        "{ev:?}"
+    );
+    push(&producers[1], 6);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::Relaxed) < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // the stalled thread's 4 records are lost (and counted), the new one scored the 6
+    assert_eq!(seen.load(Ordering::Relaxed), 6);
+    assert_eq!(svc.stats().stalls.load(Ordering::Relaxed), 1);
+    assert_eq!(svc.stats().lost_records.load(Ordering::Relaxed), 4);
+    // when the stalled thread wakes up it exits: its batch is neither counted nor emitted
+    let emitted_before = svc.stats().events.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        10,
+        "the stalled scorer did finish its batch"
+    );
+    assert_eq!(svc.stats().records.load(Ordering::Relaxed), 6);
+    assert_eq!(svc.stats().events.load(Ordering::Relaxed), emitted_before);
+    svc.stop();
+}
+
+#[test]
+fn missing_model_keeps_ml_off() {
+    let (_producers, rings) = rings(1, 8);
+    let (tx, _rx) = sync_channel(8);
+    let cfg = MlConfig::new("/nonexistent/models");
+    let e = Service::start(
+        rings,
+        Box::new(move || Ok(Box::new(Engine::load(cfg.clone())?) as Box<dyn Scorer>)),
+        tx,
+        fast(),
+    )
+    .err()
+    .expect("no model, no service");
+    assert!(
+        e.to_string()
+            .contains("/nonexistent/models/septa-flow-mlp-v1.json"),
+        "{e}"
+    );
+}
+
+#[test]
+fn records_from_rings_become_explained_alerts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/models");
+    let rows = heldout::load(&dir.join("heldout-v1.json")).unwrap();
+    let (producers, rings) = rings(2, 1024);
+    let (tx, rx) = sync_channel(4096);
+    let cfg = MlConfig::new(&dir);
+    let svc = Service::start(
+        rings,
+        Box::new(move || Ok(Box::new(Engine::load(cfg.clone())?) as Box<dyn Scorer>)),
+        tx,
+        ServiceConfig::default(),
+    )
+    .unwrap();
+    let mut attacks = 0;
+    for (i, r) in rows.iter().enumerate().take(600) {
+        producers[i % 2].try_send(r.record(i)).unwrap();
+        attacks += usize::from(r.label);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.stats().records.load(Ordering::Relaxed) < 600 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(svc.stats().records.load(Ordering::Relaxed), 600);
+    svc.stop();
+    let alerts: Vec<_> = rx
+        .try_iter()
+        .filter_map(|e| match e {
+            MlEvent::Alert(a) if a.model_id == "septa-flow-mlp-v1" => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        alerts.len() >= attacks * 9 / 10 && alerts.len() <= attacks + 10,
+        "{} alerts for {attacks} attacks",
+        alerts.len()
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| !a.reasons.is_empty() && !a.summary.is_empty())
+    );
+}

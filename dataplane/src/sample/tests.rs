@@ -1,0 +1,210 @@
+use std::net::Ipv4Addr;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use super::*;
+
+fn key(src: u8, dst: u32, dport: u16, proto: u8) -> FlowKey {
+    FlowKey::v4(
+        Ipv4Addr::new(10, 0, 0, src),
+        Ipv4Addr::from(0x0a01_0000 + dst),
+        proto,
+        40000,
+        dport,
+    )
+}
+
+fn sampler(cap: usize) -> (Sampler, Receiver<FeatureRecord>) {
+    let (tx, rx) = sync_channel(cap);
+    (Sampler::new(3, SamplerConfig::new(64), tx).unwrap(), rx)
+}
+
+#[test]
+fn emits_after_first_packets_and_at_flow_end() {
+    let (mut s, rx) = sampler(16);
+    let k = key(1, 1, 445, 6);
+    s.flow_start(5, &k, 1_000);
+    let pkts: [(Direction, u16, u8); 9] = [
+        (Direction::Original, 60, 0x02),
+        (Direction::Reply, 60, 0x12),
+        (Direction::Original, 52, 0x10),
+        (Direction::Original, 200, 0x18),
+        (Direction::Reply, 1500, 0x18),
+        (Direction::Original, 52, 0x10),
+        (Direction::Reply, 400, 0x18),
+        (Direction::Original, 52, 0x11),
+        (Direction::Reply, 52, 0x04),
+    ];
+    for (i, &(d, len, flags)) in pkts.iter().enumerate() {
+        s.on_packet(5, &k, d, len, flags, 1_000 + 1_000 * i as u64);
+        if i == 6 {
+            assert!(rx.try_recv().is_err(), "nothing before the 8th packet");
+        }
+    }
+    let head = rx.try_recv().expect("record after 8 packets");
+    assert_eq!(head.reason, EmitReason::FirstPackets);
+    assert_eq!(head.worker, 3);
+    assert_eq!(head.packets, [5, 3]);
+    assert_eq!(head.head.count, 8);
+    assert_eq!(
+        head.head.size_sum,
+        60 + 60 + 52 + 200 + 1500 + 52 + 400 + 52
+    );
+    assert_eq!(head.head.size_max, 1500);
+    assert_eq!(head.head.iat_sum_us, 7_000);
+    assert_eq!(head.head.iat_sumsq_us2, 7 * 1_000_000);
+    assert_eq!(head.duration_us, 7_000);
+    assert_eq!(head.key.dst_port, 445);
+    assert_eq!(head.key.src, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    s.on_l7(5, septa_l7::L7Proto::Smb);
+    s.flow_end(5, &k, 20_000);
+    let end = rx.try_recv().expect("record at flow end");
+    assert_eq!(end.reason, EmitReason::FlowEnd);
+    assert_eq!(end.packets, [5, 4]);
+    assert_eq!(end.bytes[1], 60 + 1500 + 400 + 52);
+    assert_eq!(end.head.count, 8, "head stats stop at HEAD_PACKETS");
+    assert_eq!(
+        end.tcp,
+        TcpFlagCounts {
+            syn: 2,
+            syn_ack: 1,
+            fin: 1,
+            rst: 1,
+            psh: 3
+        }
+    );
+    assert_eq!(end.l7, L7Proto::Smb);
+    assert_eq!(end.spread.src_hosts_on_port, 1);
+    // a removed flow emits nothing more
+    s.on_packet(5, &k, Direction::Original, 60, 0, 30_000);
+    s.flow_end(5, &k, 30_000);
+    assert!(rx.try_recv().is_err());
+    assert_eq!(s.counters().emitted, 2);
+}
+
+#[test]
+fn long_flows_emit_periodically() {
+    let (mut s, rx) = sampler(64);
+    let k = key(1, 1, 502, 6);
+    s.flow_start(0, &k, 0);
+    // one packet per second for 200 s
+    for t in 0..200u64 {
+        s.on_packet(0, &k, Direction::Original, 64, 0x18, t * 1_000_000);
+    }
+    let reasons: Vec<_> = rx.try_iter().map(|r| r.reason).collect();
+    assert_eq!(reasons[0], EmitReason::FirstPackets);
+    // first packets at t=7 s, then every 60 s: t=67, 127, 187
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[1..].iter().all(|&r| r == EmitReason::Periodic));
+}
+
+#[test]
+fn full_ring_drops_and_counts() {
+    let (mut s, rx) = sampler(1);
+    for slot in 0..3 {
+        let k = key(1, slot as u32, 80, 6);
+        s.flow_start(slot, &k, 0);
+        s.flow_end(slot, &k, 10);
+    }
+    let c = s.counters();
+    assert_eq!((c.emitted, c.ring_full), (1, 2));
+    assert_eq!(rx.try_iter().count(), 1);
+    drop(rx);
+    let k = key(1, 9, 80, 6);
+    s.flow_start(9, &k, 0);
+    s.flow_end(9, &k, 10);
+    assert_eq!(s.counters().ring_full, 3, "a gone consumer counts as full");
+}
+
+#[test]
+fn out_of_range_slot_is_counted_not_a_panic() {
+    let (mut s, rx) = sampler(4);
+    let k = key(1, 1, 80, 6);
+    s.flow_start(64, &k, 0);
+    s.on_packet(10_000, &k, Direction::Original, 60, 0, 0);
+    s.on_function(64, FunctionClass::Write);
+    s.flow_end(64, &k, 0);
+    assert_eq!(s.counters().bad_slot, 4);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn fan_out_and_fan_in_estimates() {
+    let (mut s, rx) = sampler(4096);
+    // 10.0.0.1 sweeps 212 hosts on 445/tcp; 10.0.0.2 talks to 3 hosts on 443.
+    for h in 0..212u32 {
+        let k = key(1, h, 445, 6);
+        s.flow_start(0, &k, 1_000_000 + u64::from(h));
+        s.flow_end(0, &k, 1_000_000 + u64::from(h));
+    }
+    for h in 0..3u32 {
+        let k = key(2, h, 443, 6);
+        s.flow_start(1, &k, 2_000_000);
+        s.flow_end(1, &k, 2_000_000);
+    }
+    // 40 sources reach host 7 on 80
+    for src in 10..50u8 {
+        let k = key(src, 7, 80, 6);
+        s.flow_start(2, &k, 3_000_000);
+        s.flow_end(2, &k, 3_000_000);
+    }
+    let recs: Vec<_> = rx.try_iter().collect();
+    let sweep = recs[211].spread;
+    assert!((200..=225).contains(&sweep.src_hosts_on_port), "{sweep:?}");
+    assert!((200..=225).contains(&sweep.src_hosts), "{sweep:?}");
+    assert_eq!(sweep.src_ports, 1);
+    assert_eq!(sweep.window_s, 10);
+    let quiet = recs[214].spread;
+    assert_eq!((quiet.src_hosts, quiet.src_hosts_on_port), (3, 3));
+    let fan_in = recs[254].spread;
+    assert!((38..=42).contains(&fan_in.dst_sources), "{fan_in:?}");
+    // next window: the sweep is forgotten
+    let k = key(1, 999, 445, 6);
+    s.flow_start(0, &k, 11_000_000);
+    s.flow_end(0, &k, 11_000_000);
+    assert_eq!(rx.try_recv().unwrap().spread.src_hosts_on_port, 1);
+}
+
+#[test]
+fn function_classes_separate_restarts_from_operates() {
+    use septa_l7::L7Proto as P;
+    use septa_l7::functions::Class as C;
+    assert_eq!(
+        feature_function_class(P::Dnp3, 13, C::Control),
+        FunctionClass::Disruptive
+    );
+    assert_eq!(
+        feature_function_class(P::Dnp3, 5, C::Control),
+        FunctionClass::Control
+    );
+    assert_eq!(
+        feature_function_class(P::S7comm, 0x29, C::Control),
+        FunctionClass::Disruptive
+    );
+    assert_eq!(
+        feature_function_class(P::Modbus, 16, C::Write),
+        FunctionClass::Write
+    );
+    assert_eq!(
+        feature_function_class(P::Modbus, 3, C::Read),
+        FunctionClass::Read
+    );
+    assert_eq!(
+        feature_function_class(P::S7comm, 0x1a, C::Program),
+        FunctionClass::Disruptive
+    );
+    assert_eq!(feature_l7(P::S7commPlus), L7Proto::S7comm);
+}
+
+#[test]
+fn bad_config_is_rejected() {
+    let (tx, _rx) = sync_channel(1);
+    let mut c = SamplerConfig::new(8);
+    c.spread_slots = 1000;
+    assert_eq!(
+        Sampler::new(0, c, tx.clone()).unwrap_err(),
+        SamplerConfigError::SpreadSlots(1000)
+    );
+    let mut c = SamplerConfig::new(8);
+    c.window_us = 10;
+    assert!(Sampler::new(0, c, tx).is_err());
+}
