@@ -1,0 +1,352 @@
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read};
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use netflow_parser::NetflowParser;
+use netflow_parser::variable_versions::enterprise_registry::EnterpriseFieldDef;
+use netflow_parser::variable_versions::field_value::FieldDataType;
+
+use super::ipfix::{IpfixEncoder, IpfixExporter, SEPTA_PEN};
+use super::syslog::{Alert, SyslogExporter};
+use super::*;
+use crate::audit::record::AuditEntry;
+use crate::audit::{Actor, Record};
+use crate::history::FlowVerdict;
+
+fn flow(src: &str, dst: &str, dport: u16, verdict: FlowVerdict, rule: u32) -> ObservedFlow {
+    ObservedFlow {
+        ts_ms: 1_764_103_625_123,
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        proto: 6,
+        dport,
+        l7: String::new(),
+        verdict,
+        rule,
+        revision: "r".into(),
+        packets: 12,
+        bytes: 3456,
+    }
+}
+
+fn parser() -> NetflowParser {
+    NetflowParser::builder()
+        .register_enterprise_fields(vec![
+            EnterpriseFieldDef::new(
+                SEPTA_PEN,
+                1,
+                "septaVerdict",
+                FieldDataType::UnsignedDataNumber,
+            ),
+            EnterpriseFieldDef::new(
+                SEPTA_PEN,
+                2,
+                "septaRuleId",
+                FieldDataType::UnsignedDataNumber,
+            ),
+        ])
+        .build()
+        .unwrap()
+}
+
+/// Every data record of the parsed messages, as JSON.
+fn records(parser: &mut NetflowParser, msgs: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for m in msgs {
+        let res = parser.parse_bytes(m);
+        assert!(res.error.is_none(), "{:?}", res.error);
+        let v = serde_json::to_value(&res.packets).unwrap();
+        collect_records(&v, &mut out);
+    }
+    out
+}
+
+fn collect_records(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::Array(recs)) =
+                m.get("Data").and_then(|d| d.get("fields"))
+            {
+                out.extend(recs.iter().cloned());
+                return;
+            }
+            m.values().for_each(|x| collect_records(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_records(x, out)),
+        _ => {}
+    }
+}
+
+/// One parsed record as `name -> value` (IANA names; enterprise fields as `pen/id`).
+fn fields_of(rec: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    let mut m = BTreeMap::new();
+    for pair in rec.as_array().unwrap() {
+        let (k, v) = (&pair[0], &pair[1]);
+        let name = match (k.get("IANA"), k.get("Enterprise")) {
+            (Some(n), _) => n.as_str().unwrap().to_owned(),
+            (_, Some(e)) => format!("{}/{}", e["enterprise_number"], e["field_number"]),
+            _ => k.to_string(),
+        };
+        // Unwrap one level of variant ({"DataNumber": {"U16": 443}} -> 443).
+        let mut v = v.clone();
+        while let Some(obj) = v
+            .as_object()
+            .filter(|o| o.len() == 1 && !o.contains_key("secs"))
+        {
+            v = obj.values().next().unwrap().clone();
+        }
+        m.insert(name, v);
+    }
+    m
+}
+
+#[test]
+fn ipfix_round_trips_through_netflow_parser() {
+    let flows = vec![
+        flow("10.0.0.1", "10.0.0.2", 443, FlowVerdict::Allowed, 3),
+        flow("10.0.0.1", "10.0.0.9", 22, FlowVerdict::Denied, 77),
+        flow("fd00::1", "fd00::2", 502, FlowVerdict::WouldDeny, 65_536),
+    ];
+    let mut enc = IpfixEncoder::new(7, 20, 1400);
+    let msgs = enc.encode(&flows, 1_764_103_625);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(&msgs[0][0..2], &[0, 10], "IPFIX version 10");
+    let recs: Vec<_> = records(&mut parser(), &msgs)
+        .iter()
+        .map(fields_of)
+        .collect();
+    assert_eq!(recs.len(), 3);
+    let pen = |id: u8| format!("{SEPTA_PEN}/{id}");
+    assert_eq!(recs[0]["SourceIpv4address"], "10.0.0.1");
+    assert_eq!(recs[0]["DestinationIpv4address"], "10.0.0.2");
+    assert_eq!(recs[0]["DestinationTransportPort"], 443);
+    assert_eq!(recs[0]["ProtocolIdentifier"], "Tcp");
+    assert_eq!(recs[0]["PacketDeltaCount"], 12);
+    assert_eq!(recs[0]["OctetDeltaCount"], 3456);
+    assert_eq!(recs[0]["FlowStartMilliseconds"]["secs"], 1_764_103_625);
+    assert_eq!(recs[0]["FlowStartMilliseconds"]["nanos"], 123_000_000);
+    let verdict_rule: Vec<(serde_json::Value, serde_json::Value)> = recs
+        .iter()
+        .map(|r| (r[&pen(1)].clone(), r[&pen(2)].clone()))
+        .collect();
+    assert_eq!(
+        verdict_rule,
+        vec![
+            (1.into(), 3.into()),
+            (2.into(), 77.into()),
+            (3.into(), 65_536.into())
+        ]
+    );
+    assert_eq!(recs[2]["SourceIpv6address"], "fd00::1");
+    assert_eq!(recs[2]["DestinationTransportPort"], 502);
+}
+
+#[test]
+fn ipfix_splits_messages_counts_sequence_and_resends_templates() {
+    let flows: Vec<_> = (0..100u16)
+        .map(|i| flow("10.0.0.1", "10.0.0.2", 1000 + i, FlowVerdict::Allowed, 1))
+        .collect();
+    let mut enc = IpfixEncoder::new(1, 3, 512);
+    let msgs = enc.encode(&flows, 1);
+    assert!(msgs.len() > 3, "{}", msgs.len());
+    assert!(msgs.iter().all(|m| m.len() <= 512));
+    let mut expect_seq = 0u32;
+    let mut p = parser();
+    let mut total = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        let seq = u32::from_be_bytes(m[8..12].try_into().unwrap());
+        assert_eq!(seq, expect_seq, "message {i}");
+        let has_template = m[16..18] == [0, 2];
+        assert_eq!(has_template, i % 3 == 0, "message {i}");
+        let n = records(&mut p, std::slice::from_ref(m)).len();
+        expect_seq += n as u32;
+        total += n;
+    }
+    assert_eq!(total, 100);
+    // A collector that missed the first message (and its templates) decodes nothing until the
+    // templates come again.
+    let mut late = parser();
+    assert_eq!(records(&mut late, &msgs[1..3]).len(), 0);
+    assert!(!records(&mut late, &msgs[3..4]).is_empty());
+}
+
+#[test]
+fn ipfix_exporter_sends_to_a_udp_collector_on_loopback() {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut ex = IpfixExporter::new(collector.local_addr().unwrap(), 9).unwrap();
+    let sent = ex
+        .export(
+            &[flow("10.0.0.1", "10.0.0.2", 443, FlowVerdict::Allowed, 3)],
+            5,
+        )
+        .unwrap();
+    assert_eq!(sent, 1);
+    let mut buf = [0u8; 2048];
+    let (n, _) = collector.recv_from(&mut buf).unwrap();
+    let recs = records(&mut parser(), &[buf[..n].to_vec()]);
+    assert_eq!(fields_of(&recs[0])["DestinationTransportPort"], 443);
+}
+
+fn audit_record(seq: u64, result: &str) -> Record {
+    Record::new(
+        seq,
+        1_764_103_625_123,
+        AuditEntry {
+            actor: Actor::user("alice"),
+            action: "policy.commit".into(),
+            object: "policy/demo".into(),
+            before: None,
+            after: Some("ab".repeat(32)),
+            reason: "open |ssh| = for ops\nnow".into(),
+            result: result.into(),
+            detail: "revision 2".into(),
+        },
+        "00".repeat(32),
+    )
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc() {
+    assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(rfc3339_ms(1_764_103_625_123), "2025-11-25T20:47:05.123Z");
+    assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+}
+
+#[test]
+fn syslog_udp_cef_reaches_a_loopback_receiver() {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ex = SyslogExporter::new(
+        rx.local_addr().unwrap(),
+        SyslogTransport::Udp,
+        SyslogFormat::Cef,
+        "gw1",
+    )
+    .unwrap();
+    let r = audit_record(4, "ok");
+    ex.audit(&r).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = rx.recv_from(&mut buf).unwrap();
+    let line = std::str::from_utf8(&buf[..n]).unwrap();
+    // facility 13 (log audit) * 8 + notice (5) = 109
+    let want_head = format!(
+        "<109>1 2025-11-25T20:47:05.123Z gw1 septa - audit [septa@32473 seq=\"4\" hash=\"{}\"] CEF:0|Septa|Septa gateway|",
+        r.hash
+    );
+    assert!(line.starts_with(&want_head), "{line}");
+    assert!(line.contains("|policy.commit|policy.commit|3|"), "{line}");
+    // CEF extension escaping: '=' and newlines in values, '|' is legal there.
+    assert!(
+        line.contains(r"reason=open |ssh| \= for ops\nnow"),
+        "{line}"
+    );
+    assert!(line.contains("externalId=4 "), "{line}");
+    assert!(!line.contains('\n'));
+}
+
+#[test]
+fn syslog_tcp_json_uses_octet_counting_frames() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        BufReader::new(s).read_to_end(&mut all).unwrap();
+        all
+    });
+    {
+        let mut ex =
+            SyslogExporter::new(addr, SyslogTransport::Tcp, SyslogFormat::Json, "gw1").unwrap();
+        ex.audit(&audit_record(1, "refused: invalid")).unwrap();
+        ex.alert(&Alert {
+            ts_ms: 5,
+            kind: "anomaly".into(),
+            severity: 9,
+            src: "10.0.0.1".into(),
+            dst: "10.0.0.2".into(),
+            message: "unusual Modbus writes".into(),
+        })
+        .unwrap();
+    }
+    let all = reader.join().unwrap();
+    // Parse the octet-counted frames back: "LEN SP MSG" repeated.
+    let mut rest = &all[..];
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|&b| b == b' ').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+        frames.push(String::from_utf8(rest[sp + 1..sp + 1 + len].to_vec()).unwrap());
+        rest = &rest[sp + 1 + len..];
+    }
+    assert_eq!(frames.len(), 2);
+    assert!(
+        frames[0].starts_with("<108>1 "),
+        "warning for a refusal: {}",
+        frames[0]
+    );
+    let json = &frames[0][frames[0].find("] ").unwrap() + 2..];
+    let back: Record = serde_json::from_str(json).unwrap();
+    assert_eq!(back, audit_record(1, "refused: invalid"));
+    // facility 14 (log alert) * 8 + alert (1) = 113
+    assert!(
+        frames[1].starts_with(
+            "<113>1 1970-01-01T00:00:00.005Z gw1 septa - alert [septa@32473 kind=\"anomaly\"] {"
+        ),
+        "{}",
+        frames[1]
+    );
+}
+
+#[test]
+fn flow_log_appends_json_lines_and_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = FlowLogConfig {
+        path: dir.path().join("flows").join("flows.jsonl"),
+        max_bytes: 600,
+    };
+    let mut log = FlowLog::open(&cfg).unwrap();
+    let flows: Vec<_> = (0..6u16)
+        .map(|i| flow("10.0.0.1", "10.0.0.2", 80 + i, FlowVerdict::Allowed, 1))
+        .collect();
+    log.write(&flows).unwrap();
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let current = read(&cfg.path);
+    let rotated = read(&dir.path().join("flows").join("flows.jsonl.1"));
+    assert_eq!(current.len() + rotated.len(), 6, "nothing lost in rotation");
+    assert!(!rotated.is_empty());
+    assert_eq!(rotated[0]["dport"], 80);
+    assert_eq!(rotated[0]["verdict"], "allowed");
+    assert_eq!(current.last().unwrap()["dport"], 85);
+}
+
+#[test]
+fn exports_are_off_unless_configured() {
+    assert_eq!(
+        ExportConfig::default(),
+        ExportConfig {
+            ipfix: None,
+            syslog: None,
+            flow_log: None
+        }
+    );
+    let cfg: ExportConfig = serde_json::from_str(
+        r#"{"syslog": {"target": "127.0.0.1:514", "transport": "tcp", "format": "cef"}}"#,
+    )
+    .unwrap();
+    assert!(cfg.ipfix.is_none() && cfg.flow_log.is_none());
+    assert_eq!(cfg.syslog.unwrap().format, SyslogFormat::Cef);
+    assert!(
+        serde_json::from_str::<ExportConfig>(r#"{"ipfix": {"colector": "1.2.3.4:4739"}}"#).is_err()
+    );
+}
