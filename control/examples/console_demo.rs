@@ -1,0 +1,269 @@
+//! A development and end-to-end-test server for the web console: the real API and the embedded
+//! console (`webui/dist`) over plain HTTP on loopback, a fresh data directory with the demo
+//! policy committed, and a **simulated** data plane: a fixed set of demo hosts talking to each
+//! other, each flow decided by the running policy (real verdicts, rules and revisions; only the
+//! traffic is made up). Nothing of this is used by `septa` itself.
+//!
+//! `cargo run -p septa-control --example console_demo -- [--port 8080] [--data DIR] [--fast-hash]
+//!  [--policy FILE] [--no-traffic]`
+//!
+//! Prints `first login: admin / <password>`, `admin token: <secret>` and `listening: <url>`.
+//! `--fast-hash` uses the cheapest argon2 parameters (tests only: the hashes are weak).
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use septa_classifier::FlowKey;
+use septa_control::CompiledPolicy;
+use septa_control::Format;
+use septa_control::api::auth::TokenInfo;
+use septa_control::api::{
+    ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
+    FlowRecord, FlowSource, PasswordCost, PortCounters, Role, ServeConfig, TlsMode, serve,
+};
+use septa_control::audit::Actor;
+use septa_control::clock::{Clock, SystemClock};
+use septa_control::lifecycle::{CommitOptions, PolicyService, Publisher, ServiceConfig};
+use tokio::sync::broadcast;
+
+struct AcceptAll;
+
+impl Publisher for AcceptAll {
+    fn publish(&self, _: Option<&Arc<CompiledPolicy>>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The simulated data plane's memory: recent flows, a live feed, port and drop counters.
+struct Simulated {
+    recent: Mutex<VecDeque<FlowRecord>>,
+    live: broadcast::Sender<FlowRecord>,
+    counters: Mutex<CountersSnapshot>,
+}
+
+const KEEP: usize = 2000;
+
+impl Simulated {
+    fn new() -> Self {
+        let counters = CountersSnapshot {
+            ports: ["port0", "port1"]
+                .iter()
+                .map(|p| PortCounters {
+                    port: (*p).into(),
+                    ..PortCounters::default()
+                })
+                .collect(),
+            drops: ["policy-deny", "malformed", "flow-table-full"]
+                .iter()
+                .map(|r| DropCount {
+                    reason: (*r).into(),
+                    packets: 0,
+                })
+                .collect(),
+        };
+        Simulated {
+            recent: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+            counters: Mutex::new(counters),
+        }
+    }
+
+    fn record(&self, r: FlowRecord) {
+        if let Ok(mut c) = self.counters.lock() {
+            let inbound = usize::from(r.src.starts_with("10.10."));
+            let forwarded = r.action != "deny" || r.mode == "monitor";
+            let p = &mut c.ports[inbound];
+            p.rx_packets += r.packets;
+            p.rx_bytes += r.bytes;
+            if forwarded {
+                let o = &mut c.ports[1 - inbound];
+                o.tx_packets += r.packets;
+                o.tx_bytes += r.bytes;
+            } else {
+                c.drops[0].packets += r.packets;
+            }
+        }
+        if let Ok(mut q) = self.recent.lock() {
+            q.push_front(r.clone());
+            q.truncate(KEEP);
+        }
+        let _ = self.live.send(r);
+    }
+}
+
+struct Flows(Arc<Simulated>);
+impl FlowSource for Flows {
+    fn recent(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowRecord> {
+        let q = self.0.recent.lock().map(|q| q.clone()).unwrap_or_default();
+        q.into_iter()
+            .filter(|r| filter.matches(r))
+            .take(limit)
+            .collect()
+    }
+    fn subscribe(&self) -> Option<broadcast::Receiver<FlowRecord>> {
+        Some(self.0.live.subscribe())
+    }
+}
+
+struct Counters(Arc<Simulated>);
+impl CountersSource for Counters {
+    fn snapshot(&self) -> CountersSnapshot {
+        self.0
+            .counters
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Demo conversations between the demo policy's hosts: (src, dst, proto, dport).
+const TALKS: &[([u8; 4], [u8; 4], u8, u16)] = &[
+    ([10, 10, 1, 20], [10, 10, 5, 10], 6, 443), // it -> ehr-app https: allowed
+    ([10, 10, 1, 21], [10, 10, 5, 11], 6, 443), // allowed
+    ([10, 10, 5, 10], [10, 20, 0, 5], 6, 5432), // ehr-app -> ehr-db: allowed
+    ([10, 10, 1, 22], [10, 20, 0, 5], 6, 5432), // it -> ehr-db: default deny
+    ([10, 10, 1, 23], [10, 30, 1, 10], 6, 502), // it -> plc: explicit deny
+    ([10, 30, 2, 5], [10, 30, 1, 10], 6, 502),  // hmi -> plc modbus: inspect
+    ([10, 30, 2, 5], [10, 30, 1, 11], 6, 102),  // hmi -> plc s7: monitor would-deny
+    ([10, 99, 0, 2], [10, 30, 1, 10], 6, 22),   // admin ssh: allowed
+    ([10, 10, 1, 20], [10, 99, 0, 53], 17, 53), // dns: allowed
+    ([10, 20, 0, 5], [10, 10, 1, 20], 6, 3389), // ehr-db -> it rdp: denied
+];
+
+fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>) {
+    let mut n: u64 = 0;
+    for tick in 0u64.. {
+        std::thread::sleep(Duration::from_millis(400));
+        for (i, (s, d, proto, dport)) in TALKS.iter().enumerate() {
+            n = n.wrapping_add(1);
+            // Conversations at different rates: every tick, every second, every third.
+            if tick % (1 + i as u64 % 3) != 0 {
+                continue;
+            }
+            let sport = 40000 + (n % 20000) as u16;
+            let key = FlowKey::v4(
+                Ipv4Addr::from(*s),
+                Ipv4Addr::from(*d),
+                *proto,
+                sport,
+                *dport,
+            );
+            let Ok(Ok(e)) = state.core.run_blocking(|svc| svc.decide(None, &key)) else {
+                continue; // no policy running: the data plane would drop and log nothing here
+            };
+            let packets = 2 + (n * 7 + i as u64 * 13) % 40;
+            sim.record(FlowRecord {
+                ts_ms: clock.now_ms(),
+                src: Ipv4Addr::from(*s).to_string(),
+                dst: Ipv4Addr::from(*d).to_string(),
+                proto: *proto,
+                sport,
+                dport: *dport,
+                action: e.action.into(),
+                mode: e.mode.into(),
+                rule: e.rule,
+                revision: e.revision,
+                packets,
+                bytes: packets * (60 + (i as u64 * 97) % 1200),
+            });
+        }
+    }
+}
+
+struct Args {
+    port: u16,
+    data: Option<PathBuf>,
+    fast_hash: bool,
+    policy: PathBuf,
+    traffic: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        port: 8080,
+        data: None,
+        fast_hash: false,
+        policy: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/policies/demo.yaml"),
+        traffic: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--port" => a.port = val()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--data" => a.data = Some(val()?.into()),
+            "--policy" => a.policy = val()?.into(),
+            "--fast-hash" => a.fast_hash = true,
+            "--no-traffic" => a.traffic = false,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let a = args()?;
+    let tmp;
+    let dir = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut svc = PolicyService::open(
+        ServiceConfig::new(&dir),
+        DynPublisher(Arc::new(AcceptAll)),
+        clock.clone(),
+    )?;
+    if svc.running().is_none() {
+        let text = std::fs::read_to_string(&a.policy)?;
+        svc.commit(
+            &text,
+            Format::Yaml,
+            &Actor::system("console-demo"),
+            "demo policy",
+            CommitOptions::default(),
+        )?;
+    }
+    let sim = Arc::new(Simulated::new());
+    let mut opts = ApiOptions::new(&dir);
+    if a.fast_hash {
+        opts.password_cost = PasswordCost::insecure_fast_for_tests();
+    }
+    opts.flows = Arc::new(Flows(Arc::clone(&sim)));
+    opts.counters = Arc::new(Counters(Arc::clone(&sim)));
+    let (state, pw) = AppState::new(svc, clock.clone(), opts)?;
+    if let Some(pw) = pw {
+        println!("first login: admin / {pw}");
+    }
+    let secret = format!("septa_demo_{}", std::process::id());
+    let info = TokenInfo {
+        id: format!("demo-{}", std::process::id()),
+        role: Role::Admin,
+        created_by: "console-demo".into(),
+        created_ms: clock.now_ms(),
+        expires_ms: None,
+    };
+    state.auth.insert_token(info, &secret, || Ok(()))?;
+    println!("admin token: {secret}");
+    if a.traffic {
+        let (st, sim, clock) = (state.clone(), Arc::clone(&sim), clock.clone());
+        std::thread::spawn(move || simulate(st, sim, clock));
+    }
+    let mut cfg = ServeConfig::new(([127, 0, 0, 1], a.port).into(), &dir);
+    cfg.tls = TlsMode::PlainHttp;
+    println!("listening: http://127.0.0.1:{}/", a.port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))?;
+    Ok(())
+}

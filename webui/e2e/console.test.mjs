@@ -1,0 +1,341 @@
+// End-to-end tests of the console in Debian's Chromium (playwright-core, no browser download)
+// against the real API served by control/examples/console_demo.rs. Screenshots of every page
+// and the measured numbers go to $SEPTA_UI_ARTIFACTS (default /tmp/septa-ui-artifacts).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync, readdirSync, statSync, readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from './server.mjs';
+import { syntheticMap } from './synthetic.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ART = process.env.SEPTA_UI_ARTIFACTS ?? '/tmp/septa-ui-artifacts';
+mkdirSync(ART, { recursive: true });
+const metrics = {};
+const PASS = 'correct-horse-battery';
+
+let srv;
+let browser;
+let context;
+let page;
+
+async function shot(name) {
+  await page.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
+}
+
+async function login(p, user, password) {
+  await p.fill('input[name=user]', user);
+  await p.fill('input[name=password]', password);
+  await p.click('button[type=submit]');
+}
+
+async function editorText(p) {
+  return p.evaluate(() => document.querySelector('[data-testid=editor]').editor.text());
+}
+
+/** Replaces the whole editor text through the keyboard, as a person would paste it. */
+async function setEditor(p, text) {
+  await p.click('[data-testid=editor] .cm-content');
+  await p.keyboard.press('Control+A');
+  await p.keyboard.press('Delete');
+  await p.keyboard.insertText(text);
+}
+
+before(async () => {
+  srv = await startServer();
+  for (const [name, role] of [['viewer', 'viewer'], ['approver', 'approver']])
+    await srv.api('POST', '/api/v1/users', { name, role, password: PASS, reason: 'e2e' });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+      '--no-first-run', '--disable-sync', '--disable-quic'],
+  });
+  context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  page = await context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+});
+
+after(async () => {
+  writeFileSync(join(ART, 'metrics.json'), JSON.stringify(metrics, null, 2));
+  console.log('metrics', JSON.stringify(metrics));
+  await browser?.close();
+  srv?.stop();
+});
+
+describe('console', () => {
+  test('the console is served from the binary and the login refuses a wrong password', async () => {
+    await page.goto(srv.url + '/');
+    await page.waitForSelector('form[aria-label="Sign in"]');
+    await shot('01-login');
+    await login(page, 'admin', 'wrong-password-here');
+    await page.waitForSelector('[role=alert]');
+    assert.match(await page.textContent('[role=alert]'), /Wrong user name or password/);
+  });
+
+  test('admin signs in and the dashboard shows live data', async () => {
+    await login(page, 'admin', srv.password);
+    await page.waitForSelector('[data-testid=dashboard][data-loaded]');
+    assert.match(await page.textContent('main'), /revision 1/);
+    // Live: flows arrive over SSE and counters turn into rates.
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid=active-flows]')?.textContent) > 0);
+    await page.waitForTimeout(4500);
+    assert.match(await page.textContent('main'), /port0/);
+    await shot('02-dashboard');
+  });
+
+  test('first meaningful paint of the dashboard (fresh load, signed in)', async () => {
+    const t = [];
+    for (let i = 0; i < 5; i++) {
+      const p = await context.newPage();
+      await p.goto(srv.url + '/#/dashboard');
+      await p.waitForSelector('[data-testid=dashboard][data-loaded]');
+      // The frame after the data arrived: when the filled dashboard is on screen.
+      t.push(
+        await p.evaluate(
+          () =>
+            new Promise((resolve) =>
+              requestAnimationFrame(() => {
+                const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+                const loaded = performance.getEntriesByName('septa:dashboard-loaded')[0];
+                resolve({ fcpMs: Math.round(fcp?.startTime ?? -1), dataPaintedMs: Math.round(loaded?.startTime ?? -1) });
+              }),
+            ),
+        ),
+      );
+      await p.close();
+    }
+    metrics.dashboard = t;
+    assert.ok(t.every((x) => x.fcpMs > 0 && x.dataPaintedMs > 0));
+  });
+
+  test('a denied flow appears with its reason', async () => {
+    await page.goto(srv.url + '/#/flows');
+    await page.selectOption('select[name=action]', 'deny');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    const row = page.locator('[data-testid=flows-table] tbody tr', { hasText: 'denied' }).first();
+    await row.waitFor();
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('[data-testid=flows-table] tbody tr')].some((r) => /spec\.conduits|default/.test(r.textContent)),
+    );
+    const text = await page.textContent('[data-testid=flows-table]');
+    assert.match(text, /denied/);
+    assert.match(text, /denied by (conduit no-it-to-ot|default deny), rule \d+/);
+    // A bad filter value is refused by the API and shown next to its field.
+    await page.fill('input[name=src]', 'not-an-ip');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.waitForSelector('.field-error');
+    assert.match(await page.textContent('.field-error'), /.+/);
+    await page.fill('input[name=src]', '');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.screenshot({ path: join(ART, '03-flows.png') });
+  });
+
+  test('the zone map renders zones, hosts and flow edges, and shows details on click', async () => {
+    await page.goto(srv.url + '/#/map');
+    await page.waitForSelector('[data-testid=map][data-edges]');
+    const nodes = Number(await page.getAttribute('[data-testid=map]', 'data-nodes'));
+    const edges = Number(await page.getAttribute('[data-testid=map]', 'data-edges'));
+    assert.ok(nodes >= 6, `nodes ${nodes}`);
+    assert.ok(edges >= 3, `edges ${edges}`);
+    const box = await page.locator('[data-testid=map]').boundingBox();
+    const pos = await page.evaluate(() => {
+      const cy = document.querySelector('[data-testid=map]').cy;
+      const n = cy.nodes('[kind = "host"]').first();
+      return n.renderedPosition();
+    });
+    await page.mouse.click(box.x + pos.x, box.y + pos.y);
+    await page.waitForFunction(() => /zones:/.test(document.querySelector('[data-testid=map-details]').textContent));
+    await shot('04-map');
+  });
+
+  test('policy: a validation error is shown at its line, then fixed and staged with an impact preview', async () => {
+    await page.goto(srv.url + '/#/policy');
+    await page.waitForSelector('[data-testid=editor][data-ready]');
+    const original = await editorText(page);
+    assert.match(original, /10\.20\.0\.0\/24/);
+    const bad = original.replace('10.20.0.0/24', '10.20.0.0/33');
+    await setEditor(page, bad);
+    await page.click('text=Validate & stage');
+    await page.waitForSelector('[data-testid=editor-errors]');
+    const errs = await page.textContent('[data-testid=editor-errors]');
+    const line = bad.split('\n').findIndex((l) => l.includes('10.20.0.0/33')) + 1;
+    assert.match(errs, new RegExp(`line ${line}:`), `${errs} (expected line ${line})`);
+    await page.waitForSelector('.cm-lintRange-error, .cm-lint-marker-error');
+    await shot('05-policy-error');
+    await setEditor(page, original.replace('10.20.0.0/24', '10.20.0.0/25'));
+    await page.click('text=Validate & stage');
+    await page.waitForSelector('[data-testid=write-note]');
+    assert.match(await page.textContent('[data-testid=write-note]'), /Staged as revision 2/);
+    assert.equal(await page.locator('[data-testid=editor-errors]').count(), 0);
+    await page.waitForFunction(() => !/Computing/.test(document.querySelector('main').textContent));
+  });
+
+  test('policy: what-if explains a decision and names a bad field', async () => {
+    await page.fill('input[name=wi-src]', '10.10.1.23');
+    await page.fill('input[name=wi-dst]', '10.30.1.10');
+    await page.fill('input[name=wi-port]', '502');
+    await page.click('form[aria-label=What-if] button[type=submit]');
+    await page.waitForSelector('[data-testid=whatif-result]');
+    const r = await page.textContent('[data-testid=whatif-result]');
+    assert.match(r, /deny/);
+    assert.match(r, /no-it-to-ot|spec\.conduits\[0\]/);
+    await page.fill('input[name=wi-src]', '10.10.1');
+    await page.click('form[aria-label=What-if] button[type=submit]');
+    await page.waitForSelector('form[aria-label=What-if] .field-error');
+    assert.match(await page.textContent('form[aria-label=What-if] .field-error'), /not an IP/);
+    await page.fill('input[name=wi-src]', '10.10.1.23');
+  });
+
+  test('policy: commit needs a reason, then commits with a confirm deadline and is confirmed', async () => {
+    await page.click('button:text-is("Commit")');
+    await page.waitForSelector('.field-error[role=alert]');
+    assert.match(await page.textContent('.field-error[role=alert]'), /reason is required/);
+    await page.fill('input[name=reason]', 'narrow the EHR database subnet');
+    await page.fill('input[name=confirm-within]', '300');
+    await page.click('button:text-is("Commit")');
+    await page.waitForSelector('[data-testid=pending]');
+    const c1 = await page.textContent('[data-testid=countdown]');
+    assert.match(c1, /^[45]:\d\d$/);
+    await page.waitForTimeout(1600);
+    assert.notEqual(await page.textContent('[data-testid=countdown]'), c1, 'the countdown moves');
+    await page.fill('input[name=diff]', '').catch(() => {});
+    await page.check('text=diff against running').catch(() => {});
+    await shot('06-policy-pending');
+    await page.fill('input[name=confirm-reason]', 'checked the EHR app still reaches its database');
+    await page.click('[data-testid=pending] button:text-is("Confirm")');
+    await page.waitForSelector('[data-testid=pending]', { state: 'detached' });
+    assert.match(await page.textContent('[data-testid=write-note]'), /Confirmed/);
+  });
+
+  test('policy: history shows a diff and rolls back', async () => {
+    await page.click('[data-testid=history] tbody tr:has(td:text-is("1"))');
+    await page.waitForSelector('[data-testid=diff], .empty:text("No differences")');
+    await page.fill('input[name=rollback-reason]', 'back to the demo policy');
+    await page.click('button:text("Roll back to 1")');
+    await page.waitForSelector('[data-testid=write-note]:text("Rolled back")');
+    await shot('07-policy-history');
+  });
+
+  test('an expired session returns to login and keeps the editor text', async () => {
+    const text = (await editorText(page)) + '\n# kept across sessions\n';
+    await setEditor(page, text);
+    await context.clearCookies();
+    await page.click('text=Validate & stage');
+    await page.waitForSelector('form[aria-label="Sign in"]');
+    assert.match(await page.textContent('.notice'), /session ended/);
+    await shot('08-session-expired');
+    await login(page, 'admin', srv.password);
+    await page.waitForSelector('[data-testid=editor][data-ready]');
+    assert.match(await editorText(page), /# kept across sessions/);
+  });
+
+  test('audit: records, verification and export', async () => {
+    await page.goto(srv.url + '/#/audit');
+    await page.waitForSelector('[data-testid=verify] .badge');
+    assert.match(await page.textContent('[data-testid=verify]'), /verified/);
+    await page.waitForSelector('[data-testid=audit-table] td:text("policy.commit")');
+    const [dl] = await Promise.all([
+      page.waitForEvent('download'),
+      (async () => {
+        await page.fill('input[name=from]', '1');
+        await page.fill('input[name=to]', '3');
+        await page.click('text=Download');
+      })(),
+    ]);
+    assert.match(dl.suggestedFilename(), /septa-audit-1-3\.json/);
+    await shot('09-audit');
+  });
+
+  test('anomalies: an honest empty state while the API has none', async () => {
+    await page.goto(srv.url + '/#/anomalies');
+    await page.waitForSelector('[data-testid=anomalies] strong');
+    assert.match(await page.textContent('[data-testid=anomalies]'), /No anomaly source/);
+    await shot('10-anomalies');
+  });
+
+  test('a viewer sees no edit buttons and no audit page', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const p = await ctx.newPage();
+    await p.goto(srv.url + '/#/policy');
+    await login(p, 'viewer', PASS);
+    await p.waitForSelector('[data-testid=editor][data-ready]');
+    assert.equal(await p.locator('nav a:text("Audit")').count(), 0);
+    assert.equal(await p.locator('button:text-is("Commit")').count(), 0);
+    assert.equal(await p.locator('text=Validate & stage').count(), 0);
+    assert.equal(await p.locator('button:text("Roll back")').count(), 0);
+    assert.equal(await p.getAttribute('[data-testid=editor] .cm-content', 'contenteditable'), 'false');
+    // What-if stays available to every role.
+    await p.click('form[aria-label=What-if] button[type=submit]');
+    await p.waitForSelector('[data-testid=whatif-result]');
+    await p.screenshot({ path: join(ART, '11-viewer-policy.png'), fullPage: true });
+    await ctx.close();
+  });
+
+  test('the map stays interactive with 500 hosts and 5000 edges (synthetic data)', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const p = await ctx.newPage();
+    const { policy, flows } = syntheticMap(500, 5000);
+    await p.route('**/api/v1/auth/me', (r) => r.fulfill({ json: { actor: 'user:bench', role: 'viewer' } }));
+    await p.route('**/api/v1/policy', (r) => r.fulfill({ json: { policy, revision: null, pending: null } }));
+    await p.route('**/api/v1/flows?*', (r) => r.fulfill({ json: { items: flows } }));
+    await p.route('**/api/v1/revisions?*', (r) => r.fulfill({ json: { items: [] } }));
+    const t0 = Date.now();
+    await p.goto(srv.url + '/#/map');
+    await p.waitForSelector('[data-testid=map][data-edges]', { timeout: 60_000 });
+    const loadMs = Date.now() - t0;
+    const edges = Number(await p.getAttribute('[data-testid=map]', 'data-edges'));
+    const hosts = await p.evaluate(() => document.querySelector('[data-testid=map]').cy.nodes('[kind = "host"]').length);
+    assert.equal(hosts, 500);
+    assert.equal(edges, 5000);
+    const drawMs = Number((await p.textContent('main')).match(/drawn in (\d+) ms/)[1]);
+    // Interactivity: frames drawn while dragging the view for 2 s, and the click-to-details time.
+    const box = await p.locator('[data-testid=map]').boundingBox();
+    await p.evaluate(() => {
+      window.__frames = 0;
+      const f = () => {
+        window.__frames++;
+        window.__raf = requestAnimationFrame(f);
+      };
+      window.__raf = requestAnimationFrame(f);
+    });
+    const d0 = Date.now();
+    await p.mouse.move(box.x + 20, box.y + 20);
+    await p.mouse.down();
+    for (let i = 0; i < 60; i++) await p.mouse.move(box.x + 20 + i * 5, box.y + 20 + i * 3);
+    await p.mouse.up();
+    for (let i = 0; i < 10; i++) await p.mouse.wheel(0, i % 2 ? 200 : -200);
+    const dragMs = Date.now() - d0;
+    const frames = await p.evaluate(() => {
+      cancelAnimationFrame(window.__raf);
+      return window.__frames;
+    });
+    const pos = await p.evaluate(() => {
+      const cy = document.querySelector('[data-testid=map]').cy;
+      cy.fit();
+      const n = cy.nodes('[kind = "host"]').first();
+      return n.renderedPosition();
+    });
+    const c0 = Date.now();
+    await p.mouse.click(box.x + pos.x, box.y + pos.y);
+    await p.waitForFunction(() => /zones:/.test(document.querySelector('[data-testid=map-details]').textContent));
+    const clickMs = Date.now() - c0;
+    metrics.map500x5000 = { loadMs, drawMs, dragMs, fpsDuringDrag: Math.round((frames * 1000) / dragMs), clickToDetailsMs: clickMs };
+    await p.screenshot({ path: join(ART, '12-map-500x5000.png') });
+    await ctx.close();
+  });
+
+  test('bundle sizes (gzip): the main bundle and the separate map and editor chunks', () => {
+    const dir = join(here, '..', 'dist', 'assets');
+    const html = readFileSync(join(here, '..', 'dist', 'index.html'), 'utf8');
+    const sizes = {};
+    for (const f of readdirSync(dir)) sizes[f] = { raw: statSync(join(dir, f)).size, gzip: gzipSync(readFileSync(join(dir, f))).length };
+    const initial = Object.keys(sizes).filter((f) => html.includes(`/assets/${f}`));
+    const main = initial.reduce((a, f) => a + sizes[f].gzip, 0);
+    metrics.bundle = { initialFiles: initial, initialGzipBytes: main, files: sizes };
+    assert.ok(initial.some((f) => f.endsWith('.js')));
+    assert.ok(!initial.some((f) => f.startsWith('map-')), 'the map chunk loads separately');
+  });
+});

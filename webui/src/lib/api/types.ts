@@ -1,0 +1,117 @@
+// Types of the API, from the generated OpenAPI types (schema.d.ts). A few responses are
+// `Object` in the OpenAPI document (decide, impact, diff details, audit records, the policy
+// document); their shapes are declared here from control/src (decide.rs, compile.rs,
+// audit/record.rs) until the API describes them.
+import type { components } from './schema';
+
+type S = components['schemas'];
+export type Role = S['Role'];
+export type Problem = S['Problem'];
+export type FieldError = S['FieldError'];
+export type LoginResponse = S['LoginResponse'];
+export type Me = S['Me'];
+export type PolicyView = S['PolicyView'];
+export type PendingView = S['PendingView'];
+export type RevisionView = S['RevisionView'];
+export type RevisionPage = S['RevisionPage'];
+export type RevisionDetail = S['RevisionDetail'];
+export type WriteResult = S['WriteResult'];
+export type CommitRequest = S['CommitRequest'];
+export type StageRequest = S['StageRequest'];
+export type RollbackRequest = S['RollbackRequest'];
+export type ConfirmRequest = S['ConfirmRequest'];
+export type DecideRequest = S['DecideRequest'];
+export type ImpactRequest = S['ImpactRequest'];
+export type FlowSpec = S['FlowSpec'];
+export type FlowRecord = S['FlowRecord'];
+export type FlowPage = S['FlowPage'];
+export type CountersSnapshot = S['CountersSnapshot'];
+export type PortCounters = S['PortCounters'];
+export type DropCount = S['DropCount'];
+export type DiffView = S['DiffView'];
+export type VerifyResult = S['VerifyResult'];
+export type RecordPage = S['RecordPage'];
+export type Readiness = S['Readiness'];
+
+/** `decide::Explanation` (the decide endpoint answers `Object` in the OpenAPI document). */
+export interface Explanation {
+  flow: string;
+  action: 'allow' | 'deny' | 'inspect';
+  mode: 'enforce' | 'monitor';
+  forwarded: boolean;
+  rule: number;
+  clause: Clause | null;
+  revision: string;
+  reason: string;
+}
+
+/** `compile::Clause` with its flattened kind. */
+export interface Clause {
+  policy: string;
+  path: string;
+  text: string;
+  kind?: string;
+  name?: string;
+  from?: string;
+  to?: string;
+  [k: string]: unknown;
+}
+
+export interface ImpactItem {
+  running: Explanation;
+  candidate: Explanation;
+}
+
+/** `audit::record::Record`. */
+export interface AuditRecord {
+  seq: number;
+  ts_ms: number;
+  actor: { kind: string; name: string };
+  action: string;
+  object: string;
+  before: string | null;
+  after: string | null;
+  reason: string;
+  result: string;
+  detail: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** The policy document (canonical JSON of a revision), the parts the console reads. */
+export interface PolicyDoc {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; description?: string; labels?: Record<string, string> };
+  spec?: {
+    defaults?: { action?: string; mode?: string };
+    ipSets?: { name: string; addresses?: string[] }[];
+    endpoints?: { name: string; address: string; labels?: Record<string, string> }[];
+    zones?: Zone[];
+    conduits?: Conduit[];
+  };
+}
+
+export interface Zone {
+  name: string;
+  description?: string;
+  mode?: string;
+  subnets?: string[];
+  ipSets?: string[];
+  selector?: Selector;
+}
+
+export interface Selector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: string; values?: string[] }[];
+}
+
+export interface Conduit {
+  name: string;
+  description?: string;
+  action?: string;
+  mode?: string;
+  from: string[];
+  to: string[];
+  services: { proto: string; ports?: (number | string)[]; icmpTypes?: number[]; l7?: unknown }[];
+}
