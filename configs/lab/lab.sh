@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The Septa lab: a hospital campus in network namespaces with Septa routing between them.
+# Called by `septa lab up|down|status|traffic` (src/lab.rs), which checks the prerequisites.
+#
+#   lab.sh up [septa|kernel]   build everything (idempotent: tears down a previous lab first)
+#   lab.sh down                remove namespaces, veths, processes, DPDK runtime files
+#   lab.sh status              what exists
+#   lab.sh traffic SCENARIO    normal | scan | lateral | modbus-write | exfil
+#
+# Subnets (one namespace each; "hosts" are addresses in it; gateway = .1, owned by Septa):
+#   lab-it    office IT      10.10.1.0/24   users 10.10.1.10, .11, .12
+#   lab-app   clinical apps  10.20.1.0/24   EHR web app 10.20.1.20:80
+#   lab-ehr   clinical DB    10.20.0.0/24   PostgreSQL 10.20.0.10:5432
+#   lab-plc   OT cell PLCs   10.30.1.0/24   Modbus/TCP PLC simulator 10.30.1.10:502
+#   lab-hmi   OT cell HMIs   10.30.2.0/24   HMI poller 10.30.2.10
+#   lab-mgmt  management     10.99.0.0/24   admin host 10.99.0.10
+# Gateway ends `sl-<subnet>` live in the root namespace (septa mode: Septa's net_af_packet vdevs,
+# no kernel address, so the API on 127.0.0.1:8080 is reachable from the host) or in namespace
+# lab-gw (kernel mode: the Linux kernel as a stand-in router, no policy enforcement).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SEPTA=${SEPTA:?SEPTA must name the septa binary}
+STATE=${SEPTA_LAB_STATE:-/var/lib/septa-lab}
+SUBNETS="it app ehr plc hmi mgmt"
+declare -A NET=([it]=10.10.1 [app]=10.20.1 [ehr]=10.20.0 [plc]=10.30.1 [hmi]=10.30.2 [mgmt]=10.99.0)
+declare -A HOSTS=([it]="10 11 12" [app]="20" [ehr]="10" [plc]="10" [hmi]="10" [mgmt]="10")
+declare -A MAC=([it]=02:5e:00:00:00:01 [app]=02:5e:00:00:00:06 [ehr]=02:5e:00:00:00:02 [plc]=02:5e:00:00:00:03 [hmi]=02:5e:00:00:00:04 [mgmt]=02:5e:00:00:00:05)
+
+log() { printf 'lab: %s\n' "$*"; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+bg() { # bg NAME NS CMD...: a logged background process whose pid is remembered
+    local name=$1 ns=$2; shift 2
+    ip netns exec "$ns" setsid "$@" >"$STATE/log/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/pids/$name"
+}
+
+down() {
+    if [ -d "$STATE/pids" ]; then
+        for f in "$STATE"/pids/*; do
+            [ -e "$f" ] || continue
+            pid=$(cat "$f")
+            # setsid made each one a process group leader: end the group.
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        done
+        sleep 0.5
+        for f in "$STATE"/pids/*; do
+            [ -e "$f" ] || continue
+            pid=$(cat "$f")
+            kill -KILL -- "-$pid" 2>/dev/null || true
+            rm -f "$f"
+        done
+    fi
+    for ns in $(for s in $SUBNETS; do echo "lab-$s"; done) lab-gw; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    for s in $SUBNETS; do ip link del "sl-$s" 2>/dev/null || true; done
+    rm -rf /var/run/dpdk/septa-lab /dev/hugepages/septa-lab* 2>/dev/null || true
+    rm -rf "$STATE/pids" "$STATE/pgdata" "$STATE/pgsock" "$STATE/www"
+}
+
+setup_net() {
+    local mode=$1
+    if [ "$mode" = kernel ]; then ip netns add lab-gw; in_ns lab-gw ip link set lo up; fi
+    for s in $SUBNETS; do
+        local ns=lab-$s n=${NET[$s]}
+        ip netns add "$ns"
+        in_ns "$ns" ip link set lo up
+        ip link add "sl-$s" type veth peer name eth0 netns "$ns"
+        [ "$mode" = kernel ] && ip link set "sl-$s" netns lab-gw
+        local gwns=; [ "$mode" = kernel ] && gwns=lab-gw
+        g() { if [ -n "$gwns" ]; then in_ns "$gwns" "$@"; else "$@"; fi; }
+        # Large TCP segments vanish through af_packet unless every offload is off.
+        in_ns "$ns" ethtool -K eth0 tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
+        g ethtool -K "sl-$s" tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
+        g ip link set "sl-$s" address "${MAC[$s]}"
+        g sysctl -qw "net.ipv6.conf.sl-$s.disable_ipv6=1"
+        g ip link set "sl-$s" up
+        if [ "$mode" = kernel ]; then in_ns lab-gw ip addr add "$n.1/24" dev "sl-$s"; fi
+        in_ns "$ns" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1
+        for h in ${HOSTS[$s]}; do in_ns "$ns" ip addr add "$n.$h/24" dev eth0; done
+        in_ns "$ns" ip link set eth0 up
+        in_ns "$ns" ip route add default via "$n.1"
+    done
+    if [ "$mode" = kernel ]; then in_ns lab-gw sysctl -qw net.ipv4.ip_forward=1; fi
+}
+
+start_services() {
+    # EHR web app.
+    mkdir -p "$STATE/www"
+    printf '<html><body><h1>EHR</h1><p>patient list</p></body></html>\n' >"$STATE/www/index.html"
+    head -c 1048576 /dev/urandom >"$STATE/www/records.bin"
+    bg web lab-app python3 -m http.server 80 --bind 10.20.1.20 --directory "$STATE/www"
+    # EHR database: PostgreSQL as a plain process with its own data directory.
+    local initdb pg
+    initdb=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1 || true)
+    pg=$(command -v postgres || ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null | head -1 || true)
+    if [ -n "$initdb" ] && [ -n "$pg" ] && id postgres >/dev/null 2>&1; then
+        mkdir -p "$STATE/pgdata" "$STATE/pgsock"
+        chown postgres "$STATE/pgdata" "$STATE/pgsock"
+        runuser -u postgres -- "$initdb" -D "$STATE/pgdata" -A trust -U postgres >"$STATE/log/initdb.log" 2>&1
+        echo "host all all 0.0.0.0/0 trust" >>"$STATE/pgdata/pg_hba.conf"
+        bg postgres lab-ehr runuser -u postgres -- "$pg" -D "$STATE/pgdata" -k "$STATE/pgsock" \
+            -c listen_addresses=10.20.0.10 -c port=5432
+        log "PostgreSQL: 10.20.0.10:5432 (database postgres, user postgres)"
+    else
+        log "PostgreSQL not installed (apt-get install postgresql): the EHR database is absent"
+    fi
+    # OT cell.
+    bg plc lab-plc python3 "$HERE/modbus.py" plc 10.30.1.10 502
+    sleep 0.3
+    bg hmi lab-hmi python3 "$HERE/modbus.py" poll 10.30.1.10 502 1
+}
+
+start_septa() {
+    mkdir -p "$STATE/septa"
+    cp "$HERE/septa-lab.toml" "$STATE/septa/lab.toml"
+    cp "$HERE/policy.yaml" "$STATE/septa/policy.yaml"
+    "$SEPTA" check-config "$STATE/septa/lab.toml" >"$STATE/log/check-config.log" 2>&1 \
+        || { cat "$STATE/log/check-config.log" >&2; return 1; }
+    (cd "$STATE/septa" && setsid "$SEPTA" run --config lab.toml >"$STATE/log/septa.log" 2>&1 </dev/null &
+     echo $! >"$STATE/pids/septa")
+    for _ in $(seq 1 60); do
+        if ! kill -0 "$(cat "$STATE/pids/septa")" 2>/dev/null; then
+            log "septa exited:"; tail -20 "$STATE/log/septa.log" >&2; return 1
+        fi
+        if in_ns lab-it ping -c 1 -W 1 10.10.1.1 >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    log "septa did not answer on 10.10.1.1 within 30 s:"; tail -20 "$STATE/log/septa.log" >&2; return 1
+}
+
+up() {
+    local mode=${1:-septa}
+    down
+    mkdir -p "$STATE/log" "$STATE/pids"
+    echo "$mode" >"$STATE/router"
+    setup_net "$mode"
+    if [ "$mode" = septa ]; then start_septa; else log "router: the Linux kernel in lab-gw (stand-in; no policy enforcement)"; fi
+    start_services
+    # Background traffic so that flows appear.
+    bg background lab-it bash "$0" traffic-loop
+    log "up ($mode). Try: ip netns exec lab-it curl http://10.20.1.20/ ; septa lab traffic scan"
+}
+
+status() {
+    [ -f "$STATE/router" ] || { log "down"; return 3; }
+    log "router: $(cat "$STATE/router")"
+    for s in $SUBNETS; do
+        if ip netns list | grep -qw "lab-$s"; then log "namespace lab-$s ${NET[$s]}.0/24: present"; else log "namespace lab-$s: MISSING"; fi
+    done
+    for f in "$STATE"/pids/*; do
+        [ -e "$f" ] || continue
+        if kill -0 "$(cat "$f")" 2>/dev/null; then log "process $(basename "$f"): running (pid $(cat "$f"))"
+        else log "process $(basename "$f"): NOT running (log $STATE/log/$(basename "$f").log)"; fi
+    done
+}
+
+tcp_probe() { # tcp_probe NS SRC DST PORT: exit 0 when a TCP connection opens within 2 s
+    in_ns "$1" python3 -c 'import socket,sys
+s=socket.socket(); s.settimeout(2); s.bind((sys.argv[1],0))
+try: s.connect((sys.argv[2],int(sys.argv[3])))
+except OSError as e: print(f"{sys.argv[1]} -> {sys.argv[2]}:{sys.argv[3]}: {e}"); sys.exit(1)
+print(f"{sys.argv[1]} -> {sys.argv[2]}:{sys.argv[3]}: open")' "$2" "$3" "$4"
+}
+
+traffic() {
+    case "${1:-}" in
+        normal)
+            in_ns lab-it curl -sS --max-time 5 --interface 10.10.1.10 -o /dev/null -w 'it -> EHR web: HTTP %{http_code}\n' http://10.20.1.20/ || true
+            in_ns lab-it curl -sS --max-time 5 --interface 10.10.1.11 -o /dev/null -w 'it -> EHR records: %{size_download} bytes\n' http://10.20.1.20/records.bin || true
+            in_ns lab-hmi python3 "$HERE/modbus.py" read 10.30.1.10 502 0 4 || true
+            in_ns lab-app psql -h 10.20.0.10 -U postgres -d postgres -Atc 'select count(*) from pg_stat_activity' || true ;;
+        scan)
+            for p in 21 22 23 80 135 139 443 445 502 1433 3306 3389 5432 5900 8080 20000; do
+                tcp_probe lab-it 10.10.1.12 10.30.1.10 "$p" || true
+            done ;;
+        lateral)
+            for d in 10.20.0.10 10.20.1.20 10.99.0.10; do for p in 445 139 3389; do tcp_probe lab-it 10.10.1.12 "$d" "$p" || true; done; done ;;
+        modbus-write)
+            in_ns lab-hmi python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true
+            in_ns lab-it python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true ;;
+        exfil)
+            in_ns lab-ehr curl -sS --max-time 5 --interface 10.20.0.10 -o /dev/null -T "$STATE/www/records.bin" http://10.10.1.10:8443/ || true
+            tcp_probe lab-ehr 10.20.0.10 10.99.0.10 443 || true ;;
+        *) echo "usage: lab traffic normal|scan|lateral|modbus-write|exfil" >&2; return 2 ;;
+    esac
+}
+
+case "${1:-}" in
+    up) up "${2:-septa}" ;;
+    down) down; rm -rf "$STATE/router" "$STATE/septa" "$STATE/log"; rmdir "$STATE" 2>/dev/null || true; log "down" ;;
+    status) status ;;
+    traffic) shift; traffic "$@" ;;
+    traffic-loop) while true; do traffic normal >/dev/null 2>&1; sleep 2; done ;;
+    *) echo "usage: lab.sh up [septa|kernel] | down | status | traffic SCENARIO" >&2; exit 2 ;;
+esac
