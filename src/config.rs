@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use septa_dataplane::flow::TimeoutClass;
 use serde::Deserialize;
 
 /// Errors reading or checking a configuration file.
@@ -47,6 +48,10 @@ pub enum PairMode {
     /// Transparent bridge (bump in the wire): frames from one port leave on the other unchanged.
     #[default]
     Bridge,
+    /// The gateway is the IP router between the pair's subnets: each port needs `address`
+    /// and/or `address6` in its `[[ports]]` entry; `[[routes]]` adds static routes (see
+    /// docs/routed.md).
+    Routed,
 }
 
 /// A fixed decision, for tests and bring-up when no policy file is given.
@@ -69,7 +74,11 @@ struct RawConfig {
     #[serde(default)]
     pairs: Vec<RawPair>,
     #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
     dataplane: RawDataplane,
+    #[serde(default)]
+    control: Option<crate::control_host::RawControl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +99,23 @@ struct RawDpdk {
 #[serde(deny_unknown_fields)]
 struct RawPort {
     name: String,
+    /// Routed mode: the gateway's IPv4 address with prefix length.
+    #[serde(default)]
+    address: Option<String>,
+    /// Routed mode: the gateway's IPv6 address with prefix length.
+    #[serde(default)]
+    address6: Option<String>,
+    /// Routed mode: the gateway's MAC on the port (default: the port's own).
+    #[serde(default)]
+    mac: Option<String>,
+}
+
+/// Routed mode: a static route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    via: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,16 +135,81 @@ struct RawDataplane {
     decision: Option<DecisionConfig>,
     #[serde(default)]
     policy: Option<PathBuf>,
+    #[serde(default)]
+    flow_capacity: Option<u64>,
+    #[serde(default)]
+    max_half_open: Option<u64>,
+    #[serde(default)]
+    fragment_capacity: Option<u64>,
+    #[serde(default)]
+    fragment_timeout: Option<u64>,
+    #[serde(default)]
+    fail_open: bool,
+    #[serde(default)]
+    event_ring: Option<u64>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
 }
+
+/// `[dataplane.timeouts]`: idle timeouts in seconds per connection-tracking state.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp_syn_sent: Option<u64>,
+    tcp_syn_recv: Option<u64>,
+    tcp_established: Option<u64>,
+    tcp_fin_wait: Option<u64>,
+    tcp_close_wait: Option<u64>,
+    tcp_last_ack: Option<u64>,
+    tcp_time_wait: Option<u64>,
+    tcp_close: Option<u64>,
+    udp: Option<u64>,
+    udp_stream: Option<u64>,
+    icmp: Option<u64>,
+    other: Option<u64>,
+}
+
+impl RawTimeouts {
+    /// `(key, class, value)` for every timeout set.
+    fn set(&self) -> impl Iterator<Item = (&'static str, TimeoutClass, u64)> {
+        use TimeoutClass as C;
+        [
+            ("tcp_syn_sent", C::TcpSynSent, self.tcp_syn_sent),
+            ("tcp_syn_recv", C::TcpSynRecv, self.tcp_syn_recv),
+            ("tcp_established", C::TcpEstablished, self.tcp_established),
+            ("tcp_fin_wait", C::TcpFinWait, self.tcp_fin_wait),
+            ("tcp_close_wait", C::TcpCloseWait, self.tcp_close_wait),
+            ("tcp_last_ack", C::TcpLastAck, self.tcp_last_ack),
+            ("tcp_time_wait", C::TcpTimeWait, self.tcp_time_wait),
+            ("tcp_close", C::TcpClose, self.tcp_close),
+            ("udp", C::Udp, self.udp),
+            ("udp_stream", C::UdpStream, self.udp_stream),
+            ("icmp", C::Icmp, self.icmp),
+            ("other", C::Other, self.other),
+        ]
+        .into_iter()
+        .filter_map(|(k, c, v)| v.map(|v| (k, c, v)))
+    }
+}
+
+/// Default `dataplane.flow_capacity`: flows per worker (about 56 MiB of flow table each).
+pub const DEFAULT_FLOW_CAPACITY: usize = 1 << 18;
+/// Largest `dataplane.flow_capacity`.
+const MAX_FLOW_CAPACITY: u64 = 1 << 26;
+/// Largest idle timeout, in seconds (30 days).
+const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
 
 /// What the workers enforce: `[dataplane] decision` or `[dataplane] policy` (never both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerPolicy {
-    /// A fixed decision (`decision = "allow-all" | "deny-all"`; deny-all when neither key is set).
+    /// A fixed decision (`decision = "allow-all" | "deny-all"`).
     Fixed(DecisionConfig),
     /// A zone/conduit policy file (`policy = "FILE"`), resolved against the configuration's
     /// directory.
     File(PathBuf),
+    /// Neither key: no policy until the control plane installs one. New flows are dropped under
+    /// `no_policy` (or admitted with `dataplane.fail_open = true`).
+    Awaiting,
 }
 
 fn default_mempool_size() -> u32 {
@@ -158,6 +249,17 @@ pub struct GatewayConfig {
     pub worker_lcores: Option<Vec<u32>>,
     /// What the workers enforce.
     pub decision: WorkerPolicy,
+    /// Each worker's connection state: flow table (`dataplane.flow_capacity`,
+    /// `dataplane.max_half_open`, `[dataplane.timeouts]`), fragment table
+    /// (`dataplane.fragment_capacity`, `dataplane.fragment_timeout`), `dataplane.fail_open`.
+    pub state: septa_dataplane::StateConfig,
+    /// Records per worker event ring (`dataplane.event_ring`).
+    pub event_ring: usize,
+    /// The control plane (`[control]`): policy store, audit log and REST API; `None` without
+    /// the section or with `enabled = false`.
+    pub control: Option<crate::control_host::ControlConfig>,
+    /// Routed mode: `Some` when a pair has `mode = "routed"`.
+    pub routing: Option<RoutingConfig>,
 }
 
 impl std::fmt::Display for GatewayConfig {
@@ -185,8 +287,68 @@ impl std::fmt::Display for GatewayConfig {
             )?,
         }
         match &self.decision {
-            WorkerPolicy::Fixed(d) => writeln!(f, "  decision        {d:?}"),
-            WorkerPolicy::File(p) => writeln!(f, "  policy          {}", p.display()),
+            WorkerPolicy::Fixed(d) => writeln!(f, "  decision        {d:?}")?,
+            WorkerPolicy::File(p) => writeln!(f, "  policy          {}", p.display())?,
+            WorkerPolicy::Awaiting => writeln!(
+                f,
+                "  policy          none until installed: new flows {}",
+                if self.state.fail_open {
+                    "ADMITTED (fail_open = true)"
+                } else {
+                    "dropped (no_policy)"
+                }
+            )?,
+        }
+        let st = &self.state;
+        writeln!(
+            f,
+            "  flows           {} per worker, {} half-open at most; fragments {} for {} s; event ring {}",
+            st.flows.capacity,
+            st.flows.max_half_open,
+            st.frags.capacity,
+            st.frags.timeout / septa_dataplane::worker::TICKS_PER_SECOND,
+            self.event_ring
+        )?;
+        let secs: Vec<String> = st
+            .flows
+            .timeouts
+            .ticks
+            .iter()
+            .map(|t| (t / septa_dataplane::worker::TICKS_PER_SECOND).to_string())
+            .collect();
+        writeln!(
+            f,
+            "  timeouts (s)    tcp syn_sent/syn_recv/established/fin_wait/close_wait/last_ack/time_wait/close, udp/udp_stream, icmp, other: {}",
+            secs.join("/")
+        )?;
+        if let Some(r) = &self.routing {
+            for p in &r.ports {
+                let mac = p
+                    .mac
+                    .map_or_else(|| "the port's own".to_owned(), |m| format_mac(&m));
+                let show = |a: Option<String>| a.unwrap_or_else(|| "-".into());
+                writeln!(
+                    f,
+                    "  routed port     {}: address {}, address6 {}, mac {}",
+                    self.ports[usize::from(p.port)],
+                    show(p.v4.map(|n| n.to_string())),
+                    show(p.v6.map(|n| n.to_string())),
+                    mac
+                )?;
+            }
+            for rt in &r.routes {
+                writeln!(f, "  route           {} via {}", rt.prefix, rt.via)?;
+            }
+        }
+        match &self.control {
+            Some(c) => writeln!(
+                f,
+                "  control API     {}://{} (data {})",
+                c.scheme(),
+                c.listen,
+                c.data_dir.display()
+            ),
+            None => writeln!(f, "  control API     off"),
         }
     }
 }
@@ -285,6 +447,8 @@ impl GatewayConfig {
             }
             pairs.push((idx[0], idx[1], pair.mode));
         }
+        let routing = check_routing(&raw.ports, &raw.routes, &pairs)
+            .map_err(|(key, message)| value_err(key, message))?;
         if pairs.is_empty() {
             return Err(value_err(
                 "pairs".into(),
@@ -307,7 +471,7 @@ impl GatewayConfig {
                 ));
             }
         }
-        let decision = match (raw.dataplane.decision, raw.dataplane.policy) {
+        let decision = match (raw.dataplane.decision, raw.dataplane.policy.clone()) {
             (Some(_), Some(_)) => {
                 return Err(value_err(
                     "dataplane.policy".into(),
@@ -326,8 +490,78 @@ impl GatewayConfig {
                 Some(dir) if p.is_relative() => dir.join(p),
                 _ => p,
             }),
-            (d, None) => WorkerPolicy::Fixed(d.unwrap_or_default()),
+            (Some(d), None) => WorkerPolicy::Fixed(d),
+            (None, None) => WorkerPolicy::Awaiting,
         };
+        let dp = &raw.dataplane;
+        let capacity = dp.flow_capacity.unwrap_or(DEFAULT_FLOW_CAPACITY as u64);
+        if !(1..=MAX_FLOW_CAPACITY).contains(&capacity) {
+            return Err(value_err(
+                "dataplane.flow_capacity".into(),
+                format!("{capacity} is outside 1..={MAX_FLOW_CAPACITY}"),
+            ));
+        }
+        let mut state = septa_dataplane::StateConfig::new(capacity as usize);
+        if let Some(h) = dp.max_half_open {
+            if !(1..=capacity).contains(&h) {
+                return Err(value_err(
+                    "dataplane.max_half_open".into(),
+                    format!("{h} is outside 1..=dataplane.flow_capacity ({capacity})"),
+                ));
+            }
+            state.flows.max_half_open = h as usize;
+        }
+        if let Some(c) = dp.fragment_capacity {
+            if !(1..=1 << 24).contains(&c) {
+                return Err(value_err(
+                    "dataplane.fragment_capacity".into(),
+                    format!("{c} is outside 1..=16777216"),
+                ));
+            }
+            state.frags.capacity = c as usize;
+        }
+        let tps = septa_dataplane::worker::TICKS_PER_SECOND;
+        if let Some(t) = dp.fragment_timeout {
+            if !(1..=120).contains(&t) {
+                return Err(value_err(
+                    "dataplane.fragment_timeout".into(),
+                    format!("{t} s is outside 1..=120"),
+                ));
+            }
+            state.frags.timeout = t * tps;
+        }
+        for (key, class, secs) in dp.timeouts.set() {
+            if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+                return Err(value_err(
+                    format!("dataplane.timeouts.{key}"),
+                    format!("{secs} s is outside 1..={MAX_TIMEOUT_SECS}"),
+                ));
+            }
+            state.flows.timeouts.set(class, secs * tps);
+        }
+        state.fail_open = dp.fail_open;
+        let event_ring = dp
+            .event_ring
+            .unwrap_or(septa_dataplane::events::DEFAULT_RING_CAPACITY as u64);
+        if !(1..=1 << 20).contains(&event_ring) {
+            return Err(value_err(
+                "dataplane.event_ring".into(),
+                format!("{event_ring} is outside 1..=1048576"),
+            ));
+        }
+        let control = match raw.control {
+            None => None,
+            Some(c) => crate::control_host::ControlConfig::from_raw(c, path.parent())
+                .map_err(|(key, message)| value_err(key, message))?,
+        };
+        if control.is_some() && matches!(decision, WorkerPolicy::Fixed(_)) {
+            return Err(value_err(
+                "dataplane.decision".into(),
+                "a fixed decision cannot be combined with [control]: the control plane publishes \
+                 committed policies (use `dataplane.policy` to seed its store, or nothing)"
+                    .into(),
+            ));
+        }
         let config_dir = path
             .parent()
             .map(|d| d.display().to_string())
@@ -354,8 +588,220 @@ impl GatewayConfig {
             pairs,
             worker_lcores: raw.dataplane.worker_lcores,
             decision,
+            state,
+            event_ring: event_ring as usize,
+            control,
+            routing,
         })
     }
+}
+
+/// Routed mode (`mode = "routed"` pairs): the gateway's addresses per port and the static routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// The ports of routed pairs.
+    pub ports: Vec<RoutedPortConfig>,
+    /// `[[routes]]`.
+    pub routes: Vec<septa_dataplane::route::StaticRoute>,
+}
+
+/// One port of a routed pair (`[[ports]]` `address`, `address6`, `mac`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedPortConfig {
+    /// Index into [`GatewayConfig::ports`].
+    pub port: u16,
+    /// `mac`; `None`: the port's own MAC, known once the port is up.
+    pub mac: Option<[u8; 6]>,
+    /// `address`.
+    pub v4: Option<septa_dataplane::route::Ipv4Net>,
+    /// `address6`.
+    pub v6: Option<septa_dataplane::route::Ipv6Net>,
+}
+
+impl RoutingConfig {
+    /// The data plane's router configuration; `port_mac(port)` gives the MAC of ports without a
+    /// `mac` key.
+    pub fn router_config(
+        &self,
+        port_mac: impl Fn(u16) -> [u8; 6],
+    ) -> septa_dataplane::route::RouterConfig {
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| septa_dataplane::route::RoutedPort {
+                port: p.port,
+                mac: p.mac.unwrap_or_else(|| port_mac(p.port)),
+                v4: p.v4,
+                v6: p.v6,
+            })
+            .collect();
+        septa_dataplane::route::RouterConfig::new(ports, self.routes.clone())
+    }
+}
+
+fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Check the routed-mode keys: addresses only on ports of routed pairs and present on each of
+/// them, well-formed MACs and routes, and (through the data plane's own checks) no overlapping
+/// subnets and every next hop on a connected subnet. Errors are (key, message).
+fn check_routing(
+    ports: &[RawPort],
+    routes: &[RawRoute],
+    pairs: &[(u16, u16, PairMode)],
+) -> Result<Option<RoutingConfig>, (String, String)> {
+    use septa_dataplane::RouteError;
+    use septa_dataplane::route::{IpNet, Ipv4Net, Ipv6Net, Router, StaticRoute};
+    let routed: BTreeSet<u16> = pairs
+        .iter()
+        .filter(|p| p.2 == PairMode::Routed)
+        .flat_map(|p| [p.0, p.1])
+        .collect();
+    let mut out = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        // Bounded by the port-count check of the caller.
+        let idx = u16::try_from(i).unwrap_or(u16::MAX);
+        let set = [
+            ("address", p.address.is_some()),
+            ("address6", p.address6.is_some()),
+            ("mac", p.mac.is_some()),
+        ];
+        if !routed.contains(&idx) {
+            if let Some((key, _)) = set.iter().find(|(_, s)| *s) {
+                return Err((
+                    format!("ports[{i}].{key}"),
+                    "only ports of a `mode = \"routed\"` pair take routed-mode settings".into(),
+                ));
+            }
+            continue;
+        }
+        if p.address.is_none() && p.address6.is_none() {
+            return Err((
+                format!("ports[{i}].address"),
+                format!(
+                    "port `{}` is in a routed pair and needs `address` and/or `address6`",
+                    p.name
+                ),
+            ));
+        }
+        let v4 = match &p.address {
+            None => None,
+            Some(a) => Some(a.parse::<Ipv4Net>().map_err(|_| {
+                (
+                    format!("ports[{i}].address"),
+                    format!("`{a}` is not an IPv4 address with prefix length (e.g. 10.1.0.1/24)"),
+                )
+            })?),
+        };
+        let v6 = match &p.address6 {
+            None => None,
+            Some(a) => Some(a.parse::<Ipv6Net>().map_err(|_| {
+                (
+                    format!("ports[{i}].address6"),
+                    format!("`{a}` is not an IPv6 address with prefix length (e.g. fd00:1::1/64)"),
+                )
+            })?),
+        };
+        let mac = match &p.mac {
+            None => None,
+            Some(m) => match parse_mac(m) {
+                Some(mac) if mac[0] & 1 == 0 && mac != [0; 6] => Some(mac),
+                _ => {
+                    return Err((
+                        format!("ports[{i}].mac"),
+                        format!("`{m}` is not a unicast MAC address (e.g. 02:00:00:00:01:01)"),
+                    ));
+                }
+            },
+        };
+        out.push(RoutedPortConfig {
+            port: idx,
+            mac,
+            v4,
+            v6,
+        });
+    }
+    let mut static_routes = Vec::with_capacity(routes.len());
+    for (i, r) in routes.iter().enumerate() {
+        if routed.is_empty() {
+            return Err((
+                format!("routes[{i}]"),
+                "static routes need a `mode = \"routed\"` pair".into(),
+            ));
+        }
+        let prefix = r.prefix.parse::<IpNet>().map_err(|_| {
+            (
+                format!("routes[{i}].prefix"),
+                format!("`{}` is not a prefix (e.g. 192.0.2.0/24)", r.prefix),
+            )
+        })?;
+        let via = r.via.parse::<std::net::IpAddr>().map_err(|_| {
+            (
+                format!("routes[{i}].via"),
+                format!("`{}` is not an IP address", r.via),
+            )
+        })?;
+        static_routes.push(StaticRoute { prefix, via });
+    }
+    if routed.is_empty() {
+        return Ok(None);
+    }
+    let cfg = RoutingConfig {
+        ports: out,
+        routes: Vec::new(),
+    };
+    // The data plane's own checks, with stand-in MACs: first the ports, then each route in turn,
+    // so that an error names its key.
+    let stand_in = |p: u16| [0x02, 0, 0, 0, (p >> 8) as u8, p as u8];
+    let port_key = |port: u16, addr: Option<IpNet>| {
+        let i = usize::from(port);
+        match addr {
+            Some(IpNet::V6(_)) => format!("ports[{i}].address6"),
+            _ => format!("ports[{i}].address"),
+        }
+    };
+    if let Err(e) = Router::new(&cfg.router_config(stand_in), 0) {
+        let key = match &e {
+            RouteError::BadAddress { port, addr } => port_key(*port, Some(*addr)),
+            RouteError::Overlap { port, prefix, .. } => port_key(*port, Some(*prefix)),
+            RouteError::NoAddress(port) | RouteError::DuplicatePort(port) => port_key(*port, None),
+            RouteError::BadMac(port) => format!("ports[{port}].mac"),
+            _ => "ports".into(),
+        };
+        return Err((key, e.to_string()));
+    }
+    for i in 0..static_routes.len() {
+        let mut c = cfg.router_config(stand_in);
+        c.routes = static_routes[..=i].to_vec();
+        if let Err(e) = Router::new(&c, 0) {
+            let key = match e {
+                RouteError::ShadowsConnected { .. } => format!("routes[{i}].prefix"),
+                _ => format!("routes[{i}].via"),
+            };
+            return Err((key, e.to_string()));
+        }
+    }
+    Ok(Some(RoutingConfig {
+        routes: static_routes,
+        ..cfg
+    }))
 }
 
 #[cfg(test)]
@@ -454,6 +900,40 @@ decision = "allow-all"
     }
 
     #[test]
+    fn state_keys_have_defaults_and_bad_values_name_the_key() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.state.flows.capacity, DEFAULT_FLOW_CAPACITY);
+        assert!(!c.state.fail_open);
+        let text = GOOD.replace(
+            "decision = \"allow-all\"",
+            "flow_capacity = 1000\nmax_half_open = 10\nfail_open = true\nevent_ring = 8\n\
+             fragment_timeout = 5\n[dataplane.timeouts]\nudp = 7\ntcp_established = 3600",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.decision, WorkerPolicy::Awaiting);
+        assert_eq!(c.state.flows.capacity, 1000);
+        assert_eq!(c.state.flows.max_half_open, 10);
+        assert!(c.state.fail_open);
+        assert_eq!(c.event_ring, 8);
+        assert_eq!(c.state.frags.timeout, 5_000_000);
+        assert_eq!(c.state.flows.timeouts.get(TimeoutClass::Udp), 7_000_000);
+        assert!(c.to_string().contains("ADMITTED"), "{c}");
+        for (bad, key) in [
+            ("flow_capacity = 0", "dataplane.flow_capacity"),
+            ("max_half_open = 0", "dataplane.max_half_open"),
+            ("fragment_capacity = 0", "dataplane.fragment_capacity"),
+            ("fragment_timeout = 0", "dataplane.fragment_timeout"),
+            ("event_ring = 0", "dataplane.event_ring"),
+            ("[dataplane.timeouts]\nudp = 0", "dataplane.timeouts.udp"),
+            ("[dataplane.timeouts]\nbogus = 1", "bogus"),
+        ] {
+            let text = GOOD.replace("decision = \"allow-all\"", bad);
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn policy_is_relative_to_the_config_file() {
         let text = GOOD.replace(
             "decision = \"allow-all\"",
@@ -470,7 +950,7 @@ decision = "allow-all"
         let text = GOOD.replace("decision = \"allow-all\"", "");
         assert_eq!(
             parse(&text).unwrap().decision,
-            WorkerPolicy::Fixed(DecisionConfig::DenyAll),
+            WorkerPolicy::Awaiting,
             "fail closed by default"
         );
     }
@@ -522,5 +1002,119 @@ decision = "allow-all"
             }
         }
         assert!(n > 0, "no configs/*.toml found");
+    }
+    const ROUTED: &str = r#"
+[dpdk]
+eal_args = ["-l", "0", "--no-huge", "-m", "256", "--vdev=net_ring0", "--vdev=net_ring1"]
+
+[[ports]]
+name = "net_ring0"
+address = "10.1.0.1/24"
+address6 = "fd00:1::1/64"
+mac = "02:00:00:00:01:01"
+[[ports]]
+name = "net_ring1"
+address = "10.2.0.1/24"
+
+[[pairs]]
+ports = ["net_ring0", "net_ring1"]
+mode = "routed"
+
+[[routes]]
+prefix = "192.0.2.0/24"
+via = "10.2.0.254"
+
+[dataplane]
+decision = "allow-all"
+"#;
+
+    #[test]
+    fn routed_pair_parses_and_check_config_prints_it() {
+        let c = parse(ROUTED).unwrap();
+        assert_eq!(c.pairs, [(0, 1, PairMode::Routed)]);
+        let r = c.routing.as_ref().unwrap();
+        assert_eq!(r.ports.len(), 2);
+        assert_eq!(r.ports[0].mac, Some([2, 0, 0, 0, 1, 1]));
+        assert_eq!(r.ports[1].mac, None);
+        assert_eq!(r.ports[1].v6, None);
+        let rc = r.router_config(|p| [2, 0, 0, 0, 9, p as u8]);
+        assert_eq!(rc.ports[1].mac, [2, 0, 0, 0, 9, 1]);
+        assert_eq!(rc.routes.len(), 1);
+        let shown = c.to_string();
+        for want in [
+            "(Routed)",
+            "routed port     net_ring0: address 10.1.0.1/24, address6 fd00:1::1/64, mac 02:00:00:00:01:01",
+            "routed port     net_ring1: address 10.2.0.1/24, address6 -, mac the port's own",
+            "route           192.0.2.0/24 via 10.2.0.254",
+        ] {
+            assert!(shown.contains(want), "{want} missing from\n{shown}");
+        }
+        assert!(parse(GOOD).unwrap().routing.is_none());
+    }
+
+    #[test]
+    fn routed_settings_errors_name_the_key() {
+        let cases = [
+            (
+                "address = \"10.1.0.1/24\"",
+                "address = \"10.1.0.300/24\"",
+                "ports[0].address",
+            ),
+            (
+                "address6 = \"fd00:1::1/64\"",
+                "address6 = \"fd00:1::1\"",
+                "ports[0].address6",
+            ),
+            (
+                "mac = \"02:00:00:00:01:01\"",
+                "mac = \"01:00:00:00:01:01\"",
+                "ports[0].mac",
+            ),
+            (
+                "address = \"10.2.0.1/24\"",
+                "address = \"10.1.0.2/16\"",
+                "ports[1].address",
+            ),
+            (
+                "address = \"10.2.0.1/24\"",
+                "address = \"10.2.0.0/24\"",
+                "ports[1].address",
+            ),
+            (
+                "via = \"10.2.0.254\"",
+                "via = \"10.9.0.1\"",
+                "routes[0].via",
+            ),
+            ("via = \"10.2.0.254\"", "via = \"nope\"", "routes[0].via"),
+            (
+                "prefix = \"192.0.2.0/24\"",
+                "prefix = \"10.2.0.0/24\"",
+                "routes[0].prefix",
+            ),
+            (
+                "prefix = \"192.0.2.0/24\"",
+                "prefix = \"192.0.2.0\"",
+                "routes[0].prefix",
+            ),
+            ("mode = \"routed\"", "mode = \"bridge\"", "ports[0].address"),
+            ("address = \"10.2.0.1/24\"", "", "ports[1].address"),
+        ];
+        for (from, to, key) in cases {
+            assert!(ROUTED.contains(from), "{from}");
+            let e = parse(&ROUTED.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{to}: {e}");
+        }
+        let e = parse(&format!(
+            "{GOOD}\n[[routes]]\nprefix = \"10.0.0.0/8\"\nvia = \"10.1.0.9\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`routes[0]`"), "{e}");
+        let e = parse(&ROUTED.replace("via = ", "gw = "))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gw"), "{e}");
     }
 }

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod control_host;
+mod evidence_cli;
+mod lab;
 mod policy_cli;
 mod replay;
 mod run;
@@ -94,6 +97,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Audit evidence packs (HTML + JSON) from a data directory, and their verification.
+    Evidence(evidence_cli::EvidenceArgs),
+    /// The whole appliance on one machine: subnets in network namespaces with Septa between.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +184,8 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { dir, key, json },
         } => policy_cli::verify(&dir, key.as_ref(), json),
+        Command::Evidence(args) => evidence_cli::run(args),
+        Command::Lab { command } => lab::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use septa_classifier::TableCell;
-use septa_dataplane::worker::Decision;
+use septa_dataplane::worker::{Decision, PolicySlot};
 
 use crate::config::{DecisionConfig, GatewayConfig, WorkerPolicy};
+use crate::control_host::ControlHost;
 use crate::policy_cli;
 
 /// Command-line options of `septa run` beyond the configuration file.
@@ -31,6 +32,8 @@ pub struct RunOptions {
 /// What the workers enforce, ready to hand each worker its decision.
 enum Enforced {
     Fixed(DecisionConfig),
+    /// No policy configured: the control plane installs one into the slot (fail-closed start).
+    Awaiting(PolicySlot),
     Table {
         cell: Arc<TableCell>,
         file: PathBuf,
@@ -45,6 +48,7 @@ impl Enforced {
     fn load(config: &GatewayConfig) -> anyhow::Result<Self> {
         Ok(match &config.decision {
             WorkerPolicy::Fixed(d) => Enforced::Fixed(*d),
+            WorkerPolicy::Awaiting => Enforced::Awaiting(PolicySlot::new()),
             WorkerPolicy::File(file) => {
                 let (policy, compiled) = policy_cli::load(file).map_err(|e| {
                     e.context(format!(
@@ -68,6 +72,7 @@ impl Enforced {
     fn decision(&self) -> Decision {
         match self {
             Enforced::Fixed(d) => (*d).into(),
+            Enforced::Awaiting(slot) => Decision::Awaiting(slot.clone()),
             Enforced::Table { cell, .. } => Decision::Table(cell.reader()),
         }
     }
@@ -76,6 +81,10 @@ impl Enforced {
     fn describe(&self) -> String {
         match self {
             Enforced::Fixed(d) => format!("decision {d:?}"),
+            Enforced::Awaiting(slot) if slot.cell().is_some() => {
+                "the control plane's running revision".to_owned()
+            }
+            Enforced::Awaiting(_) => "no policy yet".to_owned(),
             Enforced::Table {
                 file,
                 revision,
@@ -91,10 +100,37 @@ impl Enforced {
 }
 
 /// Loads the configuration and the policy, and runs the appliance until stopped.
+///
+/// With `[control]`, the control plane starts first (before the EAL, see `control_host`) and
+/// installs the store's running revision into the slot the workers read: `dataplane.policy`
+/// then only seeds an empty store.
 pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let config = GatewayConfig::load(path)?;
-    let enforced = Enforced::load(&config)?;
-    imp::run(&config, &enforced, &opts)
+    if config.routing.is_some() {
+        // The router (septa_dataplane::route) is built and tested, but the worker does not
+        // call it yet: refuse rather than bridge a pair configured as routed.
+        anyhow::bail!(
+            "{}: `mode = \"routed\"` is not wired into the worker yet (see docs/routed.md, \
+             \"Integration\"); use bridge pairs for now",
+            config.path.display()
+        );
+    }
+    let control = match &config.control {
+        // Without DPDK `imp::run` refuses at once: do not create a store or print a password.
+        Some(c) if cfg!(feature = "dpdk") => {
+            let seed = match &config.decision {
+                WorkerPolicy::File(f) => Some(f.as_path()),
+                _ => None,
+            };
+            Some(ControlHost::start(c, config.ports.clone(), seed)?)
+        }
+        _ => None,
+    };
+    let enforced = match &control {
+        Some(c) => Enforced::Awaiting(c.slot()),
+        None => Enforced::load(&config)?,
+    };
+    imp::run(&config, &enforced, &opts, control.as_ref())
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -105,6 +141,7 @@ mod imp {
         config: &GatewayConfig,
         _enforced: &Enforced,
         _opts: &RunOptions,
+        _control: Option<&ControlHost>,
     ) -> anyhow::Result<()> {
         anyhow::bail!(
             "{}: this septa binary was built without DPDK support. Install DPDK with \
@@ -121,12 +158,13 @@ mod imp {
 
     use anyhow::{Context, bail};
     use septa_dataplane::counters::{Stats, WorkerCounters};
+    use septa_dataplane::events::{self, EventCounts, EventDrain};
     use septa_dataplane::io::dpdk::{
         DpdkIo, DpdkPorts, Eal, Mbuf, Mempool, MempoolConfig, PortInfo, PortSetup, PortSpec,
         close_ports, mbufs_needed, setup_ports, stop_ports,
     };
     use septa_dataplane::io::{Burst, PacketIo};
-    use septa_dataplane::worker::{Bridge, Worker};
+    use septa_dataplane::worker::{Bridge, Worker, WorkerState};
 
     use super::*;
 
@@ -134,6 +172,7 @@ mod imp {
         config: &GatewayConfig,
         enforced: &Enforced,
         opts: &RunOptions,
+        control: Option<&ControlHost>,
     ) -> anyhow::Result<()> {
         let eal = Eal::init(&config.eal_args).map_err(|e| {
             anyhow::anyhow!(
@@ -220,11 +259,36 @@ mod imp {
                 .context("installing signal handlers")?;
         }
 
+        if matches!(enforced, Enforced::Awaiting(slot) if slot.cell().is_none()) {
+            if config.state.fail_open {
+                eprintln!(
+                    "septa: WARNING: FAIL-OPEN START: no policy is installed and \
+                     dataplane.fail_open = true in {}: every new flow is ADMITTED until a policy \
+                     arrives (flows are re-evaluated then)",
+                    config.path.display()
+                );
+            } else {
+                eprintln!(
+                    "septa: no policy installed: new flows are dropped (no_policy) until one is"
+                );
+            }
+        }
         let mut counters: Vec<Arc<WorkerCounters>> = Vec::with_capacity(lcores.len());
+        let mut drain = EventDrain::default();
+        // Made right before the workers, whose event clocks start at 0 when they are made.
+        let flows = control.map(ControlHost::flow_adapter);
         let mut inline_worker: Option<(Worker, DpdkIo)> = None;
         let started = Instant::now();
         for (lcore, mut io) in lcores.iter().copied().zip(ios.drain(..)) {
-            let mut worker = Worker::new(bridge.clone(), enforced.decision());
+            let (sink, source) = events::ring(config.event_ring);
+            drain.push(source);
+            let state = WorkerState::new(&config.state, sink).with_context(|| {
+                format!(
+                    "{}: dataplane flow/fragment table settings",
+                    config.path.display()
+                )
+            })?;
+            let mut worker = Worker::with_state(bridge.clone(), enforced.decision(), state);
             counters.push(Arc::clone(worker.counters()));
             if lcore == eal.main_lcore() {
                 inline_worker = Some((worker, io));
@@ -233,9 +297,14 @@ mod imp {
             let stop = Arc::clone(&stop);
             eal.launch(lcore, move || {
                 worker.run(&mut io, &stop);
+                // The monitor (or main) drains concurrently; a ring overflow is counted.
+                while worker.flush(1024) > 0 {}
                 0
             })
             .with_context(|| format!("launching the worker on lcore {lcore}"))?;
+        }
+        if let Some(c) = control {
+            c.attach_counters(&counters);
         }
         eprintln!(
             "septa: {} worker(s) on lcore(s) {:?}, {} pair(s), {}; stop with Ctrl-C",
@@ -251,21 +320,26 @@ mod imp {
             let idle = opts.until_idle.map(Duration::from_millis);
             std::thread::Builder::new()
                 .name("septa-monitor".into())
-                .spawn(move || monitor(&stop, &counters, idle))
+                .spawn(move || monitor(&stop, &counters, idle, drain, flows))
                 .context("starting the monitor thread")?
         };
         if let Some((mut worker, mut io)) = inline_worker {
             worker.run(&mut io, &stop);
+            while worker.flush(1024) > 0 {}
         }
         // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
         // spins, and a spinning main lcore would steal cycles from a worker on a sibling hyperthread.
-        let _ = monitor.join();
+        let (mut drain, mut events) = monitor
+            .join()
+            .map_err(|_| anyhow::anyhow!("the monitor thread panicked"))?;
         eal.wait_all();
         let forwarding = started.elapsed();
+        drain.drain(usize::MAX, |_, ev| events.add(&ev));
+        events.lost = drain.lost();
 
         stop_ports(&infos).context("stopping the ports")?;
         let stats = Stats::collect(counters.iter().map(|c| &**c));
-        report(&stats, &infos, forwarding, opts.json)?;
+        report(&stats, &infos, forwarding, &events, opts.json)?;
         close_ports(&infos).context("closing the ports")?;
         Ok(())
     }
@@ -293,13 +367,28 @@ mod imp {
         }
     }
 
-    /// Sets `stop` on a signal (already wired to the flag) or after `idle` without new packets.
-    fn monitor(stop: &AtomicBool, counters: &[Arc<WorkerCounters>], idle: Option<Duration>) {
+    /// Sets `stop` on a signal (already wired to the flag) or after `idle` without new packets,
+    /// and consumes the workers' events meanwhile (counted, and with `[control]` fed to the
+    /// API's recent-flows store through `flows`). Returns the drain and what it counted.
+    fn monitor(
+        stop: &AtomicBool,
+        counters: &[Arc<WorkerCounters>],
+        idle: Option<Duration>,
+        mut drain: EventDrain,
+        mut flows: Option<crate::control_host::FlowAdapter>,
+    ) -> (EventDrain, EventCounts) {
         let tick = Duration::from_millis(20);
         let mut last = 0;
         let mut last_change = Instant::now();
+        let mut events = EventCounts::default();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
+            drain.drain(usize::MAX, |_, ev| {
+                events.add(&ev);
+                if let Some(f) = &mut flows {
+                    f.on_event(&ev);
+                }
+            });
             let Some(idle) = idle else { continue };
             let rx = Stats::collect(counters.iter().map(|c| &**c)).rx_packets();
             if rx != last {
@@ -309,6 +398,7 @@ mod imp {
                 stop.store(true, Ordering::Relaxed);
             }
         }
+        (drain, events)
     }
 
     /// Transmits the frames of a capture on port 0 of `io`; returns how many the port took.
@@ -337,6 +427,7 @@ mod imp {
         stats: &Stats,
         infos: &[PortInfo],
         forwarding: Duration,
+        events: &EventCounts,
         json: bool,
     ) -> anyhow::Result<()> {
         let mut dpdk = Vec::with_capacity(infos.len());
@@ -388,12 +479,17 @@ mod imp {
                 "non_ip_forwarded": stats.non_ip_forwarded,
                 "would_deny": stats.would_deny,
                 "drops": drops,
+                "events": events,
                 "ports": ports,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             println!("septa: stopped after {:.3} s", forwarding.as_secs_f64());
             print!("{stats}");
+            println!(
+                "events flow_start {} flow_end {} deny {} would_deny {} lost {}",
+                events.flow_start, events.flow_end, events.deny, events.would_deny, events.lost
+            );
             for (info, s, x) in &dpdk {
                 println!(
                     "dpdk {}: rx {} tx {} missed {} rx_errors {} tx_errors {} rx_nombuf {}",

@@ -45,6 +45,37 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "septa-dataplane",
             "septa-control",
             "axum",
+            "tokio",
+        ],
+    ),
+    // The feature schema is linked by the data plane: vocabulary only, no dependencies at all
+    // (checked below too), so in particular never tract or a runtime.
+    (
+        "septa-features",
+        &[
+            "tract-onnx",
+            "tract-core",
+            "tokio",
+            "serde",
+            "septa-dataplane",
+            "septa-ml",
+            "septa-control",
+            "septa-dpdk",
+            "dpdk-sys",
+        ],
+    ),
+    // The L7 vocabulary (function tables, conduit evaluator) is shared by the compiler and the
+    // data plane: it reaches neither of them, nor any runtime.
+    (
+        "septa-l7",
+        &[
+            "tokio",
+            "tract-onnx",
+            "septa-dataplane",
+            "septa-control",
+            "septa-ml",
+            "septa-dpdk",
+            "dpdk-sys",
         ],
     ),
     (
@@ -252,4 +283,14 @@ fn every_crate_outside_dpdk_build_forbids_unsafe() {
             );
         }
     }
+}
+
+#[test]
+fn the_feature_schema_crate_has_no_dependencies() {
+    let g = metadata();
+    let deps = g.direct(g.id("septa-features"));
+    assert!(
+        deps.is_empty(),
+        "septa-features is linked by the data plane and must stay dependency-free, has {deps:?}"
+    );
 }

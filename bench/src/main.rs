@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod classbench;
 mod forward;
+mod learn;
+mod ml;
 
 #[derive(Parser)]
 #[command(name = "septa-bench", about = "Septa benchmarks")]
@@ -19,11 +21,20 @@ enum Command {
     Classbench(classbench::Args),
     /// Forwarding rate of `septa run` against `dpdk-testpmd` on the same vdevs.
     Forward(forward::Args),
+    /// Policy recommendations from generated traffic (5,000 endpoints, 1 M records by default).
+    Recommend(learn::RecommendArgs),
+    /// Flow-history ingest rate (SQLite) against plain inserts.
+    History(learn::HistoryArgs),
+    /// ML inference rows/s at batch 1/32/256 and the feature sampler's per-packet cost.
+    Ml(ml::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Classbench(args) => classbench::run(args),
         Command::Forward(args) => forward::run(args),
+        Command::Recommend(args) => learn::recommend_run(args),
+        Command::History(args) => learn::history_run(args),
+        Command::Ml(args) => ml::run(args),
     }
 }

@@ -6,9 +6,15 @@
 //! prefix sets. Rule order is the precedence of [`crate::policy`]: denies, allows, zone
 //! defaults, the default deny (an explicit catch-all rule, so every decision names a clause).
 //!
+//! A service with an `l7:` constraint compiles to [`Action::Inspect`] whose [`HookId`] indexes
+//! [`CompiledPolicy::l7_constraints`]: one compiled function-code conduit per (conduit, service),
+//! numbered densely from 0 in rule order, shared by every zone pair and address family of that
+//! service. The worker checks inspected flows' messages against that list (docs/l7.md).
+//!
 //! Pure and deterministic: no I/O, no clock, no hash-order dependence; the same policy always
 //! yields the same rules, ids and clauses. A policy that does not compile changes nothing.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,6 +23,8 @@ use septa_classifier::{
     Action, AddrMatch, CompileOptions, Family, HookId, Mode, PortRange, Prefix, Rule, RuleId,
     RuleTable, SourceRef,
 };
+
+use septa_l7::L7Constraint;
 
 use crate::error::CompileError;
 use crate::policy::{ConduitAction, ProtoName, Service, ValidatedPolicy};
@@ -76,6 +84,7 @@ pub struct CompiledPolicy {
     rules: Vec<Rule>,
     clauses: Vec<Clause>,
     table: Arc<RuleTable>,
+    l7: Arc<[L7Constraint]>,
 }
 
 impl CompiledPolicy {
@@ -113,11 +122,22 @@ impl CompiledPolicy {
     pub fn clauses(&self) -> &[Clause] {
         &self.clauses
     }
+
+    /// The function-code conduits, indexed by the [`HookId`] of the rules' inspect actions.
+    /// Publish them together with [`Self::table`]: hook ids mean nothing across policies.
+    pub fn l7_constraints(&self) -> &Arc<[L7Constraint]> {
+        &self.l7
+    }
+
+    /// The function-code conduit of an inspect action's hook.
+    pub fn l7_constraint(&self, hook: HookId) -> Option<&L7Constraint> {
+        self.l7.get(usize::try_from(hook.0).ok()?)
+    }
 }
 
 /// Compiles a validated policy. Rule ids are 1, 2, ... in rule order.
 pub fn compile(policy: &ValidatedPolicy) -> Result<CompiledPolicy, CompileError> {
-    let (rules, clauses) = compile_rules(policy)?;
+    let (rules, clauses, l7) = compile_all(policy)?;
     let opts = CompileOptions {
         default_action: Action::Deny,
         default_mode: Mode::Enforce,
@@ -128,16 +148,25 @@ pub fn compile(policy: &ValidatedPolicy) -> Result<CompiledPolicy, CompileError>
         rules,
         clauses,
         table: Arc::new(table),
+        l7: l7.into(),
     })
 }
 
 /// The rule list and clause table, without building the classifier table.
 pub fn compile_rules(policy: &ValidatedPolicy) -> Result<(Vec<Rule>, Vec<Clause>), CompileError> {
+    compile_all(policy).map(|(rules, clauses, _)| (rules, clauses))
+}
+
+type Compiled = (Vec<Rule>, Vec<Clause>, Vec<L7Constraint>);
+
+fn compile_all(policy: &ValidatedPolicy) -> Result<Compiled, CompileError> {
     let mut b = Builder {
         rules: Vec::new(),
         clauses: Vec::new(),
         policy: policy.name().to_owned(),
     };
+    let mut l7: Vec<L7Constraint> = Vec::new();
+    let mut hooks: BTreeMap<(usize, usize), HookId> = BTreeMap::new();
     for pass in [ConduitAction::Deny, ConduitAction::Allow] {
         for c in policy.conduits().iter().filter(|c| c.action == pass) {
             for &f in &c.from {
@@ -164,8 +193,14 @@ pub fn compile_rules(policy: &ValidatedPolicy) -> Result<(Vec<Rule>, Vec<Clause>
                         let action = match (c.action, &s.l7) {
                             (ConduitAction::Deny, _) => Action::Deny,
                             (ConduitAction::Allow, None) => Action::Allow,
-                            // The hook id is the clause index, so the L7 spec is found from it.
-                            (ConduitAction::Allow, Some(_)) => Action::Inspect(HookId(src.0)),
+                            (ConduitAction::Allow, Some(rule)) => {
+                                let next = HookId(u32::try_from(l7.len()).unwrap_or(u32::MAX));
+                                let hook = *hooks.entry((c.index, si)).or_insert(next);
+                                if hook == next {
+                                    l7.push(rule.constraint.clone());
+                                }
+                                Action::Inspect(hook)
+                            }
                         };
                         b.conduit_rules(
                             &policy.prefixes(f),
@@ -228,7 +263,7 @@ pub fn compile_rules(policy: &ValidatedPolicy) -> Result<(Vec<Rule>, Vec<Clause>
         },
         src,
     )?;
-    Ok((b.rules, b.clauses))
+    Ok((b.rules, b.clauses, l7))
 }
 
 #[derive(Clone, Copy)]
@@ -387,7 +422,7 @@ pub(crate) fn service_text(s: &Service) -> String {
     }
     if let Some(l7) = &s.l7 {
         t.push_str(" l7 ");
-        t.push_str(&l7.to_string());
+        t.push_str(&l7.spec.to_string());
     }
     t
 }

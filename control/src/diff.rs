@@ -5,6 +5,7 @@
 //! the order (order decides precedence among conduits of the same action). Metadata and
 //! defaults are compared field by field. Pure; output order is document order, so it is stable.
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use serde::Serialize;
@@ -97,28 +98,42 @@ fn field_changes(a: &Value, b: &Value) -> Vec<FieldChange> {
         .collect()
 }
 
-fn items<T: Serialize>(
-    a: &[T],
-    b: &[T],
+fn items<'d, T: Serialize>(
+    a: &'d [T],
+    b: &'d [T],
     name: impl Fn(&T) -> &str,
     track_moves: bool,
 ) -> ItemChanges {
+    // Index both sides by name (first occurrence wins, as a linear `position` would), then
+    // precompute, for each prefix, how many of its items survive on the other side: the rank
+    // of an item among the survivors is then a lookup. O(n) hashing instead of nested scans.
+    let index = |xs: &'d [T]| {
+        let mut m: HashMap<&str, usize> = HashMap::with_capacity(xs.len());
+        for (i, x) in xs.iter().enumerate() {
+            m.entry(name(x)).or_insert(i);
+        }
+        m
+    };
+    let (index_a, index_b) = (index(a), index(b));
+    let surviving_prefix = |xs: &'d [T], other: &HashMap<&'d str, usize>| {
+        let mut counts = Vec::with_capacity(xs.len() + 1);
+        let mut n = 0usize;
+        counts.push(n);
+        for x in xs {
+            n += usize::from(other.contains_key(name(x)));
+            counts.push(n);
+        }
+        counts
+    };
+    let (rank_in_a, rank_in_b) = (surviving_prefix(a, &index_b), surviving_prefix(b, &index_a));
     let mut out = ItemChanges::default();
     for (j, y) in b.iter().enumerate() {
-        match a.iter().position(|x| name(x) == name(y)) {
+        match index_a.get(name(y)) {
             None => out.added.push(name(y).to_owned()),
-            Some(i) => {
+            Some(&i) => {
                 let fields = field_changes(&to_value(&a[i]), &to_value(y));
                 // Order matters only relative to the surviving items; compare ranks among them.
-                let rank_a = a[..i]
-                    .iter()
-                    .filter(|x| b.iter().any(|y2| name(y2) == name(x)))
-                    .count();
-                let rank_b = b[..j]
-                    .iter()
-                    .filter(|y2| a.iter().any(|x| name(x) == name(y2)))
-                    .count();
-                let moved = (track_moves && rank_a != rank_b).then_some((i, j));
+                let moved = (track_moves && rank_in_a[i] != rank_in_b[j]).then_some((i, j));
                 if !fields.is_empty() || moved.is_some() {
                     out.changed.push(ItemChange {
                         name: name(y).to_owned(),
@@ -131,7 +146,7 @@ fn items<T: Serialize>(
     }
     out.removed = a
         .iter()
-        .filter(|x| !b.iter().any(|y| name(x) == name(y)))
+        .filter(|x| !index_b.contains_key(name(x)))
         .map(|x| name(x).to_owned())
         .collect();
     out
@@ -285,5 +300,97 @@ mod tests {
         assert_eq!(d.conduits.changed.len(), 2);
         assert_eq!(d.conduits.changed[0].moved, Some((1, 0)));
         assert!(d.to_string().contains("c2: moved from position 1 to 0"));
+    }
+
+    /// The original nested-scan algorithm (cubic in the number of items), kept as the oracle.
+    fn items_reference<T: Serialize>(
+        a: &[T],
+        b: &[T],
+        name: impl Fn(&T) -> &str,
+        track_moves: bool,
+    ) -> ItemChanges {
+        let mut out = ItemChanges::default();
+        for (j, y) in b.iter().enumerate() {
+            match a.iter().position(|x| name(x) == name(y)) {
+                None => out.added.push(name(y).to_owned()),
+                Some(i) => {
+                    let fields = field_changes(&to_value(&a[i]), &to_value(y));
+                    let rank_a = a[..i]
+                        .iter()
+                        .filter(|x| b.iter().any(|y2| name(y2) == name(x)))
+                        .count();
+                    let rank_b = b[..j]
+                        .iter()
+                        .filter(|y2| a.iter().any(|x| name(x) == name(y2)))
+                        .count();
+                    let moved = (track_moves && rank_a != rank_b).then_some((i, j));
+                    if !fields.is_empty() || moved.is_some() {
+                        out.changed.push(ItemChange {
+                            name: name(y).to_owned(),
+                            fields,
+                            moved,
+                        });
+                    }
+                }
+            }
+        }
+        out.removed = a
+            .iter()
+            .filter(|x| !b.iter().any(|y| name(x) == name(y)))
+            .map(|x| name(x).to_owned())
+            .collect();
+        out
+    }
+
+    proptest::proptest! {
+        /// Indexed diff == nested-scan diff on random lists (names drawn from a small alphabet
+        /// so that duplicates, adds, removes, moves and value changes all occur).
+        #[test]
+        fn indexed_items_match_reference(
+            a in proptest::collection::vec((0u8..12, 0u8..3), 0..16),
+            b in proptest::collection::vec((0u8..12, 0u8..3), 0..16),
+            track in proptest::bool::ANY,
+        ) {
+            fn name(x: &(String, u8)) -> &str {
+                x.0.as_str()
+            }
+            let conv = |v: &[(u8, u8)]| v.iter().map(|&(n, x)| (format!("n{n}"), x)).collect::<Vec<_>>();
+            let (a, b) = (conv(&a), conv(&b));
+            proptest::prop_assert_eq!(
+                items(&a, &b, name, track),
+                items_reference(&a, &b, name, track)
+            );
+        }
+    }
+
+    /// 50,000 conduits, reversed, a tenth removed and a tenth added. The old nested scans do
+    /// ~n^3 = 10^14 name comparisons here (the suite would hang for days); the indexed diff is
+    /// linear. Also checks the result against the expected counts.
+    #[test]
+    fn large_conduit_lists_diff_in_linear_time() {
+        const N: usize = 50_000;
+        let base = parse_document(A, Format::Json).unwrap();
+        let template = base.spec.conduits[0].clone();
+        let conduit = |i: usize| {
+            let mut c = template.clone();
+            c.name = format!("c{i}");
+            c
+        };
+        let mut a = base.clone();
+        a.spec.conduits = (0..N).map(conduit).collect();
+        let mut b = base;
+        b.spec.conduits = (N / 10..N + N / 10).rev().map(conduit).collect();
+        let d = diff(&a, &b);
+        assert_eq!(d.conduits.added.len(), N / 10);
+        assert_eq!(d.conduits.removed.len(), N / 10);
+        assert_eq!(d.conduits.removed[0], "c0");
+        // Reversed: survivor c{k} has rank k - N/10 before and N-1-k after; never equal here.
+        let survivors = N - N / 10;
+        assert_eq!(d.conduits.changed.len(), survivors);
+        assert!(d.conduits.changed.iter().all(|c| c.fields.is_empty()));
+        assert_eq!(
+            d.summary(),
+            format!("conduits +{} -{} ~{survivors}", N / 10, N / 10)
+        );
     }
 }

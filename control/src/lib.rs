@@ -22,9 +22,13 @@ pub mod decide;
 pub mod diff;
 mod durable;
 pub mod error;
+pub mod evidence;
+pub mod export;
+pub mod history;
 pub mod lifecycle;
 pub mod mgmt;
 pub mod policy;
+pub mod recommend;
 pub mod semantics;
 pub mod store;
 

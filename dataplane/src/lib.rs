@@ -11,17 +11,23 @@ pub mod conntrack;
 pub mod counters;
 pub mod drop;
 pub mod error;
+pub mod events;
 pub mod flow;
 pub mod frag;
 pub mod io;
+pub mod l7;
 pub mod parse;
 pub mod replay;
+pub mod route;
+pub mod sample;
 pub mod testgen;
 pub mod worker;
 
 pub use counters::{Stats, WorkerCounters};
 pub use drop::DropReason;
-pub use error::{BridgeError, PcapIoError, ReplayError};
+pub use error::{BridgeError, PcapIoError, ReplayError, RouteError, StateConfigError};
 pub use parse::{ParsedPacket, parse};
 pub use replay::{ReplayReport, replay};
-pub use worker::{Bridge, Decision, Observer, RuleDecision, Verdict, Worker};
+pub use worker::{
+    Bridge, Decision, Observer, PolicySlot, RuleDecision, StateConfig, Verdict, Worker, WorkerState,
+};

@@ -1,11 +1,17 @@
 //! Flow records: recent flows (filterable) and a live stream over server-sent events.
 //!
-//! The data comes from a [`FlowSource`] the composition root supplies. The data plane's event
-//! rings arrive in a later issue; until then [`NoFlows`] is a stub that returns no records and a
-//! stream that stays open with keep-alives and never carries an event. It invents nothing.
+//! The data comes from a [`FlowSource`] the composition root supplies. [`FlowStore`] is the
+//! real one: a bounded in-memory ring of the most recent records (oldest evicted first, counted)
+//! with a sequence number per record for cursor paging, and a broadcast feed for the live
+//! stream. The composition root pushes records into it ([`FlowStore::push`]) from the thread
+//! that drains the data plane's event rings, never from a worker. [`NoFlows`] (no data plane
+//! attached) returns no records and a stream that stays open with keep-alives only.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -83,6 +89,131 @@ pub trait FlowSource: Send + Sync + 'static {
     fn recent(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowRecord>;
     /// A live feed of new flow records; `None` when there is no live source.
     fn subscribe(&self) -> Option<broadcast::Receiver<FlowRecord>>;
+    /// One page, newest first: records older than the cursor `before` (all when `None`) that
+    /// pass `filter`, at most `limit`, and the cursor of the next page (`None`: no more). The
+    /// default pages only once (sources without sequence numbers).
+    fn page(&self, filter: &FlowFilter, before: Option<u64>, limit: usize) -> FlowSlice {
+        FlowSlice {
+            items: if before.is_none() {
+                self.recent(filter, limit)
+            } else {
+                Vec::new()
+            },
+            next: None,
+        }
+    }
+}
+
+/// One page from [`FlowSource::page`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlice {
+    /// Newest first.
+    pub items: Vec<FlowRecord>,
+    /// Cursor of the next (older) page.
+    pub next: Option<u64>,
+}
+
+/// The recent-flows store: a bounded ring (most recent `capacity` records) plus a live feed.
+/// Records carry a sequence number (1, 2, ...) used as the paging cursor; a cursor that has
+/// been evicted meanwhile simply continues with what is still held.
+#[derive(Debug)]
+pub struct FlowStore {
+    ring: Mutex<Ring>,
+    capacity: usize,
+    live: broadcast::Sender<FlowRecord>,
+    evicted: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    next_seq: u64,
+    items: VecDeque<(u64, FlowRecord)>,
+}
+
+/// Records a live subscriber may fall behind by before it gets a `lagged` event.
+const LIVE_BACKLOG: usize = 1024;
+
+impl FlowStore {
+    /// A store holding the most recent `capacity` records (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        FlowStore {
+            ring: Mutex::new(Ring {
+                next_seq: 1,
+                items: VecDeque::with_capacity(capacity.min(1 << 16)),
+            }),
+            capacity,
+            live: broadcast::channel(LIVE_BACKLOG).0,
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds a record (evicting the oldest when full) and sends it to live subscribers.
+    pub fn push(&self, r: FlowRecord) {
+        {
+            let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            if ring.items.len() == self.capacity {
+                ring.items.pop_front();
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            let seq = ring.next_seq;
+            ring.next_seq += 1;
+            ring.items.push_back((seq, r.clone()));
+        }
+        // No subscriber is not an error.
+        let _ = self.live.send(r);
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .items
+            .len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records evicted to make room so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+impl FlowSource for FlowStore {
+    fn recent(&self, filter: &FlowFilter, limit: usize) -> Vec<FlowRecord> {
+        self.page(filter, None, limit).items
+    }
+
+    fn subscribe(&self) -> Option<broadcast::Receiver<FlowRecord>> {
+        Some(self.live.subscribe())
+    }
+
+    fn page(&self, filter: &FlowFilter, before: Option<u64>, limit: usize) -> FlowSlice {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut items = Vec::with_capacity(limit.min(1024));
+        let mut last = None;
+        let mut more = false;
+        for (seq, r) in ring.items.iter().rev() {
+            if before.is_some_and(|b| *seq >= b) || !filter.matches(r) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(r.clone());
+            last = Some(*seq);
+        }
+        FlowSlice {
+            items,
+            next: if more { last } else { None },
+        }
+    }
 }
 
 /// **Stub** flow source, used until the data plane's event rings exist: no records, no live
@@ -140,17 +271,31 @@ fn filter_of(q: &QueryParams) -> Result<FlowFilter, Problem> {
 pub struct FlowPage {
     /// Newest first.
     pub items: Vec<FlowRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
-/// Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action`).
+/// Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action`; page with
+/// `cursor`).
 #[utoipa::path(get, path = "/api/v1/flows", tag = "observation",
     params(("src" = Option<String>, Query), ("dst" = Option<String>, Query),
         ("proto" = Option<String>, Query), ("port" = Option<u16>, Query, maximum = 65535),
-        ("action" = Option<String>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000)),
+        ("action" = Option<String>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = FlowPage), (status = 400, body = Problem)))]
 pub async fn recent(State(st): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
-    q.only(&["src", "dst", "proto", "port", "action", "limit"])?;
+    q.only(&["src", "dst", "proto", "port", "action", "limit", "cursor"])?;
     let filter = filter_of(&q)?;
+    let before = match q.str("cursor") {
+        None => None,
+        Some(c) => Some(
+            c.parse::<u64>()
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| Problem::bad_param("cursor", "not a cursor from next_cursor"))?,
+        ),
+    };
     let limit: usize = q.opt("limit")?.unwrap_or(100);
     if limit == 0 || limit > st.limits.max_page {
         return Err(Problem::bad_param(
@@ -159,10 +304,14 @@ pub async fn recent(State(st): State<AppState>, q: QueryParams) -> Result<Respon
         ));
     }
     let src = st.flows.clone();
-    let items = tokio::task::spawn_blocking(move || src.recent(&filter, limit))
+    let slice = tokio::task::spawn_blocking(move || src.page(&filter, before, limit))
         .await
         .map_err(|e| Problem::internal("reading flows", &e))?;
-    Ok(Json(FlowPage { items }).into_response())
+    Ok(Json(FlowPage {
+        items: slice.items,
+        next_cursor: slice.next.map(|n| n.to_string()),
+    })
+    .into_response())
 }
 
 /// New flows as they are reported, as server-sent events (`event: flow`, JSON data; `event:
@@ -252,5 +401,36 @@ mod tests {
         assert!(!f.matches(&rec(80, "deny")));
         assert!(!f.matches(&rec(502, "allow")));
         assert!(FlowFilter::default().matches(&rec(1, "allow")));
+    }
+
+    #[test]
+    fn store_is_bounded_newest_first_and_pages_with_a_cursor() {
+        let store = FlowStore::new(5);
+        let mut live = store.subscribe().unwrap();
+        for port in 1..=7 {
+            store.push(rec(port, if port % 2 == 0 { "deny" } else { "allow" }));
+        }
+        assert_eq!(store.len(), 5);
+        assert_eq!(store.evicted(), 2);
+        let all = FlowFilter::default();
+        let ports = |v: &[FlowRecord]| v.iter().map(|r| r.dport).collect::<Vec<_>>();
+        assert_eq!(ports(&store.recent(&all, 100)), [7, 6, 5, 4, 3]);
+        let p1 = store.page(&all, None, 2);
+        assert_eq!(ports(&p1.items), [7, 6]);
+        let p2 = store.page(&all, p1.next, 2);
+        assert_eq!(ports(&p2.items), [5, 4]);
+        let p3 = store.page(&all, p2.next, 2);
+        assert_eq!(ports(&p3.items), [3]);
+        assert_eq!(p3.next, None, "last page");
+        let deny = FlowFilter {
+            action: Some("deny".into()),
+            ..FlowFilter::default()
+        };
+        assert_eq!(ports(&store.recent(&deny, 100)), [6, 4]);
+        let d1 = store.page(&deny, None, 1);
+        assert_eq!(ports(&store.page(&deny, d1.next, 1).items), [4]);
+        // The live feed got every record, evicted ones included.
+        let got: Vec<u16> = (0..7).map(|_| live.try_recv().unwrap().dport).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5, 6, 7]);
     }
 }

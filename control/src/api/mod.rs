@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod flows;
 pub mod metrics;
 pub mod openapi;
@@ -41,7 +42,7 @@ use crate::clock::Clock;
 use crate::lifecycle::{PolicyService, Publisher};
 
 pub use auth::{AuthStore, PasswordCost, Principal};
-pub use flows::{FlowFilter, FlowRecord, FlowSource, NoFlows};
+pub use flows::{FlowFilter, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
 pub use metrics::{CountersSnapshot, CountersSource, DropCount, NoCounters, PortCounters};
 pub use problem::Problem;
 pub use routes::{Access, ROUTES, Role, RouteSpec};
@@ -250,6 +251,8 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(openapi::router())
         .route_layer(from_fn_with_state(state.clone(), auth::authorize))
+        // Public static files of the web console, outside the access table (see `console`).
+        .merge(console::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(from_fn_with_state(state.clone(), limit_concurrency))

@@ -131,20 +131,39 @@ pub fn spawn_ticker(state: AppState, interval: Duration) -> tokio::task::JoinHan
     })
 }
 
-/// Serves [`app`] until `shutdown` completes, then drains for `cfg.grace`.
-pub async fn serve(
-    cfg: ServeConfig,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ApiError> {
-    let tls = match &cfg.tls {
+/// The rustls configuration `cfg.tls` asks for (`None` for plain HTTP), generating the
+/// self-signed certificate first if needed.
+pub fn tls_config(cfg: &ServeConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ApiError> {
+    Ok(match &cfg.tls {
         TlsMode::PlainHttp => None,
         TlsMode::SelfSigned => {
             let (c, k) = ensure_self_signed(&cfg.data_dir, &cfg.cert_names)?;
             Some(rustls_config(&c, &k)?)
         }
         TlsMode::Files { cert, key } => Some(rustls_config(cert, key)?),
-    };
+    })
+}
+
+/// Serves [`app`] until `shutdown` completes, then drains for `cfg.grace`.
+pub async fn serve(
+    cfg: ServeConfig,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let tls = tls_config(&cfg)?;
+    let listener = std::net::TcpListener::bind(cfg.listen)?;
+    serve_listener(listener, tls, &cfg, state, shutdown).await
+}
+
+/// [`serve`] on a listener the caller bound (so a busy address is reported before anything
+/// starts) with TLS material it loaded ([`tls_config`]; `None`: plain HTTP).
+pub async fn serve_listener(
+    listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cfg: &ServeConfig,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
     let ticker = spawn_ticker(state.clone(), cfg.tick_interval);
     let handle = axum_server::Handle::new();
     let h = handle.clone();
@@ -156,13 +175,13 @@ pub async fn serve(
     let service = app(state).into_make_service();
     let result = match tls {
         Some(tls) => {
-            axum_server::bind_rustls(cfg.listen, RustlsConfig::from_config(tls))
+            axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
                 .handle(handle)
                 .serve(service)
                 .await
         }
         None => {
-            axum_server::bind(cfg.listen)
+            axum_server::from_tcp(listener)?
                 .handle(handle)
                 .serve(service)
                 .await

@@ -232,8 +232,9 @@ pub struct Service {
     /// ICMP message types; empty means every type. ICMP only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub icmp_types: Vec<u16>,
-    /// L7 constraint (e.g. `modbus: {functions: [read_coils]}`), kept opaque until the ICS
-    /// conduits exist; a service with `l7` compiles to an inspect action, never to a plain allow.
+    /// L7 constraint (e.g. `modbus: {functions: [read_coils]}`; grammar in `policy::l7`),
+    /// checked field by field in validation; a service with `l7` compiles to an inspect
+    /// action, never to a plain allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<serde_json::Value>,
 }

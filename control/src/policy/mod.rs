@@ -38,6 +38,7 @@
 //! can be evaluated with [`crate::decide()`] before they are enforced.
 
 pub mod dto;
+mod l7;
 mod parse;
 mod validate;
 
@@ -45,6 +46,7 @@ use ipnet::IpNet;
 use septa_classifier::{Mode, PortRange};
 
 pub use dto::{ConduitAction, PolicyDocument, ProtoName};
+pub use l7::L7Rule;
 pub use parse::{Format, YamlLocator, parse_document, parse_policy};
 pub use validate::validate;
 
@@ -110,8 +112,8 @@ pub struct Service {
     pub source_ports: Vec<PortRange>,
     /// ICMP types; empty = every type.
     pub icmp_types: Vec<u8>,
-    /// Opaque L7 constraint.
-    pub l7: Option<serde_json::Value>,
+    /// L7 constraint (function-code conduit); a service with one compiles to inspect.
+    pub l7: Option<L7Rule>,
 }
 
 impl ValidatedPolicy {

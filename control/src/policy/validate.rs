@@ -423,7 +423,9 @@ impl Validator {
                 .services
                 .iter()
                 .enumerate()
-                .filter_map(|(j, s)| self.service(&format!("{base}.services[{j}]"), s, c.action))
+                .filter_map(|(j, s)| {
+                    self.service(&format!("{base}.services[{j}]"), s, c.action, zones)
+                })
                 .collect();
             out.push(Conduit {
                 name: c.name.clone(),
@@ -438,7 +440,13 @@ impl Validator {
         out
     }
 
-    fn service(&mut self, base: &str, s: &dto::Service, action: ConduitAction) -> Option<Service> {
+    fn service(
+        &mut self,
+        base: &str,
+        s: &dto::Service,
+        action: ConduitAction,
+        zones: &[Zone],
+    ) -> Option<Service> {
         let before = self.errs.len();
         let transport = matches!(s.proto, ProtoName::Tcp | ProtoName::Udp);
         if !transport && !s.ports.is_empty() {
@@ -471,7 +479,8 @@ impl Validator {
         );
         let ports = self.ports(&format!("{base}.ports"), &s.ports);
         let source_ports = self.ports(&format!("{base}.sourcePorts"), &s.source_ports);
-        if let Some(l7) = &s.l7 {
+        let mut l7 = None;
+        if let Some(spec) = &s.l7 {
             if action == ConduitAction::Deny {
                 self.err(
                     format!("{base}.l7"),
@@ -479,19 +488,16 @@ impl Validator {
                 );
             } else if !transport {
                 self.err(format!("{base}.l7"), "l7 constraints need proto tcp or udp");
-            } else if !l7.is_object() {
-                self.err(
-                    format!("{base}.l7"),
-                    "l7 must be a mapping such as {modbus: {functions: [read_coils]}}",
-                );
+            } else {
+                l7 = super::l7::validate(&mut self.errs, base, spec, zones);
             }
         }
-        (self.errs.len() == before).then(|| Service {
+        (self.errs.len() == before).then_some(Service {
             proto: s.proto,
             ports,
             source_ports,
             icmp_types,
-            l7: s.l7.clone(),
+            l7,
         })
     }
 

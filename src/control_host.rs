@@ -1,0 +1,1045 @@
+//! The control plane inside `septa run`: the `[control]` section of `gateway.toml`, the policy
+//! service over its data directory, the REST API on a tokio runtime of its own, and the glue to
+//! the data plane (the publisher into the workers' [`PolicySlot`] and the counters source).
+//!
+//! **Threads.** [`ControlHost::start`] runs before the EAL is initialised, so the runtime's
+//! threads (`septa-api`, two of them, plus tokio's blocking pool spawned from them) keep the
+//! process's original CPU affinity: they are never pinned to a worker lcore and never run on an
+//! EAL thread. Workers share nothing with them but the [`TableCell`] (an RCU swap per publish)
+//! and their relaxed counters (summed at scrape time).
+//!
+//! **Fail-closed start.** `start` opens the store and, before any port is set up, installs the
+//! last running revision into the slot (and reverts a commit-confirm whose deadline passed while
+//! the gateway was down). Workers therefore see that revision from their first poll. With an
+//! empty store and no `dataplane.policy`, nothing is installed: new flows are dropped under
+//! `no_policy` until a commit arrives (or admitted under `dataplane.fail_open = true`).
+//!
+//! **Precedence.** The store is authoritative. `dataplane.policy` only seeds an empty store on
+//! first start (committed as revision 1 by `system:septa-run`); on later starts it is ignored,
+//! with a notice when it differs from the running revision. `dataplane.decision` (a fixed
+//! decision) cannot be combined with `[control]`: there would be nothing to publish into.
+//!
+//! **Publishing.** [`SlotPublisher`]: the first table installs a [`TableCell`] into the slot,
+//! later ones are RCU swaps into that cell (workers pick them up at their next burst, no
+//! restart). `publish(None)` (fail closed) swaps in an empty table whose default is deny.
+//!
+//! **Flows.** [`FlowAdapter`] turns the data plane's event-ring records
+//! (`septa_dataplane::events::FlowEvent`) into the API's [`FlowRecord`]s in the bounded
+//! [`FlowStore`] behind `/api/v1/flows` and its SSE stream. It runs on the thread that drains
+//! the rings (`septa-monitor`), never on a worker. Table epochs are resolved to revision content
+//! hashes through a map the API runtime refreshes under the policy-core lock.
+
+// Only the DPDK build runs workers: without it the data-plane half of this glue is unused.
+#![cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use septa_classifier::{Family, FlowKey, SourceRef, TableCell};
+use septa_control::api::{
+    self, ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher,
+    FlowRecord, FlowStore, PortCounters, ServeConfig, TlsMode,
+};
+use septa_control::audit::{AccessDecision, Actor, DecisionAggregator, DecisionKind};
+use septa_control::clock::SystemClock;
+use septa_control::lifecycle::{CommitOptions, PolicyService, Publisher, ServiceConfig};
+use septa_control::{CompiledPolicy, Format};
+use septa_dataplane::PolicySlot;
+use septa_dataplane::counters::{Stats, WorkerCounters};
+use septa_dataplane::drop::DropReason;
+use septa_dataplane::events::{EventAction, EventDecision, FlowEvent};
+use septa_dataplane::worker::TICKS_PER_SECOND;
+
+/// Records `/api/v1/flows` holds (most recent first; older ones are evicted).
+pub const FLOW_STORE_CAPACITY: usize = 100_000;
+/// Distinct (flow, clause) groups itemised per audit interval; the rest are counted.
+pub const MAX_DECISION_GROUPS: usize = 256;
+/// Deny records of one (flow, epoch) kept per this many ms (a denied flow reports every packet).
+const DENY_RECORD_INTERVAL_MS: i64 = 1000;
+
+/// Default `control.listen`: loopback only; set `0.0.0.0:8443` to manage from the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Default `control.data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/septa";
+
+/// `[control]` as written in `gateway.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// `false` turns the control plane off while keeping the section (default `true`).
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Listen address (`host:port`).
+    #[serde(default)]
+    listen: Option<String>,
+    /// Data directory: revisions (SQLite), audit log, keys, users, the generated certificate.
+    /// Relative paths are resolved against the configuration file's directory.
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    /// Certificate chain (PEM); with `tls_key`. Without both, a self-signed certificate is
+    /// generated into `data_dir/tls/` on first start.
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM); with `tls_cert`.
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    /// Plain HTTP instead of HTTPS (behind a TLS-terminating proxy only). Default `false`.
+    #[serde(default)]
+    plain_http: bool,
+    /// Names (DNS names or addresses) the self-signed certificate is issued for.
+    #[serde(default)]
+    cert_names: Option<Vec<String>>,
+    /// Audit one admitted flow in this many (0: none). Denies and would-denies are all audited.
+    #[serde(default)]
+    audit_allow_sample: Option<u64>,
+    /// Seconds over which access decisions are aggregated into one record per (flow, clause).
+    #[serde(default)]
+    audit_interval: Option<u64>,
+}
+
+/// The checked `[control]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (absolute or relative to the working directory).
+    pub data_dir: PathBuf,
+    /// How the API speaks.
+    pub tls: TlsMode,
+    /// Names of the self-signed certificate.
+    pub cert_names: Vec<String>,
+    /// One admitted flow in this many is audited (0: none).
+    pub audit_allow_sample: u64,
+    /// Aggregation interval of access-decision audit records.
+    pub audit_interval: Duration,
+}
+
+impl ControlConfig {
+    /// Checks `raw`; relative paths are resolved against `dir`. `Ok(None)` when disabled.
+    /// Errors are `(dotted key, message)`.
+    pub fn from_raw(raw: RawControl, dir: Option<&Path>) -> Result<Option<Self>, (String, String)> {
+        if raw.enabled == Some(false) {
+            return Ok(None);
+        }
+        let resolve = |p: PathBuf| match dir {
+            Some(d) if p.is_relative() => d.join(p),
+            _ => p,
+        };
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            (
+                "control.listen".to_owned(),
+                format!("`{listen_text}` is not an address:port ({e})"),
+            )
+        })?;
+        let tls = match (raw.tls_cert, raw.tls_key, raw.plain_http) {
+            (Some(_), _, true) | (_, Some(_), true) => {
+                return Err((
+                    "control.plain_http".into(),
+                    "plain_http = true cannot be combined with tls_cert/tls_key".into(),
+                ));
+            }
+            (None, None, true) => TlsMode::PlainHttp,
+            (None, None, false) => TlsMode::SelfSigned,
+            (Some(cert), Some(key), false) => TlsMode::Files {
+                cert: resolve(cert),
+                key: resolve(key),
+            },
+            (Some(_), None, _) => {
+                return Err((
+                    "control.tls_key".into(),
+                    "tls_cert is set but tls_key is not: give both, or neither for a \
+                     self-signed certificate"
+                        .into(),
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err((
+                    "control.tls_cert".into(),
+                    "tls_key is set but tls_cert is not: give both, or neither for a \
+                     self-signed certificate"
+                        .into(),
+                ));
+            }
+        };
+        let cert_names = raw.cert_names.unwrap_or_else(|| {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+            if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+                names.push(listen.ip().to_string());
+            }
+            names
+        });
+        if cert_names.is_empty() || cert_names.iter().any(|n| n.trim().is_empty()) {
+            return Err((
+                "control.cert_names".into(),
+                "must list at least one non-empty name".into(),
+            ));
+        }
+        let data_dir = resolve(raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let interval = raw.audit_interval.unwrap_or(10);
+        if !(1..=3600).contains(&interval) {
+            return Err((
+                "control.audit_interval".into(),
+                format!("{interval} s is outside 1..=3600"),
+            ));
+        }
+        Ok(Some(ControlConfig {
+            listen,
+            data_dir,
+            tls,
+            cert_names,
+            audit_allow_sample: raw.audit_allow_sample.unwrap_or(1000),
+            audit_interval: Duration::from_secs(interval),
+        }))
+    }
+
+    /// The scheme the API answers on.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls == TlsMode::PlainHttp {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}
+
+/// Publishes compiled policies into the workers' [`PolicySlot`].
+pub struct SlotPublisher {
+    slot: PolicySlot,
+}
+
+impl SlotPublisher {
+    /// A publisher into `slot`.
+    pub fn new(slot: PolicySlot) -> Self {
+        SlotPublisher { slot }
+    }
+}
+
+impl Publisher for SlotPublisher {
+    fn publish(&self, table: Option<&Arc<CompiledPolicy>>) -> Result<(), String> {
+        let table = match table {
+            Some(c) => (**c.table()).clone(),
+            None => {
+                if self.slot.cell().is_none() {
+                    // Nothing was ever installed: workers are already fail-closed (no_policy).
+                    return Ok(());
+                }
+                septa_classifier::compile(&[]).map_err(|e| e.to_string())?
+            }
+        };
+        match self.slot.cell() {
+            Some(cell) => {
+                cell.publish(table);
+            }
+            None => {
+                // Only the policy core publishes (under its lock), so the slot cannot be filled
+                // concurrently; `install` is all-or-nothing either way.
+                if !self.slot.install(TableCell::new(table)) {
+                    return Err("the policy slot was filled concurrently".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The workers' counters, summed when the API asks (once per scrape).
+pub struct WorkerCountersSource {
+    ports: Vec<String>,
+    workers: OnceLock<Vec<Arc<WorkerCounters>>>,
+}
+
+impl WorkerCountersSource {
+    fn new(ports: Vec<String>) -> Self {
+        WorkerCountersSource {
+            ports,
+            workers: OnceLock::new(),
+        }
+    }
+
+    /// The summed counters, or `None` before the workers exist.
+    pub fn stats(&self) -> Option<Stats> {
+        self.workers
+            .get()
+            .map(|w| Stats::collect(w.iter().map(|c| &**c)))
+    }
+}
+
+impl CountersSource for WorkerCountersSource {
+    fn snapshot(&self) -> CountersSnapshot {
+        let stats = self.stats().unwrap_or_default();
+        let ports = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let p = stats.ports.get(i).copied().unwrap_or_default();
+                PortCounters {
+                    port: name.clone(),
+                    rx_packets: p.rx_packets,
+                    rx_bytes: p.rx_bytes,
+                    tx_packets: p.tx_packets,
+                    tx_bytes: p.tx_bytes,
+                }
+            })
+            .collect();
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| DropCount {
+                reason: r.as_str().to_owned(),
+                packets: stats.drops(*r),
+            })
+            .collect();
+        CountersSnapshot { ports, drops }
+    }
+}
+
+/// The running control plane. Dropping it stops the API (in-flight requests get two seconds).
+pub struct ControlHost {
+    slot: PolicySlot,
+    counters: Arc<WorkerCountersSource>,
+    flows: Arc<FlowStore>,
+    labels: EpochLabels,
+    decisions: Arc<Mutex<DecisionAggregator>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ControlHost {
+    /// Opens the data directory, installs the running revision (or seeds the store from
+    /// `seed`, the configuration's `dataplane.policy`), and starts serving. Call it before the
+    /// EAL is initialised (see the module documentation).
+    pub fn start(
+        cfg: &ControlConfig,
+        ports: Vec<String>,
+        seed: Option<&Path>,
+    ) -> anyhow::Result<ControlHost> {
+        create_private_dir(&cfg.data_dir)?;
+        let slot = PolicySlot::new();
+        let clock = Arc::new(SystemClock);
+        let publisher = Arc::new(SlotPublisher::new(slot.clone()));
+        let dyn_publisher =
+            DynPublisher(Arc::clone(&publisher) as Arc<dyn Publisher + Send + Sync>);
+        let mut svc = PolicyService::open(
+            ServiceConfig::new(&cfg.data_dir),
+            dyn_publisher,
+            clock.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "opening the control data directory {} (control.data_dir); the gateway \
+                     does not start without its last committed policy",
+                cfg.data_dir.display()
+            )
+        })?;
+        install_running(&mut svc, &publisher, seed)?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .thread_name("septa-api")
+            .enable_all()
+            .build()
+            .context("starting the control plane's runtime")?;
+        let counters = Arc::new(WorkerCountersSource::new(ports));
+        let flows = Arc::new(FlowStore::new(FLOW_STORE_CAPACITY));
+        let labels = EpochLabels::default();
+        labels.refresh(&svc, &slot);
+        let mut opts = ApiOptions::new(&cfg.data_dir);
+        opts.counters = Arc::clone(&counters) as Arc<dyn CountersSource>;
+        opts.flows = Arc::clone(&flows) as Arc<dyn api::FlowSource>;
+        let (state, first_password) = {
+            let _guard = runtime.enter();
+            AppState::new(svc, clock, opts).context("starting the control API")?
+        };
+        let serve_cfg = ServeConfig {
+            tls: cfg.tls.clone(),
+            cert_names: cfg.cert_names.clone(),
+            grace: Duration::from_secs(2),
+            ..ServeConfig::new(cfg.listen, &cfg.data_dir)
+        };
+        let tls = api::serve::tls_config(&serve_cfg).context("control API TLS (control.tls_*)")?;
+        let listener = std::net::TcpListener::bind(cfg.listen)
+            .with_context(|| format!("control.listen = {}: cannot listen", cfg.listen))?;
+        let listen = listener.local_addr().unwrap_or(cfg.listen);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(label_epochs(state.clone(), slot.clone(), labels.clone()));
+        let decisions = Arc::new(Mutex::new(DecisionAggregator::new(
+            cfg.audit_allow_sample,
+            MAX_DECISION_GROUPS,
+        )));
+        runtime.spawn(audit_decisions(
+            state.clone(),
+            Arc::clone(&decisions),
+            cfg.audit_interval,
+        ));
+        runtime.spawn(async move {
+            let shutdown = async move {
+                let _ = rx.await;
+            };
+            if let Err(e) =
+                api::serve::serve_listener(listener, tls, &serve_cfg, state, shutdown).await
+            {
+                eprintln!("septa: control API stopped: {e}");
+            }
+        });
+        let cert = match &cfg.tls {
+            TlsMode::SelfSigned => format!(
+                ", self-signed certificate {}",
+                cfg.data_dir.join("tls").join("cert.pem").display()
+            ),
+            TlsMode::Files { cert, .. } => format!(", certificate {}", cert.display()),
+            TlsMode::PlainHttp => " (PLAIN HTTP: control.plain_http = true)".to_owned(),
+        };
+        eprintln!(
+            "septa: control API on {}://{listen}/api/v1 (data {}{cert})",
+            cfg.scheme(),
+            cfg.data_dir.display()
+        );
+        if let Some(pw) = first_password {
+            // Shown once: only its argon2 hash is stored.
+            eprintln!(
+                "septa: first start: created user `admin` with password {pw} (shown once; \
+                 change it with POST /api/v1/auth/password)"
+            );
+        }
+        Ok(ControlHost {
+            slot,
+            counters,
+            flows,
+            labels,
+            decisions,
+            shutdown: Some(tx),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The slot workers read their table from (clone it into every worker's decision).
+    pub fn slot(&self) -> PolicySlot {
+        self.slot.clone()
+    }
+
+    /// Hands the workers' counters to `/metrics` and `/api/v1/counters` (once; later calls are
+    /// ignored).
+    pub fn attach_counters(&self, workers: &[Arc<WorkerCounters>]) {
+        let _ = self.counters.workers.set(workers.to_vec());
+    }
+
+    /// The adapter from the workers' event rings into the flow store. Make it right before the
+    /// workers: their event clocks start at 0 when they are made.
+    pub fn flow_adapter(&self) -> FlowAdapter {
+        let mut a = FlowAdapter::new(Arc::clone(&self.flows), self.labels.clone(), now_ms());
+        a.decisions = Some(Arc::clone(&self.decisions));
+        a
+    }
+}
+
+/// Table epoch → content hash and compiled policy of the revision it was published for.
+#[derive(Clone, Default)]
+pub struct EpochLabels(Arc<Mutex<HashMap<u64, Label>>>);
+
+#[derive(Clone)]
+struct Label {
+    hash: String,
+    compiled: Option<Arc<CompiledPolicy>>,
+}
+
+impl EpochLabels {
+    /// Records the cell's current epoch for the service's running revision. Call it with the
+    /// service locked, so no publish can come between the two reads.
+    fn refresh<P: Publisher>(&self, svc: &PolicyService<P>, slot: &PolicySlot) {
+        let Some(cell) = slot.cell() else { return };
+        let epoch = cell.current().epoch();
+        let label = Label {
+            hash: svc
+                .running()
+                .map_or_else(|| "none".to_owned(), |r| r.hash.clone()),
+            compiled: svc.running_table().cloned(),
+        };
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.entry(epoch).or_insert(label);
+    }
+
+    fn label(&self, epoch: u64) -> String {
+        if epoch == 0 {
+            return "none".into();
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&epoch)
+            .map_or_else(|| format!("epoch:{epoch}"), |l| l.hash.clone())
+    }
+
+    /// The deciding clause of `d`, as text.
+    fn clause(&self, d: &EventDecision) -> String {
+        if d.epoch == 0 {
+            return "no policy installed (fail-open admission)".into();
+        }
+        let Some(source) = d.source else {
+            return "default (no rule matched)".into();
+        };
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&d.epoch)
+            .and_then(|l| l.compiled.as_ref())
+            .and_then(|c| {
+                c.clause_of_source(SourceRef(source))
+                    .map(ToString::to_string)
+            })
+            .unwrap_or_else(|| format!("clause {source} of table epoch {}", d.epoch))
+    }
+}
+
+/// Appends the aggregated access decisions every `interval` (one fsynced append per (flow,
+/// clause) group, at most [`MAX_DECISION_GROUPS`] + 1 per interval).
+async fn audit_decisions(state: AppState, agg: Arc<Mutex<DecisionAggregator>>, interval: Duration) {
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t.tick().await;
+    loop {
+        t.tick().await;
+        let entries = agg.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if entries.is_empty() {
+            continue;
+        }
+        let r = state
+            .core
+            .run(move |svc| {
+                for e in entries {
+                    svc.audit_log().append(e)?;
+                }
+                Ok::<(), septa_control::error::AuditError>(())
+            })
+            .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("septa: control: appending access decisions: {e}"),
+            Err(p) => eprintln!("septa: control: appending access decisions: {}", p.detail),
+        }
+    }
+}
+
+/// Labels newly published epochs twice a second (under the policy-core lock).
+async fn label_epochs(state: AppState, slot: PolicySlot, labels: EpochLabels) {
+    let mut t = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        t.tick().await;
+        let (slot, labels) = (slot.clone(), labels.clone());
+        let _ = state.core.run(move |svc| labels.refresh(svc, &slot)).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Turns the workers' [`FlowEvent`]s into [`FlowRecord`]s in the [`FlowStore`].
+///
+/// * a flow start becomes a record with no packets yet (`packets` 0), its end a record with
+///   both directions' packets and bytes summed;
+/// * a deny or would-deny becomes a `deny` record (mode `monitor` for would-deny); a denied
+///   flow reports every packet, so one record per (flow, epoch) and second is kept;
+/// * `rule` is `u32::MAX` when the table's default decided; `revision` is the content hash of
+///   the revision whose table decided (`none` without a policy, `epoch:N` if not yet known).
+pub struct FlowAdapter {
+    store: Arc<FlowStore>,
+    labels: EpochLabels,
+    start_ms: i64,
+    last_deny: HashMap<(FlowKey, u64), i64>,
+    decisions: Option<Arc<Mutex<DecisionAggregator>>>,
+}
+
+impl FlowAdapter {
+    fn new(store: Arc<FlowStore>, labels: EpochLabels, start_ms: i64) -> Self {
+        FlowAdapter {
+            store,
+            labels,
+            start_ms,
+            last_deny: HashMap::new(),
+            decisions: None,
+        }
+    }
+
+    fn wall_ms(&self, ticks: u64) -> i64 {
+        let ms = ticks / (TICKS_PER_SECOND / 1000).max(1);
+        self.start_ms
+            .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    /// Converts and stores one event (and counts its access decision for the audit log).
+    pub fn on_event(&mut self, ev: &FlowEvent) {
+        self.audit(ev);
+        let rec = match ev {
+            FlowEvent::Start(s) => self.record(&s.key, s.at, &s.decision, 0, 0),
+            FlowEvent::End(e) => self.record(
+                &e.key,
+                e.at,
+                &e.decision,
+                e.packets[0] + e.packets[1],
+                e.bytes[0] + e.bytes[1],
+            ),
+            FlowEvent::Deny(d) => {
+                let at = self.wall_ms(d.at);
+                let k = (d.key, d.decision.epoch);
+                if self
+                    .last_deny
+                    .get(&k)
+                    .is_some_and(|t| at - t < DENY_RECORD_INTERVAL_MS)
+                {
+                    return;
+                }
+                if self.last_deny.len() >= 65_536 {
+                    self.last_deny.clear();
+                }
+                self.last_deny.insert(k, at);
+                let mut r = self.record(&d.key, d.at, &d.decision, 1, 0);
+                r.action = "deny".into();
+                if d.would_deny {
+                    r.mode = "monitor".into();
+                }
+                r
+            }
+        };
+        self.store.push(rec);
+    }
+
+    fn audit(&self, ev: &FlowEvent) {
+        let Some(agg) = &self.decisions else { return };
+        let (kind, key, at, d) = match ev {
+            FlowEvent::Start(s) => (DecisionKind::Allow, &s.key, s.at, &s.decision),
+            FlowEvent::Deny(x) if x.would_deny => {
+                (DecisionKind::WouldDeny, &x.key, x.at, &x.decision)
+            }
+            FlowEvent::Deny(x) => (DecisionKind::Deny, &x.key, x.at, &x.decision),
+            FlowEvent::End(_) => return,
+        };
+        let decision = AccessDecision {
+            kind,
+            flow: format!(
+                "{} {} -> {}",
+                proto_name(key.proto),
+                endpoint(key.family, key.src, key.sport),
+                endpoint(key.family, key.dst, key.dport)
+            ),
+            clause: self.labels.clause(d),
+            rule: d.rule,
+            revision: self.labels.label(d.epoch),
+            ts_ms: self.wall_ms(at),
+        };
+        agg.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(decision);
+    }
+
+    fn record(
+        &self,
+        key: &FlowKey,
+        at: u64,
+        d: &EventDecision,
+        packets: u64,
+        bytes: u64,
+    ) -> FlowRecord {
+        FlowRecord {
+            ts_ms: self.wall_ms(at),
+            src: addr(key.family, key.src).to_string(),
+            dst: addr(key.family, key.dst).to_string(),
+            proto: key.proto,
+            sport: key.sport,
+            dport: key.dport,
+            action: match d.action {
+                EventAction::Allow => "allow",
+                EventAction::Deny => "deny",
+                EventAction::Inspect(_) => "inspect",
+            }
+            .into(),
+            mode: if d.monitor { "monitor" } else { "enforce" }.into(),
+            rule: d.rule.unwrap_or(u32::MAX),
+            revision: self.labels.label(d.epoch),
+            packets,
+            bytes,
+        }
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        p => format!("proto {p}"),
+    }
+}
+
+fn endpoint(family: Family, a: u128, port: u16) -> String {
+    match addr(family, a) {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn addr(family: Family, a: u128) -> IpAddr {
+    match family {
+        // IPv4 addresses live in the low 32 bits.
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(
+            u32::try_from(a & u128::from(u32::MAX)).unwrap_or(0),
+        )),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(a)),
+    }
+}
+
+impl Drop for ControlHost {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(3));
+        }
+    }
+}
+
+/// Publishes the store's running revision, or seeds an empty store from `seed`, then reverts a
+/// commit-confirm that expired while the gateway was down.
+fn install_running(
+    svc: &mut PolicyService<DynPublisher>,
+    publisher: &SlotPublisher,
+    seed: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(table) = svc.running_table().cloned() {
+        let info = svc.running().cloned();
+        publisher
+            .publish(Some(&table))
+            .map_err(|e| anyhow::anyhow!("installing the running revision: {e}"))?;
+        if let Some(info) = info {
+            eprintln!(
+                "septa: control: enforcing revision {} ({}) from the store",
+                info.id,
+                info.hash.get(..12).unwrap_or(&info.hash)
+            );
+        }
+        if let Some(file) = seed {
+            eprintln!(
+                "septa: control: dataplane.policy = {} only seeds an empty store and is ignored \
+                 now; commit it through the API to enforce it",
+                file.display()
+            );
+        }
+    } else if let Some(file) = seed {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading dataplane.policy = {}", file.display()))?;
+        let info = svc
+            .commit(
+                &text,
+                Format::from_path(file),
+                &Actor::system("septa-run"),
+                &format!(
+                    "seeded from dataplane.policy {} on first start",
+                    file.display()
+                ),
+                CommitOptions::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("dataplane.policy = {}: {e}", file.display()))?;
+        eprintln!(
+            "septa: control: empty store seeded from {}: revision {} is enforced",
+            file.display(),
+            info.id
+        );
+    }
+    if let Some(rev) = svc
+        .tick()
+        .context("reverting a commit-confirm that expired while the gateway was down")?
+    {
+        eprintln!(
+            "septa: control: an unconfirmed commit expired while stopped: reverted to revision {}",
+            rev.id
+        );
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).with_context(|| {
+        format!(
+            "creating the control data directory {} (control.data_dir)",
+            dir.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> RawControl {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_https_self_signed_on_loopback() {
+        let c = ControlConfig::from_raw(raw(""), Some(Path::new("/etc/septa")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.tls, TlsMode::SelfSigned);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.scheme(), "https");
+        assert!(c.cert_names.contains(&"localhost".to_owned()));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file_and_disable_works() {
+        let c = ControlConfig::from_raw(
+            raw("data_dir = \"state\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nlisten = \"10.0.0.1:9443\""),
+            Some(Path::new("/etc/septa")),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/septa/state"));
+        assert_eq!(
+            c.tls,
+            TlsMode::Files {
+                cert: "/etc/septa/c.pem".into(),
+                key: "/etc/septa/k.pem".into()
+            }
+        );
+        assert!(c.cert_names.contains(&"10.0.0.1".to_owned()));
+        assert_eq!(
+            ControlConfig::from_raw(raw("enabled = false"), None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            ("listen = \"nope\"", "control.listen"),
+            ("tls_cert = \"c.pem\"", "control.tls_key"),
+            ("tls_key = \"k.pem\"", "control.tls_cert"),
+            (
+                "plain_http = true\ntls_cert = \"c\"\ntls_key = \"k\"",
+                "control.plain_http",
+            ),
+            ("cert_names = []", "control.cert_names"),
+        ] {
+            let (k, msg) = ControlConfig::from_raw(raw(text), None).unwrap_err();
+            assert_eq!(k, key, "{text}: {msg}");
+        }
+        assert!(toml::from_str::<RawControl>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn publisher_installs_then_swaps_and_fails_closed() {
+        let slot = PolicySlot::new();
+        let p = SlotPublisher::new(slot.clone());
+        // Fail closed before anything was installed: stays empty (workers drop under no_policy).
+        p.publish(None).unwrap();
+        assert!(slot.cell().is_none());
+        let text = "apiVersion: septa.io/v1\nkind: Policy\nmetadata:\n  name: t\nspec:\n  zones:\n    - name: a\n      subnets: [10.1.0.0/24]\n    - name: b\n      subnets: [10.2.0.0/24]\n  conduits:\n    - name: a-to-b\n      from: [a]\n      to: [b]\n      services:\n        - proto: udp\n          ports: [5000]\n";
+        let (_, compiled) =
+            septa_control::lifecycle::check_policy(text, Format::Yaml, None).unwrap();
+        let compiled = Arc::new(compiled);
+        p.publish(Some(&compiled)).unwrap();
+        let cell = Arc::clone(slot.cell().expect("installed"));
+        assert_eq!(cell.current().epoch(), 1);
+        assert_eq!(cell.current().len(), compiled.table().len());
+        p.publish(Some(&compiled)).unwrap();
+        assert_eq!(cell.current().epoch(), 2, "an RCU swap into the same cell");
+        p.publish(None).unwrap();
+        let t = cell.current();
+        assert_eq!(t.epoch(), 3);
+        assert!(t.is_empty());
+        assert_eq!(
+            t.default_decision().action,
+            septa_classifier::Action::Deny,
+            "fail closed"
+        );
+    }
+
+    #[test]
+    fn counters_are_summed_over_workers_per_port_and_reason() {
+        let src = WorkerCountersSource::new(vec!["p0".into(), "p1".into()]);
+        assert_eq!(
+            src.snapshot().ports[1].rx_packets,
+            0,
+            "zeros before workers exist"
+        );
+        let w: Vec<_> = (0..2).map(|_| Arc::new(WorkerCounters::new(2))).collect();
+        w[0].rx(0, 3, 300);
+        w[1].rx(0, 2, 200);
+        w[1].tx(1, 5, 500);
+        w[0].dropped(DropReason::Policy, 4);
+        w[1].dropped(DropReason::Policy, 1);
+        src.workers.set(w).unwrap();
+        let s = src.snapshot();
+        assert_eq!(s.ports[0].rx_packets, 5);
+        assert_eq!(s.ports[0].rx_bytes, 500);
+        assert_eq!(s.ports[1].tx_packets, 5);
+        let policy = s.drops.iter().find(|d| d.reason == "policy").unwrap();
+        assert_eq!(policy.packets, 5);
+        assert_eq!(s.drops.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn flow_events_become_records_with_revision_labels_and_throttled_denies() {
+        use septa_control::api::{FlowFilter, FlowSource};
+        use septa_dataplane::events::{DenyRecord, EndReason, FlowEnd, FlowStart};
+        let store = Arc::new(FlowStore::new(100));
+        let labels = EpochLabels::default();
+        labels.0.lock().unwrap().insert(
+            3,
+            Label {
+                hash: "abc".into(),
+                compiled: None,
+            },
+        );
+        let mut a = FlowAdapter::new(Arc::clone(&store), labels, 1_000_000);
+        let agg = Arc::new(Mutex::new(DecisionAggregator::new(1, 16)));
+        a.decisions = Some(Arc::clone(&agg));
+        let key = FlowKey::v4([10, 1, 0, 1].into(), [10, 2, 0, 1].into(), 17, 4000, 5000);
+        let allow = EventDecision {
+            rule: Some(2),
+            source: Some(0),
+            epoch: 3,
+            action: EventAction::Allow,
+            monitor: false,
+        };
+        let tps = TICKS_PER_SECOND;
+        a.on_event(&FlowEvent::Start(FlowStart {
+            key,
+            at: tps,
+            decision: allow,
+        }));
+        a.on_event(&FlowEvent::End(FlowEnd {
+            key,
+            first_seen: tps,
+            last_seen: 2 * tps,
+            at: 3 * tps,
+            packets: [3, 2],
+            bytes: [300, 200],
+            reason: EndReason::Timeout,
+            decision: allow,
+        }));
+        let deny = EventDecision {
+            rule: None,
+            source: None,
+            epoch: 4,
+            action: EventAction::Deny,
+            monitor: false,
+        };
+        for i in 0..5 {
+            a.on_event(&FlowEvent::Deny(DenyRecord {
+                key,
+                at: 4 * tps + i,
+                decision: deny,
+                reason: DropReason::Policy,
+                would_deny: false,
+            }));
+        }
+        a.on_event(&FlowEvent::Deny(DenyRecord {
+            key,
+            at: 6 * tps,
+            decision: deny,
+            reason: DropReason::Policy,
+            would_deny: true,
+        }));
+        let got = store.recent(&FlowFilter::default(), 100);
+        assert_eq!(
+            got.len(),
+            4,
+            "five denies within a second make one record: {got:#?}"
+        );
+        let (would, deny_rec, end, start) = (&got[0], &got[1], &got[2], &got[3]);
+        assert_eq!(start.ts_ms, 1_001_000);
+        assert_eq!(
+            (start.src.as_str(), start.dst.as_str()),
+            ("10.1.0.1", "10.2.0.1")
+        );
+        assert_eq!((start.proto, start.sport, start.dport), (17, 4000, 5000));
+        assert_eq!(
+            (start.action.as_str(), start.rule, start.revision.as_str()),
+            ("allow", 2, "abc")
+        );
+        assert_eq!((end.packets, end.bytes, end.ts_ms), (5, 500, 1_003_000));
+        assert_eq!(
+            (deny_rec.action.as_str(), deny_rec.mode.as_str()),
+            ("deny", "enforce")
+        );
+        assert_eq!(deny_rec.rule, u32::MAX, "the table default decided");
+        assert_eq!(
+            deny_rec.revision, "epoch:4",
+            "unknown epochs are named, not guessed"
+        );
+        assert_eq!(would.mode, "monitor");
+        // Every deny counted (not throttled) in one audit record per (flow, clause).
+        let audit = agg.lock().unwrap().take();
+        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["access.deny", "access.would_deny", "access.allow"]
+        );
+        assert_eq!(audit[0].object, "udp 10.1.0.1:4000 -> 10.2.0.1:5000");
+        assert!(
+            audit[0].detail.starts_with("5 observation(s)"),
+            "{}",
+            audit[0].detail
+        );
+        assert_eq!(audit[0].reason, "default (no rule matched)");
+        assert_eq!(audit[2].after.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn gateway_config_reads_control_and_refuses_a_fixed_decision_with_it() {
+        let dir = std::env::temp_dir().join(format!("septa-control-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = "[dpdk]\neal_args = []\n[[ports]]\nname = \"a\"\n[[ports]]\nname = \"b\"\n\
+                    [[pairs]]\nports = [\"a\", \"b\"]\n";
+        let write = |name: &str, text: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ok = write("ok.toml", format!("{base}[control]\ndata_dir = \"st\"\n"));
+        let c = crate::config::GatewayConfig::load(&ok).unwrap();
+        let ctl = c.control.as_ref().expect("[control] read");
+        assert_eq!(ctl.data_dir, dir.join("st"));
+        assert_eq!(ctl.audit_interval, Duration::from_secs(10));
+        assert_eq!(ctl.audit_allow_sample, 1000);
+        let off = write("off.toml", format!("{base}[control]\nenabled = false\n"));
+        assert!(
+            crate::config::GatewayConfig::load(&off)
+                .unwrap()
+                .control
+                .is_none()
+        );
+        let fixed = write(
+            "fixed.toml",
+            format!("{base}[dataplane]\ndecision = \"allow-all\"\n[control]\n"),
+        );
+        let e = crate::config::GatewayConfig::load(&fixed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dataplane.decision"), "{e}");
+        let bad = write("bad.toml", format!("{base}[control]\naudit_interval = 0\n"));
+        let e = crate::config::GatewayConfig::load(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control.audit_interval"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
