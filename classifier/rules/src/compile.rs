@@ -233,10 +233,10 @@ pub(crate) fn boxes_of(rules: &[Rule], f: Family) -> Vec<RuleBox> {
 fn build_trees(rules: &[Rule], leaf_size: usize) -> TreeSet {
     let v4 = boxes_of(rules, Family::V4);
     let v6 = boxes_of(rules, Family::V6);
-    TreeSet {
-        v4: trees(&v4, Family::V4, leaf_size),
-        v6: trees(&v6, Family::V6, leaf_size),
-    }
+    TreeSet::new(
+        trees(&v4, Family::V4, leaf_size),
+        trees(&v6, Family::V6, leaf_size),
+    )
 }
 
 /// One tree per partition group (measured: as fast as a single tree on the 10K ClassBench sets,

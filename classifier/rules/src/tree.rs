@@ -52,9 +52,10 @@ pub(crate) struct Tree {
     leaves: Vec<u32>,
     /// Dimensions where some box is narrower than the universe; only these are checked in leaves.
     dims: Vec<u8>,
-    /// Root cut: a key starts at node `roots[p[root_dim] >> root_shift]`, which replaces the top
-    /// levels of binary cuts by one indexed load.
-    roots: Vec<u32>,
+    /// Root cut: a key starts at node `roots[p[root_dim] >> root_shift][0]`, which replaces the top
+    /// levels of binary cuts by one indexed load. `[1]` is the lowest rule index in the bucket
+    /// ([`NO_MATCH`] when empty): a key that already matched a better rule skips the bucket.
+    roots: Vec<[u32; 2]>,
     root_dim: u32,
     root_shift: u32,
     /// Lowest rule index in the tree; a key that already matched a better rule skips the tree.
@@ -107,8 +108,11 @@ impl Tree {
                 // Both fit in u32: they lie inside the universe range of the dimension.
                 *r = [lo as u32, hi as u32];
             }
+            let best = lists[start]
+                .first()
+                .map_or(NO_MATCH, |&i| boxes[i as usize].rule);
             let sub = b.build(&mut region, lists[start].clone(), 1);
-            roots.extend(std::iter::repeat_n(sub, end - start));
+            roots.extend(std::iter::repeat_n([sub, best], end - start));
             start = end;
         }
         if b.budget == 0 {
@@ -117,9 +121,10 @@ impl Tree {
         let mut depths = std::mem::take(&mut b.leaf_depths);
         depths.sort_unstable();
         // Lockstep walks take this many steps together; deeper lanes then finish one by one.
+        // (A subtree root is at depth 1, so a leaf at depth `d` is `d - 1` steps away.)
         let lock_steps = depths
             .get(depths.len() * 3 / 4)
-            .map_or(0, |&d| usize::from(d));
+            .map_or(0, |&d| usize::from(d).saturating_sub(1));
         let (nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
         Some(Tree {
             lock_steps,
@@ -154,6 +159,11 @@ impl Tree {
         }
         if self.min_rule != NO_MATCH {
             self.min_rule = f(self.min_rule);
+        }
+        for [_, m] in &mut self.roots {
+            if *m != NO_MATCH {
+                *m = f(*m);
+            }
         }
     }
 
@@ -212,7 +222,7 @@ impl Tree {
             let ids: Vec<u32> = (0..local.len() as u32).collect();
             let sub = b.build(&mut region, ids, 1);
             (nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
-            self.roots[bucket as usize] = sub;
+            self.roots[bucket as usize] = [sub, local.first().map_or(NO_MATCH, |b| b.rule)];
         }
         self.nodes = nodes;
         self.leaves = leaves;
@@ -225,7 +235,7 @@ impl Tree {
     pub fn mem_bytes(&self) -> usize {
         self.nodes.len() * std::mem::size_of::<Node>()
             + self.leaves.len() * 4
-            + self.roots.len() * 4
+            + self.roots.len() * 8
             + self.dims.len()
     }
 
@@ -255,7 +265,7 @@ impl Tree {
     }
 
     #[inline(always)]
-    fn root(&self, p: &Point) -> u32 {
+    fn root(&self, p: &Point) -> [u32; 2] {
         let b = p[(self.root_dim & 15) as usize] >> self.root_shift;
         self.roots[(b as usize).min(self.roots.len() - 1)]
     }
@@ -263,7 +273,7 @@ impl Tree {
     /// Index of the first rule in this tree matching `p`, or [`NO_MATCH`].
     #[inline]
     pub fn lookup(&self, p: &Point) -> u32 {
-        let mut n = &self.nodes[self.root(p) as usize];
+        let mut n = &self.nodes[self.root(p)[0] as usize];
         while n.dim != LEAF_DIM {
             n = &self.nodes[n.kids[usize::from(p[(n.dim & 15) as usize] >= n.thr)] as usize];
         }
@@ -274,13 +284,43 @@ impl Tree {
     /// overlap. `best[i]` is lowered to the tree's answer when that answer is better.
     #[inline]
     pub fn lookup_lanes<const N: usize>(&self, pts: &[Point; N], best: &mut [u32; N]) {
-        let mut refs: [u32; N] = std::array::from_fn(|i| {
-            if best[i] > self.min_rule {
-                self.root(&pts[i])
-            } else {
-                0
-            }
-        });
+        // Lanes whose match beats every rule of their bucket skip the tree; the others are packed
+        // into the first `m` slots (`lane[j]` is the key of slot `j`), so no step is spent on them.
+        let mut lane = [0usize; N];
+        let mut refs = [0u32; N];
+        let mut m = 0;
+        for i in 0..N {
+            let [node, min] = self.root(&pts[i]);
+            // `m <= i < N`: the slot exists; it is kept only when the lane walks.
+            lane[m] = i;
+            refs[m] = node;
+            m += usize::from(best[i] > min);
+        }
+        if m == N {
+            self.walk(pts, &mut refs);
+        } else if m > 0 {
+            // Unused slots hold roots of skipped lanes; park them on the empty leaf (node 0) so
+            // that the leaf-header loads below only ever read leaf headers.
+            refs[m..].fill(0);
+            self.walk_some(pts, &lane[..m], &mut refs[..m]);
+        } else {
+            return;
+        }
+        // Load every lane's leaf header before scanning any, so that their cache misses
+        // overlap instead of each scan waiting for its own.
+        let offs: [u32; N] = std::array::from_fn(|j| self.nodes[refs[j] as usize].kids[0]);
+        let counts: [u32; N] = std::array::from_fn(|j| self.leaves[offs[j] as usize]);
+        for j in 0..m {
+            let i = lane[j];
+            let found = self.scan_counted(offs[j], counts[j], &pts[i]);
+            best[i] = best[i].min(found);
+        }
+    }
+
+    /// Walks every lane from `refs[i]` to its leaf: `lock_steps` steps in lockstep (leaves loop
+    /// to themselves), then each remaining lane alone.
+    #[inline(always)]
+    fn walk<const N: usize>(&self, pts: &[Point; N], refs: &mut [u32; N]) {
         for _ in 0..self.lock_steps {
             for i in 0..N {
                 let n = &self.nodes[refs[i] as usize];
@@ -288,22 +328,44 @@ impl Tree {
             }
         }
         for i in 0..N {
-            let mut n = &self.nodes[refs[i] as usize];
-            while n.dim != LEAF_DIM {
-                refs[i] = n.kids[usize::from(pts[i][(n.dim & 15) as usize] >= n.thr)];
-                n = &self.nodes[refs[i] as usize];
+            self.finish(&pts[i], &mut refs[i]);
+        }
+    }
+
+    /// [`Tree::walk`] for the lanes `lane` (slot `j` walks `pts[lane[j]]` from `refs[j]`).
+    #[inline(always)]
+    fn walk_some<const N: usize>(&self, pts: &[Point; N], lane: &[usize], refs: &mut [u32]) {
+        for _ in 0..self.lock_steps {
+            for (r, &i) in refs.iter_mut().zip(lane) {
+                let n = &self.nodes[*r as usize];
+                *r = n.kids[usize::from(pts[i][(n.dim & 15) as usize] >= n.thr)];
             }
         }
-        for i in 0..N {
-            let m = self.scan(self.nodes[refs[i] as usize].kids[0], &pts[i]);
-            best[i] = best[i].min(m);
+        for (r, &i) in refs.iter_mut().zip(lane) {
+            self.finish(&pts[i], r);
+        }
+    }
+
+    /// Steps `r` down to its leaf.
+    #[inline(always)]
+    fn finish(&self, p: &Point, r: &mut u32) {
+        let mut n = &self.nodes[*r as usize];
+        while n.dim != LEAF_DIM {
+            *r = n.kids[usize::from(p[(n.dim & 15) as usize] >= n.thr)];
+            n = &self.nodes[*r as usize];
         }
     }
 
     #[inline]
     fn scan(&self, off: u32, p: &Point) -> u32 {
+        self.scan_counted(off, self.leaves[off as usize], p)
+    }
+
+    /// [`Tree::scan`] of the leaf at `off` whose box count (`leaves[off]`) is `count`.
+    #[inline]
+    fn scan_counted(&self, off: u32, count: u32, p: &Point) -> u32 {
         let off = off as usize;
-        let count = self.leaves[off] as usize;
+        let count = count as usize;
         let nd = self.dims.len();
         let stride = 1 + 2 * nd;
         let mut o = off + 1;

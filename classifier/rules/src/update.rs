@@ -9,7 +9,7 @@ use crate::compile::{CompileOptions, boxes_of, compile_with, group_of, universe,
 use crate::error::CompileError;
 use crate::key::Family;
 use crate::rule::Rule;
-use crate::table::{Decision, Engine, RuleTable};
+use crate::table::{Decision, Engine, RuleTable, TreeSet};
 use crate::tree::{RuleBox, Tree};
 
 /// One edit of an ordered rule list.
@@ -131,7 +131,7 @@ impl RuleTable {
             }
             set.sort_by_key(|t| t.min_rule);
         }
-        next.engine = Engine::Trees(trees);
+        next.engine = Engine::Trees(TreeSet::new(trees.v4, trees.v6));
         next.decisions = after.iter().map(Decision::from_rule).collect();
         Ok(next)
     }

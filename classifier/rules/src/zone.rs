@@ -21,6 +21,7 @@ const MAX_PAIR_WORK: usize = 24_000_000;
 const MAX_SERVICE_WORK: usize = 4_000_000;
 /// Distinct (source class, destination class) rule lists, each of which gets a service table.
 const MAX_LISTS: usize = 16_384;
+const _: () = assert!(MAX_LISTS <= 1 << 16, "cell lists are stored in 16 bits");
 /// Larger rule lists are never zone policies in practice; the trees serve them.
 const MAX_RULES: usize = 4096;
 
@@ -109,22 +110,6 @@ impl StrideMap {
     }
 }
 
-/// [`last_at_most`] for several keys at once over the same array: the searches advance in
-/// lockstep (same length, so the same number of steps), which overlaps their load latencies.
-#[inline(always)]
-fn last_at_most_lanes<T: Ord + Copy, const N: usize>(s: &[T], x: &[T; N]) -> [usize; N] {
-    let mut base = [0usize; N];
-    let mut len = s.len();
-    while len > 1 {
-        let half = len / 2;
-        for i in 0..N {
-            base[i] += usize::from(s[base[i] + half] <= x[i]) * half;
-        }
-        len -= half;
-    }
-    base
-}
-
 /// Index of the last element `<= x` in sorted `s`, whose first element is `<= x`. Branch-free
 /// (the compiler emits conditional moves), so a burst of lookups does not stall on mispredicts.
 #[inline(always)]
@@ -147,8 +132,9 @@ pub(crate) struct ZoneTable {
     src6: AddrMap<u128>,
     dst6: AddrMap<u128>,
     n_dst: usize,
-    /// `cells[src_class * n_dst + dst_class]`: index of a service table.
-    cells: Vec<u32>,
+    /// `cells[src_class * n_dst + dst_class]`: the cell list (index of a service table), 16 bits
+    /// because there are at most [`MAX_LISTS`].
+    cells: Vec<u16>,
     /// Per service table: offset and length in `svc_starts` / `svc_rules`. `svc_rules[i]` is the
     /// offset in `cands` of the interval's candidates: a count, then (rule, source port range
     /// packed `lo << 16 | hi`) pairs in priority order, ending at the first rule whose source
@@ -158,7 +144,22 @@ pub(crate) struct ZoneTable {
     svc_starts: Vec<u32>,
     svc_rules: Vec<u32>,
     cands: Vec<u32>,
+    /// Service classes (when the cross product fits its budget): `svc_class` maps
+    /// `(proto << 16 | dport) << 8` to a class, and `pairs[list * n_svc + class]` is the answer
+    /// for that cell list and service: [`NO_MATCH`], `DIRECT | rule` when one rule with "any"
+    /// source port decides, else the offset of its candidates in `cands`. Empty otherwise, and
+    /// the per-list service tables above are searched instead.
+    svc_class: StrideMap,
+    n_svc: usize,
+    pairs: Vec<u32>,
 }
+
+/// Marks a [`ZoneTable::pairs`] entry that is a rule index rather than an offset in `cands`.
+const DIRECT: u32 = 1 << 31;
+/// Largest cross product of cell lists and service classes (entries of `pairs`, 4 bytes each),
+/// and the bitset work allowed to fill it.
+const MAX_PAIRS: usize = 1 << 20;
+const MAX_PAIRS_WORK: usize = 48_000_000;
 
 fn zone_shaped(r: &Rule) -> bool {
     r.vlan.is_none() && r.in_port.is_none()
@@ -250,6 +251,12 @@ fn v4_map(starts: Vec<u128>, class: Vec<u32>) -> AddrMap<u32> {
 impl ZoneTable {
     /// The fast path for `rules`, or `None` when they are not zone-shaped or too large for it.
     pub fn build(rules: &[Rule]) -> Option<ZoneTable> {
+        Self::build_with(rules, true)
+    }
+
+    /// [`ZoneTable::build`]; `cross` false skips the service-class cross product and always uses
+    /// the per-list service tables (what a cross product over its budget falls back to).
+    fn build_with(rules: &[Rule], cross: bool) -> Option<ZoneTable> {
         if rules.len() > MAX_RULES || !rules.iter().all(zone_shaped) {
             return None;
         }
@@ -310,10 +317,12 @@ impl ZoneTable {
                         n
                     }
                 };
-                cells.push(id);
+                // Fits: ids stay below MAX_LISTS.
+                cells.push(id as u16);
             }
         }
         let mut by_id = vec![Vec::new(); lists.len()];
+        let mut list_bits = vec![Vec::new(); lists.len()];
         for (l, id) in lists {
             let mut list = Vec::new();
             for (w, &word) in l.iter().enumerate() {
@@ -324,6 +333,7 @@ impl ZoneTable {
                 }
             }
             by_id[id as usize] = list;
+            list_bits[id as usize] = l;
         }
         let mut t = ZoneTable {
             src4: StrideMap::build(&v4_map(s4, c4))?,
@@ -336,7 +346,15 @@ impl ZoneTable {
             svc_starts: Vec::new(),
             svc_rules: Vec::new(),
             cands: Vec::new(),
+            svc_class: StrideMap::default(),
+            n_svc: 0,
+            pairs: Vec::new(),
         };
+        if cross && t.service_classes(rules, &list_bits, words).is_some() {
+            return Some(t);
+        }
+        t.cands.clear();
+        t.pairs.clear();
         let mut budget = MAX_SERVICE_WORK;
         for l in &by_id {
             let off = t.svc_starts.len() as u32;
@@ -346,16 +364,114 @@ impl ZoneTable {
         Some(t)
     }
 
+    /// Fills `svc_class`, `pairs` and `cands` (the cross product of cell lists and service
+    /// classes); `None` when it exceeds its budget.
+    fn service_classes(&mut self, rules: &[Rule], lists: &[Vec<u64>], words: usize) -> Option<()> {
+        let ivs: Vec<Vec<(u32, u32)>> = rules.iter().map(service_intervals).collect();
+        let mut starts = vec![0u32];
+        for iv in &ivs {
+            for &(lo, hi) in iv {
+                starts.push(lo);
+                if hi < (1 << 24) - 1 {
+                    starts.push(hi + 1);
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        let mut members = vec![vec![0u64; words]; starts.len()];
+        let mut work = 0usize;
+        for (i, iv) in ivs.iter().enumerate() {
+            for &(lo, hi) in iv {
+                let a = starts.partition_point(|&s| s < lo);
+                let b = starts.partition_point(|&s| s <= hi);
+                work += b - a;
+                if work > MAX_MEMBERSHIP {
+                    return None;
+                }
+                for m in &mut members[a..b] {
+                    m[i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        // Classes in order of first appearance (deterministic); ranges with equal rule sets merge.
+        let mut ids: HashMap<&[u64], u32> = HashMap::new();
+        let mut classes: Vec<&[u64]> = Vec::new();
+        let mut map = AddrMap {
+            starts: Vec::new(),
+            class: Vec::new(),
+        };
+        for (&start, m) in starts.iter().zip(&members) {
+            let id = *ids.entry(m.as_slice()).or_insert_with(|| {
+                classes.push(m.as_slice());
+                (classes.len() - 1) as u32
+            });
+            if map.class.last() != Some(&id) {
+                // Service values are below 2^24, so the shifted start fits in 32 bits.
+                map.starts.push(start << 8);
+                map.class.push(id);
+            }
+        }
+        let n_svc = classes.len();
+        let cells = lists.len().checked_mul(n_svc)?;
+        if cells > MAX_PAIRS || cells.saturating_mul(words) > MAX_PAIRS_WORK {
+            return None;
+        }
+        self.svc_class = StrideMap::build(&map)?;
+        self.n_svc = n_svc;
+        self.pairs = Vec::with_capacity(cells);
+        // Candidate lists are shared; offsets are handed out in first-use order.
+        let mut offsets: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut cand = Vec::new();
+        for l in lists {
+            for c in &classes {
+                cand.clear();
+                'words: for (w, (&a, &b)) in l.iter().zip(c.iter()).enumerate() {
+                    let mut word = a & b;
+                    while word != 0 {
+                        let i = (w * 64) as u32 + word.trailing_zeros();
+                        word &= word - 1;
+                        let sport = rules[i as usize].sport;
+                        cand.push(i);
+                        cand.push((u32::from(sport.lo) << 16) | u32::from(sport.hi));
+                        if sport == PortRange::ANY {
+                            break 'words;
+                        }
+                    }
+                }
+                let e = match cand.as_slice() {
+                    [] => NO_MATCH,
+                    [r, any] if *any == u32::from(u16::MAX) => DIRECT | r,
+                    _ => match offsets.get(&cand) {
+                        Some(&o) => o,
+                        None => {
+                            let o = self.cands.len() as u32;
+                            self.cands.push((cand.len() / 2) as u32);
+                            self.cands.extend_from_slice(&cand);
+                            offsets.insert(cand.clone(), o);
+                            o
+                        }
+                    },
+                };
+                self.pairs.push(e);
+            }
+        }
+        Some(())
+    }
+
     pub fn describe(&self) -> String {
         format!(
-            "zone src4_chunks={} dst4_chunks={} src6={} dst6={} cells={} service_tables={} service_intervals={}",
+            "zone src4_chunks={} dst4_chunks={} src6={} dst6={} cells={} service_tables={} service_intervals={} service_classes={} pairs={} cands={}",
             self.src4.chunks.len() / 256,
             self.dst4.chunks.len() / 256,
             self.src6.starts.len(),
             self.dst6.starts.len(),
             self.cells.len(),
             self.svc.len(),
-            self.svc_starts.len()
+            self.svc_starts.len(),
+            self.n_svc,
+            self.pairs.len(),
+            self.cands.len()
         )
     }
 
@@ -367,46 +483,12 @@ impl ZoneTable {
             * 2
             + self.src6.starts.len() * 20
             + self.dst6.starts.len() * 20
-            + self.cells.len() * 4
+            + self.cells.len() * 2
             + self.svc.len() * 8
             + self.svc_starts.len() * 8
             + self.cands.len() * 4
-    }
-
-    /// [`ZoneTable::lookup`] for `N` keys of the same family, interleaved.
-    #[inline]
-    pub fn lookup_lanes<const N: usize>(&self, keys: &[FlowKey], family: Family) -> [u32; N] {
-        let (sc, dc): ([u32; N], [u32; N]) = match family {
-            // Truncation is intended: IPv4 lives in the low 32 bits.
-            Family::V4 => (
-                std::array::from_fn(|i| self.src4.lookup(keys[i].src as u32)),
-                std::array::from_fn(|i| self.dst4.lookup(keys[i].dst as u32)),
-            ),
-            Family::V6 => {
-                let s: [u128; N] = std::array::from_fn(|i| keys[i].src);
-                let d: [u128; N] = std::array::from_fn(|i| keys[i].dst);
-                let (s, d) = (
-                    last_at_most_lanes(&self.src6.starts, &s),
-                    last_at_most_lanes(&self.dst6.starts, &d),
-                );
-                (
-                    std::array::from_fn(|i| self.src6.class[s[i]]),
-                    std::array::from_fn(|i| self.dst6.class[d[i]]),
-                )
-            }
-        };
-        let mut out = [NO_MATCH; N];
-        for i in 0..N {
-            let cell = self.cells[sc[i] as usize * self.n_dst + dc[i] as usize];
-            let (off, len) = self.svc[cell as usize];
-            let starts = &self.svc_starts[off as usize..(off + len) as usize];
-            let x = (u32::from(keys[i].proto) << 16) | u32::from(keys[i].dport);
-            out[i] = self.first_candidate(
-                self.svc_rules[off as usize + last_at_most(starts, x)],
-                keys[i].sport,
-            );
-        }
-        out
+            + (self.svc_class.top.len() + self.svc_class.chunks.len()) * 2
+            + self.pairs.len() * 4
     }
 
     /// Index of the first matching rule or [`NO_MATCH`].
@@ -420,7 +502,10 @@ impl ZoneTable {
             ),
             Family::V6 => (self.src6.lookup(k.src), self.dst6.lookup(k.dst)),
         };
-        let cell = self.cells[s as usize * self.n_dst + d as usize];
+        let cell = u32::from(self.cells[s as usize * self.n_dst + d as usize]);
+        if !self.pairs.is_empty() {
+            return self.pair(cell, self.svc_class.lookup(service(k)), k.sport);
+        }
         let (off, len) = self.svc[cell as usize];
         let starts = &self.svc_starts[off as usize..(off + len) as usize];
         let x = (u32::from(k.proto) << 16) | u32::from(k.dport);
@@ -428,6 +513,18 @@ impl ZoneTable {
             self.svc_rules[off as usize + last_at_most(starts, x)],
             k.sport,
         )
+    }
+
+    /// The answer of cell list `list` for service class `class`.
+    #[inline(always)]
+    fn pair(&self, list: u32, class: u32, sport: u16) -> u32 {
+        let e = self.pairs[list as usize * self.n_svc + class as usize];
+        if e & DIRECT != 0 {
+            // NO_MATCH has the bit set and passes through unchanged.
+            if e == NO_MATCH { e } else { e & !DIRECT }
+        } else {
+            self.first_candidate(e, sport)
+        }
     }
 
     /// The first candidate at `off` in `cands` whose source port range holds `sport`.
@@ -443,6 +540,12 @@ impl ZoneTable {
         }
         NO_MATCH
     }
+}
+
+/// The key's service value as the service-class map indexes it: `(proto << 16 | dport) << 8`.
+#[inline(always)]
+fn service(k: &FlowKey) -> u32 {
+    (u32::from(k.proto) << 24) | (u32::from(k.dport) << 8)
 }
 
 /// Intervals over `proto << 16 | dport` of one rule (protocol "any" spans every protocol).
@@ -503,4 +606,43 @@ fn service_table(
         }
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use crate::synth::{self, Profile};
+
+    /// Both service layouts (the cross product and the per-list tables it falls back to over
+    /// budget) against the reference, IPv4 and IPv6.
+    #[test]
+    fn both_service_layouts_agree_with_reference() {
+        let acl = synth::classbench_like(Profile::Acl, 300, 3);
+        let sets = [
+            synth::to_v6(&acl),
+            acl,
+            synth::classbench_like(Profile::Ipc, 300, 4),
+            synth::classbench_like(Profile::Fw, 200, 6),
+            synth::zone_policy(12, 80, 5),
+        ];
+        for (n, rules) in sets.iter().enumerate() {
+            let keys = synth::trace(rules, 2000, n as u64);
+            for cross in [true, false] {
+                let Some(z) = ZoneTable::build_with(rules, cross) else {
+                    // The per-list tables have a smaller budget: ipc/fw-like sets may exceed it.
+                    assert!(
+                        !cross && (n == 2 || n == 3),
+                        "set {n} (cross {cross}) not built"
+                    );
+                    continue;
+                };
+                assert_eq!(z.pairs.is_empty(), !cross, "set {n}");
+                for k in &keys {
+                    let want = reference::first_match(rules, k).map_or(NO_MATCH, |i| i as u32);
+                    assert_eq!(z.lookup(k), want, "set {n}, cross {cross}, key {k}");
+                }
+            }
+        }
+    }
 }
