@@ -10,6 +10,19 @@
 //! testpmd runs `--forward-mode=5tswap` (it parses L2–L4 as Septa must) and `io` (no parsing: the
 //! upper bound). Each run forwards for `--seconds` on one worker lcore; the rate is transmitted
 //! packets over forwarding time.
+//!
+//! `--mode stateful` runs Septa enforcing a generated zone policy of `--rules` compiled rules
+//! (10K by default; `forward_state.rs`) that allows the benchmark's flows, through the flow
+//! table, conntrack and cached verdicts, next to testpmd 5tswap on the same packets and vdevs:
+//! * `established` (both setups): `pcap` replays a capture of data segments and replies of
+//!   `--flows` TCP and UDP flows whose handshakes and first queries a third port (`net_pcap2`,
+//!   with an idle `net_pcap3` as its peer: both forwarders get the same four vdevs) delivers
+//!   once at start (warm flow table); `ring` circulates the 64 seed frames (UDP flows). Only
+//!   the packets forwarded between ports 0 and 1 count.
+//! * `new_flows` (`pcap` only): every packet is a TCP SYN of a different connection. The
+//!   capture holds 4× more connections than the half-open cap, so each SYN comes back after
+//!   its flow was evicted: it is classified, admitted and inserted (evicting the oldest
+//!   half-open flow) every time. Reported as M flows/s.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +30,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+#[path = "forward_state.rs"]
+mod state;
 
 /// Arguments of `septa-bench forward`.
 #[derive(clap::Args)]
@@ -49,6 +65,21 @@ pub struct Args {
     /// Main and worker lcore (the worker forwards; the main lcore idles).
     #[arg(long, default_value = "0,1")]
     lcores: String,
+    /// What Septa runs: the allow-all bridge, or the stateful path under a generated policy.
+    #[arg(long, value_enum, default_value = "allow-all")]
+    mode: Mode,
+    /// Compiled rules of the generated policy (`--mode stateful`).
+    #[arg(long, default_value_t = 10_000)]
+    rules: usize,
+}
+
+/// What Septa forwards with.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// `decision = "allow-all"`: stateless.
+    AllowAll,
+    /// A zone policy through flow table and conntrack: established flows and new flows.
+    Stateful,
 }
 
 /// Vdev setups.
@@ -72,6 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("septa-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    if args.mode == Mode::Stateful {
+        let r = stateful(&args, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        return r;
+    }
     let capture = dir.join("flows.pcap");
     let seed = dir.join("seed.pcap");
     let written = septa_dataplane::testgen::write_mixed_capture(&capture, args.flows, args.packets)
@@ -123,6 +159,143 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `--mode stateful`: established flows (pcap, ring) and new flows (pcap) under a generated
+/// policy, each next to testpmd 5tswap on the same vdevs; one line per measurement.
+fn stateful(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    use septa_dataplane::testgen::write_pcap;
+    let (yaml, rules) = state::policy(args.rules)?;
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, yaml)?;
+    let (warm, steady, empty) = (
+        dir.join("warm.pcap"),
+        dir.join("steady.pcap"),
+        dir.join("empty.pcap"),
+    );
+    let (w, s) = state::write_established(&warm, &steady, args.flows, args.packets)?;
+    write_pcap(&empty, std::iter::empty::<Vec<u8>>())?;
+    // Two captures of different connections, one per port (the same SYN on both ports would
+    // find the flow the other one opened).
+    let (new0, new1) = (dir.join("new0.pcap"), dir.join("new1.pcap"));
+    let per_port = args.packets.max(1024);
+    state::write_new_flows(&new0, 0, per_port)?;
+    state::write_new_flows(&new1, per_port, per_port)?;
+    let seed = dir.join("seed.pcap");
+    write_seed(&seed)?;
+    eprintln!(
+        "bench: policy of {rules} compiled rules; established: {w} warm-up and {s} steady packets over {} flows; new flows: 2 x {per_port} SYNs",
+        args.flows
+    );
+    let pcap = |rx: &Path, infinite: bool, i: usize| {
+        format!(
+            "--vdev=net_pcap{i},rx_pcap={}{},tx_pcap=/dev/null",
+            rx.display(),
+            if infinite { ",infinite_rx=1" } else { "" }
+        )
+    };
+    let policy_line = format!("policy = {:?}\n", policy.display().to_string());
+    let setups: &[Setup] = match args.setup {
+        Setup::Both => &[Setup::Pcap, Setup::Ring],
+        Setup::Pcap => &[Setup::Pcap],
+        Setup::Ring => &[Setup::Ring],
+    };
+    for &setup in setups {
+        let mut cases = Vec::new();
+        match setup {
+            Setup::Pcap => {
+                cases.push(Case {
+                    name: "established",
+                    vdevs: vec![
+                        pcap(&steady, true, 0),
+                        pcap(&steady, true, 1),
+                        pcap(&warm, false, 2),
+                        pcap(&empty, false, 3),
+                    ],
+                    ports: &["net_pcap0", "net_pcap1", "net_pcap2", "net_pcap3"],
+                    dataplane: policy_line.clone(),
+                    seed: None,
+                });
+                cases.push(Case {
+                    name: "new_flows",
+                    vdevs: vec![pcap(&new0, true, 0), pcap(&new1, true, 1)],
+                    ports: &["net_pcap0", "net_pcap1"],
+                    dataplane: format!(
+                        "{policy_line}flow_capacity = 65536\nmax_half_open = {}\n",
+                        per_port / 2
+                    ),
+                    seed: None,
+                });
+            }
+            _ => cases.push(Case {
+                name: "established",
+                vdevs: vec!["--vdev=net_ring0".to_owned(), "--vdev=net_ring1".to_owned()],
+                ports: &["net_ring0", "net_ring1"],
+                dataplane: policy_line.clone(),
+                seed: Some(&seed),
+            }),
+        }
+        for case in &cases {
+            let (mut septa, mut swap, mut drops) = (Vec::new(), Vec::new(), 0);
+            for round in 0..args.rounds {
+                swap.push(testpmd(args, &case.vdevs, "5tswap", setup, round)?);
+                let run = SeptaRun {
+                    vdevs: &case.vdevs,
+                    ports: case.ports,
+                    dataplane: &case.dataplane,
+                    seed: case.seed,
+                };
+                let v = septa_json(args, dir, &run, &format!("{}-{round}", case.name))?;
+                // Ports 0 and 1 only: the warm-up port pair is not part of the measurement.
+                let tx: u64 = (0..2)
+                    .map(|p| v["ports"][p]["tx_packets"].as_u64().unwrap_or(0))
+                    .sum();
+                let secs = v["forwarding_seconds"]
+                    .as_f64()
+                    .context("forwarding_seconds missing")?;
+                drops += v["dropped"].as_u64().unwrap_or(0);
+                if round == 0 && v["dropped"].as_u64().unwrap_or(0) > 0 {
+                    eprintln!("bench: septa drops: {}", v["drops"]);
+                }
+                septa.push(tx as f64 / secs / 1e6);
+                eprintln!(
+                    "bench: {setup:?} {} round {round}: septa {:.2} M/s, testpmd 5tswap {:.2} Mpps",
+                    case.name, septa[round], swap[round]
+                );
+            }
+            let (sm, t) = (median(&mut septa), median(&mut swap));
+            let unit = if case.name == "new_flows" {
+                "septa_mflows_per_s"
+            } else {
+                "septa_mpps"
+            };
+            println!(
+                "setup={} mode={} rules={rules} flows={} rounds={} seconds={} {unit}={sm:.3} testpmd_mpps={t:.3} ratio={:.3} septa_drops={drops}",
+                format!("{setup:?}").to_lowercase(),
+                case.name,
+                if case.name == "new_flows" {
+                    2 * per_port
+                } else if setup == Setup::Ring {
+                    64
+                } else {
+                    args.flows
+                },
+                args.rounds,
+                args.seconds,
+                sm / t
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One stateful measurement: vdevs (the same for both forwarders) and Septa's configuration.
+struct Case<'a> {
+    name: &'static str,
+    vdevs: Vec<String>,
+    ports: &'a [&'a str],
+    dataplane: String,
+    seed: Option<&'a Path>,
 }
 
 /// The `ring` setup's circulating packets. testpmd's `tx_first` seeds its txonly template
@@ -235,28 +408,69 @@ fn septa_run(
     seed: &Path,
     round: usize,
 ) -> anyhow::Result<f64> {
-    let prefix = format!("septa-bench-sp-{}-{round}", std::process::id());
-    let eal = eal_args(args, vdevs, &prefix);
-    let worker = args.lcores.rsplit(',').next().unwrap_or("1").trim();
     let names = if setup == Setup::Pcap {
         ["net_pcap0", "net_pcap1"]
     } else {
         ["net_ring0", "net_ring1"]
     };
+    let run = SeptaRun {
+        vdevs,
+        ports: &names,
+        dataplane: "decision = \"allow-all\"\n",
+        seed: (setup == Setup::Ring).then_some(seed),
+    };
+    let v = septa_json(args, dir, &run, &format!("allow-{round}"))?;
+    let tx = v["tx_packets"].as_u64().context("tx_packets missing")?;
+    let secs = v["forwarding_seconds"]
+        .as_f64()
+        .context("forwarding_seconds missing")?;
+    Ok(tx as f64 / secs / 1e6)
+}
+
+/// What one `septa run` of the benchmark gets: vdevs, port names (paired 0↔1, 2↔3, ...),
+/// extra `[dataplane]` lines and the capture to seed port 0 with.
+struct SeptaRun<'a> {
+    vdevs: &'a [String],
+    ports: &'a [&'a str],
+    dataplane: &'a str,
+    seed: Option<&'a Path>,
+}
+
+/// Runs `septa run --json` for `--seconds`, stops it with SIGINT and returns its JSON
+/// counters.
+fn septa_json(
+    args: &Args,
+    dir: &Path,
+    run: &SeptaRun<'_>,
+    tag: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let prefix = format!("septa-bench-sp-{}-{tag}", std::process::id());
+    let eal = eal_args(args, run.vdevs, &prefix);
+    let worker = args.lcores.rsplit(',').next().unwrap_or("1").trim();
     let quoted: Vec<String> = eal.iter().map(|a| format!("{a:?}")).collect();
-    let config = format!(
-        "[dpdk]\neal_args = [{}]\nmempool_size = {pool}\n\n[[ports]]\nname = \"{a}\"\n[[ports]]\nname = \"{b}\"\n\n\
-         [[pairs]]\nports = [\"{a}\", \"{b}\"]\n\n[dataplane]\nworker_lcores = [{worker}]\ndecision = \"allow-all\"\n",
+    let mut config = format!(
+        "[dpdk]\neal_args = [{}]\nmempool_size = {}\n\n",
         quoted.join(", "),
-        pool = pool_size(args) - 1,
-        a = names[0],
-        b = names[1],
+        pool_size(args) - 1,
     );
-    let path = dir.join(format!("septa-{round}.toml"));
+    for p in run.ports {
+        config.push_str(&format!("[[ports]]\nname = \"{p}\"\n"));
+    }
+    for pair in run.ports.chunks(2) {
+        config.push_str(&format!(
+            "[[pairs]]\nports = [\"{}\", \"{}\"]\n",
+            pair[0], pair[1]
+        ));
+    }
+    config.push_str(&format!(
+        "\n[dataplane]\nworker_lcores = [{worker}]\n{}",
+        run.dataplane
+    ));
+    let path = dir.join(format!("septa-{tag}.toml"));
     std::fs::write(&path, config)?;
     let mut cmd = Command::new(&args.septa);
     cmd.args(["run", "--json", "--config"]).arg(&path);
-    if setup == Setup::Ring {
+    if let Some(seed) = run.seed {
         cmd.arg("--seed-pcap").arg(seed);
     }
     let child = cmd
@@ -282,11 +496,7 @@ fn septa_run(
             String::from_utf8_lossy(&out.stdout)
         )
     })?;
-    let tx = v["tx_packets"].as_u64().context("tx_packets missing")?;
-    let secs = v["forwarding_seconds"]
-        .as_f64()
-        .context("forwarding_seconds missing")?;
-    Ok(tx as f64 / secs / 1e6)
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -75,7 +75,9 @@ mod tests;
 use septa_classifier::FlowKey;
 
 use crate::drop::DropReason;
-use crate::flow::{Direction, FlowId, FlowTable, Lookup, TimeoutClass, Vacant};
+use crate::flow::{
+    Direction, FlowId, FlowTable, HashedKey, Located, Refresh, TimeoutClass, Vacant,
+};
 use crate::parse::{Fragment, ParsedPacket};
 pub use icmp::icmp_error_relation;
 use icmp::{IcmpKind, icmp_conn_ports, icmp_kind, is_icmp};
@@ -161,6 +163,7 @@ impl Conn {
 
     /// Track a packet of an existing flow going in `dir`. Returns the timeout class to apply
     /// and whether the flow is now established (non-evictable). State is unchanged on `Err`.
+    #[inline(always)]
     pub fn advance(
         &mut self,
         dir: Direction,
@@ -265,35 +268,73 @@ pub enum Begun {
 
 /// The flow-table lookup [`begin`] makes for a packet, made ahead of time (read-only) by
 /// [`find`] so a burst hashes each packet once; [`begin_found`] reuses it while the table's
-/// generation is unchanged.
+/// generation is unchanged. Compact (24 bytes): a burst keeps one per packet.
 #[derive(Clone, Copy, Debug)]
 pub struct Found {
     /// The packet's own flow or, for an ICMP error, the flow it is about.
-    pub lookup: Lookup,
-    /// The packet is an ICMP/ICMPv6 error and `lookup` is of its embedded flow.
+    pub at: Located,
+    /// The packet is an ICMP/ICMPv6 error and `at` is of its embedded flow.
     pub error: bool,
     generation: u64,
 }
 
+impl Found {
+    /// The packet's own tracked flow and its direction, if this lookup found one and is still
+    /// exact (no flow inserted or removed since) and the packet is not an ICMP error.
+    #[inline]
+    pub fn current_hit(&self, table: &FlowTable<Conn>) -> Option<(FlowId, Direction)> {
+        if self.error || self.generation != table.generation() {
+            return None;
+        }
+        self.at.id().map(|id| (id, self.at.dir()))
+    }
+}
+
+impl Found {
+    #[inline(always)]
+    fn of(table: &FlowTable<Conn>, key: &FlowKey, error: bool) -> Self {
+        Self::hashed(table, &table.hash_key(key), error)
+    }
+
+    /// The lookup of a key hashed ahead of time with [`FlowTable::hash_key`] (a burst hashes
+    /// all its keys first, then probes: the probes of different packets are independent
+    /// loads, which the CPU overlaps). For a packet that is not ICMP and not a non-first
+    /// fragment, `hashed(table, &table.hash_key(&pkt.key), false)` is what [`find`] returns.
+    #[inline(always)]
+    pub fn hashed(table: &FlowTable<Conn>, key: &HashedKey, error: bool) -> Self {
+        Found {
+            at: table.find_hashed(key),
+            error,
+            generation: table.generation(),
+        }
+    }
+}
+
+/// Does [`find`] look `pkt` up under its own parsed key (an IP packet, not ICMP, not a
+/// non-first fragment), so its key can be hashed ahead with [`FlowTable::hash_key`]?
+#[inline(always)]
+pub fn keyed_by_packet(pkt: &ParsedPacket) -> bool {
+    pkt.is_ip() && pkt.fragment != Fragment::NonFirst && !is_icmp(pkt.key.family, pkt.key.proto)
+}
+
 /// The lookup [`begin`] would make for `pkt`: `None` for untracked packets (non-IP, non-first
 /// fragments); the same errors as `begin`'s key checks.
-#[inline]
+#[inline(always)]
 pub fn find(
     table: &FlowTable<Conn>,
     pkt: &ParsedPacket,
     frame: &[u8],
 ) -> Result<Option<Found>, DropReason> {
+    if keyed_by_packet(pkt) {
+        // TCP, UDP and the rest: the parsed key as it is.
+        return Ok(Some(Found::of(table, &pkt.key, false)));
+    }
     if !pkt.is_ip() || pkt.fragment == Fragment::NonFirst {
         return Ok(None);
     }
-    let (key, error) = match icmp_error_relation(pkt, frame)? {
-        Some(inner) => (inner, true),
-        None => (conn_key(pkt, frame)?, false),
-    };
-    Ok(Some(Found {
-        lookup: table.lookup(&key),
-        error,
-        generation: table.generation(),
+    Ok(Some(match icmp_error_relation(pkt, frame)? {
+        Some(inner) => Found::of(table, &inner, true),
+        None => Found::of(table, &conn_key(pkt, frame)?, false),
     }))
 }
 
@@ -326,32 +367,27 @@ pub fn begin_found(
         },
     };
     if found.error {
-        return match found.lookup {
-            Lookup::Hit { id, dir } => Ok(Begun::Related {
+        return match found.at.id() {
+            Some(id) => Ok(Begun::Related {
                 id,
-                dir: dir.reverse(),
+                dir: found.at.dir().reverse(),
             }),
-            Lookup::Miss(_) => Err(DropReason::IcmpErrorUnrelated),
+            None => Err(DropReason::IcmpErrorUnrelated),
         };
     }
-    let bytes = pkt.l3_end - pkt.l3_offset;
-    match found.lookup {
-        Lookup::Hit { id, dir } => {
-            let a = table.entry_mut(id).state.advance(dir, pkt, frame)?;
-            table.touch(id, dir, bytes, a.class, now);
-            if a.established {
-                table.mark_established(id);
-            } else if a.reopened {
-                table.mark_embryonic(id);
-            }
-            Ok(Begun::Tracked {
-                id,
-                dir,
-                reopened: a.reopened,
-            })
+    match found.at.id() {
+        Some(id) => {
+            let dir = found.at.dir();
+            let reopened = advance_found(table, id, dir, pkt, frame, now)?;
+            Ok(Begun::Tracked { id, dir, reopened })
         }
-        Lookup::Miss(vacant) => {
+        None => {
+            let key = conn_key(pkt, frame)?;
+            let Some(vacant) = table.vacant(&key, &found.at) else {
+                unreachable!("a miss has a vacancy");
+            };
             let (conn, class) = Conn::open(pkt, frame)?;
+            let bytes = pkt.l3_end - pkt.l3_offset;
             Ok(Begun::New(NewFlow {
                 vacant,
                 conn,
@@ -360,6 +396,36 @@ pub fn begin_found(
             }))
         }
     }
+}
+
+/// Track a packet of flow `id` going in `dir` (found by [`find`] at the current generation):
+/// advance its state, account it, restart its timer, move it on or off the half-open list.
+/// Returns whether a SYN reopened a closed connection. State is unchanged on `Err`.
+#[inline(always)]
+pub fn advance_found(
+    table: &mut FlowTable<Conn>,
+    id: FlowId,
+    dir: Direction,
+    pkt: &ParsedPacket,
+    frame: &[u8],
+    now: u64,
+) -> Result<bool, DropReason> {
+    let bytes = pkt.l3_end - pkt.l3_offset;
+    let r = table.track(
+        id,
+        dir,
+        bytes,
+        now,
+        #[inline(always)]
+        |conn| {
+            conn.advance(dir, pkt, frame).map(|a| Refresh {
+                class: a.class,
+                established: a.established,
+                reopened: a.reopened,
+            })
+        },
+    )?;
+    Ok(r.reopened)
 }
 
 /// Insert a new flow from [`begin`] (same table, no other insert in between) and account its

@@ -4,8 +4,20 @@ use septa_classifier::FlowKey;
 
 use super::TimeoutClass;
 
-/// Bytes of the opaque L7 slot.
-pub const L7_SLOT_LEN: usize = 16;
+/// The worker's per-flow L7 and sampling slot: indices into per-worker side slabs (so the
+/// entry does not carry the 64-byte stream state of the few inspected flows) and the
+/// identified protocol. All zero for a new entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct L7Slot {
+    /// Index + 1 of the flow's stream state in the worker's L7 slab; 0 = none.
+    pub state: u32,
+    /// Index + 1 of the flow's feature sample in the worker's sampler; 0 = not sampled.
+    pub sample: u32,
+    /// The identified application protocol (`septa_l7::L7Proto as u8`; 0 = not known).
+    pub proto: u8,
+    /// Payload-carrying packets identification has looked at (it gives up after a few).
+    pub tries: u8,
+}
 
 /// Which way a packet goes, relative to the packet that created the flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,8 +99,8 @@ pub struct FlowEntry<S> {
     pub state: S,
     /// Cached policy decision.
     pub decision: CachedDecision,
-    /// Opaque per-flow state of an L7 conduit check.
-    pub l7: [u8; L7_SLOT_LEN],
+    /// The worker's L7 and sampling slot.
+    pub l7: L7Slot,
     pub(super) packets: [u64; 2],
     pub(super) bytes: [u64; 2],
     pub(super) first_seen: u64,

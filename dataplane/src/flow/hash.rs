@@ -1,14 +1,54 @@
-//! Keyed SipHash-1-3 over a fixed number of 64-bit words.
+//! The keyed hashes of the per-core tables.
 //!
-//! Why SipHash-1-3 with a caller-supplied 128-bit key: the flow table is indexed by header fields
-//! an attacker chooses. With an unkeyed or weakly keyed hash, precomputed colliding 5-tuples
-//! pile into one probe run and turn every lookup into a scan (hash flooding). SipHash is a PRF
-//! designed for exactly this threat; the 1-3 round variant is the one the Rust standard library
-//! and the Linux kernel (`siphash` for hash tables) settled on as fast enough for table lookups.
-//! Fast non-cryptographic hashes (foldhash, ahash fallback) are seeded too, but make no PRF claim.
-//! Each table gets its own key from the caller (the worker draws it from the OS at start-up), so
-//! no key is ever shared between cores or processes. The input is a fixed-length word array, so
-//! the byte-stream buffering of a general hasher is not needed.
+//! **Flow table: foldhash, keyed per table.** The flow table is indexed by header fields an
+//! attacker chooses, so its hash must be keyed (an unkeyed hash lets precomputed colliding
+//! 5-tuples pile into one probe run: hash flooding). It is also computed for every packet, so
+//! it must be cheap: keyed SipHash-1-3 (nine rounds over five words, ~150 instructions) was the
+//! largest single cost of the established-flow path. [`FlowHasher`] is foldhash's `fast`
+//! variant (three 64×64→128-bit folded multiplies for a canonical key) with both of foldhash's
+//! seeds drawn per table from the caller's 128-bit key (the worker draws it from the OS at
+//! start-up, so no key is shared between cores or processes). foldhash makes no PRF claim; what
+//! bounds a flood is that the key never leaves the worker and that collisions only lengthen one
+//! worker's probe runs (the index stays at most half full). The fragment table, off the
+//! per-packet fast path, keeps SipHash-1-3.
+//!
+//! **Fragment table: keyed SipHash-1-3** over a fixed number of 64-bit words (a PRF designed
+//! for exactly this threat; the 1-3 round variant is the one the Rust standard library and the
+//! Linux kernel settled on for table lookups). The input is a fixed-length word array, so the
+//! byte-stream buffering of a general hasher is not needed.
+
+use std::hash::Hasher;
+
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
+
+/// foldhash under a per-table key (see the module documentation).
+#[derive(Clone, Debug)]
+pub(crate) struct FlowHasher {
+    per_table: u64,
+    shared: SharedSeed,
+}
+
+impl FlowHasher {
+    /// A hasher keyed by `key` (draw it from a random source).
+    pub(crate) fn new(key: [u64; 2]) -> Self {
+        FlowHasher {
+            per_table: key[0],
+            shared: SharedSeed::from_u64(key[1]),
+        }
+    }
+
+    /// The 32-bit hash of two 128-bit words and one 64-bit word (a canonical flow key).
+    #[inline(always)]
+    pub(crate) fn hash(&self, a: u128, b: u128, c: u64) -> u32 {
+        let mut h = FoldHasher::with_seed(self.per_table, &self.shared);
+        h.write_u128(a);
+        h.write_u128(b);
+        h.write_u64(c);
+        let h = h.finish();
+        (h ^ (h >> 32)) as u32
+    }
+}
 
 /// One SipRound.
 #[inline(always)]
@@ -82,6 +122,17 @@ mod tests {
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         std.write(&bytes);
         assert_eq!(siphash::<2, 4, 5>(key, &words), std.finish());
+    }
+
+    #[test]
+    fn flow_hasher_key_changes_the_hash() {
+        let (a, b) = (1u128 << 100 | 7, 42u128);
+        let one = FlowHasher::new([1, 2]);
+        assert_eq!(one.hash(a, b, 3), FlowHasher::new([1, 2]).hash(a, b, 3));
+        assert_ne!(one.hash(a, b, 3), FlowHasher::new([1, 3]).hash(a, b, 3));
+        assert_ne!(one.hash(a, b, 3), FlowHasher::new([2, 2]).hash(a, b, 3));
+        assert_ne!(one.hash(a, b, 3), one.hash(a, b, 4));
+        assert_ne!(one.hash(a, b, 3), one.hash(b, a, 3));
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //! * Entries live in a slab (`Box<[FlowEntry]>` plus a free list); the index is a separate
 //!   open-addressed array of `(hash, slot)` words (`flow/index.rs`). Lookups touch one or two index
 //!   words and one entry; removal shifts the probe run back, so there are no tombstones.
-//! * Hash: keyed SipHash-1-3 with a per-table key from the caller (`flow/hash.rs` says why).
+//! * Hash: foldhash keyed per table from the caller's key (`flow/hash.rs` says why).
+//! * Lookups can be split in two steps for a burst: [`FlowTable::hash_key`] (canonicalise and
+//!   hash) for every packet, then [`FlowTable::find_hashed`] for every packet, so the index loads
+//!   of a burst are independent of each other and overlap in the CPU.
 //! * Timers: a single-level wheel of `wheel_slots` lists, each `2^wheel_shift` ticks wide.
 //!   Refreshing a flow on a packet only stores its new expiry (lazy); when the wheel reaches the
 //!   slot, an entry that has been refreshed is moved to the slot of its new expiry. Only a
@@ -49,7 +52,8 @@ use std::fmt;
 use septa_classifier::FlowKey;
 
 use crate::drop::DropReason;
-pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7_SLOT_LEN};
+pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7Slot};
+use hash::FlowHasher;
 use index::SlotIndex;
 pub use timeout::{TimeoutClass, Timeouts};
 
@@ -171,7 +175,7 @@ pub struct FlowTableStats {
 pub struct FlowTable<S> {
     entries: Box<[FlowEntry<S>]>,
     index: SlotIndex,
-    hash_key: [u64; 2],
+    hasher: FlowHasher,
     free_head: u32,
     len: usize,
     half_head: u32,
@@ -202,29 +206,87 @@ impl<S> fmt::Debug for FlowTable<S> {
     }
 }
 
-/// The five 64-bit words hashed for a canonical key.
-#[inline]
-fn key_words(k: &FlowKey) -> [u64; 5] {
-    [
-        k.src as u64,
-        (k.src >> 64) as u64,
-        k.dst as u64,
-        (k.dst >> 64) as u64,
-        u64::from(k.sport)
-            | u64::from(k.dport) << 16
-            | u64::from(k.proto) << 32
-            | u64::from(k.family as u8) << 40
-            | u64::from(k.vlan) << 48,
-    ]
+/// The last hashed word of a canonical key: ports, protocol, family, VLAN.
+#[inline(always)]
+fn key_tail(k: &FlowKey) -> u64 {
+    u64::from(k.sport)
+        | u64::from(k.dport) << 16
+        | u64::from(k.proto) << 32
+        | u64::from(k.family as u8) << 40
+        | u64::from(k.vlan) << 48
+}
+
+/// A key canonicalised and hashed by [`FlowTable::hash_key`], ready for
+/// [`FlowTable::find_hashed`].
+#[derive(Clone, Copy, Debug)]
+pub struct HashedKey {
+    key: FlowKey,
+    tail: u64,
+    hash: u32,
+    swapped: bool,
+}
+
+/// Where a flow is, as [`FlowTable::find_hashed`] found it: compact (12 bytes), so a burst can
+/// keep one per packet. Valid while [`FlowTable::generation`] is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located {
+    slot: u32,
+    hash: u32,
+    dir: Direction,
+}
+
+impl Located {
+    /// The flow, if the key was found.
+    #[inline]
+    pub fn id(&self) -> Option<FlowId> {
+        (self.slot != NIL).then_some(FlowId(self.slot))
+    }
+
+    /// Direction of the packet relative to the flow's originator (of a hit; `Original` for a
+    /// miss: the packet would create the flow).
+    #[inline]
+    pub fn dir(&self) -> Direction {
+        self.dir
+    }
 }
 
 /// The canonical form of `key` (endpoints ordered, `in_port` cleared) and whether it was swapped.
 #[inline]
 pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
     let swapped = (key.src, key.sport) > (key.dst, key.dport);
-    let mut k = if swapped { key.reversed() } else { *key };
-    k.in_port = 0;
+    // Field by field (selects, no branch on the copy).
+    let (src, dst) = if swapped {
+        (key.dst, key.src)
+    } else {
+        (key.src, key.dst)
+    };
+    let (sport, dport) = if swapped {
+        (key.dport, key.sport)
+    } else {
+        (key.sport, key.dport)
+    };
+    let k = FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: key.proto,
+        family: key.family,
+        vlan: key.vlan,
+        in_port: 0,
+    };
     (k, swapped)
+}
+
+/// How a packet changed its flow, for [`FlowTable::track`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    /// Idle timeout to restart.
+    pub class: TimeoutClass,
+    /// The flow is established: it leaves the half-open list ([`FlowTable::mark_established`]).
+    pub established: bool,
+    /// The flow is half-open again ([`FlowTable::mark_embryonic`]); ignored if `established`.
+    pub reopened: bool,
 }
 
 impl<S: Copy + Default> FlowTable<S> {
@@ -244,7 +306,7 @@ impl<S: Copy + Default> FlowTable<S> {
             key: FlowKey::default(),
             state: S::default(),
             decision: CachedDecision::default(),
-            l7: [0; L7_SLOT_LEN],
+            l7: L7Slot::default(),
             packets: [0; 2],
             bytes: [0; 2],
             first_seen: 0,
@@ -274,7 +336,7 @@ impl<S: Copy + Default> FlowTable<S> {
         Ok(FlowTable {
             entries,
             index: SlotIndex::new(cfg.capacity),
-            hash_key,
+            hasher: FlowHasher::new(hash_key),
             free_head: 0,
             len: 0,
             half_head: NIL,
@@ -347,32 +409,73 @@ impl<S: Copy + Default> FlowTable<S> {
     /// matching; on a miss it is remembered as the originator's port.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Lookup {
+        let h = self.hash_key(key);
+        let at = self.find_hashed(&h);
+        match at.id() {
+            Some(id) => Lookup::Hit { id, dir: at.dir },
+            None => Lookup::Miss(Vacant {
+                key: h.key,
+                in_port: key.in_port,
+                hash: h.hash,
+                swapped: h.swapped,
+            }),
+        }
+    }
+
+    /// First half of [`FlowTable::lookup`]: canonicalise and hash `key` (no table memory read).
+    #[inline(always)]
+    pub fn hash_key(&self, key: &FlowKey) -> HashedKey {
         let (ck, swapped) = canonical(key);
-        let h = hash::siphash13(self.hash_key, &key_words(&ck));
-        let hash = (h ^ (h >> 32)) as u32;
-        let found = self
-            .index
-            .find(hash, |slot| self.entries[slot as usize].key == ck);
+        let tail = key_tail(&ck);
+        HashedKey {
+            hash: self.hasher.hash(ck.src, ck.dst, tail),
+            key: ck,
+            tail,
+            swapped,
+        }
+    }
+
+    /// Second half of [`FlowTable::lookup`]: probe the index for a hashed key.
+    #[inline(always)]
+    pub fn find_hashed(&self, h: &HashedKey) -> Located {
+        // Canonical keys (`in_port` 0) are equal iff their hashed words are: three
+        // comparisons without branches instead of one per field.
+        let found = self.index.find(h.hash, |slot| {
+            let k = &self.entries[slot as usize].key;
+            ((k.src ^ h.key.src) | (k.dst ^ h.key.dst) | u128::from(key_tail(k) ^ h.tail)) == 0
+        });
         match found {
-            Some(slot) => {
-                let e = &self.entries[slot as usize];
-                let dir = if swapped == e.orig_swapped {
+            Some(slot) => Located {
+                slot,
+                hash: h.hash,
+                dir: if h.swapped == self.entries[slot as usize].orig_swapped {
                     Direction::Original
                 } else {
                     Direction::Reply
-                };
-                Lookup::Hit {
-                    id: FlowId(slot),
-                    dir,
-                }
-            }
-            None => Lookup::Miss(Vacant {
-                key: ck,
-                in_port: key.in_port,
-                hash,
-                swapped,
-            }),
+                },
+            },
+            None => Located {
+                slot: NIL,
+                hash: h.hash,
+                dir: Direction::Original,
+            },
         }
+    }
+
+    /// The [`Vacant`] of a `key` that [`FlowTable::find_hashed`] did not find at `at` (same
+    /// generation), without hashing again. `None` if `at` is a hit.
+    #[inline]
+    pub fn vacant(&self, key: &FlowKey, at: &Located) -> Option<Vacant> {
+        if at.slot != NIL {
+            return None;
+        }
+        let (ck, swapped) = canonical(key);
+        Some(Vacant {
+            key: ck,
+            in_port: key.in_port,
+            hash: at.hash,
+            swapped,
+        })
     }
 
     /// Create the flow that `lookup` missed, as half-open (embryonic), with `state`, timeout
@@ -413,7 +516,7 @@ impl<S: Copy + Default> FlowTable<S> {
             key: vacant.key,
             state,
             decision: CachedDecision::default(),
-            l7: [0; L7_SLOT_LEN],
+            l7: L7Slot::default(),
             packets: [0; 2],
             bytes: [0; 2],
             first_seen: now,
@@ -482,6 +585,49 @@ impl<S: Copy + Default> FlowTable<S> {
             self.wheel_unlink(id.0);
             self.wheel_link(id.0);
         }
+    }
+
+    /// One packet of `bytes` in `dir` at `now` for flow `id`, in one visit of its entry:
+    /// `update` advances the flow's state and says how ([`Refresh`]); on `Ok` the packet is
+    /// accounted and the timer restarted as by [`Self::touch`], and the flow moved off or onto
+    /// the half-open list as by [`Self::mark_established`] / [`Self::mark_embryonic`]. On `Err`
+    /// nothing but what `update` did changes.
+    #[inline(always)]
+    pub fn track<E>(
+        &mut self,
+        id: FlowId,
+        dir: Direction,
+        bytes: usize,
+        now: u64,
+        update: impl FnOnce(&mut S) -> Result<Refresh, E>,
+    ) -> Result<Refresh, E> {
+        let e = &mut self.entries[id.slot()];
+        debug_assert!(e.live, "stale FlowId");
+        let r = update(&mut e.state)?;
+        e.packets[dir.index()] += 1;
+        e.bytes[dir.index()] += bytes as u64;
+        e.last_seen = now;
+        e.class = r.class;
+        e.expires = now.saturating_add(self.timeouts.get(r.class));
+        let relink = (e.expires >> self.wheel_shift) < e.sched;
+        let to_half = if r.established {
+            e.embryonic
+        } else {
+            r.reopened && !e.embryonic
+        };
+        if relink {
+            self.wheel_unlink(id.0);
+            self.wheel_link(id.0);
+        }
+        if to_half {
+            if r.established {
+                self.half_unlink(id.0);
+            } else {
+                self.entries[id.slot()].embryonic = true;
+                self.half_push(id.0);
+            }
+        }
+        Ok(r)
     }
 
     /// The flow completed its handshake (or saw a reply): it leaves the half-open list and can

@@ -231,6 +231,13 @@ impl<V> std::fmt::Debug for FragTable<V> {
     }
 }
 
+impl<V> FragTable<V> {
+    /// Heap bytes this table holds.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries) + self.index.bytes()
+    }
+}
+
 impl<V: Copy + Default> FragTable<V> {
     /// Allocate a table (the only allocation it makes), hashing under `hash_key`.
     pub fn new(cfg: &FragConfig, hash_key: [u64; 2]) -> Result<Self, FragConfigError> {
