@@ -16,6 +16,36 @@ use clap::{Subcommand, ValueEnum};
 /// Where the lab keeps its state, logs and the PostgreSQL data directory.
 pub const STATE_DIR: &str = "/var/lib/septa-lab";
 
+/// Which lab: `SEPTA_LAB_NAME` (1-8 of `[a-z0-9]`, default `lab`). Another name runs a second,
+/// separate lab beside the user's (the tests do): its own namespaces, gateway ends, DPDK file
+/// prefix and state directory (`/var/lib/septa-lab-NAME`); `SEPTA_LAB_API` sets its API port.
+fn lab_name() -> Result<String> {
+    let name = std::env::var("SEPTA_LAB_NAME").unwrap_or_else(|_| "lab".to_owned());
+    let ok = (1..=8).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ok {
+        bail!("SEPTA_LAB_NAME = {name:?}: a lab name is 1 to 8 characters of [a-z0-9]");
+    }
+    Ok(name)
+}
+
+/// The state directory of lab `name`: `SEPTA_LAB_STATE` if set, else [`STATE_DIR`] for the
+/// default lab and `/var/lib/septa-lab-NAME` for another.
+fn state_dir(name: &str) -> PathBuf {
+    match std::env::var_os("SEPTA_LAB_STATE") {
+        Some(dir) => PathBuf::from(dir),
+        None if name == "lab" => PathBuf::from(STATE_DIR),
+        None => PathBuf::from(format!("{STATE_DIR}-{name}")),
+    }
+}
+
+/// `SEPTA_LAB_NO_HUGE=1`: Septa's EAL runs on plain memory (no hugepages needed).
+fn no_huge() -> bool {
+    std::env::var("SEPTA_LAB_NO_HUGE").is_ok_and(|v| v == "1")
+}
+
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Install what the lab needs from Debian (PostgreSQL, iproute2, ethtool, curl, python3) and
@@ -144,7 +174,7 @@ fn check_prerequisites(router: Router) -> Result<()> {
         }
         // The lab's EAL asks for 256 MiB of 2 MiB pages.
         let pages = free_hugepages();
-        if pages < 128 {
+        if pages < 128 && !no_huge() {
             missing.push(format!(
                 "hugepages: {pages} free 2 MiB pages, the lab needs 128 (sudo dpdk-build/setup.sh)"
             ));
@@ -157,29 +187,31 @@ fn check_prerequisites(router: Router) -> Result<()> {
     }
 }
 
-fn script(dir: &Path, args: &[&str]) -> Result<()> {
+fn script(dir: &Path, state: &Path, args: &[&str]) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the septa binary itself")?;
     let status = Command::new("bash")
         .arg(dir.join("lab.sh"))
         .args(args)
         .env("SEPTA", exe)
-        .env("SEPTA_LAB_STATE", STATE_DIR)
+        .env("SEPTA_LAB_STATE", state)
         .status()
         .context("cannot run bash")?;
     if !status.success() {
         bail!(
-            "lab.sh {} failed ({status}); logs in {STATE_DIR}/log/",
-            args.join(" ")
+            "lab.sh {} failed ({status}); logs in {}/log/",
+            args.join(" "),
+            state.display()
         );
     }
     Ok(())
 }
 
 /// Prints the console address and the first-login credential Septa logged on its first start.
-fn print_console() {
-    let log = Path::new(STATE_DIR).join("log/septa.log");
+fn print_console(state: &Path) {
+    let log = state.join("log/septa.log");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    println!("lab: console and API: https://127.0.0.1:8080 (self-signed certificate)");
+    let port = std::env::var("SEPTA_LAB_API").unwrap_or_else(|_| "8080".to_owned());
+    println!("lab: console and API: https://127.0.0.1:{port} (self-signed certificate)");
     match text.lines().find(|l| l.contains("created user")) {
         Some(line) => println!("lab: {}", line.trim_start_matches("septa: ")),
         None => println!("lab: no first-login credential in {}", log.display()),
@@ -191,6 +223,8 @@ pub fn run(command: LabCommand) -> Result<()> {
         bail!("`septa lab` needs root (it creates network namespaces and veths): sudo septa lab …");
     }
     let dir = assets()?;
+    let state = state_dir(&lab_name()?);
+    let lab_sh = |args: &[&str]| script(&dir, &state, args);
     match command {
         LabCommand::Setup => {
             let status = Command::new("apt-get")
@@ -224,18 +258,18 @@ pub fn run(command: LabCommand) -> Result<()> {
                 Router::Septa => "septa",
                 Router::Kernel => "kernel",
             };
-            if let Err(e) = script(&dir, &["up", mode]) {
+            if let Err(e) = lab_sh(&["up", mode]) {
                 // Leave nothing half-built behind.
-                let _ = script(&dir, &["down"]);
+                let _ = lab_sh(&["down"]);
                 return Err(e);
             }
             if let Router::Septa = router {
-                print_console();
+                print_console(&state);
             }
             Ok(())
         }
-        LabCommand::Down => script(&dir, &["down"]),
-        LabCommand::Status => script(&dir, &["status"]),
-        LabCommand::Traffic { scenario } => script(&dir, &["traffic", scenario.arg()]),
+        LabCommand::Down => lab_sh(&["down"]),
+        LabCommand::Status => lab_sh(&["status"]),
+        LabCommand::Traffic { scenario } => lab_sh(&["traffic", scenario.arg()]),
     }
 }

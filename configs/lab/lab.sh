@@ -16,12 +16,22 @@
 #   lab-mgmt  management     10.99.0.0/24   admin host 10.99.0.10
 # Gateway ends `sl-<subnet>` live in the root namespace (septa mode: Septa's net_af_packet vdevs,
 # no kernel address, so the API on 127.0.0.1:8080 is reachable from the host) or in namespace
-# lab-gw (kernel mode: the Linux kernel as a stand-in router, no policy enforcement).
+# $NAME-gw (kernel mode: the Linux kernel as a stand-in router, no policy enforcement).
+#
+# A second lab (tests) runs beside the user's with SEPTA_LAB_NAME=NAME (1-8 of [a-z0-9]):
+# namespaces NAME-<subnet>, gateway ends NAME-<subnet>, DPDK file prefix septa-NAME, and the API
+# port SEPTA_LAB_API (default 8080). The state directory is SEPTA_LAB_STATE. SEPTA_LAB_NO_HUGE=1
+# runs Septa's EAL without hugepages.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SEPTA=${SEPTA:?SEPTA must name the septa binary}
 STATE=${SEPTA_LAB_STATE:-/var/lib/septa-lab}
+NAME=${SEPTA_LAB_NAME:-lab}
+[[ "$NAME" =~ ^[a-z0-9]{1,8}$ ]] || { echo "lab: SEPTA_LAB_NAME must be 1-8 of [a-z0-9]" >&2; exit 2; }
+API=${SEPTA_LAB_API:-8080}
+# Gateway-end prefix: `sl` for the default lab (names of earlier releases), else the lab name.
+if [ "$NAME" = lab ]; then GWL=sl; else GWL=$NAME; fi
 SUBNETS="it app ehr plc hmi mgmt"
 declare -A NET=([it]=10.10.1 [app]=10.20.1 [ehr]=10.20.0 [plc]=10.30.1 [hmi]=10.30.2 [mgmt]=10.99.0)
 declare -A HOSTS=([it]="10 11 12" [app]="20" [ehr]="10" [plc]="10" [hmi]="10" [mgmt]="10")
@@ -51,39 +61,39 @@ down() {
             rm -f "$f"
         done
     fi
-    for ns in $(for s in $SUBNETS; do echo "lab-$s"; done) lab-gw; do
+    for ns in $(for s in $SUBNETS; do echo "$NAME-$s"; done) $NAME-gw; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
-    for s in $SUBNETS; do ip link del "sl-$s" 2>/dev/null || true; done
-    rm -rf /var/run/dpdk/septa-lab /dev/hugepages/septa-lab* 2>/dev/null || true
+    for s in $SUBNETS; do ip link del "$GWL-$s" 2>/dev/null || true; done
+    rm -rf "/var/run/dpdk/septa-$NAME" /dev/hugepages/septa-"$NAME"map_* 2>/dev/null || true
     rm -rf "$STATE/pids" "$STATE/pgdata" "$STATE/pgsock" "$STATE/www"
 }
 
 setup_net() {
     local mode=$1
-    if [ "$mode" = kernel ]; then ip netns add lab-gw; in_ns lab-gw ip link set lo up; fi
+    if [ "$mode" = kernel ]; then ip netns add $NAME-gw; in_ns $NAME-gw ip link set lo up; fi
     for s in $SUBNETS; do
-        local ns=lab-$s n=${NET[$s]}
+        local ns=$NAME-$s n=${NET[$s]}
         ip netns add "$ns"
         in_ns "$ns" ip link set lo up
-        ip link add "sl-$s" type veth peer name eth0 netns "$ns"
-        [ "$mode" = kernel ] && ip link set "sl-$s" netns lab-gw
-        local gwns=; [ "$mode" = kernel ] && gwns=lab-gw
+        ip link add "$GWL-$s" type veth peer name eth0 netns "$ns"
+        [ "$mode" = kernel ] && ip link set "$GWL-$s" netns $NAME-gw
+        local gwns=; [ "$mode" = kernel ] && gwns=$NAME-gw
         g() { if [ -n "$gwns" ]; then in_ns "$gwns" "$@"; else "$@"; fi; }
         # Large TCP segments vanish through af_packet unless every offload is off.
         in_ns "$ns" ethtool -K eth0 tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
-        g ethtool -K "sl-$s" tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
-        g ip link set "sl-$s" address "${MAC[$s]}"
-        g sysctl -qw "net.ipv6.conf.sl-$s.disable_ipv6=1"
-        g ip link set "sl-$s" up
-        if [ "$mode" = kernel ]; then in_ns lab-gw ip addr add "$n.1/24" dev "sl-$s"; fi
+        g ethtool -K "$GWL-$s" tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
+        g ip link set "$GWL-$s" address "${MAC[$s]}"
+        g sysctl -qw "net.ipv6.conf.$GWL-$s.disable_ipv6=1"
+        g ip link set "$GWL-$s" up
+        if [ "$mode" = kernel ]; then in_ns $NAME-gw ip addr add "$n.1/24" dev "$GWL-$s"; fi
         in_ns "$ns" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1
         for h in ${HOSTS[$s]}; do in_ns "$ns" ip addr add "$n.$h/24" dev eth0; done
         in_ns "$ns" ip link set eth0 up
         in_ns "$ns" ip route add default via "$n.1"
     done
-    if [ "$mode" = kernel ]; then in_ns lab-gw sysctl -qw net.ipv4.ip_forward=1; fi
+    if [ "$mode" = kernel ]; then in_ns $NAME-gw sysctl -qw net.ipv4.ip_forward=1; fi
 }
 
 start_services() {
@@ -91,7 +101,7 @@ start_services() {
     mkdir -p "$STATE/www"
     printf '<html><body><h1>EHR</h1><p>patient list</p></body></html>\n' >"$STATE/www/index.html"
     head -c 1048576 /dev/urandom >"$STATE/www/records.bin"
-    bg web lab-app python3 -m http.server 80 --bind 10.20.1.20 --directory "$STATE/www"
+    bg web $NAME-app python3 -m http.server 80 --bind 10.20.1.20 --directory "$STATE/www"
     # EHR database: PostgreSQL as a plain process with its own data directory.
     local initdb pg
     initdb=$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -1 || true)
@@ -101,31 +111,39 @@ start_services() {
         chown postgres "$STATE/pgdata" "$STATE/pgsock"
         runuser -u postgres -- "$initdb" -D "$STATE/pgdata" -A trust -U postgres >"$STATE/log/initdb.log" 2>&1
         echo "host all all 0.0.0.0/0 trust" >>"$STATE/pgdata/pg_hba.conf"
-        bg postgres lab-ehr runuser -u postgres -- "$pg" -D "$STATE/pgdata" -k "$STATE/pgsock" \
+        bg postgres $NAME-ehr runuser -u postgres -- "$pg" -D "$STATE/pgdata" -k "$STATE/pgsock" \
             -c listen_addresses=10.20.0.10 -c port=5432
         log "PostgreSQL: 10.20.0.10:5432 (database postgres, user postgres)"
     else
         log "PostgreSQL not installed (apt-get install postgresql): the EHR database is absent"
     fi
     # OT cell.
-    bg plc lab-plc python3 "$HERE/modbus.py" plc 10.30.1.10 502
+    bg plc $NAME-plc python3 "$HERE/modbus.py" plc 10.30.1.10 502
     sleep 0.3
-    bg hmi lab-hmi python3 "$HERE/modbus.py" poll 10.30.1.10 502 1
+    bg hmi $NAME-hmi python3 "$HERE/modbus.py" poll 10.30.1.10 502 1
 }
 
 start_septa() {
     mkdir -p "$STATE/septa"
-    cp "$HERE/septa-lab.toml" "$STATE/septa/lab.toml"
+    # This lab's gateway ends, DPDK file prefix and API port.
+    sed -e "s/iface=sl-/iface=$GWL-/g" -e "s/--file-prefix=septa-lab/--file-prefix=septa-$NAME/" \
+        -e "s/127\.0\.0\.1:8080/127.0.0.1:$API/" "$HERE/septa-lab.toml" >"$STATE/septa/lab.toml"
+    if [ "${SEPTA_LAB_NO_HUGE:-0}" = 1 ]; then
+        # Plain memory instead of hugepages (slower; for tests and machines without them).
+        sed -i 's/"-m", "256"/"--no-huge", "-m", "512"/' "$STATE/septa/lab.toml"
+    fi
     cp "$HERE/policy.yaml" "$STATE/septa/policy.yaml"
     "$SEPTA" check-config "$STATE/septa/lab.toml" >"$STATE/log/check-config.log" 2>&1 \
         || { cat "$STATE/log/check-config.log" >&2; return 1; }
-    (cd "$STATE/septa" && setsid "$SEPTA" run --config lab.toml >"$STATE/log/septa.log" 2>&1 </dev/null &
-     echo $! >"$STATE/pids/septa")
+    # `exec`: the pid file names septa itself, and no shell is left holding the caller's stdout
+    # (a caller reading `septa lab up`'s output would otherwise wait for septa to exit).
+    (cd "$STATE/septa" && exec setsid "$SEPTA" run --config lab.toml >"$STATE/log/septa.log" 2>&1 </dev/null) &
+    echo $! >"$STATE/pids/septa"
     for _ in $(seq 1 60); do
         if ! kill -0 "$(cat "$STATE/pids/septa")" 2>/dev/null; then
             log "septa exited:"; tail -20 "$STATE/log/septa.log" >&2; return 1
         fi
-        if in_ns lab-it ping -c 1 -W 1 10.10.1.1 >/dev/null 2>&1; then return 0; fi
+        if in_ns $NAME-it ping -c 1 -W 1 10.10.1.1 >/dev/null 2>&1; then return 0; fi
         sleep 0.5
     done
     log "septa did not answer on 10.10.1.1 within 30 s:"; tail -20 "$STATE/log/septa.log" >&2; return 1
@@ -137,18 +155,18 @@ up() {
     mkdir -p "$STATE/log" "$STATE/pids"
     echo "$mode" >"$STATE/router"
     setup_net "$mode"
-    if [ "$mode" = septa ]; then start_septa; else log "router: the Linux kernel in lab-gw (stand-in; no policy enforcement)"; fi
+    if [ "$mode" = septa ]; then start_septa; else log "router: the Linux kernel in $NAME-gw (stand-in; no policy enforcement)"; fi
     start_services
     # Background traffic so that flows appear.
-    bg background lab-it bash "$0" traffic-loop
-    log "up ($mode). Try: ip netns exec lab-it curl http://10.20.1.20/ ; septa lab traffic scan"
+    bg background $NAME-it bash "$0" traffic-loop
+    log "up ($mode). Try: ip netns exec $NAME-it curl http://10.20.1.20/ ; septa lab traffic scan"
 }
 
 status() {
     [ -f "$STATE/router" ] || { log "down"; return 3; }
     log "router: $(cat "$STATE/router")"
     for s in $SUBNETS; do
-        if ip netns list | grep -qw "lab-$s"; then log "namespace lab-$s ${NET[$s]}.0/24: present"; else log "namespace lab-$s: MISSING"; fi
+        if ip netns list | grep -qw "$NAME-$s"; then log "namespace $NAME-$s ${NET[$s]}.0/24: present"; else log "namespace $NAME-$s: MISSING"; fi
     done
     for f in "$STATE"/pids/*; do
         [ -e "$f" ] || continue
@@ -168,22 +186,22 @@ print(f"{sys.argv[1]} -> {sys.argv[2]}:{sys.argv[3]}: open")' "$2" "$3" "$4"
 traffic() {
     case "${1:-}" in
         normal)
-            in_ns lab-it curl -sS --max-time 5 --interface 10.10.1.10 -o /dev/null -w 'it -> EHR web: HTTP %{http_code}\n' http://10.20.1.20/ || true
-            in_ns lab-it curl -sS --max-time 5 --interface 10.10.1.11 -o /dev/null -w 'it -> EHR records: %{size_download} bytes\n' http://10.20.1.20/records.bin || true
-            in_ns lab-hmi python3 "$HERE/modbus.py" read 10.30.1.10 502 0 4 || true
-            in_ns lab-app psql -h 10.20.0.10 -U postgres -d postgres -Atc 'select count(*) from pg_stat_activity' || true ;;
+            in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.10 -o /dev/null -w 'it -> EHR web: HTTP %{http_code}\n' http://10.20.1.20/ || true
+            in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.11 -o /dev/null -w 'it -> EHR records: %{size_download} bytes\n' http://10.20.1.20/records.bin || true
+            in_ns $NAME-hmi python3 "$HERE/modbus.py" read 10.30.1.10 502 0 4 || true
+            in_ns $NAME-app psql -h 10.20.0.10 -U postgres -d postgres -Atc 'select count(*) from pg_stat_activity' || true ;;
         scan)
             for p in 21 22 23 80 135 139 443 445 502 1433 3306 3389 5432 5900 8080 20000; do
-                tcp_probe lab-it 10.10.1.12 10.30.1.10 "$p" || true
+                tcp_probe $NAME-it 10.10.1.12 10.30.1.10 "$p" || true
             done ;;
         lateral)
-            for d in 10.20.0.10 10.20.1.20 10.99.0.10; do for p in 445 139 3389; do tcp_probe lab-it 10.10.1.12 "$d" "$p" || true; done; done ;;
+            for d in 10.20.0.10 10.20.1.20 10.99.0.10; do for p in 445 139 3389; do tcp_probe $NAME-it 10.10.1.12 "$d" "$p" || true; done; done ;;
         modbus-write)
-            in_ns lab-hmi python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true
-            in_ns lab-it python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true ;;
+            in_ns $NAME-hmi python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true
+            in_ns $NAME-it python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true ;;
         exfil)
-            in_ns lab-ehr curl -sS --max-time 5 --interface 10.20.0.10 -o /dev/null -T "$STATE/www/records.bin" http://10.10.1.10:8443/ || true
-            tcp_probe lab-ehr 10.20.0.10 10.99.0.10 443 || true ;;
+            in_ns $NAME-ehr curl -sS --max-time 5 --interface 10.20.0.10 -o /dev/null -T "$STATE/www/records.bin" http://10.10.1.10:8443/ || true
+            tcp_probe $NAME-ehr 10.20.0.10 10.99.0.10 443 || true ;;
         *) echo "usage: lab traffic normal|scan|lateral|modbus-write|exfil" >&2; return 2 ;;
     esac
 }

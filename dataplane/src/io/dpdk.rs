@@ -57,6 +57,8 @@ pub struct DpdkIo {
     queue: u16,
     /// Indexed by the dense port index.
     ports: Vec<PortQueue>,
+    /// The pool the rx queues fill from; [`PacketIo::alloc_tx`] takes from it too.
+    pool: Mempool,
 }
 
 impl DpdkIo {
@@ -91,6 +93,15 @@ impl PacketIo for DpdkIo {
         self.ports
             .get_mut(usize::from(port))
             .map_or(0, |q| q.tx_burst(pkts))
+    }
+
+    fn alloc_tx(&mut self, port: PortId, frame: &[u8]) -> Option<Mbuf> {
+        // An exhausted pool is the rare case; its error (which names the pool) is dropped
+        // here and the caller retries on a later poll.
+        if usize::from(port) >= self.ports.len() {
+            return None;
+        }
+        Mbuf::from_slice(&self.pool, frame).ok()
     }
 }
 
@@ -285,6 +296,7 @@ pub fn setup_ports(eal: &Eal, setup: &PortSetup) -> Result<DpdkPorts, DpdkSetupE
                 .iter_mut()
                 .filter_map(Iterator::next)
                 .collect(),
+            pool: setup.pool,
         })
         .collect();
     Ok(DpdkPorts {

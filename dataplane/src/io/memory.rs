@@ -37,6 +37,9 @@ struct Port {
 #[derive(Debug)]
 pub struct MemoryIo {
     ports: Vec<Port>,
+    /// Preallocated buffers [`PacketIo::alloc_tx`] hands out, like a mempool; `None`: it
+    /// allocates a fresh `Vec` each time.
+    tx_pool: Option<Vec<VecBuf>>,
 }
 
 impl MemoryIo {
@@ -51,7 +54,27 @@ impl MemoryIo {
                     tx_limit: usize::MAX,
                 })
                 .collect(),
+            tx_pool: None,
         }
+    }
+
+    /// Give [`PacketIo::alloc_tx`] a pool of `n` preallocated buffers of `room` bytes: it then
+    /// allocates nothing and returns `None` once they are used up (an exhausted mempool;
+    /// buffers are not returned). `n = 0` makes every allocation fail.
+    pub fn set_tx_pool(&mut self, n: usize, room: usize) {
+        self.tx_pool = Some((0..n).map(|_| VecBuf(Vec::with_capacity(room))).collect());
+    }
+
+    /// Queue up to `frames` received frames on `port` without reallocating.
+    pub fn reserve_rx(&mut self, port: PortId, frames: usize) {
+        let rx = &mut self.ports[usize::from(port)].rx;
+        rx.reserve(frames.saturating_sub(rx.len()));
+    }
+
+    /// Also keep up to `frames` transmitted frames on `port` without reallocating (capture
+    /// mode).
+    pub fn reserve_tx(&mut self, port: PortId, frames: usize) {
+        self.ports[usize::from(port)].tx.reserve(frames);
     }
 
     /// Ring mode on ports `a` and `b`: tx on one becomes rx on the other. Reserves rx capacity
@@ -127,6 +150,21 @@ impl PacketIo for MemoryIo {
             }
         }
         n
+    }
+
+    fn alloc_tx(&mut self, port: PortId, frame: &[u8]) -> Option<VecBuf> {
+        if usize::from(port) >= self.ports.len() {
+            return None;
+        }
+        match &mut self.tx_pool {
+            None => Some(VecBuf(frame.to_vec())),
+            Some(pool) => {
+                let mut buf = pool.pop().filter(|b| b.0.capacity() >= frame.len())?;
+                buf.0.clear();
+                buf.0.extend_from_slice(frame);
+                Some(buf)
+            }
+        }
     }
 }
 

@@ -43,4 +43,12 @@ pub trait PacketIo {
     /// those the port could not take stay in `pkts` for the caller to drop and count.
     /// Returns how many were sent.
     fn tx_burst(&mut self, port: PortId, pkts: &mut Burst<Self::Buf>) -> usize;
+
+    /// A new buffer for transmission on `port` holding a copy of `frame`, for frames the
+    /// gateway originates itself (routed mode: ARP and neighbour-discovery answers, echo
+    /// replies, time-exceeded errors, solicitations). `None` when no buffer is available or
+    /// `frame` does not fit one; the caller keeps the frame queued and tries again later.
+    /// DPDK takes an mbuf from the port's pool (no heap allocation); the file and in-memory
+    /// backends allocate a `Vec` (they are not the forwarding path).
+    fn alloc_tx(&mut self, port: PortId, frame: &[u8]) -> Option<Self::Buf>;
 }

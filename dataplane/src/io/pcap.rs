@@ -55,6 +55,8 @@ pub struct PcapIo {
     error: Option<PcapIoError>,
     /// A frame read ahead by `next_timestamp`.
     peeked: Option<PcapBuf>,
+    /// Timestamp of the last frame received: frames the gateway originates carry it.
+    last_rx: Duration,
 }
 
 impl std::fmt::Debug for PcapIo {
@@ -130,6 +132,7 @@ impl PcapIo {
             output,
             error: None,
             peeked: None,
+            last_rx: Duration::ZERO,
         })
     }
 
@@ -255,7 +258,17 @@ impl PacketIo for PcapIo {
                 }
             }
         }
+        if let Some(last) = out.last() {
+            self.last_rx = last.timestamp;
+        }
         n
+    }
+
+    fn alloc_tx(&mut self, port: PortId, frame: &[u8]) -> Option<PcapBuf> {
+        (port < PCAP_PORTS).then(|| PcapBuf {
+            timestamp: self.last_rx,
+            data: frame.to_vec(),
+        })
     }
 
     fn tx_burst(&mut self, port: PortId, pkts: &mut Burst<PcapBuf>) -> usize {

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Routed-mode end-to-end harness: two hosts in two subnets, a gateway between them, real
-# `ping` (IPv4 and IPv6, the gateway's own addresses and across it, TTL expiry) and a TCP
-# transfer (python3 http.server + curl, checksummed).
+# `ping` (IPv4 and IPv6, the gateway's own addresses and across it, TTL expiry), a TCP
+# transfer (python3 http.server + curl, checksummed), and a TCP and a UDP flow the policy
+# allows and one of each it denies (configs/policies/routed-lab.yaml: TCP/8080 and UDP/5353
+# allowed, TCP/9090 and UDP/9999 denied; the kernel router enforces nothing, so in kernel mode
+# every flow must get through, which checks the probes themselves).
 #
 #   routed.sh kernel    the reference: the Linux kernel routes in namespace rt-gw. Checks the
 #                       harness itself (namespaces, addresses, routes, the tests).
@@ -27,6 +30,7 @@ WORK=$(mktemp -d /tmp/septa-routed.XXXXXX)
 GW_MAC1=02:00:00:00:01:01
 GW_MAC2=02:00:00:00:02:01
 SEPTA_PID=
+PROBE_PID=
 FAILED=0
 
 log() { printf 'routed.sh: %s\n' "$*"; }
@@ -34,7 +38,7 @@ need() { command -v "$1" >/dev/null || { log "missing $1 ($2)"; exit 2; }; }
 
 teardown() {
     if [ -n "$SEPTA_PID" ]; then
-        kill "$SEPTA_PID" 2>/dev/null || true
+        kill -TERM "$SEPTA_PID" 2>/dev/null || true
         wait "$SEPTA_PID" 2>/dev/null || true
         SEPTA_PID=
     fi
@@ -94,7 +98,9 @@ gateway_septa() {
         in_ns rt-gw ip link set "rt-gw$i" up
     done
     "$SEPTA" check-config "$CONFIG" >"$WORK/check-config.txt" || { cat "$WORK/check-config.txt"; exit 2; }
-    in_ns rt-gw "$SEPTA" run --config "$CONFIG" >"$WORK/septa.log" 2>&1 &
+    # Directly, not through in_ns: `ip netns exec` execs septa, so $! is septa itself (a
+    # backgrounded shell function would be a subshell that ignores the signals sent to it).
+    ip netns exec rt-gw "$SEPTA" run --config "$CONFIG" >"$WORK/septa.log" 2>&1 &
     SEPTA_PID=$!
     # Wait (bounded) until the gateway answers ARP for its address.
     for _ in $(seq 1 60); do
@@ -147,6 +153,53 @@ tcp_transfer() {
     [ $ok -eq 0 ] && cmp "$WORK/blob" "$WORK/fetched"
 }
 
+# A TCP listener on 9090 and UDP echo servers on 5353 and 9999 in rt-h2 (v4 and v6).
+start_probe_servers() {
+    in_ns rt-h2 python3 -c '
+import socket, threading
+def tcp(fam, addr):
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 9090)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello\n"); c.close()
+def udp(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((addr, port))
+    while True:
+        d, a = s.recvfrom(2048); s.sendto(d, a)
+for fam, addr in ((socket.AF_INET, "10.2.0.20"), (socket.AF_INET6, "fd00:2::20")):
+    threading.Thread(target=tcp, args=(fam, addr), daemon=True).start()
+    for port in (5353, 9999):
+        threading.Thread(target=udp, args=(fam, addr, port), daemon=True).start()
+threading.Event().wait()' >"$WORK/probe-servers.log" 2>&1 &
+    PROBE_PID=$!
+    sleep 0.5
+}
+
+# probe tcp|udp ADDR PORT open|blocked: from rt-h1, a TCP connect / UDP echo within 2 s (3 tries
+# for open: the first packets may be lost while the gateway resolves the neighbour).
+probe() {
+    local proto=$1 addr=$2 port=$3 want=$4 tries=1 got=blocked
+    [ "$want" = open ] && tries=3
+    for _ in $(seq 1 $tries); do
+        if in_ns rt-h1 python3 -c '
+import socket, sys
+proto, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+s.settimeout(2)
+try:
+    if proto == "tcp":
+        s.connect((addr, port)); s.recv(16)
+    else:
+        s.sendto(b"probe", (addr, port)); s.recvfrom(64)
+except OSError as e:
+    print(f"{proto} {addr} {port}: {e}"); sys.exit(1)
+print(f"{proto} {addr} {port}: answered")' "$proto" "$addr" "$port"; then got=open; break; fi
+    done
+    echo "$proto $addr:$port: $got (want $want)"
+    [ "$got" = "$want" ]
+}
+
 run_checks() {
     check "ping gateway 10.1.0.1"        in_ns rt-h1 ping -c 3 -i 0.2 -W 2 10.1.0.1
     check "ping gateway fd00:1::1"       in_ns rt-h1 ping -6 -c 3 -i 0.2 -W 2 fd00:1::1
@@ -157,6 +210,17 @@ run_checks() {
     check "hop limit 1 -> time exceeded (v6)" hop_limit_expires_at_gateway fd00:2::20 fd00:1::1
     check "TCP 2 MiB over IPv4"          tcp_transfer 10.2.0.20 http://10.2.0.20:8080
     check "TCP 2 MiB over IPv6"          tcp_transfer fd00:2::20 "http://[fd00:2::20]:8080"
+    local denied=blocked
+    [ "$MODE" = kernel ] && denied=open
+    start_probe_servers
+    check "UDP/5353 allowed (v4)"        probe udp 10.2.0.20 5353 open
+    check "UDP/5353 allowed (v6)"        probe udp fd00:2::20 5353 open
+    check "TCP/9090 $denied (v4)"        probe tcp 10.2.0.20 9090 "$denied"
+    check "TCP/9090 $denied (v6)"        probe tcp fd00:2::20 9090 "$denied"
+    check "UDP/9999 $denied (v4)"        probe udp 10.2.0.20 9999 "$denied"
+    check "UDP/9999 $denied (v6)"        probe udp fd00:2::20 9999 "$denied"
+    kill "$PROBE_PID" 2>/dev/null || true
+    wait "$PROBE_PID" 2>/dev/null || true
 }
 
 [ "$(id -u)" -eq 0 ] || { log "needs root (network namespaces)"; exit 2; }
@@ -175,10 +239,12 @@ if [ "$MODE" = kernel ]; then gateway_kernel; else gateway_septa; fi
 run_checks
 if [ "$MODE" = septa ]; then
     # Let the gateway's counters show the drops it counted (ttl_exceeded, neighbour_unresolved...).
-    kill -INT "$SEPTA_PID" 2>/dev/null || true
+    kill -TERM "$SEPTA_PID" 2>/dev/null || true
     wait "$SEPTA_PID" 2>/dev/null || true
     SEPTA_PID=
     sed 's/^/    septa: /' "$WORK/septa.log" | tail -40
+    # The denied probes were dropped by the policy, not lost on the way.
+    check "septa counted policy drops" grep -Eq "^ +policy +[1-9]" "$WORK/septa.log"
 fi
 if [ $FAILED -eq 0 ]; then log "all checks passed ($MODE)"; else log "some checks FAILED ($MODE)"; fi
 exit $FAILED
