@@ -1,18 +1,12 @@
 //! `septa-bench ml`: inference rows/s of the committed models at batch 1, 32 and 256 (tract,
 //! `Model::run`), the full engine (featurize + both models + explanations) at batch 256, and the
-//! per-packet cost of the feature sampler against parsing the same packets (baseline, same run).
+//! worker's packet rate with feature sampling on and off (`septa-bench pipeline`, same run).
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use septa_classifier::FlowKey;
-use septa_dataplane::flow::Direction;
-use septa_dataplane::sample::{Sampler, SamplerConfig};
-use septa_dataplane::testgen::FrameBuilder;
 use septa_features::{N_FEATURES, featurize};
 use septa_ml::{Engine, MlConfig, MlEvent, Model, heldout};
 
@@ -24,7 +18,8 @@ pub struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
-    /// Only the sampler micro-benchmark (no models needed).
+    /// Only the data-plane cost of sampling (`septa-bench pipeline` with its defaults; no
+    /// models needed).
     #[arg(long)]
     sampler_only: bool,
 }
@@ -48,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.sampler_only {
         models(&args)?;
     }
-    sampler(args.seconds)
+    // The sampler's cost is measured where it is paid: in the worker (`septa-bench pipeline`).
+    crate::pipeline::run(crate::pipeline::Args::defaults())
 }
 
 fn models(args: &Args) -> anyhow::Result<()> {
@@ -99,95 +95,5 @@ fn models(args: &Args) -> anyhow::Result<()> {
         rows.iter().filter(|r| r.label == 1).count() as f64 / rows.len() as f64
     );
     black_box(alerts);
-    Ok(())
-}
-
-/// Sampler cost per packet vs parsing the same frames: 4,096 flows × 16 packets, round robin.
-fn sampler(secs: f64) -> anyhow::Result<()> {
-    const FLOWS: usize = 4096;
-    const PKTS: usize = 16;
-    let frames: Vec<Vec<u8>> = (0..FLOWS)
-        .map(|i| {
-            FrameBuilder::new()
-                .ipv4(
-                    Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8),
-                    Ipv4Addr::new(10, 1, 0, (i % 200) as u8),
-                )
-                .tcp(40000 + (i % 1000) as u16, 445, 0x18)
-                .payload_len(64)
-                .build()
-        })
-        .collect();
-    let keys: Vec<FlowKey> = frames
-        .iter()
-        .map(|f| {
-            septa_dataplane::parse(f)
-                .map(|p| p.key)
-                .map_err(|r| anyhow::anyhow!("{r:?}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let (tx, rx) = sync_channel(1 << 16);
-    let mut s = Sampler::new(0, SamplerConfig::new(FLOWS), tx)?;
-    let mut now = 0u64;
-    let per_round = FLOWS * PKTS;
-    let parse_rate = rate(secs, per_round, || {
-        for _ in 0..PKTS {
-            for f in &frames {
-                black_box(septa_dataplane::parse(black_box(f)).ok());
-            }
-        }
-    });
-    let sample_rate = rate(secs, per_round + 2 * FLOWS, || {
-        for (slot, k) in keys.iter().enumerate() {
-            s.flow_start(slot, k, now);
-        }
-        for p in 0..PKTS {
-            let dir = if p % 2 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            };
-            for (slot, k) in keys.iter().enumerate() {
-                s.on_packet(slot, k, dir, 118, 0x18, now + p as u64 * 50);
-            }
-        }
-        for (slot, k) in keys.iter().enumerate() {
-            s.flow_end(slot, k, now + 1_000);
-        }
-        now += 2_000_000;
-        while rx.try_recv().is_ok() {}
-    });
-    // Steady state of established flows: packets only (no flow start/end, no emission).
-    for (slot, k) in keys.iter().enumerate() {
-        s.flow_start(slot, k, now);
-    }
-    let mut t = now;
-    let packet_rate = rate(secs, per_round, || {
-        for p in 0..PKTS {
-            let dir = if p % 2 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            };
-            for (slot, k) in keys.iter().enumerate() {
-                s.on_packet(slot, k, dir, 118, 0x18, t);
-            }
-            t += 1;
-        }
-        while rx.try_recv().is_ok() {}
-    });
-    println!(
-        "bench=ml sampler_steady_state packet_ns={:.1} (flow start + 2 emissions per flow excluded)",
-        1e9 / packet_rate
-    );
-    let parse_ns = 1e9 / parse_rate;
-    let sample_ns = 1e9 / sample_rate;
-    println!(
-        "bench=ml sampler flows={FLOWS} packets_per_flow={PKTS} sample_ns_per_packet={sample_ns:.1} parse_ns_per_packet={parse_ns:.1} ratio_sample_to_parse={:.2} share_of_70ns_worker_budget={:.1}% emitted={} ring_full={}",
-        sample_ns / parse_ns,
-        100.0 * sample_ns / 70.0,
-        s.counters().emitted,
-        s.counters().ring_full
-    );
     Ok(())
 }

@@ -123,6 +123,9 @@ pub struct FlowEnd {
     pub reason: EndReason,
     /// The last decision cached for it (epoch 0 for flows admitted fail-open).
     pub decision: EventDecision,
+    /// The application protocol identified, for flows under a function-code conduit (the
+    /// conduit's protocol) or sampled for ML; `Unknown` otherwise.
+    pub l7: septa_l7::L7Proto,
 }
 
 impl FlowEnd {
@@ -341,6 +344,7 @@ mod tests {
                 action: EventAction::Allow,
                 monitor: false,
             },
+            l7: septa_l7::L7Proto::Unknown,
         })
     }
 

@@ -114,9 +114,21 @@ impl FlowRecord {
             ("deny", Some("monitor")) => "would be denied (monitor mode, forwarded)",
             ("deny", _) => "denied",
             (_, Some("monitor")) => {
-                "needs L7 inspection, which is unavailable: forwarded (monitor mode) and counted as would-deny"
+                "inspected by its L7 conduit: forwarded (monitor mode; refusals counted as would-deny)"
             }
-            _ => "needs L7 inspection, which is unavailable (fail closed)",
+            _ => match self.drop_reason {
+                None => "allowed message by message by its L7 conduit",
+                Some(DropReason::L7Denied) => {
+                    "refused by its L7 conduit (a message it does not allow; the flow is blocked)"
+                }
+                Some(DropReason::L7Malformed) => {
+                    "refused by its L7 conduit (a malformed message; the flow is blocked)"
+                }
+                Some(DropReason::L7Unavailable) => {
+                    "needs L7 inspection, which is unavailable (fail closed)"
+                }
+                Some(_) => "dropped before its L7 conduit was consulted",
+            },
         };
         let by = match (&self.clause, self.rule) {
             (Some(c), Some(r)) => format!("{c}, rule {r}"),
@@ -141,6 +153,57 @@ pub struct ReplayReport {
     /// Flow and decision events the worker emitted, by kind (the flow table is flushed at the
     /// end, so every admitted flow has a start and an end).
     pub events: EventCounts,
+    /// Messages function-code conduits inspected and refused, per protocol and function
+    /// (non-zero only).
+    pub l7: Vec<L7FunctionCount>,
+}
+
+/// Messages of one protocol function that function-code conduits inspected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct L7FunctionCount {
+    /// Protocol name (`modbus`, `dnp3`, ...).
+    pub proto: &'static str,
+    /// Function code; `None` for refusals that name no function (malformed, wrong protocol).
+    pub function: Option<u8>,
+    /// Function name from the protocol's table.
+    pub name: Option<&'static str>,
+    /// Messages summarised.
+    pub messages: u64,
+    /// Messages refused (enforce: dropped; monitor: would-deny).
+    pub denied: u64,
+}
+
+/// The non-zero entries of a worker's L7 counters, by protocol and function.
+pub fn l7_function_counts(c: &crate::l7::L7Counters) -> Vec<L7FunctionCount> {
+    let mut out = Vec::new();
+    for p in septa_l7::L7Proto::ALL {
+        let i = p as usize;
+        for code in 0..=255u8 {
+            let (m, d) = (
+                c.messages[i][usize::from(code)],
+                c.denied[i][usize::from(code)],
+            );
+            if m + d > 0 {
+                out.push(L7FunctionCount {
+                    proto: p.name(),
+                    function: Some(code),
+                    name: septa_l7::functions::lookup(p, code).map(|f| f.name),
+                    messages: m,
+                    denied: d,
+                });
+            }
+        }
+        if c.denied_other[i] > 0 {
+            out.push(L7FunctionCount {
+                proto: p.name(),
+                function: None,
+                name: None,
+                messages: 0,
+                denied: c.denied_other[i],
+            });
+        }
+    }
+    out
 }
 
 /// Aggregates per-flow records from the worker's observer calls.
@@ -284,6 +347,7 @@ pub fn replay_with(
         summary: ReplaySummary::from_stats(&stats),
         flows: flows.records(),
         events: counts,
+        l7: l7_function_counts(worker.state().l7().counters()),
     })
 }
 
@@ -312,6 +376,18 @@ impl fmt::Display for ReplayReport {
             "events       flow_start {} flow_end {} deny {} would_deny {} lost {}",
             e.flow_start, e.flow_end, e.deny, e.would_deny, e.lost
         )?;
+        for c in &self.l7 {
+            let what = match (c.function, c.name) {
+                (Some(code), Some(name)) => format!("{} {code} ({name})", c.proto),
+                (Some(code), None) => format!("{} {code}", c.proto),
+                _ => format!("{} (malformed or other)", c.proto),
+            };
+            writeln!(
+                f,
+                "l7           {what:<44} messages {} refused {}",
+                c.messages, c.denied
+            )?;
+        }
         writeln!(f, "flows        {:>10}", self.flows.len())?;
         for r in &self.flows {
             let verdict = match r.drop_reason {

@@ -1,7 +1,11 @@
 //! The compiled table and its lookups.
 
+use std::sync::Arc;
+
+use septa_l7::L7Constraint;
+
 use crate::key::{Family, FlowKey};
-use crate::rule::{Action, Mode, Rule, RuleId, SourceRef};
+use crate::rule::{Action, HookId, Mode, Rule, RuleId, SourceRef};
 use crate::tree::{D_DPORT, D_INPORT, D_PROTO, D_SPORT, D_VLAN, NO_MATCH, Point, Tree};
 use crate::zone::ZoneTable;
 
@@ -67,15 +71,21 @@ pub struct RuleTable {
     pub(crate) decisions: Vec<Decision>,
     default: Decision,
     pub(crate) engine: Engine,
+    /// The function-code conduits that [`Action::Inspect`] hook ids index, published with the
+    /// rules so that one load yields both (hook ids mean nothing across policies).
+    l7: Arc<[L7Constraint]>,
 }
 
 /// What [`RuleTable::match_burst`] reports for a key no rule matches.
 pub const NO_RULE: u32 = NO_MATCH;
 
-/// Keys per interleaved group in [`RuleTable::classify_burst`].
+/// Keys per interleaved group in [`RuleTable::classify_burst`] over trees.
 const LANES: usize = 8;
 
 pub(crate) fn point(k: &FlowKey) -> Point {
+    if k.family == Family::V4 {
+        return point_v4(k);
+    }
     let (src, dst) = match k.family {
         Family::V4 => (k.src & u128::from(u32::MAX), k.dst & u128::from(u32::MAX)),
         Family::V6 => (k.src, k.dst),
@@ -95,6 +105,21 @@ pub(crate) fn point(k: &FlowKey) -> Point {
     p
 }
 
+/// [`point`] of an IPv4 key: only the low address words and the scalar fields are non-zero.
+#[inline(always)]
+fn point_v4(k: &FlowKey) -> Point {
+    let mut p = [0u32; 16];
+    // Truncation is intended: an IPv4 key keeps its address in the low 32 bits.
+    p[3] = k.src as u32;
+    p[7] = k.dst as u32;
+    p[D_SPORT] = u32::from(k.sport);
+    p[D_DPORT] = u32::from(k.dport);
+    p[D_PROTO] = u32::from(k.proto);
+    p[D_VLAN] = u32::from(k.vlan);
+    p[D_INPORT] = u32::from(k.in_port);
+    p
+}
+
 impl RuleTable {
     pub(crate) fn new(decisions: Vec<Decision>, default: Decision, engine: Engine) -> Self {
         RuleTable {
@@ -102,7 +127,28 @@ impl RuleTable {
             decisions,
             default,
             engine,
+            l7: Arc::default(),
         }
+    }
+
+    /// This table with `l7` as its function-code conduits: hook `i` of an
+    /// [`Action::Inspect`] decision indexes `l7[i]`. The policy compiler attaches them before
+    /// the table is published, so a publish swaps rules and conduits together.
+    pub fn with_l7_constraints(mut self, l7: Arc<[L7Constraint]>) -> Self {
+        self.l7 = l7;
+        self
+    }
+
+    /// The function-code conduits of this table's inspect actions (empty unless attached).
+    #[inline]
+    pub fn l7_constraints(&self) -> &[L7Constraint] {
+        &self.l7
+    }
+
+    /// The conduit of inspect hook `hook`, if this table has one.
+    #[inline]
+    pub fn l7_constraint(&self, hook: HookId) -> Option<&L7Constraint> {
+        self.l7.get(hook.0 as usize)
     }
 
     /// The publish epoch: 0 until [`crate::TableCell::publish`] stamps it.
@@ -202,10 +248,11 @@ impl RuleTable {
     /// bytes per key, like `rte_acl_classify`'s userdata; [`RuleTable::decision_at`] resolves an
     /// index to its decision.
     ///
-    /// Keys are grouped by family into groups of eight whose lookups advance in lockstep, so the
-    /// memory loads of different keys overlap; leftovers are looked up one by one. (A pipeline
-    /// where a finished lane takes the next key at once measured 1.5–2.5× slower: its per-lane
-    /// branches mispredict.)
+    /// On the zone path every key is a fixed sequence of table loads, looked up in a plain loop.
+    /// On trees, keys are grouped by family into groups of eight whose walks advance in
+    /// lockstep, so the memory loads of different keys overlap; leftovers are looked up one by
+    /// one. (A pipeline where a finished lane takes the next key at once measured 1.5–2.5×
+    /// slower: its per-lane branches mispredict.)
     pub fn match_burst(&self, keys: &[FlowKey], out: &mut [u32]) {
         let n = keys.len().min(out.len());
         self.burst(&keys[..n], |i, m| out[i] = m);
@@ -220,14 +267,35 @@ impl RuleTable {
 
     /// Calls `put(i, m)` with the first-match index `m` of every `keys[i]`.
     #[inline(always)]
-    fn burst(&self, keys: &[FlowKey], mut put: impl FnMut(usize, u32)) {
-        let mut groups = [([0usize; LANES], 0usize); 2];
+    fn burst(&self, keys: &[FlowKey], put: impl FnMut(usize, u32)) {
+        match &self.engine {
+            Engine::Zone(z) => {
+                let mut put = put;
+                // Independent fixed-length lookups: the processor overlaps consecutive keys by
+                // itself, so they need no interleaving.
+                for (i, k) in keys.iter().enumerate() {
+                    put(i, z.lookup(k));
+                }
+            }
+            Engine::Trees(t) => self.burst_trees::<LANES>(t, keys, put),
+        }
+    }
+
+    /// [`RuleTable::burst`] over trees: keys grouped by family into `N` lanes walked in lockstep.
+    #[inline(always)]
+    fn burst_trees<const N: usize>(
+        &self,
+        t: &TreeSet,
+        keys: &[FlowKey],
+        mut put: impl FnMut(usize, u32),
+    ) {
+        let mut groups = [([0usize; N], 0usize); 2];
         for (i, k) in keys.iter().enumerate() {
             let (idx, len) = &mut groups[usize::from(k.family == Family::V6)];
             idx[*len] = i;
             *len += 1;
-            if *len == LANES {
-                let best = self.match_lanes(k.family, idx, keys);
+            if *len == N {
+                let best = t.match_lanes(k.family, idx, keys);
                 for (&i, &m) in idx.iter().zip(&best) {
                     put(i, m);
                 }
@@ -240,35 +308,39 @@ impl RuleTable {
             }
         }
     }
-
-    /// First-match indices of `keys[idx[0..LANES]]`, all of family `family`, in lockstep.
-    #[inline(always)]
-    fn match_lanes(&self, family: Family, idx: &[usize; LANES], keys: &[FlowKey]) -> [u32; LANES] {
-        match &self.engine {
-            Engine::Trees(t) => {
-                let pts: [Point; LANES] = std::array::from_fn(|i| point(&keys[idx[i]]));
-                let mut best = [NO_MATCH; LANES];
-                for tree in t.for_family(family) {
-                    if best.iter().all(|&b| tree.min_rule >= b) {
-                        break;
-                    }
-                    tree.lookup_lanes(&pts, &mut best);
-                }
-                best
-            }
-            Engine::Zone(z) => {
-                let ks: [FlowKey; LANES] = std::array::from_fn(|i| keys[idx[i]]);
-                z.lookup_lanes(&ks, family)
-            }
-        }
-    }
 }
 
 impl TreeSet {
+    pub(crate) fn new(v4: Vec<Tree>, v6: Vec<Tree>) -> Self {
+        TreeSet { v4, v6 }
+    }
+
     fn for_family(&self, f: Family) -> &[Tree] {
         match f {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
         }
+    }
+
+    /// First-match indices of `keys[idx[0..N]]`, all of family `family`, in lockstep.
+    #[inline(always)]
+    fn match_lanes<const N: usize>(
+        &self,
+        family: Family,
+        idx: &[usize; N],
+        keys: &[FlowKey],
+    ) -> [u32; N] {
+        let pts: [Point; N] = match family {
+            Family::V4 => std::array::from_fn(|i| point_v4(&keys[idx[i]])),
+            Family::V6 => std::array::from_fn(|i| point(&keys[idx[i]])),
+        };
+        let mut best = [NO_MATCH; N];
+        for tree in self.for_family(family) {
+            if best.iter().all(|&b| tree.min_rule >= b) {
+                break;
+            }
+            tree.lookup_lanes(&pts, &mut best);
+        }
+        best
     }
 }

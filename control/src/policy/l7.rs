@@ -349,6 +349,8 @@ spec:
         let p = parse_policy(POLICY, Format::Yaml).unwrap();
         let c = compile(&p).unwrap();
         assert_eq!(c.l7_constraints().len(), 4);
+        // The conduits travel inside the published table: one swap changes rules and hooks.
+        assert_eq!(c.table().l7_constraints(), &c.l7_constraints()[..]);
         let hooks: Vec<u32> = c
             .rules()
             .iter()

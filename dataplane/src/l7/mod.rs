@@ -11,6 +11,8 @@
 //!   messages across segments, buffers a split header in a bounded window and skips bodies, so
 //!   every message is summarised exactly once and checked against the conduit with
 //!   [`septa_l7::check`].
+//! * [`inspect`] is the worker's side: a bounded per-worker slab of stream states, in-order
+//!   feeding of TCP segments, blocking of denied flows, counters ([`L7Inspector`]).
 //! * [`samples`] builds valid messages and whole captures of every protocol for tests.
 //!
 //! Invariants: nothing here allocates, locks or logs; every input either parses or yields an
@@ -22,6 +24,7 @@ pub mod dnp3;
 pub mod enip;
 pub mod ident;
 pub mod iec104;
+pub mod inspect;
 pub mod modbus;
 pub mod opcua;
 pub mod s7;
@@ -31,6 +34,7 @@ mod stream;
 mod tests;
 
 pub use ident::{Transport, identify, tls_sni};
+pub use inspect::{L7FlowStats, L7Inspector, L7Judgement};
 pub use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Message, Role, Sender, check};
 pub use stream::{L7Counters, L7State};
 

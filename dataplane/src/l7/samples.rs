@@ -470,7 +470,7 @@ pub fn capture(flows: &[SampleFlow]) -> Vec<u8> {
     w.into_writer()
 }
 
-/// One Ethernet/IPv4 frame with checksums filled.
+/// One Ethernet/IPv4 frame with checksums filled (TCP: PSH+ACK acknowledging 1).
 pub fn frame(
     t: Transport,
     src: [u8; 4],
@@ -478,6 +478,73 @@ pub fn frame(
     sport: u16,
     dport: u16,
     seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    segment(t, src, dst, (sport, dport), (seq, 1, 0x18), payload)
+}
+
+/// TCP flags of the frames [`conversation`] builds.
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+const FIN_ACK: u8 = 0x11;
+
+/// One TCP connection that connection tracking accepts, as Ethernet/IPv4 frames: the
+/// handshake (client ISN 1000, server ISN 500000), each message as a PSH+ACK segment from its
+/// sender acknowledging everything the peer sent, then FIN/ACK from both ends if `close`.
+/// Returns the frames and, for each message, the index of its frame (so a test can replay a
+/// segment as a retransmission).
+pub fn conversation(
+    client: [u8; 4],
+    server: [u8; 4],
+    ports: (u16, u16),
+    messages: &[(Side, Vec<u8>)],
+    close: bool,
+) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let mut next = [1000u32, 500_000u32];
+    let mut frames = Vec::new();
+    let mut at = Vec::new();
+    let mut send = |side: Side, flags: u8, payload: &[u8], frames: &mut Vec<Vec<u8>>| {
+        let i = side as usize;
+        let (src, dst, p) = match side {
+            Side::Client => (client, server, ports),
+            Side::Server => (server, client, (ports.1, ports.0)),
+        };
+        let ack = if flags & ACK != 0 { next[1 - i] } else { 0 };
+        frames.push(segment(
+            Transport::Tcp,
+            src,
+            dst,
+            p,
+            (next[i], ack, flags),
+            payload,
+        ));
+        let used = payload.len() as u32 + u32::from(flags & (SYN | 0x01) != 0);
+        next[i] = next[i].wrapping_add(used);
+    };
+    send(Side::Client, SYN, &[], &mut frames);
+    send(Side::Server, SYN | ACK, &[], &mut frames);
+    send(Side::Client, ACK, &[], &mut frames);
+    for (side, payload) in messages {
+        at.push(frames.len());
+        send(*side, PSH_ACK, payload, &mut frames);
+    }
+    if close {
+        send(Side::Client, FIN_ACK, &[], &mut frames);
+        send(Side::Server, FIN_ACK, &[], &mut frames);
+        send(Side::Client, ACK, &[], &mut frames);
+    }
+    (frames, at)
+}
+
+/// One Ethernet/IPv4 frame with checksums filled; `tcp` is (sequence, acknowledgement, flags),
+/// ignored for UDP.
+pub fn segment(
+    t: Transport,
+    src: [u8; 4],
+    dst: [u8; 4],
+    (sport, dport): (u16, u16),
+    (seq, ack, flags): (u32, u32, u8),
     payload: &[u8],
 ) -> Vec<u8> {
     let l4_len = match t {
@@ -506,8 +573,8 @@ pub fn frame(
     match t {
         Transport::Tcp => {
             v.extend_from_slice(&seq.to_be_bytes());
-            v.extend_from_slice(&1u32.to_be_bytes());
-            v.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+            v.extend_from_slice(&ack.to_be_bytes());
+            v.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         }
         Transport::Udp => {
             v.extend_from_slice(&(l4_len as u16).to_be_bytes());

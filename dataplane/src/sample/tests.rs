@@ -13,16 +13,62 @@ fn key(src: u8, dst: u32, dport: u16, proto: u8) -> FlowKey {
     )
 }
 
+/// A sampler following every flow (`one_in` 1) with a ring of `cap` records.
 fn sampler(cap: usize) -> (Sampler, Receiver<FeatureRecord>) {
     let (tx, rx) = sync_channel(cap);
-    (Sampler::new(3, SamplerConfig::new(64), tx).unwrap(), rx)
+    let mut c = SamplerConfig::new(64);
+    c.one_in = 1;
+    (Sampler::new(3, c, tx).unwrap(), rx)
+}
+
+/// A flow as the flow entry would describe it.
+struct Flow {
+    slot: L7Slot,
+    view: FlowView,
+}
+
+impl Flow {
+    fn start(s: &mut Sampler, key: FlowKey, now: u64) -> Self {
+        Self::start_at(s, 0, key, now)
+    }
+
+    fn start_at(s: &mut Sampler, table_slot: usize, key: FlowKey, now: u64) -> Self {
+        let mut slot = L7Slot::default();
+        s.start(table_slot, &mut slot, &key, now);
+        Flow {
+            slot,
+            view: FlowView {
+                key,
+                first_seen: now,
+                last_seen: now,
+                ..FlowView::default()
+            },
+        }
+    }
+
+    /// Account the packet like the flow table, then sample it (emitting if due).
+    fn packet(&mut self, s: &mut Sampler, dir: Direction, len: u16, flags: u8, now: u64) {
+        let d = dir.index();
+        self.view.packets[d] += 1;
+        self.view.bytes[d] += u64::from(len);
+        self.view.last_seen = now;
+        if self.slot.sample != 0
+            && let Some(r) = s.packet(&self.slot, len, flags, now)
+        {
+            s.emit(&self.slot, &self.view, r);
+        }
+    }
+
+    fn end(&mut self, s: &mut Sampler) {
+        s.end(&mut self.slot, &self.view);
+    }
 }
 
 #[test]
 fn emits_after_first_packets_and_at_flow_end() {
     let (mut s, rx) = sampler(16);
-    let k = key(1, 1, 445, 6);
-    s.flow_start(5, &k, 1_000);
+    let mut f = Flow::start(&mut s, key(1, 1, 445, 6), 1_000);
+    assert_ne!(f.slot.sample, 0, "one_in 1 samples every flow");
     let pkts: [(Direction, u16, u8); 9] = [
         (Direction::Original, 60, 0x02),
         (Direction::Reply, 60, 0x12),
@@ -35,7 +81,7 @@ fn emits_after_first_packets_and_at_flow_end() {
         (Direction::Reply, 52, 0x04),
     ];
     for (i, &(d, len, flags)) in pkts.iter().enumerate() {
-        s.on_packet(5, &k, d, len, flags, 1_000 + 1_000 * i as u64);
+        f.packet(&mut s, d, len, flags, 1_000 + 1_000 * i as u64);
         if i == 6 {
             assert!(rx.try_recv().is_err(), "nothing before the 8th packet");
         }
@@ -55,8 +101,8 @@ fn emits_after_first_packets_and_at_flow_end() {
     assert_eq!(head.duration_us, 7_000);
     assert_eq!(head.key.dst_port, 445);
     assert_eq!(head.key.src, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
-    s.on_l7(5, septa_l7::L7Proto::Smb);
-    s.flow_end(5, &k, 20_000);
+    f.view.l7 = septa_l7::L7Proto::Smb as u8;
+    f.end(&mut s);
     let end = rx.try_recv().expect("record at flow end");
     assert_eq!(end.reason, EmitReason::FlowEnd);
     assert_eq!(end.packets, [5, 4]);
@@ -74,21 +120,21 @@ fn emits_after_first_packets_and_at_flow_end() {
     );
     assert_eq!(end.l7, L7Proto::Smb);
     assert_eq!(end.spread.src_hosts_on_port, 1);
-    // a removed flow emits nothing more
-    s.on_packet(5, &k, Direction::Original, 60, 0, 30_000);
-    s.flow_end(5, &k, 30_000);
+    // an ended flow emits nothing more, and its slab entry is free again
+    assert_eq!(f.slot.sample, 0);
+    f.end(&mut s);
     assert!(rx.try_recv().is_err());
     assert_eq!(s.counters().emitted, 2);
+    assert_eq!(s.active(), 0);
 }
 
 #[test]
 fn long_flows_emit_periodically() {
     let (mut s, rx) = sampler(64);
-    let k = key(1, 1, 502, 6);
-    s.flow_start(0, &k, 0);
+    let mut f = Flow::start(&mut s, key(1, 1, 502, 6), 0);
     // one packet per second for 200 s
     for t in 0..200u64 {
-        s.on_packet(0, &k, Direction::Original, 64, 0x18, t * 1_000_000);
+        f.packet(&mut s, Direction::Original, 64, 0x18, t * 1_000_000);
     }
     let reasons: Vec<_> = rx.try_iter().map(|r| r.reason).collect();
     assert_eq!(reasons[0], EmitReason::FirstPackets);
@@ -100,31 +146,59 @@ fn long_flows_emit_periodically() {
 #[test]
 fn full_ring_drops_and_counts() {
     let (mut s, rx) = sampler(1);
-    for slot in 0..3 {
-        let k = key(1, slot as u32, 80, 6);
-        s.flow_start(slot, &k, 0);
-        s.flow_end(slot, &k, 10);
+    for h in 0..3 {
+        let mut f = Flow::start(&mut s, key(1, h, 80, 6), 0);
+        f.end(&mut s);
     }
     let c = s.counters();
     assert_eq!((c.emitted, c.ring_full), (1, 2));
     assert_eq!(rx.try_iter().count(), 1);
     drop(rx);
-    let k = key(1, 9, 80, 6);
-    s.flow_start(9, &k, 0);
-    s.flow_end(9, &k, 10);
+    let mut f = Flow::start(&mut s, key(1, 9, 80, 6), 0);
+    f.end(&mut s);
     assert_eq!(s.counters().ring_full, 3, "a gone consumer counts as full");
 }
 
 #[test]
-fn out_of_range_slot_is_counted_not_a_panic() {
-    let (mut s, rx) = sampler(4);
-    let k = key(1, 1, 80, 6);
-    s.flow_start(64, &k, 0);
-    s.on_packet(10_000, &k, Direction::Original, 60, 0, 0);
-    s.on_function(64, FunctionClass::Write);
-    s.flow_end(64, &k, 0);
-    assert_eq!(s.counters().bad_slot, 4);
-    assert!(rx.try_recv().is_err());
+fn one_flow_in_k_is_sampled_and_a_full_slab_is_counted() {
+    let (tx, rx) = sync_channel(1024);
+    let mut c = SamplerConfig::new(4);
+    c.one_in = 8;
+    let mut s = Sampler::new(0, c, tx).unwrap();
+    let flows: Vec<Flow> = (0..64)
+        .map(|h| Flow::start(&mut s, key(1, h, 80, 6), 0))
+        .collect();
+    let sampled = flows.iter().filter(|f| f.slot.sample != 0).count();
+    let c = s.counters();
+    assert_eq!((c.flows, c.sampled), (64, 8));
+    assert_eq!(sampled, 4, "the slab holds 4");
+    assert_eq!(c.slab_full, 4);
+    for mut f in flows {
+        f.end(&mut s);
+    }
+    assert_eq!(rx.try_iter().count(), 4, "only sampled flows emit");
+    assert_eq!(s.active(), 0);
+}
+
+#[test]
+fn an_evicted_flows_sample_is_reclaimed_when_its_table_slot_is_reused() {
+    let (tx, rx) = sync_channel(16);
+    let mut c = SamplerConfig::new(1);
+    c.one_in = 1;
+    let mut s = Sampler::new(0, c, tx).unwrap();
+    s.bind(8);
+    let a = Flow::start_at(&mut s, 3, key(1, 1, 80, 6), 0);
+    assert_ne!(a.slot.sample, 0);
+    // `a` is evicted (no end); a new flow takes table slot 3 and the single slab entry.
+    let mut b = Flow::start_at(&mut s, 3, key(1, 2, 80, 6), 10);
+    assert_ne!(b.slot.sample, 0, "the slab entry came back");
+    assert_eq!(s.counters().evicted, 1);
+    assert_eq!(s.counters().slab_full, 0);
+    b.end(&mut s);
+    // A normal end clears the slot's record: reusing the slot reclaims nothing.
+    let _c = Flow::start_at(&mut s, 3, key(1, 3, 80, 6), 20);
+    assert_eq!(s.counters().evicted, 1);
+    assert_eq!(rx.try_iter().count(), 1, "only b's end");
 }
 
 #[test]
@@ -132,20 +206,14 @@ fn fan_out_and_fan_in_estimates() {
     let (mut s, rx) = sampler(4096);
     // 10.0.0.1 sweeps 212 hosts on 445/tcp; 10.0.0.2 talks to 3 hosts on 443.
     for h in 0..212u32 {
-        let k = key(1, h, 445, 6);
-        s.flow_start(0, &k, 1_000_000 + u64::from(h));
-        s.flow_end(0, &k, 1_000_000 + u64::from(h));
+        Flow::start(&mut s, key(1, h, 445, 6), 1_000_000 + u64::from(h)).end(&mut s);
     }
     for h in 0..3u32 {
-        let k = key(2, h, 443, 6);
-        s.flow_start(1, &k, 2_000_000);
-        s.flow_end(1, &k, 2_000_000);
+        Flow::start(&mut s, key(2, h, 443, 6), 2_000_000).end(&mut s);
     }
     // 40 sources reach host 7 on 80
     for src in 10..50u8 {
-        let k = key(src, 7, 80, 6);
-        s.flow_start(2, &k, 3_000_000);
-        s.flow_end(2, &k, 3_000_000);
+        Flow::start(&mut s, key(src, 7, 80, 6), 3_000_000).end(&mut s);
     }
     let recs: Vec<_> = rx.try_iter().collect();
     let sweep = recs[211].spread;
@@ -158,9 +226,7 @@ fn fan_out_and_fan_in_estimates() {
     let fan_in = recs[254].spread;
     assert!((38..=42).contains(&fan_in.dst_sources), "{fan_in:?}");
     // next window: the sweep is forgotten
-    let k = key(1, 999, 445, 6);
-    s.flow_start(0, &k, 11_000_000);
-    s.flow_end(0, &k, 11_000_000);
+    Flow::start(&mut s, key(1, 999, 445, 6), 11_000_000).end(&mut s);
     assert_eq!(rx.try_recv().unwrap().spread.src_hosts_on_port, 1);
 }
 
@@ -206,5 +272,11 @@ fn bad_config_is_rejected() {
     );
     let mut c = SamplerConfig::new(8);
     c.window_us = 10;
-    assert!(Sampler::new(0, c, tx).is_err());
+    assert!(Sampler::new(0, c, tx.clone()).is_err());
+    let mut c = SamplerConfig::new(8);
+    c.one_in = 0;
+    assert_eq!(
+        Sampler::new(0, c, tx).unwrap_err(),
+        SamplerConfigError::OneIn
+    );
 }

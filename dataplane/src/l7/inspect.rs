@@ -1,0 +1,429 @@
+//! The worker's side of function-code conduits: which packets of an inspected flow are fed to
+//! the stream state, where that state lives, and what a conduit's answer does to the packet.
+//!
+//! **Memory.** Only TCP flows need state across packets. It lives in a per-worker slab of
+//! [`L7Inspector::capacity`] entries (64-byte [`L7State`] plus the next expected sequence
+//! number per direction), allocated once; the flow entry holds only the slab index
+//! ([`L7Slot::state`]). A TCP flow gets an entry on its first payload-carrying packet: conntrack
+//! drops data before the handshake completes, so such a flow is established and never evicted
+//! without an expiry callback, which frees the entry ([`L7Inspector::release`]); a SYN that
+//! reopens a closed connection frees it too (a new connection is a new stream). When the slab
+//! is full the packet fails closed under `l7_unavailable` (monitor mode: forwarded, would-deny),
+//! counted in [`L7FlowStats::slab_full`]. UDP datagrams are judged whole with a fresh state each
+//! (no slab entry).
+//!
+//! **Ordering.** A TCP segment is fed only once and in order: the first payload of a direction
+//! sets the expected sequence number; a segment wholly before it (a retransmission of inspected
+//! bytes) is forwarded without being fed again; one that overlaps it is fed from the first new
+//! byte; one beyond it (a gap: a segment was lost or reordered) is dropped under
+//! `l7_unavailable` in enforce mode (the sender retransmits in order) and, in monitor mode,
+//! forwarded and fed as if the missing bytes were lost (the stream may then read as malformed).
+//!
+//! **Verdicts.** An allowed message forwards. In enforce mode a deny drops the packet under
+//! `l7_denied` or `l7_malformed` and blocks the TCP flow: its later payload-carrying packets,
+//! including retransmissions of the denied write, are dropped under the same reason, while bare
+//! ACK/FIN/RST segments still pass so that the connection can close. In monitor mode every deny
+//! forwards and is counted as would-deny. A new rule table that decides the flow again resets a
+//! blocked stream (the new policy judges the retransmission) and frees the state of a flow that
+//! is no longer inspected.
+
+use septa_classifier::{Family, FlowKey, Mode};
+use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Sender};
+
+use super::{L7Counters, L7State, Side, Transport, identify};
+use crate::drop::DropReason;
+use crate::flow::L7Slot;
+use crate::parse::{Fragment, ParsedPacket};
+use crate::worker::{Verdict, judge_l7};
+
+const SEQ_KNOWN: [u8; 2] = [1 << 0, 1 << 1];
+const BLOCKED_DENIED: u8 = 1 << 2;
+const BLOCKED_MALFORMED: u8 = 1 << 3;
+const REPORTED: u8 = 1 << 4;
+const TCP_SYN: u8 = 0x02;
+/// Payload-carrying packets [`identify_into`] looks at before giving up.
+pub const IDENTIFY_TRIES: u8 = 4;
+
+/// The state of one inspected TCP flow in the slab.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stream {
+    state: L7State,
+    next: [u32; 2],
+    flags: u8,
+}
+
+/// Event counts of one worker's inspector (single writer; read between bursts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L7FlowStats {
+    /// Payload-carrying packets fed to a conduit check.
+    pub inspected: u64,
+    /// Payload-carrying packets of an inspected TCP flow that found no free slab entry.
+    pub slab_full: u64,
+    /// TCP segments beyond the expected sequence number (dropped in enforce mode).
+    pub out_of_order: u64,
+    /// TCP segments wholly retransmitting inspected bytes (forwarded, not fed again).
+    pub retransmitted: u64,
+    /// Payload-carrying packets dropped because an earlier message blocked their flow.
+    pub blocked: u64,
+    /// Fragments of inspected flows (the check needs the whole segment or datagram).
+    pub fragments: u64,
+    /// Inspect decisions whose hook has no conduit in the running table.
+    pub no_conduit: u64,
+}
+
+/// What one packet of an inspected flow gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Judgement {
+    /// Forward or drop (under `l7_denied`, `l7_malformed` or `l7_unavailable`).
+    pub verdict: Verdict,
+    /// Monitor mode: the reason enforcing would have dropped the packet under.
+    pub would: Option<DropReason>,
+    /// The conduit's refusal, when this packet's message was denied (or would have been).
+    pub deny: Option<DenyReason>,
+    /// The first refusal of this flow (record it; later ones of a monitored flow are counted
+    /// only).
+    pub first: bool,
+}
+
+const FORWARD: L7Judgement = L7Judgement {
+    verdict: Verdict::Forward,
+    would: None,
+    deny: None,
+    first: false,
+};
+
+/// No state or conduit to inspect with: fail closed (monitor: forward, would-deny).
+fn unavailable(mode: Mode) -> L7Judgement {
+    match mode {
+        Mode::Enforce => L7Judgement {
+            verdict: Verdict::Drop(DropReason::L7Unavailable),
+            ..FORWARD
+        },
+        Mode::Monitor => L7Judgement {
+            would: Some(DropReason::L7Unavailable),
+            ..FORWARD
+        },
+    }
+}
+
+/// One worker's function-code conduit state: the stream slab, the L7 counters and the stats.
+/// Allocated once ([`L7Inspector::new`]); nothing after that allocates.
+#[derive(Debug)]
+pub struct L7Inspector {
+    slab: Box<[Stream]>,
+    free: Box<[u32]>,
+    free_len: usize,
+    counters: Box<L7Counters>,
+    stats: L7FlowStats,
+}
+
+impl L7Inspector {
+    /// An inspector for at most `capacity` inspected TCP flows at once (`64 + 12` bytes each,
+    /// plus the 64 KiB of [`L7Counters`]).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.min(u32::MAX as usize - 1);
+        L7Inspector {
+            slab: vec![Stream::default(); capacity].into_boxed_slice(),
+            // Popped from the end: lowest index first.
+            free: (0..capacity as u32).rev().collect(),
+            free_len: capacity,
+            counters: L7Counters::boxed(),
+            stats: L7FlowStats::default(),
+        }
+    }
+
+    /// Most TCP flows inspected at once.
+    pub fn capacity(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// TCP flows holding a slab entry now.
+    pub fn active(&self) -> usize {
+        self.slab.len() - self.free_len
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.slab)
+            + std::mem::size_of_val(&*self.free)
+            + std::mem::size_of::<L7Counters>()
+    }
+
+    /// Messages, denies and malformed messages per protocol and function.
+    pub fn counters(&self) -> &L7Counters {
+        &self.counters
+    }
+
+    /// Event counts.
+    pub fn stats(&self) -> &L7FlowStats {
+        &self.stats
+    }
+
+    /// The flow's slab entry goes back to the free list (flow end, reopen, no longer
+    /// inspected). Clears `slot.state`.
+    #[inline]
+    pub fn release(&mut self, slot: &mut L7Slot) {
+        if slot.state != 0 {
+            self.free_slab(slot.state);
+            slot.state = 0;
+        }
+    }
+
+    /// [`Self::release`] for an entry that is going away (the caller only has it by reference).
+    #[inline]
+    pub fn release_ended(&mut self, slot: L7Slot) {
+        if slot.state != 0 {
+            self.free_slab(slot.state);
+        }
+    }
+
+    fn free_slab(&mut self, state: u32) {
+        let i = state - 1;
+        debug_assert!(self.free_len < self.free.len(), "slab entry freed twice");
+        if (i as usize) < self.slab.len() && self.free_len < self.free.len() {
+            self.free[self.free_len] = i;
+            self.free_len += 1;
+        }
+    }
+
+    /// A rule table decided the flow again (a new epoch): `conduit` is its new function-code
+    /// conduit (`None`: no longer inspected). A flow that stays inspected as the same protocol
+    /// keeps its stream (so framing survives a policy change), unless it was blocked: the new
+    /// policy then judges it from a fresh state.
+    #[inline]
+    pub fn reclassified(&mut self, slot: &mut L7Slot, conduit: Option<&L7Constraint>) {
+        if slot.state == 0 {
+            return;
+        }
+        let Some(c) = conduit else {
+            return self.release(slot);
+        };
+        let s = &mut self.slab[(slot.state - 1) as usize];
+        if s.state.proto() != c.proto || s.flags & (BLOCKED_DENIED | BLOCKED_MALFORMED) != 0 {
+            *s = Stream {
+                state: L7State::new(c.proto),
+                ..Stream::default()
+            };
+        }
+    }
+
+    /// One packet of a flow whose rule-table decision inspects it with `conduit` (`None`: the
+    /// hook has no conduit in the running table) in `mode`. `orig` is the flow's original key;
+    /// `slot` its entry's slot (`None` for a first packet not admitted yet: UDP only needs none,
+    /// and a TCP opening SYN carries no payload).
+    #[inline]
+    pub fn packet(
+        &mut self,
+        slot: Option<&mut L7Slot>,
+        conduit: Option<&L7Constraint>,
+        mode: Mode,
+        orig: &FlowKey,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+    ) -> L7Judgement {
+        if pkt.key.proto != orig.proto {
+            // An ICMP error about the flow: not a message of the stream.
+            return FORWARD;
+        }
+        let tcp = match pkt.key.proto {
+            6 => true,
+            17 => false,
+            // Only TCP and UDP carry conduit protocols; anything else cannot be inspected.
+            _ => return unavailable(mode),
+        };
+        let Some(conduit) = conduit else {
+            self.stats.no_conduit += 1;
+            return unavailable(mode);
+        };
+        let mut slot = slot;
+        if tcp
+            && pkt.tcp_flags.0 & TCP_SYN != 0
+            && let Some(s) = slot.as_deref_mut()
+        {
+            // A (re)opening SYN starts a new stream.
+            self.release(s);
+        }
+        let payload = payload(pkt, frame);
+        if tcp
+            && let Some(s) = slot.as_deref()
+            && s.state != 0
+        {
+            let flags = self.slab[(s.state - 1) as usize].flags;
+            if flags & (BLOCKED_DENIED | BLOCKED_MALFORMED) != 0 && !payload.is_empty() {
+                self.stats.blocked += 1;
+                let r = if flags & BLOCKED_MALFORMED != 0 {
+                    DropReason::L7Malformed
+                } else {
+                    DropReason::L7Denied
+                };
+                return L7Judgement {
+                    verdict: Verdict::Drop(r),
+                    ..FORWARD
+                };
+            }
+        }
+        if payload.is_empty() {
+            return FORWARD; // handshakes, bare acknowledgements, FIN/RST
+        }
+        if pkt.fragment != Fragment::None {
+            self.stats.fragments += 1;
+            return unavailable(mode);
+        }
+        let side = side_of(orig, pkt);
+        let sender = Sender {
+            v6: pkt.key.family == Family::V6,
+            addr: pkt.key.src,
+        };
+        if let Some(s) = slot.as_deref_mut()
+            && s.proto == 0
+        {
+            s.proto = conduit.proto as u8;
+        }
+        if !tcp {
+            self.stats.inspected += 1;
+            let mut st = L7State::new(conduit.proto);
+            let v = st.inspect(
+                side,
+                Transport::Udp,
+                payload,
+                conduit,
+                sender,
+                &mut self.counters,
+            );
+            return judged(mode, v, true);
+        }
+        let Some(slot) = slot else {
+            // Cannot happen: conntrack opens TCP flows only with a SYN, which carries no payload.
+            return unavailable(mode);
+        };
+        if slot.state == 0 {
+            if self.free_len == 0 {
+                self.stats.slab_full += 1;
+                return unavailable(mode);
+            }
+            self.free_len -= 1;
+            let i = self.free[self.free_len];
+            self.slab[i as usize] = Stream {
+                state: L7State::new(conduit.proto),
+                ..Stream::default()
+            };
+            slot.state = i + 1;
+        }
+        let Some(seq) = tcp_seq(pkt, frame) else {
+            return unavailable(mode);
+        };
+        let s = &mut self.slab[(slot.state - 1) as usize];
+        let d = side as usize;
+        let len = payload.len() as u32;
+        let data = if s.flags & SEQ_KNOWN[d] == 0 {
+            s.flags |= SEQ_KNOWN[d];
+            s.next[d] = seq.wrapping_add(len);
+            payload
+        } else {
+            let ahead = seq.wrapping_sub(s.next[d]) as i32;
+            if ahead > 0 {
+                self.stats.out_of_order += 1;
+                if mode == Mode::Enforce {
+                    return unavailable(mode);
+                }
+                s.next[d] = seq.wrapping_add(len);
+                payload
+            } else {
+                let seen = ahead.unsigned_abs() as usize;
+                if seen >= payload.len() {
+                    self.stats.retransmitted += 1;
+                    return FORWARD;
+                }
+                s.next[d] = seq.wrapping_add(len);
+                &payload[seen..]
+            }
+        };
+        self.stats.inspected += 1;
+        let v = s.state.inspect(
+            side,
+            Transport::Tcp,
+            data,
+            conduit,
+            sender,
+            &mut self.counters,
+        );
+        let first = s.flags & REPORTED == 0;
+        if let L7Verdict::Deny(r) = v {
+            s.flags |= REPORTED;
+            if mode == Mode::Enforce {
+                s.flags |= if matches!(r, DenyReason::Malformed { .. }) {
+                    BLOCKED_MALFORMED
+                } else {
+                    BLOCKED_DENIED
+                };
+            }
+        }
+        judged(mode, v, first)
+    }
+}
+
+/// Names the flow's protocol from this packet's payload into `slot.proto`, for flow records
+/// and features: at most [`IDENTIFY_TRIES`] payload-carrying packets are looked at; the
+/// well-known port decides when no signature matches. `orig` is the flow's original key.
+#[inline]
+pub fn identify_into(slot: &mut L7Slot, orig: &FlowKey, pkt: &ParsedPacket, frame: &[u8]) {
+    if slot.proto != 0 || slot.tries >= IDENTIFY_TRIES {
+        return;
+    }
+    let transport = match pkt.key.proto {
+        6 => Transport::Tcp,
+        17 => Transport::Udp,
+        _ => return,
+    };
+    let payload = payload(pkt, frame);
+    if payload.is_empty() || pkt.key.proto != orig.proto {
+        return;
+    }
+    slot.tries += 1;
+    let side = side_of(orig, pkt);
+    let ports = (pkt.key.sport, pkt.key.dport);
+    let p = identify(side, transport, ports, payload);
+    if p != L7Proto::Unknown {
+        slot.proto = p as u8;
+    }
+}
+
+fn judged(mode: Mode, v: L7Verdict, first: bool) -> L7Judgement {
+    let (verdict, would) = judge_l7(mode, &v);
+    match v {
+        L7Verdict::Allow => FORWARD,
+        L7Verdict::Deny(r) => L7Judgement {
+            verdict,
+            would,
+            deny: Some(r),
+            first,
+        },
+    }
+}
+
+/// The transport payload of an IP packet (empty when there is none).
+#[inline]
+fn payload<'a>(pkt: &ParsedPacket, frame: &'a [u8]) -> &'a [u8] {
+    match pkt.payload_offset {
+        Some(o) if o < pkt.l3_end && pkt.l3_end <= frame.len() => &frame[o..pkt.l3_end],
+        _ => &[],
+    }
+}
+
+/// Which end sent the packet: the client opened the flow `orig`.
+#[inline]
+fn side_of(orig: &FlowKey, pkt: &ParsedPacket) -> Side {
+    if pkt.key.src == orig.src && pkt.key.sport == orig.sport {
+        Side::Client
+    } else {
+        Side::Server
+    }
+}
+
+/// The TCP sequence number of a parsed TCP packet.
+#[inline]
+fn tcp_seq(pkt: &ParsedPacket, frame: &[u8]) -> Option<u32> {
+    let o = pkt.l4_offset?;
+    let b = frame.get(o + 4..o + 8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
