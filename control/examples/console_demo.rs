@@ -19,6 +19,7 @@ use std::time::Duration;
 use septa_classifier::FlowKey;
 use septa_control::CompiledPolicy;
 use septa_control::Format;
+use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly};
 use septa_control::api::auth::TokenInfo;
 use septa_control::api::{
     ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
@@ -26,6 +27,8 @@ use septa_control::api::{
 };
 use septa_control::audit::Actor;
 use septa_control::clock::{Clock, SystemClock};
+use septa_control::history::feed::{self, FeedConfig, FeedTargets, FlowFeed};
+use septa_control::history::{FlowHistory, HistoryConfig, ObservedFlow};
 use septa_control::lifecycle::{CommitOptions, PolicyService, Publisher, ServiceConfig};
 use tokio::sync::broadcast;
 
@@ -133,7 +136,68 @@ const TALKS: &[([u8; 4], [u8; 4], u8, u16)] = &[
     ([10, 20, 0, 5], [10, 10, 1, 20], 6, 3389), // ehr-db -> it rdp: denied
 ];
 
-fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>) {
+/// Two made-up alerts (the demo has no inference thread), so the anomaly page has something to
+/// triage; their summaries say they are demo data.
+fn demo_anomalies(state: &AppState, now_ms: i64) {
+    let a = |src: [u8; 4],
+             dst: [u8; 4],
+             dport: u16,
+             score: f32,
+             summary: &str,
+             why: &[(&str, f32, &str)]| {
+        NewAnomaly {
+            ts_ms: now_ms,
+            flow: AnomalyFlow {
+                src: Ipv4Addr::from(src).into(),
+                dst: Ipv4Addr::from(dst).into(),
+                proto: 6,
+                sport: 40123,
+                dport,
+            },
+            score,
+            threshold: 0.62,
+            model_id: "demo-iforest".into(),
+            model_hash: "0000000000000000000000000000000000000000000000000000000000000000".into(),
+            summary: summary.into(),
+            explanation: why
+                .iter()
+                .map(|(f, c, t)| FeatureContribution {
+                    feature: (*f).into(),
+                    contribution: *c,
+                    text: (*t).into(),
+                })
+                .collect(),
+        }
+    };
+    state.anomalies.push(a(
+        [10, 30, 2, 5],
+        [10, 30, 1, 10],
+        502,
+        0.91,
+        "(demo) Modbus write burst from an HMI",
+        &[
+            (
+                "l7",
+                0.55,
+                "function 16 (write multiple registers) at 40x the usual rate",
+            ),
+            ("timing", 0.3, "no longer follows the 1 s polling cadence"),
+        ],
+    ));
+    state.anomalies.push(a(
+        [10, 10, 1, 23],
+        [10, 20, 0, 5],
+        5432,
+        0.74,
+        "(demo) office client probing the EHR database",
+        &[
+            ("fan_out", 0.6, "contacted 14 new hosts in a minute"),
+            ("ports", 0.25, "destination port never used by this client"),
+        ],
+    ));
+}
+
+fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: FlowFeed) {
     let mut n: u64 = 0;
     for tick in 0u64.. {
         std::thread::sleep(Duration::from_millis(400));
@@ -155,7 +219,7 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>) {
                 continue; // no policy running: the data plane would drop and log nothing here
             };
             let packets = 2 + (n * 7 + i as u64 * 13) % 40;
-            sim.record(FlowRecord {
+            let rec = FlowRecord {
                 ts_ms: clock.now_ms(),
                 src: Ipv4Addr::from(*s).to_string(),
                 dst: Ipv4Addr::from(*d).to_string(),
@@ -168,7 +232,12 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>) {
                 revision: e.revision,
                 packets,
                 bytes: packets * (60 + (i as u64 * 97) % 1200),
-            });
+            };
+            // History and rule usage, as `septa run` feeds them.
+            if let Ok(o) = ObservedFlow::try_from(&rec) {
+                learn.offer(o);
+            }
+            sim.record(rec);
         }
     }
 }
@@ -251,9 +320,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     state.auth.insert_token(info, &secret, || Ok(()))?;
     println!("admin token: {secret}");
+    // Written out and joined when the server stops.
+    let mut learn_thread = None;
     if a.traffic {
+        demo_anomalies(&state, clock.now_ms());
+        let core = state.core.clone();
+        let targets = FeedTargets {
+            history: Some(FlowHistory::open(&dir, HistoryConfig::default())?),
+            revisions: Box::new(move |rev: &str| {
+                core.run_blocking(|svc| {
+                    (svc.running().map(|r| r.hash.as_str()) == Some(rev))
+                        .then(|| svc.running_table().cloned())
+                        .flatten()
+                })
+                .ok()
+                .flatten()
+            }),
+            sinks: Vec::new(),
+        };
+        let (learn, handle) = feed::spawn(targets, FeedConfig::default())?;
+        learn_thread = Some(handle);
         let (st, sim, clock) = (state.clone(), Arc::clone(&sim), clock.clone());
-        std::thread::spawn(move || simulate(st, sim, clock));
+        std::thread::spawn(move || simulate(st, sim, clock, learn));
     }
     let mut cfg = ServeConfig::new(([127, 0, 0, 1], a.port).into(), &dir);
     cfg.tls = TlsMode::PlainHttp;
@@ -265,5 +353,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(serve(cfg, state, async {
         let _ = tokio::signal::ctrl_c().await;
     }))?;
+    drop(learn_thread);
     Ok(())
 }

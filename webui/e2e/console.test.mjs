@@ -249,11 +249,57 @@ describe('console', () => {
     await shot('09-audit');
   });
 
-  test('anomalies: an honest empty state while the API has none', async () => {
+  test('anomalies: listed with their explanation, acknowledged, dismissed only with a reason', async () => {
     await page.goto(srv.url + '/#/anomalies');
-    await page.waitForSelector('[data-testid=anomalies] strong');
-    assert.match(await page.textContent('[data-testid=anomalies]'), /No anomaly source/);
+    await page.waitForSelector('[data-testid=anomaly-row]');
+    const rows = await page.$$('[data-testid=anomaly-row]');
+    assert.equal(rows.length, 2, 'the demo pushes two open anomalies');
+    const text = await page.textContent('[data-testid=anomaly-list]');
+    assert.match(text, /Modbus write burst/);
+    assert.match(text, /demo-iforest/);
+    assert.match(text, /function 16/);
     await shot('10-anomalies');
+    // Acknowledge the first: it leaves the "open" list.
+    await rows[0].$eval('button:text("Acknowledge")', (b) => b.click());
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 1);
+    assert.equal(await page.textContent('[data-testid=anomaly-open]'), '1');
+    // Dismiss needs a reason: the page says so, the API is not called.
+    await page.click('[data-testid=anomaly-row] button:text("Dismiss")');
+    assert.match(await page.textContent('[data-testid=anomaly-row] [role=alert]'), /reason is required/);
+    await page.fill('[data-testid=anomaly-row] input[name=anomaly-reason]', 'known pen test');
+    await page.click('[data-testid=anomaly-row] button:text("Dismiss")');
+    await page.waitForSelector('[data-testid=anomalies] .empty');
+    await page.selectOption('select[name=anomaly-state]', '');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2);
+    const all = await page.textContent('[data-testid=anomaly-list]');
+    assert.match(all, /dismissed/);
+    assert.match(all, /known pen test/);
+    assert.match(all, /acknowledged/);
+    await shot('10b-anomalies-triaged');
+  });
+
+  test('policy: a dry-run validation marks the error line and stores nothing; hits come from the counters', async () => {
+    await page.goto(srv.url + '/#/policy');
+    await page.waitForSelector('[data-testid=editor][data-ready=true]');
+    await page.waitForSelector('[data-testid=hits-source]');
+    assert.match(await page.textContent('[data-testid=hits-source]'), /per-clause counters/);
+    const revs = await page.evaluate(async () => (await (await fetch('/api/v1/revisions')).json()).items.length);
+    const original = await page.evaluate(() => document.querySelector('[data-testid=editor]').editor.text());
+    await page.evaluate(
+      (t) => document.querySelector('[data-testid=editor]').editor.setText(t),
+      original.replace(/10\.20\.0\.0\/\d+/, '10.20.0.0/33'),
+    );
+    assert.match(original, /10\.20\.0\.0\/\d+/);
+    await page.click('button:text-is("Validate")');
+    await page.waitForSelector('[data-testid=editor-errors]');
+    assert.match(await page.textContent('[data-testid=editor-errors]'), /line \d+/);
+    assert.match(await page.textContent('[data-testid=write-error]'), /Invalid policy/);
+    await page.evaluate((t) => document.querySelector('[data-testid=editor]').editor.setText(t), original);
+    await page.click('button:text-is("Validate")');
+    await page.waitForSelector('[data-testid=write-note]');
+    assert.match(await page.textContent('[data-testid=write-note]'), /Valid: .*Nothing was stored/);
+    const after = await page.evaluate(async () => (await (await fetch('/api/v1/revisions')).json()).items.length);
+    assert.equal(after, revs, 'a dry run makes no revision');
   });
 
   test('a viewer sees no edit buttons and no audit page', async () => {

@@ -18,7 +18,7 @@
 //! for internal consistency only (history is pruned by retention, so it cannot be re-derived
 //! later).
 
-mod html;
+pub mod html;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -40,6 +40,7 @@ fn flow(ts: i64, dst: &str, dport: u16, verdict: FlowVerdict) -> ObservedFlow {
         verdict,
         rule: 1,
         revision: "x".into(),
+        flows: 1,
         packets: 2,
         bytes: 200,
     }

@@ -6,6 +6,7 @@
 //! threads, never on the data path; a failing receiver is an error for the caller to count,
 //! never a reason to block a worker.
 
+pub mod audit_tail;
 pub mod ipfix;
 pub mod syslog;
 

@@ -26,6 +26,7 @@
 //!
 //! Input is [`ObservedFlow`]; the API's [`crate::api::flows::FlowRecord`] converts into it.
 
+pub mod feed;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -145,6 +146,9 @@ pub struct ObservedFlow {
     pub rule: u32,
     /// Content hash of the deciding revision.
     pub revision: String,
+    /// Flows this record counts: 1 for a new flow or a refusal, 0 for a record that only
+    /// reports the counters of a flow already counted (its end).
+    pub flows: u64,
     /// Packets.
     pub packets: u64,
     /// Bytes.
@@ -197,6 +201,7 @@ impl TryFrom<&FlowRecord> for ObservedFlow {
             })?,
             rule: r.rule,
             revision: r.revision.clone(),
+            flows: 1,
             packets: r.packets,
             bytes: r.bytes,
         })
@@ -228,7 +233,7 @@ pub struct FlowAggregate {
     pub first_ms: i64,
     /// Last seen (Unix ms).
     pub last_ms: i64,
-    /// Flow records aggregated.
+    /// Flows counted (records with `flows` = 1; an end-of-flow record adds only counters).
     pub flows: u64,
     /// Packets.
     pub packets: u64,
@@ -324,13 +329,14 @@ pub fn aggregate(flows: &[ObservedFlow]) -> Vec<FlowAggregate> {
             a.last_rule = f.rule;
             a.last_revision = rev;
         }
-        a.flows += 1;
+        a.flows = a.flows.saturating_add(f.flows);
         a.packets = a.packets.saturating_add(f.packets);
         a.bytes = a.bytes.saturating_add(f.bytes);
+        let n = f.flows;
         match f.verdict {
-            FlowVerdict::Allowed => a.allowed += 1,
-            FlowVerdict::Denied => a.denied += 1,
-            FlowVerdict::WouldDeny => a.would_deny += 1,
+            FlowVerdict::Allowed => a.allowed = a.allowed.saturating_add(n),
+            FlowVerdict::Denied => a.denied = a.denied.saturating_add(n),
+            FlowVerdict::WouldDeny => a.would_deny = a.would_deny.saturating_add(n),
         }
     }
     // Deterministic order (also keeps B-tree inserts local); same order as `FlowKeyAgg`'s.

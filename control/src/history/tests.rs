@@ -20,6 +20,7 @@ fn flow(
         verdict,
         rule,
         revision: "rev-a".into(),
+        flows: 1,
         packets: 3,
         bytes: 300,
     }
@@ -279,6 +280,7 @@ fn decided(compiled: &CompiledPolicy, rev: &str, ts: i64, dport: u16) -> Observe
         verdict: FlowVerdict::from_action(e.action, e.mode).unwrap(),
         rule: e.rule,
         revision: rev.into(),
+        flows: 1,
         packets: 1,
         bytes: 60,
     }

@@ -84,7 +84,8 @@ impl FlowHistory {
         let mut rep = UsageReport::default();
         // (policy, key) -> (clause, hits, first, last)
         let mut hits: BTreeMap<(String, String), (&Clause, u64, i64, i64)> = BTreeMap::new();
-        for f in flows {
+        // Records that only report a counted flow's end are not decisions: not hits.
+        for f in flows.iter().filter(|f| f.flows > 0) {
             let clause = (f.revision == revision)
                 .then(|| compiled.clause_of(RuleId(f.rule)))
                 .flatten();

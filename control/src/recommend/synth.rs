@@ -221,6 +221,7 @@ impl Scenario {
                 verdict: FlowVerdict::WouldDeny,
                 rule: 0,
                 revision: "monitor".into(),
+                flows: 1,
                 packets: 1 + rng.next_u64() % 20,
                 bytes: 64 + rng.next_u64() % 20_000,
             });

@@ -2,7 +2,7 @@
 // Only used to hide controls a role cannot use; the API enforces every call regardless.
 import type { Role } from './api/types';
 
-export type Capability = 'write-policy' | 'rollback' | 'confirm' | 'audit' | 'admin';
+export type Capability = 'write-policy' | 'rollback' | 'confirm' | 'audit' | 'admin' | 'triage';
 
 const CAN: Record<Capability, Role[]> = {
   'write-policy': ['policy-author', 'admin'],
@@ -10,6 +10,7 @@ const CAN: Record<Capability, Role[]> = {
   confirm: ['approver', 'admin'],
   audit: ['auditor', 'admin'],
   admin: ['admin'],
+  triage: ['operator', 'policy-author', 'approver', 'admin'],
 };
 
 export function can(role: Role | null | undefined, what: Capability): boolean {

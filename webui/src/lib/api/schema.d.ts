@@ -2,6 +2,74 @@
 // Do not edit: `npm run check:api` (CI) fails when this file and the API disagree.
 
 export interface paths {
+    "/api/v1/anomalies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Anomalies, newest first. */
+        get: operations["list_anomalies"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/anomalies/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One anomaly. */
+        get: operations["get_anomaly"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/anomalies/{id}/ack": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Acknowledges an anomaly (audited). */
+        post: operations["ack_anomaly"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/anomalies/{id}/dismiss": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Dismisses an anomaly with a reason (audited). */
+        post: operations["dismiss_anomaly"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit/export": {
         parameters: {
             query?: never;
@@ -72,8 +140,10 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Signs in with a password; sets the session cookie. After five failures in a row a name is
-         *     paused (429, doubling from 1 s to 5 min).
+         * Signs in with a password; sets the session cookie. Attempts are limited per client address
+         *     (a token bucket: 10 at once, then one every 6 s; 429 with `Retry-After` beyond, audited once
+         *     per window), and after five failures in a row a name is paused (429, doubling from 1 s to
+         *     5 min).
          */
         post: operations["login"];
         delete?: never;
@@ -136,6 +206,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/permissions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's permissions, from the route table that enforces them. */
+        get: operations["my_permissions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/counters": {
         parameters: {
             query?: never;
@@ -162,6 +249,26 @@ export interface paths {
         };
         /** The difference between revisions `from` and `to`. */
         get: operations["get_diff"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/evidence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An evidence pack over a window: `evidence.json` (default) or `report.html` (`format=html`),
+         *     generated from the audit log (which must verify) and the flow history.
+         */
+        get: operations["evidence_pack"];
         put?: never;
         post?: never;
         delete?: never;
@@ -202,6 +309,23 @@ export interface paths {
          *     lagged` when the stream fell behind and records were skipped).
          */
         get: operations["live"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/learn/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Counters of the learning feed and the configured exports. */
+        get: operations["learn_status"];
         put?: never;
         post?: never;
         delete?: never;
@@ -346,6 +470,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/policy/validate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Validates and compiles a policy like commit does, without storing, publishing or auditing.
+         *     An invalid policy is a 200 with `valid: false` and the errors.
+         */
+        post: operations["validate_policy"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/policy/zones": {
         parameters: {
             query?: never;
@@ -357,6 +501,75 @@ export interface paths {
         get: operations["get_zones"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/recommendations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The proposals, newest first. */
+        get: operations["list_recommendations"];
+        put?: never;
+        /** Generates a proposal from the flow history (audited). */
+        post: operations["create_recommendation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/recommendations/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One proposal with its zones, endpoints, conduits and evidence flows. */
+        get: operations["get_recommendation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/recommendations/{id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Stages the proposal (minus `rejected` conduits) as a new staged revision. */
+        post: operations["approve_recommendation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/recommendations/{id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Closes a proposal without staging it (audited). */
+        post: operations["reject_recommendation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -427,6 +640,23 @@ export interface paths {
         post?: never;
         /** Revokes an API token. */
         delete: operations["delete_token"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Hit counters per policy clause and the unused-rule report. */
+        get: operations["rule_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -522,6 +752,128 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Acknowledge an anomaly. */
+        AckRequest: {
+            /** @description Optional note. */
+            reason?: string | null;
+        };
+        /** @description A stored anomaly. */
+        Anomaly: components["schemas"]["NewAnomaly"] & {
+            /**
+             * Format: int64
+             * @description 1, 2, ... in arrival order.
+             */
+            id: number;
+            /** @description Triage state. */
+            state: components["schemas"]["AnomalyState"];
+            /** @description Who last changed the state (`user:<name>` / `token:<id>`). */
+            state_by?: string | null;
+            /**
+             * Format: int64
+             * @description When (Unix ms).
+             */
+            state_ms?: number | null;
+            /** @description Why. */
+            state_reason?: string | null;
+        };
+        /** @description The flow an anomaly was raised on. */
+        AnomalyFlow: {
+            /**
+             * Format: int32
+             * @description Destination port (ICMP: 0).
+             */
+            dport: number;
+            /** @description Destination address. */
+            dst: string;
+            /**
+             * Format: int32
+             * @description IP protocol number.
+             */
+            proto: number;
+            /**
+             * Format: int32
+             * @description Source port (ICMP: 0).
+             */
+            sport: number;
+            /** @description Source address. */
+            src: string;
+        };
+        /** @description A page of anomalies. */
+        AnomalyPage: {
+            /**
+             * Format: int64
+             * @description Anomalies evicted because the store was full.
+             */
+            evicted: number;
+            /** @description Newest first. */
+            items: components["schemas"]["Anomaly"][];
+            /**
+             * Format: int64
+             * @description Of which open.
+             */
+            open: number;
+            /**
+             * Format: int64
+             * @description Anomalies stored.
+             */
+            total: number;
+        };
+        /**
+         * @description Where an anomaly is in triage.
+         * @enum {string}
+         */
+        AnomalyState: "open" | "acknowledged" | "dismissed";
+        /** @description Approve a proposal: stage it without the rejected conduits. */
+        ApproveRequest: {
+            /** @description Why (recorded in the staged revision and the audit log). */
+            reason: string;
+            /** @description Names of conduits to leave out. */
+            rejected?: string[];
+        };
+        /** @description The staged revision an approval made. */
+        ApproveResult: {
+            /**
+             * Format: int64
+             * @description The proposal.
+             */
+            recommendation: number;
+            /**
+             * @description The staged revision: preview it with `POST /policy/impact`, enforce it with
+             *     `POST /policy/commit`.
+             */
+            revision: components["schemas"]["RevisionView"];
+        };
+        /** @description One clause's hit counter. */
+        ClauseHits: {
+            /** @description Stable clause key (`conduit/<name>/<from>-><to>/service[<i>]`, `zone-default/<zone>`). */
+            clause: string;
+            /**
+             * Format: int64
+             * @description First hit (Unix ms).
+             */
+            first_ms: number;
+            /**
+             * Format: int64
+             * @description Flows it decided.
+             */
+            hits: number;
+            /**
+             * Format: int64
+             * @description Last hit (Unix ms).
+             */
+            last_ms: number;
+            /** @description Revision of the last hit. */
+            last_revision: string;
+            /**
+             * @description Field path in the running policy (`spec.conduits[2].services[0]`), when the clause is
+             *     still in it.
+             */
+            path?: string | null;
+            /** @description Policy name. */
+            policy: string;
+            /** @description The clause in words. */
+            text: string;
+        };
         /** @description A policy to commit. */
         CommitRequest: {
             /**
@@ -534,6 +886,48 @@ export interface components {
             policy: unknown;
             /** @description Why (mandatory, recorded in the revision and the audit log). */
             reason: string;
+        };
+        /** @description A proposed conduit. */
+        ConduitView: {
+            /**
+             * Format: int64
+             * @description Bytes it covers.
+             */
+            bytes: number;
+            /** @description What to check before accepting it. */
+            caveats: string[];
+            /**
+             * Format: double
+             * @description Share of observed flows (percent).
+             */
+            coverage_pct: number;
+            /** @description Flows that justify it (up to 10, key order). */
+            evidence: components["schemas"]["EvidenceFlow"][];
+            /**
+             * Format: int64
+             * @description First seen (Unix ms).
+             */
+            first_ms: number;
+            /**
+             * Format: int64
+             * @description Flows it covers.
+             */
+            flows: number;
+            /** @description Source zone. */
+            from: string;
+            /** @description L7 labels seen. */
+            l7_labels: string[];
+            /**
+             * Format: int64
+             * @description Last seen (Unix ms).
+             */
+            last_ms: number;
+            /** @description Name (also what `rejected` names). */
+            name: string;
+            /** @description Services, as `tcp/443`, `udp/53`, `icmp`. */
+            services: string[];
+            /** @description Destination zone. */
+            to: string;
         };
         /** @description Confirm the pending commit-confirm. */
         ConfirmRequest: {
@@ -620,6 +1014,11 @@ export interface components {
              */
             to: number;
         };
+        /** @description Dismiss an anomaly. */
+        DismissRequest: {
+            /** @description Why it is not a problem (mandatory). */
+            reason: string;
+        };
         /** @description Packets dropped for one reason (the data plane's drop-reason table), summed over cores. */
         DropCount: {
             /**
@@ -630,6 +1029,39 @@ export interface components {
             /** @description The drop reason's stable name. */
             reason: string;
         };
+        /** @description Where one endpoint was put. */
+        EndpointView: {
+            /** @description The address. */
+            address: string;
+            /**
+             * Format: double
+             * @description 0..=1: how typical its behaviour is of the zone.
+             */
+            confidence: number;
+            /** @description In words. */
+            reason: string;
+            /** @description Its proposed zone. */
+            zone: string;
+        };
+        /** @description An observed flow aggregate a conduit covers. */
+        EvidenceFlow: {
+            /**
+             * Format: int32
+             * @description Destination port.
+             */
+            dport: number;
+            /** @description Destination. */
+            dst: string;
+            /** @description L7 label (empty when none). */
+            l7: string;
+            /**
+             * Format: int32
+             * @description IP protocol.
+             */
+            proto: number;
+            /** @description Source. */
+            src: string;
+        };
         /** @description An export: the files of a self-verifying directory, by name. */
         ExportBundle: {
             /** @description File name → content (segments, checkpoints, public key, manifest). */
@@ -638,6 +1070,68 @@ export interface components {
             };
             /** @description First and last record and the chain link before the first. */
             manifest: Record<string, never>;
+        };
+        /** @description One feature's part in a score. */
+        FeatureContribution: {
+            /**
+             * Format: float
+             * @description Share of the score it explains (0..=1).
+             */
+            contribution: number;
+            /** @description Feature or feature group name (e.g. `timing`, `fan_out`). */
+            feature: string;
+            /** @description In an operator's words. */
+            text: string;
+        };
+        /** @description A copy of [`FeedStats`]. */
+        FeedStatsSnapshot: {
+            /**
+             * Format: int64
+             * @description Batches written.
+             */
+            batches: number;
+            /**
+             * Format: int64
+             * @description Records dropped because the queue was full (or the feed had stopped).
+             */
+            dropped: number;
+            /**
+             * Format: int64
+             * @description Batch deliveries to exporters that failed.
+             */
+            export_errors: number;
+            /**
+             * Format: int64
+             * @description Batch deliveries to exporters that succeeded.
+             */
+            exported: number;
+            /**
+             * Format: int64
+             * @description Batches the history failed to write.
+             */
+            history_errors: number;
+            /**
+             * Format: int64
+             * @description Records written to the history.
+             */
+            ingested: number;
+            /** @description The latest error, if any. */
+            last_error?: string | null;
+            /**
+             * Format: int64
+             * @description Records accepted into the queue.
+             */
+            offered: number;
+            /**
+             * Format: int64
+             * @description Decisions counted against a policy clause.
+             */
+            usage_attributed: number;
+            /**
+             * Format: int64
+             * @description Decisions whose revision or rule could not be resolved (not counted).
+             */
+            usage_unattributed: number;
         };
         /** @description One field a problem is about. */
         FieldError: {
@@ -733,6 +1227,25 @@ export interface components {
             /** @description Source address. */
             src: string;
         };
+        /** @description Generate a proposal. */
+        GenerateRequest: {
+            /**
+             * Format: int64
+             * @description Window start (Unix ms; default `to_ms` minus 7 days).
+             */
+            from_ms?: number | null;
+            /** @description `enforce` (default) or `monitor`: the proposed policy's default mode. */
+            mode?: string | null;
+            /** @description Name of the proposed policy (default `recommended`). */
+            policy_name?: string | null;
+            /** @description Why (recorded in the audit log). */
+            reason: string;
+            /**
+             * Format: int64
+             * @description Window end (Unix ms; default now).
+             */
+            to_ms?: number | null;
+        };
         /** @description Liveness. */
         Health: {
             /** @description `ok`. */
@@ -754,6 +1267,15 @@ export interface components {
              * @description The candidate revision (typically a staged one).
              */
             revision: number;
+        };
+        /** @description The learning feed and exports. */
+        LearnStatus: {
+            /** @description Configured exports; empty means nothing observed leaves the appliance. */
+            exports: string[];
+            feed?: null | components["schemas"]["FeedStatsSnapshot"];
+            /** @description Proposals held. */
+            recommendations: number;
+            syslog?: null | components["schemas"]["SyslogStatsSnapshot"];
         };
         /** @description Credentials. */
         LoginRequest: {
@@ -777,6 +1299,34 @@ export interface components {
             actor: string;
             /** @description Role. */
             role: components["schemas"]["Role"];
+        };
+        /** @description What the inference thread reports (the input of [`AnomalyStore::push`]). */
+        NewAnomaly: {
+            /** @description Top features with their contributions, largest first. */
+            explanation: components["schemas"]["FeatureContribution"][];
+            /** @description The flow. */
+            flow: components["schemas"]["AnomalyFlow"];
+            /** @description sha256 of the model file. */
+            model_hash: string;
+            /** @description Model id. */
+            model_id: string;
+            /**
+             * Format: float
+             * @description The model's score.
+             */
+            score: number;
+            /** @description One line: the top reasons joined. */
+            summary: string;
+            /**
+             * Format: float
+             * @description The threshold it exceeded.
+             */
+            threshold: number;
+            /**
+             * Format: int64
+             * @description When it was scored (Unix ms).
+             */
+            ts_ms: number;
         };
         /** @description A password change by the signed-in user. */
         PasswordChange: {
@@ -802,6 +1352,22 @@ export interface components {
              * @description The unconfirmed running revision.
              */
             revision: number;
+        };
+        /** @description One route the caller may call. */
+        Permission: {
+            /** @description HTTP method. */
+            method: string;
+            /** @description Whether it changes state (and is audited). */
+            mutating: boolean;
+            /** @description Route path as in the OpenAPI document. */
+            path: string;
+        };
+        /** @description The caller's role and the routes it may call. */
+        Permissions: {
+            /** @description Routes of `/api/v1` open to the role (from the same table the access check uses). */
+            allowed: components["schemas"]["Permission"][];
+            /** @description The role. */
+            role: components["schemas"]["Role"];
         };
         /**
          * @description How a policy text is written.
@@ -856,6 +1422,11 @@ export interface components {
             /** @description Stable identifier of the kind of problem, `urn:septa:problem:<slug>`. */
             type: string;
         };
+        /**
+         * @description Where a proposal is.
+         * @enum {string}
+         */
+        ProposalStatus: "pending" | "approved" | "rejected";
         /** @description Readiness. */
         Readiness: {
             /** @description Whether a policy is enforced (without one the data plane drops everything). */
@@ -863,12 +1434,82 @@ export interface components {
             /** @description Whether the policy core answers. */
             ready: boolean;
         };
+        /** @description A proposal in full. */
+        RecommendationDetail: {
+            /** @description Conduits. */
+            conduits: components["schemas"]["ConduitView"][];
+            /** @description The policy document approve would stage (all conduits accepted). */
+            document: Record<string, never>;
+            /** @description Endpoints. */
+            endpoints: components["schemas"]["EndpointView"][];
+            /** @description The summary. */
+            summary: components["schemas"]["RecommendationSummary"];
+            /** @description Zones. */
+            zones: components["schemas"]["ZoneView"][];
+        };
+        /** @description A proposal at a glance. */
+        RecommendationSummary: {
+            /** @description Proposal-wide caveats (e.g. a window too short to have seen periodic flows). */
+            caveats: string[];
+            /** @description Proposed conduits. */
+            conduits: number;
+            /**
+             * Format: double
+             * @description Share of them the proposal permits (percent).
+             */
+            coverage_pct: number;
+            /** @description Who asked for it. */
+            created_by: string;
+            /**
+             * Format: int64
+             * @description When it was generated (Unix ms).
+             */
+            created_ms: number;
+            /** @description Endpoints placed. */
+            endpoints: number;
+            /**
+             * Format: int64
+             * @description Observation window start (Unix ms).
+             */
+            from_ms: number;
+            /**
+             * Format: int64
+             * @description 1, 2, ... since the control plane started.
+             */
+            id: number;
+            /**
+             * Format: int64
+             * @description Observed flows (allowed or would-deny) in the window.
+             */
+            observed_flows: number;
+            /** @description Why. */
+            reason: string;
+            /**
+             * Format: int64
+             * @description The staged revision, once approved.
+             */
+            staged_revision?: number | null;
+            /** @description Review state. */
+            status: components["schemas"]["ProposalStatus"];
+            /**
+             * Format: int64
+             * @description Observation window end (Unix ms).
+             */
+            to_ms: number;
+            /** @description Proposed zones. */
+            zones: number;
+        };
         /** @description A page of audit records. */
         RecordPage: {
             /** @description Records in sequence order. */
             items: Record<string, never>[];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
+        };
+        /** @description Close a proposal. */
+        RejectRequest: {
+            /** @description Why. */
+            reason: string;
         };
         /** @description A revision with its content. */
         RevisionDetail: {
@@ -933,6 +1574,24 @@ export interface components {
             /** @description Why. */
             reason: string;
         };
+        /** @description A snapshot of [`SyslogStats`]. */
+        SyslogStatsSnapshot: {
+            /**
+             * Format: int64
+             * @description Alerts sent.
+             */
+            alerts: number;
+            /**
+             * Format: int64
+             * @description Failed sends or connects (retried).
+             */
+            errors: number;
+            /**
+             * Format: int64
+             * @description Audit records sent.
+             */
+            records: number;
+        };
         /** @description An API token as listed by the API (never its secret). */
         TokenInfo: {
             /** @description Who created it. */
@@ -952,6 +1611,32 @@ export interface components {
             /** @description Role it grants. */
             role: components["schemas"]["Role"];
         };
+        /** @description A clause of the running policy without a hit in the window. */
+        UnusedRule: {
+            /** @description Stable clause key. */
+            clause: string;
+            /**
+             * Format: int64
+             * @description Last hit ever (before the window), if any.
+             */
+            last_hit_ms?: number | null;
+            /** @description Field path in the running policy. */
+            path: string;
+            /** @description The clause in words. */
+            text: string;
+        };
+        /** @description Rule usage. */
+        UsageView: {
+            /** @description Every counter, by policy and clause. */
+            counters: components["schemas"]["ClauseHits"][];
+            /**
+             * Format: int64
+             * @description Start of the unused-rule window (Unix ms).
+             */
+            since_ms: number;
+            /** @description Clauses of the running policy with no hit since `since_ms` (never the final default). */
+            unused: components["schemas"]["UnusedRule"][];
+        };
         /** @description A user as listed by the API. */
         UserInfo: {
             /**
@@ -963,6 +1648,26 @@ export interface components {
             name: string;
             /** @description Role. */
             role: components["schemas"]["Role"];
+        };
+        /** @description A policy to check without storing it. */
+        ValidateRequest: {
+            /** @description `yaml` or `json` (default: JSON if the text starts with `{`, else YAML). */
+            format?: string | null;
+            /** @description The policy text (YAML or JSON). */
+            policy: string;
+        };
+        /** @description The outcome of a dry run. */
+        ValidateResult: {
+            /** @description Conduits in the policy (valid policies only). */
+            conduits: number;
+            /** @description What is wrong, field by field (`policy.spec...`, with line and column when known). */
+            errors: components["schemas"]["FieldError"][];
+            /** @description Compiled classifier rules (valid policies only). */
+            rules: number;
+            /** @description Whether the policy would be accepted by commit. */
+            valid: boolean;
+            /** @description Zones in the policy (valid policies only). */
+            zones: number;
         };
         /** @description The result of verifying the log. */
         VerifyResult: {
@@ -979,6 +1684,22 @@ export interface components {
             /** @description The revision made (or confirmed). */
             revision: components["schemas"]["RevisionView"];
         };
+        /** @description A proposed zone. */
+        ZoneView: {
+            /**
+             * Format: double
+             * @description Mean member confidence (0..=1).
+             */
+            confidence: number;
+            /** @description Observed members. */
+            members: string[];
+            /** @description Zone name. */
+            name: string;
+            /** @description What it is written as (CIDR prefixes). */
+            prefixes: string[];
+            /** @description Why these endpoints belong together. */
+            reason: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -988,6 +1709,361 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_anomalies: {
+        parameters: {
+            query?: {
+                /** @description most items (default 200) */
+                limit?: number;
+                /** @description open, acknowledged or dismissed */
+                state?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnomalyPage"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_anomaly: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description anomaly id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Anomaly"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    ack_anomaly: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description anomaly id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AckRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Anomaly"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body field is invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    dismiss_anomaly: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description anomaly id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DismissRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Anomaly"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body field is invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     export_range: {
         parameters: {
             query: {
@@ -1542,6 +2618,70 @@ export interface operations {
             };
         };
     };
+    my_permissions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Permissions"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     counters: {
         parameters: {
             query?: never;
@@ -1653,6 +2793,85 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    evidence_pack: {
+        parameters: {
+            query: {
+                /** @description json (default) or html */
+                format?: string;
+                /** @description window start (Unix ms) */
+                from_ms: number;
+                /** @description window end (Unix ms; default now) */
+                to_ms?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description evidence.json or report.html */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1812,6 +3031,70 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    learn_status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LearnStatus"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2619,6 +3902,101 @@ export interface operations {
             };
         };
     };
+    validate_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ValidateRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidateResult"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body field is invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_zones: {
         parameters: {
             query?: never;
@@ -2656,6 +4034,466 @@ export interface operations {
             };
             /** @description Role not allowed, or CSRF token missing */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_recommendations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecommendationSummary"][];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_recommendation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GenerateRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecommendationSummary"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_recommendation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description recommendation id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecommendationDetail"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    approve_recommendation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description recommendation id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApproveRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApproveResult"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    reject_recommendation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description recommendation id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RejectRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecommendationSummary"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A body field is invalid */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3039,6 +4877,72 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rule_usage: {
+        parameters: {
+            query?: {
+                /** @description unused-rule window start (default: 30 days ago) */
+                since_ms?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageView"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -32,6 +32,16 @@ export type DiffView = S['DiffView'];
 export type VerifyResult = S['VerifyResult'];
 export type RecordPage = S['RecordPage'];
 export type Readiness = S['Readiness'];
+export type Anomaly = S['Anomaly'];
+export type AnomalyPage = S['AnomalyPage'];
+export type AnomalyState = S['AnomalyState'];
+export type UsageView = S['UsageView'];
+export type ClauseHits = S['ClauseHits'];
+export type ValidateResult = S['ValidateResult'];
+export type Permissions = S['Permissions'];
+export type RecommendationSummary = S['RecommendationSummary'];
+export type RecommendationDetail = S['RecommendationDetail'];
+export type LearnStatus = S['LearnStatus'];
 
 /** `decide::Explanation` (the decide endpoint answers `Object` in the OpenAPI document). */
 export interface Explanation {
