@@ -27,7 +27,7 @@ use septa_classifier::{
 use septa_l7::L7Constraint;
 
 use crate::error::CompileError;
-use crate::policy::{ConduitAction, ProtoName, Service, ValidatedPolicy};
+use crate::policy::{ConduitAction, ProtoName, Service, ValidatedPolicy, ZoneRef};
 
 /// Most rules one policy may expand to.
 pub const MAX_RULES: usize = 200_000;
@@ -143,12 +143,14 @@ pub fn compile(policy: &ValidatedPolicy) -> Result<CompiledPolicy, CompileError>
         default_mode: Mode::Enforce,
         ..Default::default()
     };
-    let table = septa_classifier::compile_with(&rules, &opts)?;
+    let l7: Arc<[L7Constraint]> = l7.into();
+    // The conduits travel inside the table: one publish swaps rules and hooks together.
+    let table = septa_classifier::compile_with(&rules, &opts)?.with_l7_constraints(l7.clone());
     Ok(CompiledPolicy {
         rules,
         clauses,
         table: Arc::new(table),
-        l7: l7.into(),
+        l7,
     })
 }
 
@@ -167,6 +169,24 @@ fn compile_all(policy: &ValidatedPolicy) -> Result<Compiled, CompileError> {
     };
     let mut l7: Vec<L7Constraint> = Vec::new();
     let mut hooks: BTreeMap<(usize, usize), HookId> = BTreeMap::new();
+    // Every zone's prefixes per family, converted once (not once per conduit and service).
+    let split = |z: ZoneRef| -> FamilySets {
+        let nets = policy.prefixes(z);
+        [Family::V4, Family::V6].map(|family| {
+            nets.iter()
+                .map(to_prefix)
+                .filter(|p| p.family == family)
+                .collect()
+        })
+    };
+    let zone_sets: Vec<FamilySets> = (0..policy.zones().len())
+        .map(|i| split(ZoneRef::Zone(i)))
+        .collect();
+    let any_sets = split(ZoneRef::Any);
+    let sets = |z: ZoneRef| match z {
+        ZoneRef::Any => &any_sets,
+        ZoneRef::Zone(i) => &zone_sets[i],
+    };
     for pass in [ConduitAction::Deny, ConduitAction::Allow] {
         for c in policy.conduits().iter().filter(|c| c.action == pass) {
             for &f in &c.from {
@@ -202,14 +222,7 @@ fn compile_all(policy: &ValidatedPolicy) -> Result<Compiled, CompileError> {
                                 Action::Inspect(hook)
                             }
                         };
-                        b.conduit_rules(
-                            &policy.prefixes(f),
-                            &policy.prefixes(t),
-                            s,
-                            action,
-                            mode,
-                            src,
-                        )?;
+                        b.conduit_rules(sets(f), sets(t), s, action, mode, src)?;
                     }
                 }
             }
@@ -269,6 +282,9 @@ fn compile_all(policy: &ValidatedPolicy) -> Result<Compiled, CompileError> {
 #[derive(Clone, Copy)]
 struct ClauseId(u32);
 
+/// A zone's prefixes split by family: `[IPv4, IPv6]`.
+type FamilySets = [Vec<Prefix>; 2];
+
 struct Builder {
     rules: Vec<Rule>,
     clauses: Vec<Clause>,
@@ -299,21 +315,15 @@ impl Builder {
 
     fn conduit_rules(
         &mut self,
-        from: &[IpNet],
-        to: &[IpNet],
+        from: &FamilySets,
+        to: &FamilySets,
         s: &Service,
         action: Action,
         mode: Mode,
         src: ClauseId,
     ) -> Result<(), CompileError> {
-        for family in [Family::V4, Family::V6] {
-            let pick = |nets: &[IpNet]| -> Vec<Prefix> {
-                nets.iter()
-                    .map(to_prefix)
-                    .filter(|p| p.family == family)
-                    .collect()
-            };
-            let (sp, dp) = (pick(from), pick(to));
+        for (fi, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let (sp, dp) = (&from[fi], &to[fi]);
             if sp.is_empty() || dp.is_empty() {
                 continue;
             }

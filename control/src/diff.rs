@@ -98,7 +98,7 @@ fn field_changes(a: &Value, b: &Value) -> Vec<FieldChange> {
         .collect()
 }
 
-fn items<'d, T: Serialize>(
+fn items<'d, T: Serialize + PartialEq>(
     a: &'d [T],
     b: &'d [T],
     name: impl Fn(&T) -> &str,
@@ -131,7 +131,12 @@ fn items<'d, T: Serialize>(
         match index_a.get(name(y)) {
             None => out.added.push(name(y).to_owned()),
             Some(&i) => {
-                let fields = field_changes(&to_value(&a[i]), &to_value(y));
+                // Equal DTOs serialise equally: only build JSON values for changed items.
+                let fields = if a[i] == *y {
+                    Vec::new()
+                } else {
+                    field_changes(&to_value(&a[i]), &to_value(y))
+                };
                 // Order matters only relative to the surviving items; compare ranks among them.
                 let moved = (track_moves && rank_in_a[i] != rank_in_b[j]).then_some((i, j));
                 if !fields.is_empty() || moved.is_some() {
@@ -164,6 +169,93 @@ pub fn diff(a: &PolicyDocument, b: &PolicyDocument) -> PolicyDiff {
     }
 }
 
+/// Counts of one list's changes: (added, removed, changed).
+type Counts = (usize, usize, usize);
+
+/// [`diff`]`(a, b).`[`summary`](PolicyDiff::summary)`()` without building the structured diff:
+/// items are compared as DTOs (equal DTOs serialise equally, and the DTOs have no two encodings
+/// of one value), so no JSON values are made. The audit record of every commit uses it.
+pub fn summary(a: &PolicyDocument, b: &PolicyDocument) -> String {
+    fn counts<'d, T: PartialEq>(
+        a: &'d [T],
+        b: &'d [T],
+        name: impl Fn(&T) -> &str,
+        track_moves: bool,
+    ) -> Counts {
+        let index = |xs: &'d [T]| {
+            let mut m: HashMap<&str, usize> = HashMap::with_capacity(xs.len());
+            for (i, x) in xs.iter().enumerate() {
+                m.entry(name(x)).or_insert(i);
+            }
+            m
+        };
+        let (index_a, index_b) = (index(a), index(b));
+        let (mut added, mut changed) = (0, 0);
+        // Ranks among the items both sides keep, as in `items`.
+        let (mut rank_a, mut n) = (Vec::with_capacity(a.len()), 0usize);
+        for x in a {
+            rank_a.push(n);
+            n += usize::from(index_b.contains_key(name(x)));
+        }
+        let mut rank_b = 0usize;
+        for y in b {
+            match index_a.get(name(y)) {
+                None => added += 1,
+                Some(&i) => {
+                    let moved = track_moves && rank_a[i] != rank_b;
+                    changed += usize::from(moved || a[i] != *y);
+                    rank_b += 1;
+                }
+            }
+        }
+        let removed = a.iter().filter(|x| !index_b.contains_key(name(x))).count();
+        (added, removed, changed)
+    }
+    let sections = [
+        (
+            "ipSets",
+            counts(&a.spec.ip_sets, &b.spec.ip_sets, |s| &s.name, false),
+        ),
+        (
+            "endpoints",
+            counts(&a.spec.endpoints, &b.spec.endpoints, |e| &e.name, false),
+        ),
+        (
+            "zones",
+            counts(&a.spec.zones, &b.spec.zones, |z| &z.name, false),
+        ),
+        (
+            "conduits",
+            counts(&a.spec.conduits, &b.spec.conduits, |c| &c.name, true),
+        ),
+    ];
+    render_summary(
+        a.metadata != b.metadata,
+        a.spec.defaults != b.spec.defaults,
+        &sections,
+    )
+}
+
+fn render_summary(metadata: bool, defaults: bool, sections: &[(&str, Counts)]) -> String {
+    let mut parts = Vec::new();
+    if metadata {
+        parts.push("metadata ~".to_owned());
+    }
+    if defaults {
+        parts.push("defaults ~".to_owned());
+    }
+    for (name, (added, removed, changed)) in sections {
+        if added + removed + changed > 0 {
+            parts.push(format!("{name} +{added} -{removed} ~{changed}"));
+        }
+    }
+    if parts.is_empty() {
+        "no change".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 impl PolicyDiff {
     /// True when the documents are equal.
     pub fn is_empty(&self) -> bool {
@@ -186,27 +278,14 @@ impl PolicyDiff {
 
     /// One line for audit records: `zones +1 -0 ~2; conduits +0 -1 ~0`.
     pub fn summary(&self) -> String {
-        if self.is_empty() {
-            return "no change".into();
-        }
-        let mut parts = Vec::new();
-        if !self.metadata.is_empty() {
-            parts.push("metadata ~".to_owned());
-        }
-        if !self.defaults.is_empty() {
-            parts.push("defaults ~".to_owned());
-        }
-        for (name, c) in self.sections() {
-            if !c.is_empty() {
-                parts.push(format!(
-                    "{name} +{} -{} ~{}",
-                    c.added.len(),
-                    c.removed.len(),
-                    c.changed.len()
-                ));
-            }
-        }
-        parts.join("; ")
+        let sections = self
+            .sections()
+            .map(|(name, c)| (name, (c.added.len(), c.removed.len(), c.changed.len())));
+        render_summary(
+            !self.metadata.is_empty(),
+            !self.defaults.is_empty(),
+            &sections,
+        )
     }
 }
 
@@ -252,7 +331,7 @@ impl fmt::Display for PolicyDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Format, parse_document};
+    use crate::policy::{Format, dto, parse_document};
 
     const A: &str = r#"{"apiVersion":"septa.io/v1","kind":"Policy","metadata":{"name":"p"},
       "spec":{"zones":[{"name":"a","subnets":["10.0.0.0/8"]},{"name":"b","subnets":["10.1.0.0/16"]}],
@@ -342,7 +421,59 @@ mod tests {
         out
     }
 
+    /// One random edit of a document: which list, which kind of edit, which items.
+    fn edit(doc: &mut PolicyDocument, (what, kind, i, j): (u8, u8, usize, usize)) {
+        fn list<T: Clone>(v: &mut Vec<T>, kind: u8, i: usize, j: usize, touch: impl Fn(&mut T)) {
+            if v.is_empty() {
+                return;
+            }
+            let (i, j) = (i % v.len(), j % v.len());
+            match kind % 4 {
+                0 => {
+                    v.remove(i);
+                }
+                1 => v.swap(i, j),
+                2 => {
+                    let x = v[i].clone();
+                    v.insert(j, x);
+                }
+                _ => touch(&mut v[i]),
+            }
+        }
+        match what % 5 {
+            0 => list(&mut doc.spec.conduits, kind, i, j, |c| {
+                c.name.push('x');
+            }),
+            1 => list(&mut doc.spec.conduits, kind, i, j, |c| {
+                c.services.pop();
+            }),
+            2 => list(&mut doc.spec.zones, kind, i, j, |z| {
+                z.subnets.reverse();
+            }),
+            3 => {
+                doc.metadata.labels.insert(format!("k{i}"), "v".into());
+            }
+            _ => doc.spec.defaults.mode = dto::ModeName::Monitor,
+        }
+    }
+
     proptest::proptest! {
+        /// The fast summary (DTO comparisons) says exactly what the structured diff says.
+        #[test]
+        fn fast_summary_matches_the_structured_diff(
+            edits_a in proptest::collection::vec((0u8..5, 0u8..4, 0usize..64, 0usize..64), 0..4),
+            edits_b in proptest::collection::vec((0u8..5, 0u8..4, 0usize..64, 0usize..64), 0..6),
+        ) {
+            let demo = parse_document(include_str!("../../configs/policies/demo.yaml"), Format::Yaml).unwrap();
+            let (mut a, mut b) = (demo.clone(), demo);
+            for e in edits_a { edit(&mut a, e); }
+            for e in edits_b { edit(&mut b, e); }
+            proptest::prop_assert_eq!(summary(&a, &b), diff(&a, &b).summary());
+            // (Not "no change" in general: duplicated names, which validation refuses, count
+            // as moves in both.)
+            proptest::prop_assert_eq!(summary(&a, &a), diff(&a, &a).summary());
+        }
+
         /// Indexed diff == nested-scan diff on random lists (names drawn from a small alphabet
         /// so that duplicates, adds, removes, moves and value changes all occur).
         #[test]

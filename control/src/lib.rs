@@ -24,6 +24,7 @@ mod durable;
 pub mod error;
 pub mod evidence;
 pub mod export;
+pub mod fuzzing;
 pub mod history;
 pub mod lifecycle;
 pub mod mgmt;

@@ -29,10 +29,11 @@ use crate::audit::{Actor, AuditConfig, AuditEntry, AuditLog};
 use crate::clock::Clock;
 use crate::compile::{CompiledPolicy, compile};
 use crate::decide::{Explanation, decide};
-use crate::diff::{PolicyDiff, diff};
+use crate::diff::{PolicyDiff, diff, summary as diff_summary};
 use crate::error::LifecycleError;
+use crate::error::PolicyError;
 use crate::mgmt::ManagementPath;
-use crate::policy::{Format, ValidatedPolicy, parse_policy};
+use crate::policy::{Format, ValidatedPolicy, parse_policy, parse_policy_value};
 use crate::store::{
     NewRevision, PendingConfirm, Revision, RevisionInfo, RevisionKind, RevisionStore, State,
 };
@@ -68,6 +69,26 @@ impl ServiceConfig {
             data_dir,
             audit,
             management: None,
+        }
+    }
+}
+
+/// A policy as submitted: text in a syntax (files, the console's editor), or a JSON document
+/// already parsed (the API's object form, read without a text round trip).
+#[derive(Clone, Copy, Debug)]
+pub enum PolicyInput<'a> {
+    /// Text and its syntax.
+    Text(&'a str, Format),
+    /// A parsed JSON document.
+    Document(&'a serde_json::Value),
+}
+
+impl PolicyInput<'_> {
+    /// Parses and validates.
+    pub fn parse(self) -> Result<ValidatedPolicy, PolicyError> {
+        match self {
+            PolicyInput::Text(text, format) => parse_policy(text, format),
+            PolicyInput::Document(v) => parse_policy_value(v),
         }
     }
 }
@@ -220,6 +241,17 @@ impl<P: Publisher> PolicyService<P> {
         reason: &str,
         opts: CommitOptions,
     ) -> Result<RevisionInfo, LifecycleError> {
+        self.commit_input(PolicyInput::Text(text, format), actor, reason, opts)
+    }
+
+    /// [`Self::commit`] of a policy in either input form.
+    pub fn commit_input(
+        &mut self,
+        input: PolicyInput<'_>,
+        actor: &Actor,
+        reason: &str,
+        opts: CommitOptions,
+    ) -> Result<RevisionInfo, LifecycleError> {
         let intent = Intent {
             actor,
             action: "policy.commit",
@@ -238,7 +270,7 @@ impl<P: Publisher> PolicyService<P> {
                     ));
                 }
             }
-            check_policy(text, format, self.management.as_ref())
+            check_input(input, self.management.as_ref())
         });
         match checked {
             Ok((policy, compiled)) => self.install(
@@ -260,6 +292,16 @@ impl<P: Publisher> PolicyService<P> {
         actor: &Actor,
         reason: &str,
     ) -> Result<RevisionInfo, LifecycleError> {
+        self.stage_input(PolicyInput::Text(text, format), actor, reason)
+    }
+
+    /// [`Self::stage`] of a policy in either input form.
+    pub fn stage_input(
+        &mut self,
+        input: PolicyInput<'_>,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<RevisionInfo, LifecycleError> {
         let intent = Intent {
             actor,
             action: "policy.stage",
@@ -267,7 +309,7 @@ impl<P: Publisher> PolicyService<P> {
         };
         let checked = self
             .preflight(&intent, false)
-            .and_then(|()| check_policy(text, format, None));
+            .and_then(|()| check_input(input, None));
         match checked {
             Ok((policy, compiled)) => {
                 self.install(&intent, policy, compiled, RevisionKind::Stage, None)
@@ -384,7 +426,7 @@ impl<P: Publisher> PolicyService<P> {
                 "reverted revision {} to {}: {}",
                 r.info.id,
                 rev.info.id,
-                diff(r.policy.document(), policy.document()).summary()
+                diff_summary(r.policy.document(), policy.document())
             ),
             None => format!("reverted to revision {}", rev.info.id),
         };
@@ -563,7 +605,7 @@ impl<P: Publisher> PolicyService<P> {
             return Err(self.refused(intent, None, LifecycleError::Publish(e)));
         }
         let detail = match &self.running {
-            Some(r) => diff(r.policy.document(), policy.document()).summary(),
+            Some(r) => diff_summary(r.policy.document(), policy.document()),
             None => "initial policy".into(),
         };
         let now = self.clock.now_ms();
@@ -635,7 +677,15 @@ pub fn check_policy(
     format: Format,
     management: Option<&ManagementPath>,
 ) -> Result<(ValidatedPolicy, CompiledPolicy), LifecycleError> {
-    let policy = parse_policy(text, format)?;
+    check_input(PolicyInput::Text(text, format), management)
+}
+
+/// [`check_policy`] of a policy in either input form.
+pub fn check_input(
+    input: PolicyInput<'_>,
+    management: Option<&ManagementPath>,
+) -> Result<(ValidatedPolicy, CompiledPolicy), LifecycleError> {
+    let policy = input.parse()?;
     let compiled = compile(&policy)?;
     if let Some(m) = management {
         m.check(&compiled).map_err(LifecycleError::ManagementPath)?;

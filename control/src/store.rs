@@ -65,6 +65,18 @@ const MIGRATIONS: &[&str] = &[
         created_ms   INTEGER NOT NULL,
         expires_ms   INTEGER
      );",
+    // 4: console sessions (`crate::api::auth`), so a restart does not sign everyone out. Only the
+    // sha256 of the session id is stored (the cookie value never is); rows past `expires_ms` are
+    // deleted on open and whenever a session starts.
+    "CREATE TABLE sessions (
+        key          TEXT    PRIMARY KEY CHECK (length(key) = 64),
+        user         TEXT    NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        role         TEXT    NOT NULL,
+        csrf         TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        expires_ms   INTEGER NOT NULL
+     );
+     CREATE INDEX sessions_user ON sessions (user);",
 ];
 
 /// How a revision came to be.

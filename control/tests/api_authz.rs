@@ -47,6 +47,10 @@ async fn authorization_matrix_over_every_route_and_role() {
                 route.path
             );
             assert_eq!(r.content_type(), "application/problem+json");
+            // Unauthenticated denials are aggregated per source and interval: nothing yet,
+            // one record when the interval ends.
+            assert_eq!(h.audit_head(), before, "401 on {} aggregated", route.path);
+            assert_eq!(h.state.flush_denials().await.unwrap(), 1);
             assert_eq!(h.audit_head(), before + 1, "401 on {} audited", route.path);
         }
         if route.access == Access::Public {
@@ -225,6 +229,40 @@ async fn fixture(
                 .await;
             assert_eq!(r.status, StatusCode::CREATED);
             ("/api/v1/tokens/ci".into(), None, vec![])
+        }
+        ("POST", "/api/v1/recommendations") => (
+            path.into(),
+            Some(json!({"reason": "least privilege"})),
+            vec![],
+        ),
+        (
+            "POST",
+            "/api/v1/recommendations/{id}/approve" | "/api/v1/recommendations/{id}/reject",
+        ) => {
+            api_support::seed_history(h);
+            let r = h
+                .call(
+                    Method::POST,
+                    "/api/v1/recommendations",
+                    Some(admin),
+                    Some(json!({"reason": "least privilege"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED);
+            let id = r.body["id"].as_u64().unwrap();
+            (
+                path.replace("{id}", &id.to_string()),
+                Some(json!({"reason": "reviewed"})),
+                vec![],
+            )
+        }
+        ("POST", "/api/v1/anomalies/{id}/ack" | "/api/v1/anomalies/{id}/dismiss") => {
+            let id = h.state.anomalies.push(api_support::anomaly());
+            (
+                path.replace("{id}", &id.to_string()),
+                Some(json!({"reason": "triaged"})),
+                vec![],
+            )
         }
         _ => panic!("mutating route {method} {path} has no fixture here: add one"),
     }

@@ -2,9 +2,15 @@
 //! (sha256 of the secret at rest), console sessions (cookie + CSRF token), and the access check
 //! that every route passes through.
 //!
-//! Users and tokens live in the core's SQLite database (tables of store migration 3); tokens are
-//! also cached in memory (write-through) so checking a bearer token never touches the disk.
-//! Sessions live in memory only, bounded in number and lifetime: a restart signs everyone out.
+//! Users, tokens and sessions live in the core's SQLite database (tables of store migrations 3
+//! and 4); tokens and sessions are also cached in memory (write-through) so checking a
+//! credential never touches the disk. Sessions are bounded in number and lifetime and survive a
+//! restart; only the sha256 of a session id is stored, and logout, a password change or deleting
+//! the user removes the rows (revocation is durable too).
+//!
+//! Login attempts are throttled per client address ([`super::throttle::LoginThrottle`]), besides
+//! the per-name lockout; unauthenticated denials are aggregated per source and interval
+//! ([`super::throttle::DenialAggregator`], flushed by [`super::AppState::flush_denials`]).
 //!
 //! Never: store or log a password, token or session secret (only their hashes are kept); allow a
 //! route that is not in [`super::routes::ROUTES`]; let a denial go unaudited.
@@ -19,11 +25,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::AppState;
 use super::problem::{FieldError, Problem};
 use super::routes::{Access, ROUTES, Role, lookup};
+use super::throttle::{DenialAggregator, LoginThrottle, SourceKey, ThrottlePolicy, Throttled};
 use crate::audit::record::{hex, sha256_hex};
 use crate::audit::{Actor, AuditEntry};
 use crate::store::DB_FILE;
@@ -40,6 +47,8 @@ pub const FIRST_ADMIN: &str = "admin";
 pub const LOCKOUT_AFTER: u32 = 5;
 /// Longest lockout.
 pub const LOCKOUT_MAX_MS: i64 = 300_000;
+/// Sources itemised per interval in the aggregated `access.denied` records (the rest share one).
+pub const MAX_DENIAL_SOURCES: usize = 256;
 
 /// Cost of password hashing.
 #[derive(Clone, Debug)]
@@ -127,6 +136,8 @@ pub struct AuthStore {
     tokens: RwLock<HashMap<String, TokenInfo>>,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<String, (u32, i64)>>,
+    throttle: Mutex<LoginThrottle>,
+    denials: Mutex<DenialAggregator>,
     cost: PasswordCost,
     /// Session lifetime in ms.
     pub session_ttl_ms: i64,
@@ -159,11 +170,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl AuthStore {
     /// Opens the principal tables in `DATA_DIR/septa.db`. The database must already be migrated,
-    /// i.e. `PolicyService::open` has run on the same directory.
-    pub fn open(data_dir: &Path, cost: PasswordCost) -> Result<Self, AuthError> {
+    /// i.e. `PolicyService::open` has run on the same directory. Sessions that expired by
+    /// `now_ms` are deleted; the others are live again.
+    pub fn open(
+        data_dir: &Path,
+        cost: PasswordCost,
+        throttle: ThrottlePolicy,
+        now_ms: i64,
+    ) -> Result<Self, AuthError> {
         let conn = Connection::open(data_dir.join(DB_FILE))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
+        let mut sessions = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT key, user, role, csrf, expires_ms FROM sessions")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (key, user, role, csrf, expires_ms) = row?;
+                if let Some(role) = Role::parse(&role) {
+                    sessions.insert(
+                        key,
+                        Session {
+                            user,
+                            role,
+                            csrf,
+                            expires_ms,
+                        },
+                    );
+                }
+            }
+        }
         let mut tokens = HashMap::new();
         {
             let mut st = conn.prepare(
@@ -205,8 +251,10 @@ impl AuthStore {
         Ok(AuthStore {
             conn: Mutex::new(conn),
             tokens: RwLock::new(tokens),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(sessions),
             failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(LoginThrottle::new(throttle)),
+            denials: Mutex::new(DenialAggregator::new(MAX_DENIAL_SOURCES)),
             cost,
             session_ttl_ms: 8 * 3600 * 1000,
             max_sessions: 10_000,
@@ -270,11 +318,11 @@ impl AuthStore {
         let sql = "INSERT OR IGNORE INTO users (name, role, password, created_ms)
                    VALUES (?1, ?2, ?3, ?4)";
         let row = params![name, role.as_str(), password_hash, now_ms];
-        self.audited_change("user store", sql, row, audit, || {})
+        self.audited_change("user store", sql, row, |_| Ok(()), audit, || {})
     }
 
     /// Replaces a user's password hash and ends their other sessions (all but `keep`, a
-    /// session key); `false` if there is no such user.
+    /// session key), in the same transaction; `false` if there is no such user.
     pub fn set_password(
         &self,
         name: &str,
@@ -286,6 +334,13 @@ impl AuthStore {
             "user store",
             "UPDATE users SET password = ?2 WHERE name = ?1",
             params![name, password_hash],
+            |tx| {
+                tx.execute(
+                    "DELETE FROM sessions WHERE user = ?1 AND key IS NOT ?2",
+                    params![name, keep],
+                )
+                .map(drop)
+            },
             audit,
             || {
                 lock(&self.sessions).retain(|k, s| s.user != name || Some(k.as_str()) == keep);
@@ -303,6 +358,10 @@ impl AuthStore {
             "user store",
             "DELETE FROM users WHERE name = ?1",
             [name],
+            |tx| {
+                tx.execute("DELETE FROM sessions WHERE user = ?1", [name])
+                    .map(drop)
+            },
             audit,
             || {
                 lock(&self.sessions).retain(|_, s| s.user != name);
@@ -399,12 +458,19 @@ impl AuthStore {
         let sql = "INSERT OR IGNORE INTO api_tokens (id, secret_hash, role, created_by, created_ms, expires_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
         let cached = (h.clone(), info.clone());
-        self.audited_change("token store", sql, row, audit, move || {
-            self.tokens
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(cached.0, cached.1);
-        })
+        self.audited_change(
+            "token store",
+            sql,
+            row,
+            |_| Ok(()),
+            audit,
+            move || {
+                self.tokens
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(cached.0, cached.1);
+            },
+        )
     }
 
     /// Revokes a token; `false` if there was none.
@@ -417,6 +483,7 @@ impl AuthStore {
             "token store",
             "DELETE FROM api_tokens WHERE id = ?1",
             [id],
+            |_| Ok(()),
             audit,
             || {
                 self.tokens
@@ -427,7 +494,9 @@ impl AuthStore {
         )
     }
 
-    /// Starts a session; returns (session id, CSRF token).
+    /// Starts a session and stores it (fsynced before this returns: call from a blocking
+    /// task); returns (session id, CSRF token). Expired sessions are dropped, and the
+    /// oldest-expiring ones beyond [`Self::max_sessions`].
     pub fn start_session(
         &self,
         user: &str,
@@ -436,33 +505,86 @@ impl AuthStore {
     ) -> Result<(String, String), AuthError> {
         let id = random_hex(32)?;
         let csrf = random_hex(32)?;
+        let key = sha256_hex(id.as_bytes());
+        let expires_ms = now_ms.saturating_add(self.session_ttl_ms);
+        // Lock order: store, then cache (as in `audited_change`).
+        let mut conn = lock(&self.conn);
         let mut sessions = lock(&self.sessions);
+        let mut evicted: Vec<String> = Vec::new();
         sessions.retain(|_, s| s.expires_ms > now_ms);
-        while sessions.len() >= self.max_sessions.max(1) {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires_ms)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => sessions.remove(&k),
-                None => break,
-            };
+        if sessions.len() >= self.max_sessions.max(1) {
+            let mut by_expiry: Vec<(i64, &String)> =
+                sessions.iter().map(|(k, s)| (s.expires_ms, k)).collect();
+            by_expiry.sort();
+            let excess = sessions.len() + 1 - self.max_sessions.max(1);
+            evicted = by_expiry
+                .into_iter()
+                .take(excess)
+                .map(|(_, k)| k.clone())
+                .collect();
+        }
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
+        for k in &evicted {
+            tx.execute("DELETE FROM sessions WHERE key = ?1", [k])?;
+        }
+        tx.execute(
+            "INSERT INTO sessions (key, user, role, csrf, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![key, user, role.as_str(), csrf, now_ms, expires_ms],
+        )?;
+        tx.commit()?;
+        for k in &evicted {
+            sessions.remove(k);
         }
         sessions.insert(
-            sha256_hex(id.as_bytes()),
+            key,
             Session {
                 user: user.to_owned(),
                 role,
                 csrf: csrf.clone(),
-                expires_ms: now_ms.saturating_add(self.session_ttl_ms),
+                expires_ms,
             },
         );
         Ok((id, csrf))
     }
 
-    /// Ends a session (by its key, the hash of its id).
-    pub fn end_session(&self, key: &str) {
+    /// Ends a session (by its key, the hash of its id), durably: call from a blocking task.
+    pub fn end_session(&self, key: &str) -> Result<(), AuthError> {
+        let conn = lock(&self.conn);
+        conn.execute("DELETE FROM sessions WHERE key = ?1", [key])?;
         lock(&self.sessions).remove(key);
+        Ok(())
+    }
+
+    /// Live sessions (tests, metrics).
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Takes one login attempt for the client at `addr` (token bucket per address).
+    pub fn login_attempt(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        now_ms: i64,
+    ) -> Result<(), Throttled> {
+        lock(&self.throttle).attempt(SourceKey::of(addr), now_ms)
+    }
+
+    /// Counts an unauthenticated denial for the aggregated audit record of its source.
+    pub fn note_denial(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        object: &str,
+        reason: &str,
+        now_ms: i64,
+    ) {
+        lock(&self.denials).note(SourceKey::of(addr), object, reason, now_ms);
+    }
+
+    /// The aggregated denial records of the interval that ends now.
+    pub fn take_denials(&self) -> Vec<AuditEntry> {
+        lock(&self.denials).take()
     }
 
     /// Authenticates a request: a bearer token, else a session cookie. `Err` carries the
@@ -520,6 +642,7 @@ impl AuthStore {
         what: &'static str,
         sql: &str,
         params: impl rusqlite::Params,
+        also: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>,
         audit: impl FnOnce() -> Result<(), Problem>,
         after_commit: impl FnOnce(),
     ) -> Result<bool, Problem> {
@@ -533,6 +656,7 @@ impl AuthStore {
         if n == 0 {
             return Ok(false);
         }
+        also(&tx).map_err(|e| Problem::internal(what, &e))?;
         audit()?;
         tx.commit().map_err(|e| Problem::internal(what, &e))?;
         after_commit();
@@ -613,6 +737,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let object = format!("route/{method} {}", path.as_deref().unwrap_or("?"));
+    let addr = client_addr(req.extensions());
     if let Some(p) = path.as_deref()
         && lookup(&method, p).is_none()
         && let allowed = allowed_methods(p)
@@ -637,7 +762,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             "",
             "route is not in the access table",
         );
-        return deny(&st, None, &object, why).await;
+        return deny(&st, None, addr, &object, why).await;
     };
     if spec.access == Access::Public {
         return next.run(req).await;
@@ -646,11 +771,11 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         Ok(Some(p)) => p,
         Ok(None) => {
             let why = Denial::new(StatusCode::UNAUTHORIZED, "Authorization", "no credentials");
-            return deny(&st, None, &object, why).await;
+            return deny(&st, None, addr, &object, why).await;
         }
         Err((field, reason)) => {
             let why = Denial::new(StatusCode::UNAUTHORIZED, field, reason);
-            return deny(&st, None, &object, why).await;
+            return deny(&st, None, addr, &object, why).await;
         }
     };
     if let Some((csrf, _)) = &principal.session
@@ -667,13 +792,13 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
                 CSRF_HEADER,
                 "missing or wrong CSRF token",
             );
-            return deny(&st, Some(&principal), &object, why).await;
+            return deny(&st, Some(&principal), addr, &object, why).await;
         }
     }
     if !spec.access.allows(principal.role) {
         let msg = format!("role {} may not call this route", principal.role);
         let why = Denial::new(StatusCode::FORBIDDEN, "", &msg);
-        return deny(&st, Some(&principal), &object, why).await;
+        return deny(&st, Some(&principal), addr, &object, why).await;
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
@@ -709,21 +834,43 @@ impl<'a> Denial<'a> {
     }
 }
 
-async fn deny(st: &AppState, who: Option<&Principal>, object: &str, why: Denial<'_>) -> Response {
-    let actor = who.map_or_else(|| Actor::system("unauthenticated"), |p| p.actor.clone());
+/// The TCP peer of the request's connection, when the server recorded it (`serve` does).
+pub fn client_addr(ext: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Audits and answers a refused request. A denial with a principal is one record now; one
+/// without (no or bad credentials) is counted for its source's aggregated record, written at
+/// the end of the interval ([`AppState::flush_denials`]), so a flood costs one fsync per source
+/// per interval, not one per request.
+async fn deny(
+    st: &AppState,
+    who: Option<&Principal>,
+    addr: Option<std::net::IpAddr>,
+    object: &str,
+    why: Denial<'_>,
+) -> Response {
     st.metrics.denied();
-    let entry = AuditEntry {
-        actor,
-        action: "access.denied".into(),
-        object: object.into(),
-        before: None,
-        after: None,
-        reason: why.reason.into(),
-        result: "refused".into(),
-        detail: who.map(|p| format!("role {}", p.role)).unwrap_or_default(),
-    };
-    if let Err(p) = st.core.append(entry).await {
-        tracing::error!(detail = %p.detail, "could not audit an access denial");
+    match who {
+        Some(p) => {
+            let entry = AuditEntry {
+                actor: p.actor.clone(),
+                action: "access.denied".into(),
+                object: object.into(),
+                before: None,
+                after: None,
+                reason: why.reason.into(),
+                result: "refused".into(),
+                detail: format!("role {}", p.role),
+            };
+            if let Err(p) = st.core.append(entry).await {
+                tracing::error!(detail = %p.detail, "could not audit an access denial");
+            }
+        }
+        None => st
+            .auth
+            .note_denial(addr, object, why.reason, st.clock.now_ms()),
     }
     let unauthenticated = why.status == StatusCode::UNAUTHORIZED;
     let (slug, title) = if unauthenticated {

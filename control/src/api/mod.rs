@@ -13,10 +13,12 @@
 //! Bounds: request bodies ([`Limits::body_bytes`], 413), requests in flight
 //! ([`Limits::concurrent_requests`], 503 beyond), live SSE streams, page sizes, sessions.
 
+pub mod anomalies;
 pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod flows;
+pub mod learn;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
@@ -24,6 +26,7 @@ pub mod principals;
 pub mod problem;
 pub mod routes;
 pub mod serve;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -126,6 +129,8 @@ pub struct Limits {
     pub max_page: usize,
     /// Most flows in one impact preview.
     pub max_impact_flows: usize,
+    /// Login attempts per client address (429 with `Retry-After` beyond).
+    pub login: throttle::ThrottlePolicy,
 }
 
 impl Default for Limits {
@@ -136,6 +141,7 @@ impl Default for Limits {
             concurrent_streams: 16,
             max_page: 1000,
             max_impact_flows: 10_000,
+            login: throttle::ThrottlePolicy::default(),
         }
     }
 }
@@ -152,6 +158,10 @@ pub struct ApiOptions {
     pub flows: Arc<dyn FlowSource>,
     /// Data-plane counters.
     pub counters: Arc<dyn CountersSource>,
+    /// Anomalies pushed by the inference thread (see [`anomalies::AnomalyStore`]).
+    pub anomalies: Arc<anomalies::AnomalyStore>,
+    /// The learning feed's counters and the configured exports (`/learn/status`).
+    pub learn: Arc<learn::LearnState>,
 }
 
 impl ApiOptions {
@@ -163,6 +173,8 @@ impl ApiOptions {
             limits: Limits::default(),
             flows: Arc::new(NoFlows),
             counters: Arc::new(NoCounters),
+            anomalies: Arc::new(anomalies::AnomalyStore::default()),
+            learn: Arc::new(learn::LearnState::default()),
         }
     }
 }
@@ -205,6 +217,10 @@ pub struct AppState {
     pub audit_dir: PathBuf,
     /// The data directory (scratch space for exports).
     pub data_dir: PathBuf,
+    /// Anomalies (pushed by the inference thread, triaged through the API).
+    pub anomalies: Arc<anomalies::AnomalyStore>,
+    /// Recommendations and the learning feed's status.
+    pub learn: Arc<learn::LearnState>,
     requests: Arc<Semaphore>,
     streams: Arc<Semaphore>,
 }
@@ -218,7 +234,12 @@ impl AppState {
         opts: ApiOptions,
     ) -> Result<(AppState, Option<String>), ApiError> {
         let audit_dir = svc.audit_log().dir().to_owned();
-        let auth = AuthStore::open(&opts.data_dir, opts.password_cost)?;
+        let auth = AuthStore::open(
+            &opts.data_dir,
+            opts.password_cost,
+            opts.limits.login,
+            clock.now_ms(),
+        )?;
         let state = AppState {
             core: Core::new(svc),
             auth: Arc::new(auth),
@@ -229,6 +250,8 @@ impl AppState {
             limits: opts.limits,
             audit_dir,
             data_dir: opts.data_dir,
+            anomalies: opts.anomalies,
+            learn: opts.learn,
             requests: Arc::new(Semaphore::new(opts.limits.concurrent_requests.max(1))),
             streams: Arc::new(Semaphore::new(opts.limits.concurrent_streams.max(1))),
         };
@@ -245,7 +268,9 @@ pub fn app(state: AppState) -> Router {
         .merge(principals::router())
         .merge(audit::router())
         .merge(flows::router())
-        .merge(metrics::counters_router());
+        .merge(metrics::counters_router())
+        .merge(learn::router())
+        .merge(anomalies::router());
     Router::new()
         .nest("/api/v1", v1)
         .merge(metrics::router())
@@ -288,6 +313,28 @@ async fn limit_concurrency(State(st): State<AppState>, req: Request, next: Next)
 }
 
 impl AppState {
+    /// Appends the aggregated unauthenticated `access.denied` records of the interval that ends
+    /// now (one per source; `serve` calls this every `denial_interval` and at shutdown).
+    /// Returns how many records were written.
+    pub async fn flush_denials(&self) -> Result<usize, Problem> {
+        let entries = self.auth.take_denials();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let n = entries.len();
+        self.core
+            .run(move |svc| {
+                for e in entries {
+                    svc.audit_log()
+                        .append(e)
+                        .map_err(|e| Problem::internal("writing the audit log", &e))?;
+                }
+                Ok::<(), Problem>(())
+            })
+            .await??;
+        Ok(n)
+    }
+
     /// A permit for one live stream, if any is left.
     pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.streams).try_acquire_owned().ok()

@@ -10,7 +10,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::SESSION_COOKIE;
 use super::problem::PROBLEM_JSON;
-use super::{AppState, audit, flows, metrics, policy, principals};
+use super::{AppState, anomalies, audit, flows, learn, metrics, policy, principals};
 
 struct Security;
 
@@ -108,6 +108,10 @@ impl Modify for CommonResponses {
         principals::login, principals::logout, principals::me, principals::change_password,
         principals::list_users, principals::create_user, principals::delete_user,
         principals::list_tokens, principals::create_token, principals::delete_token,
+        learn::generate, learn::list, learn::show, learn::approve, learn::reject, learn::usage,
+        learn::evidence_pack, learn::status,
+        anomalies::list, anomalies::get_one, anomalies::ack, anomalies::dismiss,
+        anomalies::validate, anomalies::permissions,
     ),
     modifiers(&Security, &CommonResponses),
     security(("bearer" = []), ("session" = [])),
@@ -120,6 +124,8 @@ impl Modify for CommonResponses {
         (name = "users", description = "Local users"),
         (name = "tokens", description = "API tokens"),
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "learn", description = "Recommendations from flow history, rule usage, evidence packs"),
+        (name = "anomalies", description = "Alerts of the inference thread and their triage"),
     )
 )]
 pub struct ApiDoc;

@@ -21,7 +21,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::problem::{FieldError, JsonBody, Problem, QueryParams, lifecycle_problem, path_param};
 use crate::decide::{Explanation, parse_flow};
-use crate::lifecycle::CommitOptions;
+use crate::lifecycle::{CommitOptions, PolicyInput};
 use crate::policy::Format;
 use crate::store::{PendingConfirm, RevisionInfo, RevisionKind};
 
@@ -326,8 +326,24 @@ fn precondition_failed(current: &str) -> Problem {
     )
 }
 
-/// The policy text and format of a request's `policy` field.
-fn policy_text(policy: Value, format: Option<PolicyFormat>) -> Result<(String, Format), Problem> {
+/// A request's `policy` field: text with its syntax, or the document itself.
+#[derive(Debug)]
+enum Submitted {
+    Text(String, Format),
+    Document(Value),
+}
+
+impl Submitted {
+    fn input(&self) -> PolicyInput<'_> {
+        match self {
+            Submitted::Text(t, f) => PolicyInput::Text(t, *f),
+            Submitted::Document(v) => PolicyInput::Document(v),
+        }
+    }
+}
+
+/// The policy of a request's `policy` field (an object is used as parsed: no text round trip).
+fn policy_text(policy: Value, format: Option<PolicyFormat>) -> Result<Submitted, Problem> {
     match (policy, format) {
         (Value::String(s), f) => {
             let fmt = match f {
@@ -336,13 +352,13 @@ fn policy_text(policy: Value, format: Option<PolicyFormat>) -> Result<(String, F
                 None if s.trim_start().starts_with('{') => Format::Json,
                 None => Format::Yaml,
             };
-            Ok((s, fmt))
+            Ok(Submitted::Text(s, fmt))
         }
         (Value::Object(_), Some(PolicyFormat::Yaml)) => Err(Problem::invalid_field(
             "format",
             "a policy given as a JSON object is JSON",
         )),
-        (v @ Value::Object(_), _) => Ok((v.to_string(), Format::Json)),
+        (v @ Value::Object(_), _) => Ok(Submitted::Document(v)),
         _ => Err(Problem::invalid_field(
             "policy",
             "must be the policy text (string) or the policy document (object)",
@@ -441,7 +457,7 @@ pub async fn commit(
             ));
         }
     };
-    let (text, format) = policy_text(req.policy, req.format)?;
+    let submitted = policy_text(req.policy, req.format)?;
     let reason = req.reason;
     let (info, pending) = st
         .core
@@ -451,9 +467,8 @@ pub async fn commit(
                 return Err(precondition_failed(&current));
             }
             let info = svc
-                .commit(
-                    &text,
-                    format,
+                .commit_input(
+                    submitted.input(),
                     &who.actor,
                     &reason,
                     CommitOptions { confirm_within_ms },
@@ -474,12 +489,12 @@ pub async fn stage(
     Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<StageRequest>,
 ) -> Result<Response, Problem> {
-    let (text, format) = policy_text(req.policy, req.format)?;
+    let submitted = policy_text(req.policy, req.format)?;
     let reason = req.reason;
     let info = st
         .core
         .run(move |svc| {
-            svc.stage(&text, format, &who.actor, &reason)
+            svc.stage_input(submitted.input(), &who.actor, &reason)
                 .map_err(|e| lifecycle_problem(e, "policy"))
         })
         .await??;
@@ -727,10 +742,19 @@ mod tests {
 
     #[test]
     fn policy_text_forms() {
-        let (t, f) = policy_text(Value::String("{}".into()), None).unwrap();
+        let Submitted::Text(t, f) = policy_text(Value::String("{}".into()), None).unwrap() else {
+            panic!("text")
+        };
         assert_eq!((t.as_str(), f), ("{}", Format::Json));
-        let (_, f) = policy_text(Value::String("a: 1".into()), None).unwrap();
+        let Submitted::Text(_, f) = policy_text(Value::String("a: 1".into()), None).unwrap() else {
+            panic!("text")
+        };
         assert_eq!(f, Format::Yaml);
+        let obj = serde_json::json!({"apiVersion": "septa.io/v1"});
+        assert!(matches!(
+            policy_text(obj, None).unwrap(),
+            Submitted::Document(_)
+        ));
         let e = policy_text(Value::Bool(true), None).unwrap_err();
         assert_eq!(e.errors[0].field, "policy");
     }

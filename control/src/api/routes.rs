@@ -102,6 +102,13 @@ const ROLLBACK: &[Role] = &[Role::Operator, Role::Approver, Role::Admin];
 const APPROVERS: &[Role] = &[Role::Approver, Role::Admin];
 const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 const ADMINS: &[Role] = &[Role::Admin];
+/// Who triages anomalies: the on-call roles and policy authors.
+const TRIAGE: &[Role] = &[
+    Role::Operator,
+    Role::PolicyAuthor,
+    Role::Approver,
+    Role::Admin,
+];
 
 const fn r(method: Method, path: &'static str, access: Access, mutating: bool) -> RouteSpec {
     RouteSpec {
@@ -239,6 +246,87 @@ pub const ROUTES: &[RouteSpec] = &[
         "/api/v1/tokens/{id}",
         Access::Roles(ADMINS),
         true,
+    ),
+    // learning (api/learn.rs)
+    r(
+        Method::GET,
+        "/api/v1/recommendations",
+        Access::Roles(READERS),
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/recommendations",
+        Access::Roles(AUTHORS),
+        true,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/recommendations/{id}",
+        Access::Roles(READERS),
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/recommendations/{id}/approve",
+        Access::Roles(AUTHORS),
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/recommendations/{id}/reject",
+        Access::Roles(AUTHORS),
+        true,
+    ),
+    r(Method::GET, "/api/v1/usage", Access::Roles(READERS), false),
+    r(
+        Method::GET,
+        "/api/v1/evidence",
+        Access::Roles(AUDITORS),
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/learn/status",
+        Access::Roles(READERS),
+        false,
+    ),
+    // anomalies and console helpers (api/anomalies.rs)
+    r(
+        Method::GET,
+        "/api/v1/anomalies",
+        Access::Roles(READERS),
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/anomalies/{id}",
+        Access::Roles(READERS),
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/anomalies/{id}/ack",
+        Access::Roles(TRIAGE),
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/anomalies/{id}/dismiss",
+        Access::Roles(TRIAGE),
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/policy/validate",
+        Access::Roles(READERS),
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/auth/permissions",
+        Access::AnyRole,
+        false,
     ),
 ];
 

@@ -51,6 +51,9 @@ pub struct ServeConfig {
     pub tick_interval: Duration,
     /// How long in-flight requests get at shutdown.
     pub grace: Duration,
+    /// How often the aggregated unauthenticated `access.denied` records are written (one per
+    /// source per interval).
+    pub denial_interval: Duration,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             cert_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             tick_interval: Duration::from_secs(1),
             grace: Duration::from_secs(10),
+            denial_interval: Duration::from_secs(10),
         }
     }
 }
@@ -131,6 +135,21 @@ pub fn spawn_ticker(state: AppState, interval: Duration) -> tokio::task::JoinHan
     })
 }
 
+/// Writes the aggregated unauthenticated denials every `interval` until the process ends.
+pub fn spawn_denial_flusher(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(interval);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t.tick().await;
+        loop {
+            t.tick().await;
+            if let Err(p) = state.flush_denials().await {
+                tracing::error!(detail = %p.detail, "could not audit access denials");
+            }
+        }
+    })
+}
+
 /// The rustls configuration `cfg.tls` asks for (`None` for plain HTTP), generating the
 /// self-signed certificate first if needed.
 pub fn tls_config(cfg: &ServeConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ApiError> {
@@ -165,6 +184,8 @@ pub async fn serve_listener(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
     let ticker = spawn_ticker(state.clone(), cfg.tick_interval);
+    let flusher = spawn_denial_flusher(state.clone(), cfg.denial_interval);
+    let last = state.clone();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     let grace = cfg.grace;
@@ -172,7 +193,8 @@ pub async fn serve_listener(
         shutdown.await;
         h.graceful_shutdown(Some(grace));
     });
-    let service = app(state).into_make_service();
+    // The peer address feeds the login throttle and the per-source denial records.
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
         Some(tls) => {
             axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?
@@ -188,6 +210,11 @@ pub async fn serve_listener(
         }
     };
     ticker.abort();
+    flusher.abort();
+    // Denials counted since the last interval are still audited.
+    if let Err(p) = last.flush_denials().await {
+        tracing::error!(detail = %p.detail, "could not audit access denials");
+    }
     result.map_err(ApiError::Io)
 }
 

@@ -47,7 +47,7 @@ use septa_classifier::{Mode, PortRange};
 
 pub use dto::{ConduitAction, PolicyDocument, ProtoName};
 pub use l7::L7Rule;
-pub use parse::{Format, YamlLocator, parse_document, parse_policy};
+pub use parse::{Format, YamlLocator, parse_document, parse_policy, parse_policy_value};
 pub use validate::validate;
 
 /// The reserved zone name for "every address".

@@ -114,6 +114,14 @@ impl Validator {
         }
     }
 
+    /// [`Self::list_len`] with the path built only when the list is too long (the hot paths
+    /// of large policies would otherwise format a path per list).
+    fn list_len_at(&mut self, path: impl FnOnce() -> String, len: usize, max: usize) {
+        if len > max {
+            self.list_len(&path(), len, max);
+        }
+    }
+
     /// Kubernetes label syntax: optional `prefix/` then a name of alphanumerics, `-`, `_`, `.`.
     fn label(&mut self, path: &str, key: &str, value: &str) {
         let seg_ok = |s: &str, allow_empty: bool| {
@@ -391,7 +399,7 @@ impl Validator {
                         "needs at least one zone (or \"any\")",
                     );
                 }
-                me.list_len(&format!("{base}.{field}"), names.len(), MAX_ZONES);
+                me.list_len_at(|| format!("{base}.{field}"), names.len(), MAX_ZONES);
                 names
                     .iter()
                     .enumerate()
@@ -418,7 +426,7 @@ impl Validator {
                     "needs at least one service (use proto: any for all traffic)",
                 );
             }
-            self.list_len(&format!("{base}.services"), c.services.len(), MAX_LIST);
+            self.list_len_at(|| format!("{base}.services"), c.services.len(), MAX_LIST);
             let services = c
                 .services
                 .iter()
@@ -471,14 +479,14 @@ impl Validator {
                 ),
             }
         }
-        self.list_len(&format!("{base}.ports"), s.ports.len(), MAX_LIST);
-        self.list_len(
-            &format!("{base}.sourcePorts"),
+        self.list_len_at(|| format!("{base}.ports"), s.ports.len(), MAX_LIST);
+        self.list_len_at(
+            || format!("{base}.sourcePorts"),
             s.source_ports.len(),
             MAX_LIST,
         );
-        let ports = self.ports(&format!("{base}.ports"), &s.ports);
-        let source_ports = self.ports(&format!("{base}.sourcePorts"), &s.source_ports);
+        let ports = self.ports(base, "ports", &s.ports);
+        let source_ports = self.ports(base, "sourcePorts", &s.source_ports);
         let mut l7 = None;
         if let Some(spec) = &s.l7 {
             if action == ConduitAction::Deny {
@@ -501,13 +509,13 @@ impl Validator {
         })
     }
 
-    fn ports(&mut self, base: &str, specs: &[PortSpec]) -> Vec<PortRange> {
-        let mut out = Vec::new();
+    /// `base.field[j]` port specs; paths are formatted only for errors.
+    fn ports(&mut self, base: &str, field: &str, specs: &[PortSpec]) -> Vec<PortRange> {
+        let mut out = Vec::with_capacity(specs.len());
         for (j, p) in specs.iter().enumerate() {
-            let path = format!("{base}[{j}]");
             let bad = |me: &mut Self, what: String| {
                 me.err(
-                    path.clone(),
+                    format!("{base}.{field}[{j}]"),
                     format!("{what}: expected a port 0-65535 or a range such as \"8000-8080\""),
                 );
             };

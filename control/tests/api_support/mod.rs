@@ -193,3 +193,52 @@ impl Harness {
         .await
     }
 }
+
+/// An anomaly report as the inference thread would push it.
+pub fn anomaly() -> septa_control::api::anomalies::NewAnomaly {
+    use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly};
+    NewAnomaly {
+        ts_ms: 1_000_000,
+        flow: AnomalyFlow {
+            src: "10.30.2.5".parse().unwrap(),
+            dst: "10.30.1.10".parse().unwrap(),
+            proto: 6,
+            sport: 40000,
+            dport: 502,
+        },
+        score: 0.9,
+        threshold: 0.5,
+        model_id: "test-model".into(),
+        model_hash: "00".into(),
+        summary: "test".into(),
+        explanation: vec![FeatureContribution {
+            feature: "timing".into(),
+            contribution: 1.0,
+            text: "test".into(),
+        }],
+    }
+}
+
+/// Writes a small flow history (clients of 10.1.0.0/24 using a web server on 10.2.0.10) into
+/// the harness's data directory, for the recommendation routes.
+pub fn seed_history(h: &Harness) {
+    use septa_control::history::{FlowHistory, FlowVerdict, HistoryConfig, ObservedFlow};
+    let mut hist = FlowHistory::open(h.tmp.path(), HistoryConfig::default()).unwrap();
+    let batch: Vec<ObservedFlow> = (1..=4u8)
+        .map(|c| ObservedFlow {
+            ts_ms: 500_000,
+            src: std::net::IpAddr::from([10, 1, 0, c]),
+            dst: std::net::IpAddr::from([10, 2, 0, 10]),
+            proto: 6,
+            dport: 443,
+            l7: String::new(),
+            verdict: FlowVerdict::WouldDeny,
+            rule: u32::MAX,
+            revision: "none".into(),
+            flows: 1,
+            packets: 1,
+            bytes: 60,
+        })
+        .collect();
+    hist.ingest(&batch).unwrap();
+}
