@@ -79,6 +79,10 @@ struct RawConfig {
     dataplane: RawDataplane,
     #[serde(default)]
     control: Option<crate::control_host::RawControl>,
+    #[serde(default)]
+    ml: Option<crate::ml_host::RawMl>,
+    #[serde(default)]
+    export: Option<septa_control::export::ExportConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +151,9 @@ struct RawDataplane {
     fail_open: bool,
     #[serde(default)]
     event_ring: Option<u64>,
+    /// TCP flows under a function-code (`l7:`) conduit inspected at once per worker.
+    #[serde(default)]
+    l7_flows: Option<u64>,
     #[serde(default)]
     timeouts: RawTimeouts,
 }
@@ -258,8 +265,13 @@ pub struct GatewayConfig {
     /// The control plane (`[control]`): policy store, audit log and REST API; `None` without
     /// the section or with `enabled = false`.
     pub control: Option<crate::control_host::ControlConfig>,
+    /// Exports (`[export]`): IPFIX, syslog, JSON-lines flow log, fed by the control plane.
+    /// Nothing by default: nothing observed leaves the appliance unless configured here.
+    pub export: septa_control::export::ExportConfig,
     /// Routed mode: `Some` when a pair has `mode = "routed"`.
     pub routing: Option<RoutingConfig>,
+    /// Flow scoring (`[ml]`): `None` without the section or with `mode = "off"`.
+    pub ml: Option<crate::ml_host::MlSettings>,
 }
 
 impl std::fmt::Display for GatewayConfig {
@@ -309,6 +321,11 @@ impl std::fmt::Display for GatewayConfig {
             st.frags.timeout / septa_dataplane::worker::TICKS_PER_SECOND,
             self.event_ring
         )?;
+        writeln!(
+            f,
+            "  l7 flows        {} inspected TCP flows per worker (function-code conduits)",
+            st.l7_flows
+        )?;
         let secs: Vec<String> = st
             .flows
             .timeouts
@@ -321,6 +338,9 @@ impl std::fmt::Display for GatewayConfig {
             "  timeouts (s)    tcp syn_sent/syn_recv/established/fin_wait/close_wait/last_ack/time_wait/close, udp/udp_stream, icmp, other: {}",
             secs.join("/")
         )?;
+        if let Some(m) = &self.ml {
+            writeln!(f, "  ml              {}", m.describe())?;
+        }
         if let Some(r) = &self.routing {
             for p in &r.ports {
                 let mac = p
@@ -349,7 +369,12 @@ impl std::fmt::Display for GatewayConfig {
                 c.data_dir.display()
             ),
             None => writeln!(f, "  control API     off"),
-        }
+        }?;
+        writeln!(
+            f,
+            "  exports         {}",
+            crate::control_host::describe_exports(&self.export).join(", ")
+        )
     }
 }
 
@@ -470,6 +495,15 @@ impl GatewayConfig {
                     "lists an lcore twice".into(),
                 ));
             }
+            if routing.is_some() && l.len() > 1 {
+                // `septa run` also checks the lcores the EAL gives when this key is left out.
+                return Err(value_err(
+                    "dataplane.worker_lcores".into(),
+                    "routed pairs run on one worker for now (the neighbour table is per worker; \
+                     see docs/routed.md): list a single lcore"
+                        .into(),
+                ));
+            }
         }
         let decision = match (raw.dataplane.decision, raw.dataplane.policy.clone()) {
             (Some(_), Some(_)) => {
@@ -540,6 +574,15 @@ impl GatewayConfig {
             state.flows.timeouts.set(class, secs * tps);
         }
         state.fail_open = dp.fail_open;
+        if let Some(n) = dp.l7_flows {
+            if !(1..=capacity).contains(&n) {
+                return Err(value_err(
+                    "dataplane.l7_flows".into(),
+                    format!("{n} is outside 1..=dataplane.flow_capacity ({capacity})"),
+                ));
+            }
+            state.l7_flows = n as usize;
+        }
         let event_ring = dp
             .event_ring
             .unwrap_or(septa_dataplane::events::DEFAULT_RING_CAPACITY as u64);
@@ -553,6 +596,23 @@ impl GatewayConfig {
             None => None,
             Some(c) => crate::control_host::ControlConfig::from_raw(c, path.parent())
                 .map_err(|(key, message)| value_err(key, message))?,
+        };
+        let export =
+            crate::control_host::check_export(raw.export, path.parent(), control.is_some())
+                .map_err(|(key, message)| value_err(key, message))?;
+        let control = control.map(|mut c| {
+            c.export = export.clone();
+            c
+        });
+        let ml = match raw.ml {
+            None => None,
+            Some(m) => crate::ml_host::MlSettings::from_raw(
+                m,
+                path.parent(),
+                capacity as usize,
+                control.is_some(),
+            )
+            .map_err(|(key, message)| value_err(key, message))?,
         };
         if control.is_some() && matches!(decision, WorkerPolicy::Fixed(_)) {
             return Err(value_err(
@@ -591,7 +651,9 @@ impl GatewayConfig {
             state,
             event_ring: event_ring as usize,
             control,
+            export,
             routing,
+            ml,
         })
     }
 }
@@ -907,7 +969,7 @@ decision = "allow-all"
         let text = GOOD.replace(
             "decision = \"allow-all\"",
             "flow_capacity = 1000\nmax_half_open = 10\nfail_open = true\nevent_ring = 8\n\
-             fragment_timeout = 5\n[dataplane.timeouts]\nudp = 7\ntcp_established = 3600",
+             fragment_timeout = 5\nl7_flows = 100\n[dataplane.timeouts]\nudp = 7\ntcp_established = 3600",
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.decision, WorkerPolicy::Awaiting);
@@ -915,6 +977,7 @@ decision = "allow-all"
         assert_eq!(c.state.flows.max_half_open, 10);
         assert!(c.state.fail_open);
         assert_eq!(c.event_ring, 8);
+        assert_eq!(c.state.l7_flows, 100);
         assert_eq!(c.state.frags.timeout, 5_000_000);
         assert_eq!(c.state.flows.timeouts.get(TimeoutClass::Udp), 7_000_000);
         assert!(c.to_string().contains("ADMITTED"), "{c}");
@@ -924,6 +987,8 @@ decision = "allow-all"
             ("fragment_capacity = 0", "dataplane.fragment_capacity"),
             ("fragment_timeout = 0", "dataplane.fragment_timeout"),
             ("event_ring = 0", "dataplane.event_ring"),
+            ("l7_flows = 0", "dataplane.l7_flows"),
+            ("flow_capacity = 10\nl7_flows = 11", "dataplane.l7_flows"),
             ("[dataplane.timeouts]\nudp = 0", "dataplane.timeouts.udp"),
             ("[dataplane.timeouts]\nbogus = 1", "bogus"),
         ] {
@@ -1116,5 +1181,17 @@ decision = "allow-all"
             .unwrap_err()
             .to_string();
         assert!(e.contains("gw"), "{e}");
+        let one = ROUTED.replace(
+            "decision = \"allow-all\"",
+            "decision = \"allow-all\"\nworker_lcores = [1]",
+        );
+        assert!(parse(&one).is_ok(), "one routed worker is fine");
+        let e = parse(&one.replace("[1]", "[1, 2]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`dataplane.worker_lcores`") && e.contains("one worker"),
+            "{e}"
+        );
     }
 }

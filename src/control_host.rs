@@ -42,12 +42,19 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use septa_classifier::{Family, FlowKey, SourceRef, TableCell};
+use septa_control::api::anomalies::AnomalyStore;
+use septa_control::api::learn::LearnState;
 use septa_control::api::{
     self, ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher,
     FlowRecord, FlowStore, PortCounters, ServeConfig, TlsMode,
 };
 use septa_control::audit::{AccessDecision, Actor, DecisionAggregator, DecisionKind};
 use septa_control::clock::SystemClock;
+use septa_control::export::audit_tail::{AlertSource, SyslogFeed};
+use septa_control::export::ipfix::IpfixExporter;
+use septa_control::export::{ExportConfig, FlowLog};
+use septa_control::history::feed::{self, FeedConfig, FeedHandle, FeedTargets, FlowFeed, FlowSink};
+use septa_control::history::{FlowHistory, HistoryConfig, ObservedFlow};
 use septa_control::lifecycle::{CommitOptions, PolicyService, Publisher, ServiceConfig};
 use septa_control::{CompiledPolicy, Format};
 use septa_dataplane::PolicySlot;
@@ -118,6 +125,8 @@ pub struct ControlConfig {
     pub audit_allow_sample: u64,
     /// Aggregation interval of access-decision audit records.
     pub audit_interval: Duration,
+    /// The checked `[export]` section (set by the configuration loader; none by default).
+    pub export: ExportConfig,
 }
 
 impl ControlConfig {
@@ -196,6 +205,7 @@ impl ControlConfig {
             cert_names,
             audit_allow_sample: raw.audit_allow_sample.unwrap_or(1000),
             audit_interval: Duration::from_secs(interval),
+            export: ExportConfig::default(),
         }))
     }
 
@@ -207,6 +217,158 @@ impl ControlConfig {
             "https"
         }
     }
+}
+
+/// Checks `[export]`: every export needs `[control]` (the control plane feeds them), relative
+/// flow-log paths follow the configuration file, and destinations must be concrete. Errors are
+/// `(dotted key, message)`.
+pub fn check_export(
+    raw: Option<ExportConfig>,
+    dir: Option<&Path>,
+    control: bool,
+) -> Result<ExportConfig, (String, String)> {
+    let Some(mut e) = raw else {
+        return Ok(ExportConfig::default());
+    };
+    if e != ExportConfig::default() && !control {
+        return Err((
+            "export".into(),
+            "exports are fed by the control plane: add a [control] section (or remove [export])"
+                .into(),
+        ));
+    }
+    let concrete = |key: &str, a: &SocketAddr| {
+        if a.port() == 0 || a.ip().is_unspecified() {
+            Err((
+                key.to_owned(),
+                format!("{a} is not a concrete destination (address and port required)"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(i) = &e.ipfix {
+        concrete("export.ipfix.collector", &i.collector)?;
+    }
+    if let Some(s) = &e.syslog {
+        concrete("export.syslog.target", &s.target)?;
+    }
+    if let Some(f) = &mut e.flow_log {
+        if f.path.as_os_str().is_empty() {
+            return Err(("export.flow_log.path".into(), "must not be empty".into()));
+        }
+        if f.max_bytes < 4096 {
+            return Err((
+                "export.flow_log.max_bytes".into(),
+                format!("{} is below 4096", f.max_bytes),
+            ));
+        }
+        if let (Some(d), true) = (dir, f.path.is_relative()) {
+            f.path = d.join(&f.path);
+        }
+    }
+    Ok(e)
+}
+
+/// The configured exports in words; `["none (nothing leaves the appliance)"]` without any.
+pub fn describe_exports(e: &ExportConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(i) = &e.ipfix {
+        out.push(format!("ipfix -> {} (domain {})", i.collector, i.domain));
+    }
+    if let Some(s) = &e.syslog {
+        out.push(format!(
+            "syslog -> {} ({:?}, {:?})",
+            s.target, s.transport, s.format
+        ));
+    }
+    if let Some(f) = &e.flow_log {
+        out.push(format!("flow log -> {}", f.path.display()));
+    }
+    if out.is_empty() {
+        out.push("none (nothing leaves the appliance)".into());
+    }
+    out
+}
+
+/// The learning pipeline of a running control plane: the feed thread (history, rule usage,
+/// IPFIX, flow log) and the syslog thread.
+struct Learning {
+    feed: Option<FlowFeed>,
+    handle: Option<FeedHandle>,
+    syslog: Option<SyslogFeed>,
+}
+
+impl Learning {
+    fn start(
+        cfg: &ControlConfig,
+        labels: &EpochLabels,
+        anomalies: &Arc<AnomalyStore>,
+        audit_dir: &Path,
+    ) -> anyhow::Result<(Learning, LearnState)> {
+        let history = FlowHistory::open(&cfg.data_dir, HistoryConfig::default())
+            .context("opening the flow history (control.data_dir/history.db)")?;
+        let mut sinks: Vec<Box<dyn FlowSink>> = Vec::new();
+        if let Some(i) = &cfg.export.ipfix {
+            sinks.push(Box::new(
+                IpfixExporter::new(i.collector, i.domain).context("export.ipfix")?,
+            ));
+        }
+        if let Some(f) = &cfg.export.flow_log {
+            sinks.push(Box::new(FlowLog::open(f).context("export.flow_log")?));
+        }
+        let labels = labels.clone();
+        let targets = FeedTargets {
+            history: Some(history),
+            revisions: Box::new(move |rev: &str| labels.compiled_by_hash(rev)),
+            sinks,
+        };
+        let (flow_feed, handle) =
+            feed::spawn(targets, FeedConfig::default()).context("starting the learning feed")?;
+        let syslog = match &cfg.export.syslog {
+            Some(s) => Some(
+                SyslogFeed::spawn(
+                    s.clone(),
+                    audit_dir,
+                    Some(Arc::clone(anomalies) as Arc<dyn AlertSource>),
+                    hostname(),
+                    Duration::from_secs(1),
+                )
+                .context("export.syslog")?,
+            ),
+            None => None,
+        };
+        let state = LearnState::new(
+            Some(Arc::clone(flow_feed.stats())),
+            syslog.as_ref().map(|s| Arc::clone(s.stats())),
+            describe_exports(&cfg.export),
+        );
+        Ok((
+            Learning {
+                feed: Some(flow_feed),
+                handle: Some(handle),
+                syslog,
+            },
+            state,
+        ))
+    }
+
+    /// Writes what is queued, then stops the threads.
+    fn stop(&mut self) {
+        self.feed = None;
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+        self.syslog = None;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "septa".into())
 }
 
 /// Publishes compiled policies into the workers' [`PolicySlot`].
@@ -307,6 +469,8 @@ pub struct ControlHost {
     flows: Arc<FlowStore>,
     labels: EpochLabels,
     decisions: Arc<Mutex<DecisionAggregator>>,
+    anomalies: Arc<AnomalyStore>,
+    learning: Learning,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -351,9 +515,14 @@ impl ControlHost {
         let flows = Arc::new(FlowStore::new(FLOW_STORE_CAPACITY));
         let labels = EpochLabels::default();
         labels.refresh(&svc, &slot);
+        let anomalies = Arc::new(AnomalyStore::default());
+        let audit_dir = svc.audit_log().dir().to_owned();
+        let (learning, learn_state) = Learning::start(cfg, &labels, &anomalies, &audit_dir)?;
         let mut opts = ApiOptions::new(&cfg.data_dir);
         opts.counters = Arc::clone(&counters) as Arc<dyn CountersSource>;
         opts.flows = Arc::clone(&flows) as Arc<dyn api::FlowSource>;
+        opts.anomalies = Arc::clone(&anomalies);
+        opts.learn = Arc::new(learn_state);
         let (state, first_password) = {
             let _guard = runtime.enter();
             AppState::new(svc, clock, opts).context("starting the control API")?
@@ -415,6 +584,8 @@ impl ControlHost {
             flows,
             labels,
             decisions,
+            anomalies,
+            learning,
             shutdown: Some(tx),
             runtime: Some(runtime),
         })
@@ -436,7 +607,18 @@ impl ControlHost {
     pub fn flow_adapter(&self) -> FlowAdapter {
         let mut a = FlowAdapter::new(Arc::clone(&self.flows), self.labels.clone(), now_ms());
         a.decisions = Some(Arc::clone(&self.decisions));
+        a.learn = self.learning.feed.clone();
         a
+    }
+
+    /// Where the inference thread pushes its alerts (`/api/v1/anomalies`, syslog when
+    /// configured).
+    #[allow(
+        dead_code,
+        reason = "the inference thread's wiring into `septa run` is in progress and will call it"
+    )]
+    pub fn anomalies(&self) -> Arc<AnomalyStore> {
+        Arc::clone(&self.anomalies)
     }
 }
 
@@ -467,6 +649,17 @@ impl EpochLabels {
             map.clear();
         }
         map.entry(epoch).or_insert(label);
+    }
+
+    /// The compiled policy of the revision with content hash `hash`, if an epoch was published
+    /// for it.
+    fn compiled_by_hash(&self, hash: &str) -> Option<Arc<CompiledPolicy>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|l| l.hash == hash)
+            .and_then(|l| l.compiled.clone())
     }
 
     fn label(&self, epoch: u64) -> String {
@@ -558,6 +751,8 @@ pub struct FlowAdapter {
     start_ms: i64,
     last_deny: HashMap<(FlowKey, u64), i64>,
     decisions: Option<Arc<Mutex<DecisionAggregator>>>,
+    /// The learning feed (history, rule usage, flow exports); offers never block.
+    learn: Option<FlowFeed>,
 }
 
 impl FlowAdapter {
@@ -568,6 +763,7 @@ impl FlowAdapter {
             start_ms,
             last_deny: HashMap::new(),
             decisions: None,
+            learn: None,
         }
     }
 
@@ -611,6 +807,15 @@ impl FlowAdapter {
                 r
             }
         };
+        if let Some(feed) = &self.learn
+            && let Ok(mut o) = ObservedFlow::try_from(&rec)
+        {
+            // A flow's end reports the counters of a flow its start already counted.
+            if matches!(ev, FlowEvent::End(_)) {
+                o.flows = 0;
+            }
+            feed.offer(o);
+        }
         self.store.push(rec);
     }
 
@@ -707,6 +912,7 @@ impl Drop for ControlHost {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(3));
         }
+        self.learning.stop();
     }
 }
 
@@ -844,6 +1050,57 @@ mod tests {
     }
 
     #[test]
+    fn export_is_off_by_default_needs_control_and_names_bad_keys() {
+        let parse = |t: &str| toml::from_str::<ExportConfig>(t).unwrap();
+        assert_eq!(
+            check_export(None, None, true).unwrap(),
+            ExportConfig::default()
+        );
+        assert_eq!(
+            describe_exports(&ExportConfig::default()),
+            ["none (nothing leaves the appliance)"]
+        );
+        let ok = check_export(
+            Some(parse(
+                "ipfix = { collector = \"127.0.0.1:4739\" }\nflow_log = { path = \"f.jsonl\" }",
+            )),
+            Some(Path::new("/etc/septa")),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.flow_log.as_ref().unwrap().path,
+            PathBuf::from("/etc/septa/f.jsonl")
+        );
+        assert_eq!(describe_exports(&ok).len(), 2);
+        for (text, control, key) in [
+            (
+                "ipfix = { collector = \"127.0.0.1:4739\" }",
+                false,
+                "export",
+            ),
+            (
+                "ipfix = { collector = \"127.0.0.1:0\" }",
+                true,
+                "export.ipfix.collector",
+            ),
+            (
+                "syslog = { target = \"[::]:514\", transport = \"tcp\", format = \"json\" }",
+                true,
+                "export.syslog.target",
+            ),
+            (
+                "flow_log = { path = \"f\", max_bytes = 1 }",
+                true,
+                "export.flow_log.max_bytes",
+            ),
+        ] {
+            let (k, msg) = check_export(Some(parse(text)), None, control).unwrap_err();
+            assert_eq!(k, key, "{text}: {msg}");
+        }
+    }
+
+    #[test]
     fn publisher_installs_then_swaps_and_fails_closed() {
         let slot = PolicySlot::new();
         let p = SlotPublisher::new(slot.clone());
@@ -934,6 +1191,7 @@ mod tests {
             bytes: [300, 200],
             reason: EndReason::Timeout,
             decision: allow,
+            l7: septa_dataplane::l7::L7Proto::Modbus,
         }));
         let deny = EventDecision {
             rule: None,
@@ -1001,6 +1259,75 @@ mod tests {
         );
         assert_eq!(audit[0].reason, "default (no rule matched)");
         assert_eq!(audit[2].after.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_adapter_feeds_learning_counting_a_flow_once_and_never_blocking() {
+        use septa_control::export::ExportError;
+        use septa_dataplane::events::{EndReason, FlowEnd, FlowStart};
+        struct Collect(Arc<Mutex<Vec<ObservedFlow>>>);
+        impl FlowSink for Collect {
+            fn name(&self) -> &'static str {
+                "collect"
+            }
+            fn write(&mut self, f: &[ObservedFlow]) -> Result<(), ExportError> {
+                self.0.lock().unwrap().extend_from_slice(f);
+                Ok(())
+            }
+        }
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let targets = FeedTargets {
+            history: None,
+            revisions: Box::new(|_: &str| None),
+            sinks: vec![Box::new(Collect(Arc::clone(&got)))],
+        };
+        let (feed, handle) = feed::spawn(targets, FeedConfig::default()).unwrap();
+        let mut a = FlowAdapter::new(
+            Arc::new(FlowStore::new(10)),
+            EpochLabels::default(),
+            1_000_000,
+        );
+        a.learn = Some(feed.clone());
+        let key = FlowKey::v4([10, 1, 0, 1].into(), [10, 2, 0, 1].into(), 17, 4000, 5000);
+        let allow = EventDecision {
+            rule: Some(2),
+            source: Some(0),
+            epoch: 0,
+            action: EventAction::Allow,
+            monitor: false,
+        };
+        a.on_event(&FlowEvent::Start(FlowStart {
+            key,
+            at: 0,
+            decision: allow,
+        }));
+        a.on_event(&FlowEvent::End(FlowEnd {
+            key,
+            first_seen: 0,
+            last_seen: 1,
+            at: 2,
+            packets: [3, 2],
+            bytes: [300, 200],
+            reason: EndReason::Timeout,
+            decision: allow,
+            l7: septa_dataplane::l7::L7Proto::Unknown,
+        }));
+        drop(a);
+        drop(feed);
+        handle.stop();
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].flows, got[0].packets),
+            (1, 0),
+            "the start counts the flow"
+        );
+        assert_eq!(
+            (got[1].flows, got[1].packets),
+            (0, 5),
+            "the end adds counters only"
+        );
+        assert_eq!(got[1].dst, IpAddr::from([10, 2, 0, 1]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod config;
 mod control_host;
 mod evidence_cli;
 mod lab;
+mod ml_host;
 mod policy_cli;
 mod replay;
 mod run;
@@ -168,8 +169,8 @@ fn main() -> ExitCode {
             },
         ),
         Command::CheckConfig { config } => config::GatewayConfig::load(&config)
-            .map(|c| print!("{c}"))
-            .map_err(Into::into),
+            .map_err(anyhow::Error::from)
+            .and_then(|settings| write_stdout(&settings.to_string())),
         Command::Policy {
             command: PolicyCommand::Check { file, json },
         } => policy_cli::check(&file, json),
@@ -193,5 +194,16 @@ fn main() -> ExitCode {
             eprintln!("septa: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes to standard output; a reader that went away (`septa check-config FILE | head`) is not an
+/// error, any other write failure is.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }

@@ -106,15 +106,6 @@ impl Enforced {
 /// then only seeds an empty store.
 pub fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let config = GatewayConfig::load(path)?;
-    if config.routing.is_some() {
-        // The router (septa_dataplane::route) is built and tested, but the worker does not
-        // call it yet: refuse rather than bridge a pair configured as routed.
-        anyhow::bail!(
-            "{}: `mode = \"routed\"` is not wired into the worker yet (see docs/routed.md, \
-             \"Integration\"); use bridge pairs for now",
-            config.path.display()
-        );
-    }
     let control = match &config.control {
         // Without DPDK `imp::run` refuses at once: do not create a store or print a password.
         Some(c) if cfg!(feature = "dpdk") => {
@@ -164,6 +155,7 @@ mod imp {
         close_ports, mbufs_needed, setup_ports, stop_ports,
     };
     use septa_dataplane::io::{Burst, PacketIo};
+    use septa_dataplane::route::Router;
     use septa_dataplane::worker::{Bridge, Worker, WorkerState};
 
     use super::*;
@@ -183,6 +175,18 @@ mod imp {
         })?;
 
         let lcores = worker_lcores(config, &eal)?;
+        if config.routing.is_some() && lcores.len() > 1 {
+            // Each router learns neighbours from the ARP/ND frames its own queue receives, and
+            // RSS steers those to one queue: routed pairs need a shared neighbour table first.
+            bail!(
+                "{}: routed pairs (`mode = \"routed\"`) run on one worker, but {} worker lcores \
+                 {lcores:?} are configured; set dataplane.worker_lcores = [{}] or give \
+                 dpdk.eal_args `-l` a single lcore (see docs/routed.md, \"Several workers\")",
+                config.path.display(),
+                lcores.len(),
+                lcores[0]
+            );
+        }
         let workers = u16::try_from(lcores.len()).context("too many workers")?;
         let ports = u16::try_from(config.ports.len()).context("too many ports")?;
         let needed = mbufs_needed(
@@ -251,6 +255,26 @@ mod imp {
             );
         }
 
+        // Routed mode: the gateway's MAC on a port without `mac` is the port's own.
+        let router_config = config
+            .routing
+            .as_ref()
+            .map(|r| r.router_config(|p| infos.get(usize::from(p)).map_or([0; 6], |i| i.mac)));
+        if let Some(rc) = &router_config {
+            for p in &rc.ports {
+                let addrs: Vec<String> =
+                    p.v4.map(|n| n.to_string())
+                        .into_iter()
+                        .chain(p.v6.map(|n| n.to_string()))
+                        .collect();
+                eprintln!(
+                    "septa: routed port {}: gateway {} at mac {}",
+                    p.port,
+                    addrs.join(", "),
+                    mac(&p.mac)
+                );
+            }
+        }
         let pairs: Vec<_> = config.pairs.iter().map(|&(a, b, _)| (a, b)).collect();
         let bridge = Bridge::new(ports, &pairs).context("port pairs")?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -278,17 +302,35 @@ mod imp {
         // Made right before the workers, whose event clocks start at 0 when they are made.
         let flows = control.map(ControlHost::flow_adapter);
         let mut inline_worker: Option<(Worker, DpdkIo)> = None;
+        let mut ml = crate::ml_host::start_for_run(
+            config.ml.as_ref(),
+            lcores.len(),
+            control.map(ControlHost::anomalies),
+        );
+        let mut samplers = ml
+            .as_mut()
+            .map(crate::ml_host::MlHost::take_samplers)
+            .unwrap_or_default()
+            .into_iter();
         let started = Instant::now();
         for (lcore, mut io) in lcores.iter().copied().zip(ios.drain(..)) {
             let (sink, source) = events::ring(config.event_ring);
             drain.push(source);
-            let state = WorkerState::new(&config.state, sink).with_context(|| {
+            let mut state = WorkerState::new(&config.state, sink).with_context(|| {
                 format!(
                     "{}: dataplane flow/fragment table settings",
                     config.path.display()
                 )
             })?;
+            if let Some(s) = samplers.next() {
+                state.set_sampler(s);
+            }
             let mut worker = Worker::with_state(bridge.clone(), enforced.decision(), state);
+            if let Some(rc) = &router_config {
+                let router = Router::new(rc, worker.state().now())
+                    .with_context(|| format!("{}: routed-mode settings", config.path.display()))?;
+                worker.set_router(router);
+            }
             counters.push(Arc::clone(worker.counters()));
             if lcore == eal.main_lcore() {
                 inline_worker = Some((worker, io));
@@ -297,6 +339,7 @@ mod imp {
             let stop = Arc::clone(&stop);
             eal.launch(lcore, move || {
                 worker.run(&mut io, &stop);
+                report_router(&worker);
                 // The monitor (or main) drains concurrently; a ring overflow is counted.
                 while worker.flush(1024) > 0 {}
                 0
@@ -325,6 +368,7 @@ mod imp {
         };
         if let Some((mut worker, mut io)) = inline_worker {
             worker.run(&mut io, &stop);
+            report_router(&worker);
             while worker.flush(1024) > 0 {}
         }
         // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
@@ -340,8 +384,28 @@ mod imp {
         stop_ports(&infos).context("stopping the ports")?;
         let stats = Stats::collect(counters.iter().map(|c| &**c));
         report(&stats, &infos, forwarding, &events, opts.json)?;
+        if let Some(m) = ml {
+            eprintln!("septa: {}", m.stop());
+        }
         close_ports(&infos).context("closing the ports")?;
         Ok(())
+    }
+
+    /// Routed mode: the worker's slow-path counters, once it stopped.
+    fn report_router(worker: &Worker) {
+        if let Some(r) = worker.router() {
+            let s = r.stats();
+            eprintln!(
+                "septa: router: {} frames to the gateway, {} time exceeded sent ({} suppressed), \
+                 {} solicitations, {} neighbours learnt, {} generated frames lost (ring full)",
+                s.local,
+                s.icmp_errors,
+                s.icmp_suppressed,
+                s.solicitations,
+                s.neighbours_learnt,
+                s.tx_ring_full
+            );
+        }
     }
 
     /// The lcores to run workers on: as configured (each must be enabled in the EAL), else every

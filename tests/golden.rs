@@ -447,7 +447,7 @@ fn replay_enforces_the_demo_policy_flow_by_flow() {
     for want in [
         "denied by conduit no-it-to-ot (deny) it -> ot-plc: any protocol (demo-hospital: spec.conduits[0].services[0]), rule 1 (deny/enforce)",
         "would be denied (monitor mode, forwarded) by default deny for zone ot-hmi",
-        "needs L7 inspection, which is unavailable: forwarded (monitor mode) and counted as would-deny by conduit hmi-to-plc",
+        "inspected by its L7 conduit: forwarded (monitor mode; refusals counted as would-deny) by conduit hmi-to-plc",
         "would deny            2",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

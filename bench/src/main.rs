@@ -7,6 +7,7 @@ mod classbench;
 mod forward;
 mod learn;
 mod ml;
+mod pipeline;
 
 #[derive(Parser)]
 #[command(name = "septa-bench", about = "Septa benchmarks")]
@@ -27,6 +28,8 @@ enum Command {
     History(learn::HistoryArgs),
     /// ML inference rows/s at batch 1/32/256 and the feature sampler's per-packet cost.
     Ml(ml::Args),
+    /// The stateful worker's packet rate with L7 inspection and feature sampling on vs off.
+    Pipeline(pipeline::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Recommend(args) => learn::recommend_run(args),
         Command::History(args) => learn::history_run(args),
         Command::Ml(args) => ml::run(args),
+        Command::Pipeline(args) => pipeline::run(args),
     }
 }

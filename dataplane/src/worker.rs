@@ -8,8 +8,10 @@
 //! burst or dropped and counted under one [`DropReason`].
 //!
 //! Bridge mode is a bump in the wire: a packet received on one port of a pair leaves on the
-//! other, unmodified. The peer is looked up per burst ([`Bridge::peer`]), which is where a
-//! routed port pair will branch off (MAC rewrite, TTL) without touching the decision path.
+//! other, unmodified. The peer is looked up per burst ([`Bridge::peer`]). Ports of a routed pair
+//! ([`Worker::set_router`]) branch off there: they are routed first (MAC rewrite, TTL, the
+//! gateway's own ARP/ND/ping), then go through the same decision path with the egress port the
+//! route chose as their peer (`worker/routed.rs`, `docs/routed.md`).
 //!
 //! The policy is applied per burst in one place, [`Worker::poll`]. The fixed placeholders
 //! ([`Decision::AllowAll`], [`Decision::DenyAll`]) decide packet by packet and track nothing
@@ -21,6 +23,7 @@
 //! in one [`septa_classifier::RuleTable::classify_burst`] call and the result is cached in the flow. Replies and
 //! related ICMP errors get the decision of the flow's original direction.
 
+mod routed;
 mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +37,7 @@ use crate::error::BridgeError;
 use crate::events::EventSink;
 use crate::io::{Burst, PacketBuf, PacketIo, PortId};
 use crate::parse::{L3, ParsedPacket, parse};
+use crate::route::Router;
 pub use state::{Clock, StateConfig, TICKS_PER_SECOND, WorkerState};
 
 /// The classifier's answer for one flow (which rule, what action, which mode, which clause).
@@ -270,6 +274,8 @@ pub struct Worker {
     bridge: Bridge,
     decision: Decision,
     state: WorkerState,
+    /// Routed mode: frames received on the router's ports go through it (`worker/routed.rs`).
+    router: Option<Router>,
 }
 
 impl Worker {
@@ -288,7 +294,20 @@ impl Worker {
             bridge,
             decision,
             state,
+            router: None,
         }
+    }
+
+    /// Route the router's ports (routed mode, `docs/routed.md`): frames received on them are
+    /// routed instead of bridged, and the gateway's own answers are sent once per poll. The
+    /// router's clock is the worker's ([`WorkerState::now`]).
+    pub fn set_router(&mut self, router: Router) {
+        self.router = Some(router);
+    }
+
+    /// The router, in routed mode (neighbours, routes, slow-path counters).
+    pub fn router(&self) -> Option<&Router> {
+        self.router.as_ref()
     }
 
     /// The worker's counters; clone the `Arc` to read them from a stats thread.
@@ -330,6 +349,20 @@ impl Worker {
             }
             let received_here = rx.len();
             received += received_here;
+            if let Some(router) = self.router.as_mut().filter(|r| r.is_routed(port)) {
+                let rx_bytes = routed::burst(
+                    router,
+                    &mut self.decision,
+                    &mut self.state,
+                    &self.counters,
+                    io,
+                    port,
+                    &mut rx,
+                    obs,
+                );
+                self.counters.rx(port, received_here, rx_bytes);
+                continue;
+            }
             let peer = self.bridge.peer(port);
             let mut tx: Burst<IO::Buf> = Burst::new();
             for pkt in &rx {
@@ -373,6 +406,9 @@ impl Worker {
                     tx.clear();
                 }
             }
+        }
+        if let Some(router) = &mut self.router {
+            routed::transmit_local(router, &self.counters, io, self.state.now());
         }
         if received == 0
             && let Decision::Table(reader) = &mut self.decision

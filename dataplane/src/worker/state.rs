@@ -16,6 +16,8 @@
 //!    is rare and still allocation-free.
 
 use std::hash::{BuildHasher, Hasher};
+
+use arrayvec::ArrayVec;
 use std::time::Instant;
 
 use septa_classifier::{
@@ -30,10 +32,12 @@ use crate::error::StateConfigError;
 use crate::events::{
     DenyRecord, EndReason, EventAction, EventDecision, EventSink, FlowEnd, FlowEvent, FlowStart,
 };
-use crate::flow::{CachedDecision, FlowEntry, FlowId, FlowTable, FlowTableConfig, Lookup};
+use crate::flow::{CachedDecision, FlowEntry, FlowId, FlowTable, FlowTableConfig, HashedKey};
 use crate::frag::{FragConfig, FragTable, fragment_info};
 use crate::io::{BURST, Burst, PacketBuf, PortId};
+use crate::l7::{L7Inspector, L7Judgement};
 use crate::parse::{Fragment, ParsedPacket, parse};
+use crate::sample::Sampler;
 
 /// Ticks of the worker clock per second: the clock counts microseconds.
 pub const TICKS_PER_SECOND: u64 = 1_000_000;
@@ -51,6 +55,9 @@ pub struct StateConfig {
     pub fail_open: bool,
     /// Flows and datagrams aged per poll at most (bounds the work of one poll).
     pub expire_budget: usize,
+    /// TCP flows under a function-code conduit inspected at once (the L7 stream slab, 76
+    /// bytes each; see `l7/inspect.rs`). Beyond it their payload fails closed (`l7_unavailable`).
+    pub l7_flows: usize,
 }
 
 impl StateConfig {
@@ -62,6 +69,7 @@ impl StateConfig {
             frags: FragConfig::new((capacity / 16).max(64), TICKS_PER_SECOND),
             fail_open: false,
             expire_budget: 64,
+            l7_flows: (capacity / 4).clamp(1, 1 << 16),
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct WorkerState {
     flows: FlowTable<Conn>,
     frags: FragTable<FragVerdict>,
     events: EventSink,
+    l7: L7Inspector,
+    sampler: Option<Sampler>,
     fail_open: bool,
     budget: usize,
     clock: Clock,
@@ -131,6 +141,8 @@ impl WorkerState {
             flows: FlowTable::new(&cfg.flows, random_key())?,
             frags: FragTable::new(&cfg.frags, random_key())?,
             events,
+            l7: L7Inspector::new(cfg.l7_flows),
+            sampler: None,
             fail_open: cfg.fail_open,
             budget: cfg.expire_budget.max(1),
             clock: Clock::Monotonic(Instant::now()),
@@ -159,6 +171,31 @@ impl WorkerState {
         &self.flows
     }
 
+    /// The function-code conduit state: L7 counters, stream slab, stats.
+    pub fn l7(&self) -> &L7Inspector {
+        &self.l7
+    }
+
+    /// Sample flow features for ML with `sampler` from now on (`sample.rs`).
+    pub fn set_sampler(&mut self, mut sampler: Sampler) {
+        sampler.bind(self.flows.capacity());
+        self.sampler = Some(sampler);
+    }
+
+    /// The feature sampler, if one is set.
+    pub fn sampler(&self) -> Option<&Sampler> {
+        self.sampler.as_ref()
+    }
+
+    /// Heap bytes of the connection state, all allocated up front: flow table (entries,
+    /// index, timer wheel), fragment table, L7 stream slab and, if set, the feature sampler.
+    pub fn memory_bytes(&self) -> usize {
+        self.flows.memory_bytes()
+            + self.frags.memory_bytes()
+            + self.l7.memory_bytes()
+            + self.sampler.as_ref().map_or(0, |s| s.memory_bytes())
+    }
+
     /// Datagrams tracked in the fragment table.
     pub fn fragments(&self) -> usize {
         self.frags.len()
@@ -175,8 +212,12 @@ impl WorkerState {
     /// Age flows and fragments up to `now`, within the budget.
     #[inline]
     pub(super) fn expire(&mut self) {
-        let (now, events) = (self.now, &self.events);
+        let (now, events, l7, smp) = (self.now, &self.events, &mut self.l7, &mut self.sampler);
         self.flows.expire(now, self.budget, |e| {
+            l7.release_ended(e.l7);
+            if let Some(s) = smp {
+                s.flow_end(e);
+            }
             events.emit(FlowEvent::End(flow_end(e, now, None)));
         });
         self.frags.expire(now, self.budget);
@@ -184,10 +225,44 @@ impl WorkerState {
 
     /// Remove up to `budget` flows, reporting each; returns how many were removed.
     pub(super) fn flush(&mut self, budget: usize) -> usize {
-        let (now, events) = (self.now, &self.events);
+        let (now, events, l7, smp) = (self.now, &self.events, &mut self.l7, &mut self.sampler);
         self.flows.expire(u64::MAX >> 2, budget, |e| {
+            l7.release_ended(e.l7);
+            if let Some(s) = smp {
+                s.flow_end(e);
+            }
             events.emit(FlowEvent::End(flow_end(e, now, Some(EndReason::Flushed))));
         })
+    }
+
+    /// Pass 3's fast path, for most packets of an established workload: a packet (not a
+    /// fragment, not an ICMP error) of a tracked flow whose pass-1 lookup is still exact and
+    /// whose cached decision is current (`epoch`) and a plain allow. Runs conntrack and
+    /// returns the cached decision, or the conntrack refusal. `None`: not such a packet; take
+    /// [`Self::packet`], which handles this case identically (and every other one).
+    #[inline(always)]
+    fn established(
+        &mut self,
+        epoch: u64,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+        found: &Found,
+    ) -> Option<Result<CachedDecision, DropReason>> {
+        if pkt.fragment != Fragment::None {
+            return None;
+        }
+        let (id, dir) = found.current_hit(&self.flows)?;
+        let d = self.flows.entry(id).decision;
+        if !d.is_current(epoch) || d.action != ACT_ALLOW {
+            return None;
+        }
+        let r = conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now);
+        if r.is_ok()
+            && let Some(s) = &mut self.sampler
+        {
+            s.on_packet(self.flows.entry_mut(id), pkt, frame, self.now);
+        }
+        Some(r.map(|_| d))
     }
 
     /// The verdict for one IP packet with a peer port. `decide` returns the rule table's
@@ -220,9 +295,9 @@ impl WorkerState {
             match conntrack::begin_found(&mut self.flows, pkt, frame, self.now, found) {
                 Err(r) => return (Verdict::Drop(r), None),
                 Ok(Begun::Tracked { id, .. } | Begun::Related { id, .. }) => {
-                    self.tracked(id, table, decide)
+                    self.tracked(id, pkt, frame, table, decide)
                 }
-                Ok(Begun::New(new)) => self.new_flow(new, pkt, table, decide),
+                Ok(Begun::New(new)) => self.new_flow(new, pkt, frame, table, decide),
                 // Only non-IP frames and non-first fragments are untracked, both handled above.
                 Ok(Begun::Untracked) => match table {
                     Some(_) => {
@@ -257,11 +332,16 @@ impl WorkerState {
     fn tracked(
         &mut self,
         id: FlowId,
+        pkt: &ParsedPacket,
+        frame: &[u8],
         table: Option<&RuleTable>,
         decide: &impl Fn(&FlowKey) -> RuleDecision,
     ) -> (Verdict, Option<RuleDecision>, Option<DropReason>) {
         let now = self.now;
         let e = self.flows.entry_mut(id);
+        if let Some(s) = &mut self.sampler {
+            s.on_packet(e, pkt, frame, now);
+        }
         let Some(t) = table else {
             // Only flows admitted fail-open exist before a policy is installed.
             return (Verdict::Forward, None, None);
@@ -270,12 +350,25 @@ impl WorkerState {
         if fresh {
             let d = decide(&classifier_key(&e.key()));
             e.decision = cache(&d, t.epoch());
+            self.l7.reclassified(&mut e.l7, conduit(t, &d));
         }
         let d = uncache(&e.decision);
-        let (v, would) = judge(&d);
+        let (v, would, l7_first) = match d.action {
+            Action::Inspect(_) => {
+                let key = e.key();
+                let j = self
+                    .l7
+                    .packet(Some(&mut e.l7), conduit(t, &d), d.mode, &key, pkt, frame);
+                (j.verdict, j.would, j.first)
+            }
+            _ => {
+                let (v, w) = judge(&d);
+                (v, w, false)
+            }
+        };
         let refused = match v {
             Verdict::Drop(r) => Some((r, false)),
-            Verdict::Forward => would.filter(|_| fresh).map(|r| (r, true)),
+            Verdict::Forward => would.filter(|_| fresh || l7_first).map(|r| (r, true)),
         };
         if let Some((reason, would_deny)) = refused {
             let key = e.key();
@@ -295,6 +388,7 @@ impl WorkerState {
         &mut self,
         new: NewFlow,
         pkt: &ParsedPacket,
+        frame: &[u8],
         table: Option<&RuleTable>,
         decide: &impl Fn(&FlowKey) -> RuleDecision,
     ) -> (Verdict, Option<RuleDecision>, Option<DropReason>) {
@@ -324,13 +418,26 @@ impl WorkerState {
             };
         };
         let d = decide(&pkt.key);
-        let (v, would) = judge(&d);
+        let (v, would) = match d.action {
+            // A UDP datagram is judged before its flow is admitted; a TCP SYN carries nothing.
+            Action::Inspect(_) => {
+                let j: L7Judgement =
+                    self.l7
+                        .packet(None, conduit(t, &d), d.mode, &pkt.key, pkt, frame);
+                (j.verdict, j.would)
+            }
+            _ => judge(&d),
+        };
         let ed = event_decision(&d, t.epoch());
         match v {
             Verdict::Forward => match conntrack::commit(&mut self.flows, new, now) {
                 Ok(id) => {
                     let e = self.flows.entry_mut(id);
                     e.decision = cache(&d, t.epoch());
+                    if let Some(s) = &mut self.sampler {
+                        s.flow_start(id.slot(), e, now);
+                        s.on_packet(e, pkt, frame, now);
+                    }
                     let key = e.key();
                     self.events.emit(FlowEvent::Start(FlowStart {
                         key,
@@ -361,6 +468,16 @@ impl WorkerState {
                 (v, Some(d), None)
             }
         }
+    }
+}
+
+/// The function-code conduit of an inspect decision, from the same table (hook ids index
+/// only their own table's list).
+#[inline]
+fn conduit<'t>(t: &'t RuleTable, d: &RuleDecision) -> Option<&'t septa_l7::L7Constraint> {
+    match d.action {
+        Action::Inspect(h) => t.l7_constraint(h),
+        _ => None,
     }
 }
 
@@ -466,6 +583,7 @@ fn flow_end(e: &FlowEntry<Conn>, now: u64, flushed: Option<EndReason>) -> FlowEn
         } else {
             event_decision(&uncache(&e.decision), e.decision.epoch)
         },
+        l7: septa_l7::L7Proto::from_u8(e.l7.proto).unwrap_or_default(),
     }
 }
 
@@ -499,12 +617,12 @@ fn wanted_key(
     found: &Found,
     epoch: u64,
 ) -> Option<FlowKey> {
-    match found.lookup {
-        Lookup::Hit { id, .. } => {
+    match found.at.id() {
+        Some(id) => {
             let e = flows.entry(id);
             (!e.decision.is_current(epoch)).then(|| classifier_key(&e.key()))
         }
-        Lookup::Miss(_) => (!found.error).then_some(pkt.key),
+        None => (!found.error).then_some(pkt.key),
     }
 }
 
@@ -526,36 +644,53 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
     tx: &mut Burst<B>,
     obs: &mut O,
 ) -> (usize, usize) {
-    let mut parsed: [Option<ParsedPacket>; BURST] = [None; BURST];
+    // Parsed in place (the parse result is not moved again).
+    let mut parsed: [Result<ParsedPacket, DropReason>; BURST] =
+        [Err(DropReason::MalformedL2); BURST];
     // `None`: an IP packet for the state machine; `Some`: decided already.
     let mut early: [Option<Verdict>; BURST] = [None; BURST];
     let mut slot = [NO_KEY; BURST];
     let mut found: [Option<Found>; BURST] = [None; BURST];
     let mut keys = [FlowKey::default(); BURST];
     let mut n_keys = 0;
+    // Pass 1a: parse in place; hash the flow keys of the packets looked up under their own key
+    // (no table memory touched yet).
+    let mut hashed: ArrayVec<(u8, HashedKey), BURST> = ArrayVec::new();
     for (i, pkt) in rx.iter().enumerate() {
-        match parse(pkt.data()) {
-            Err(reason) => early[i] = Some(Verdict::Drop(reason)),
-            Ok(mut p) => {
+        parsed[i] = parse(pkt.data());
+        match &mut parsed[i] {
+            Err(reason) => early[i] = Some(Verdict::Drop(*reason)),
+            Ok(p) => {
                 p.key.in_port = port;
                 if peer.is_none() {
                     early[i] = Some(Verdict::Drop(DropReason::NoPeerPort));
                 } else if !p.is_ip() {
                     early[i] = Some(non_ip_verdict(p.l3));
-                } else if let Ok(Some(f)) = conntrack::find(&state.flows, &p, pkt.data()) {
-                    // Pass 3 reuses this lookup while no flow is inserted or removed.
+                } else if conntrack::keyed_by_packet(p) {
+                    // i < BURST = 32, so it fits in a byte.
+                    hashed.push((i as u8, state.flows.hash_key(&p.key)));
+                } else if let Ok(Some(f)) = conntrack::find(&state.flows, p, pkt.data()) {
+                    // ICMP: errors are looked up by the flow they quote.
                     found[i] = Some(f);
-                    if let Some(t) = table
-                        && let Some(k) = wanted_key(&state.flows, &p, &f, t.epoch())
-                    {
-                        keys[n_keys] = k;
-                        // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
-                        slot[i] = n_keys as u8;
-                        n_keys += 1;
-                    }
                 }
-                parsed[i] = Some(p);
             }
+        }
+    }
+    // Pass 1b: probe the index for every hashed key (independent loads the CPU overlaps) and
+    // see which flows need a classification. Pass 3 reuses these lookups while no flow is
+    // inserted or removed.
+    let mut next_hashed = hashed.iter().peekable();
+    for i in 0..rx.len() {
+        if let Some((_, h)) = next_hashed.next_if(|(j, _)| usize::from(*j) == i) {
+            found[i] = Some(Found::hashed(&state.flows, h, false));
+        }
+        if let (Some(t), Some(f), Ok(p)) = (table, &found[i], &parsed[i])
+            && let Some(k) = wanted_key(&state.flows, p, f, t.epoch())
+        {
+            keys[n_keys] = k;
+            // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
+            slot[i] = n_keys as u8;
+            n_keys += 1;
         }
     }
     // First-match rule indices (4 bytes a key); pass 3 resolves the ones it uses.
@@ -570,9 +705,19 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
     for (i, pkt) in rx.drain(..).enumerate() {
         let len = pkt.data().len();
         rx_bytes += len;
-        let p = parsed[i].as_ref();
+        let p = parsed[i].as_ref().ok();
         let (verdict, rule) = match (early[i], p) {
             (Some(v), _) => (v, None),
+            (None, Some(p))
+                if let (Some(t), Some(f)) = (table, &found[i])
+                    && let Some(r) = state.established(t.epoch(), p, pkt.data(), f) =>
+            {
+                // Established flow, current allow (see `WorkerState::established`).
+                match r {
+                    Ok(c) => (Verdict::Forward, Some(uncache(&c))),
+                    Err(reason) => (Verdict::Drop(reason), None),
+                }
+            }
             (None, Some(p)) => {
                 let s = usize::from(slot[i]);
                 let decide = |k: &FlowKey| match table {
