@@ -2,7 +2,7 @@
 
 use septa_classifier::FlowKey;
 
-use super::TimeoutClass;
+use super::{TimeoutClass, Timeouts};
 
 /// The worker's per-flow L7 and sampling slot: indices into per-worker side slabs (so the
 /// entry does not carry the 64-byte stream state of the few inspected flows) and the
@@ -104,10 +104,12 @@ pub struct FlowEntry<S> {
     pub(super) packets: [u64; 2],
     pub(super) bytes: [u64; 2],
     pub(super) first_seen: u64,
+    /// Tick of the latest packet. The expiry is not stored: it is always
+    /// `last_seen + timeouts.get(class)` (saturating), see [`FlowEntry::expires_with`].
     pub(super) last_seen: u64,
-    pub(super) expires: u64,
-    /// Wheel slot time (absolute, in slot units) of the list the entry is on.
-    pub(super) sched: u64,
+    /// Slot time (slot units, low 32 bits) at which the wheel visits the entry: within one
+    /// revolution of the cursor when linked, so wrapping comparisons on it are exact.
+    pub(super) sched: u32,
     pub(super) hash: u32,
     pub(super) wheel_next: u32,
     pub(super) wheel_prev: u32,
@@ -157,9 +159,11 @@ impl<S> FlowEntry<S> {
         self.last_seen
     }
 
-    /// Tick at which the flow expires unless refreshed.
-    pub const fn expires(&self) -> u64 {
-        self.expires
+    /// Tick at which the flow expires unless refreshed, under `timeouts` (the table's: see
+    /// [`FlowTable::expires`](super::FlowTable::expires)).
+    #[inline]
+    pub fn expires_with(&self, timeouts: &Timeouts) -> u64 {
+        self.last_seen.saturating_add(timeouts.get(self.class))
     }
 
     /// The timeout class in force.

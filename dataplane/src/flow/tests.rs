@@ -82,7 +82,8 @@ fn touch_counts_per_direction_and_tracks_time() {
         (2, 1600)
     );
     assert_eq!((e.first_seen(), e.last_seen()), (10, 30));
-    assert_eq!(e.expires(), 30 + 432_000_000);
+    assert_eq!(t.expires(id), 30 + 432_000_000);
+    assert_eq!(e.expires_with(t.timeouts()), 30 + 432_000_000);
     assert_eq!(e.timeout_class(), TimeoutClass::TcpEstablished);
 }
 
@@ -185,6 +186,46 @@ fn timeouts_longer_than_a_revolution_and_clock_jumps() {
 }
 
 #[test]
+fn timers_stay_exact_across_the_32_bit_wrap_of_slot_time() {
+    // One tick per slot, so slot time crosses 2^32 (where the entry's 32-bit visit time
+    // wraps) a few hundred ticks after the start.
+    let mut c = cfg(8);
+    c.wheel_shift = 0;
+    c.wheel_slots = 4096;
+    c.timeouts.set(TimeoutClass::TcpEstablished, 3_000);
+    c.timeouts.set(TimeoutClass::TcpClose, 10);
+    c.timeouts.set(TimeoutClass::TcpSynSent, u64::MAX);
+    let mut t = FlowTable::<State>::new(&c, [1, 2]).unwrap();
+    let base = (1u64 << 32) - 1_000;
+    assert_eq!(t.expire(base, usize::MAX, |_| {}), 0);
+    // Visit time base + 3000 wraps to 2000; a close at base + 1 moves the expiry before it
+    // (but not below it in 32-bit arithmetic): the entry must still be relinked.
+    let a = add(&mut t, &key(1), base).unwrap().id;
+    t.touch(a, Direction::Reply, 1, TimeoutClass::TcpEstablished, base);
+    t.touch(a, Direction::Reply, 1, TimeoutClass::TcpClose, base + 1);
+    assert_eq!(t.expires(a), base + 11);
+    // A flow that never times out (saturating expiry) stays, re-slotted each revolution.
+    let b = add(&mut t, &key(2), base).unwrap().id;
+    assert_eq!(t.expires(b), u64::MAX);
+    assert_eq!(t.expire(base + 10, usize::MAX, |_| {}), 0);
+    let mut gone = Vec::new();
+    assert_eq!(t.expire(base + 11, usize::MAX, |e| gone.push(e.key())), 1);
+    assert_eq!(gone, [key(1)]);
+    assert_eq!(t.expire(base + 20_000, usize::MAX, |_| {}), 0);
+    // Shortened after many revolutions, it expires on time.
+    t.touch(
+        b,
+        Direction::Original,
+        1,
+        TimeoutClass::TcpClose,
+        base + 20_001,
+    );
+    assert_eq!(t.expire(base + 20_010, usize::MAX, |_| {}), 0);
+    assert_eq!(t.expire(base + 20_011, usize::MAX, |_| {}), 1);
+    assert!(t.is_empty());
+}
+
+#[test]
 fn expiry_budget_bounds_work_and_resumes() {
     let mut t = table(64);
     for i in 0..50 {
@@ -250,6 +291,11 @@ fn config_is_validated() {
     ));
     c.max_half_open = 4;
     c.wheel_slots = 100;
+    assert!(matches!(
+        FlowTable::<State>::new(&c, [0, 0]),
+        Err(FlowConfigError::Wheel)
+    ));
+    c.wheel_slots = MAX_WHEEL_SLOTS * 2;
     assert!(matches!(
         FlowTable::<State>::new(&c, [0, 0]),
         Err(FlowConfigError::Wheel)

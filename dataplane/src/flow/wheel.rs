@@ -7,11 +7,16 @@ impl<S: Copy + Default> FlowTable<S> {
     /// Put `slot` on the wheel list of its expiry (never before the cursor).
     pub(super) fn wheel_link(&mut self, slot: u32) {
         let i = slot as usize;
-        let at = (self.entries[i].expires >> self.wheel_shift).max(self.cursor);
+        let at =
+            (self.entries[i].expires_with(&self.timeouts) >> self.wheel_shift).max(self.cursor);
+        // The time the wheel reaches slot `at & mask`: `at` itself within one revolution,
+        // earlier for a longer timeout (the entry is re-slotted then, once per revolution).
+        let at = self.cursor + ((at - self.cursor) & self.wheel_mask);
         let s = (at & self.wheel_mask) as usize;
         let head = self.wheel[s];
         let e = &mut self.entries[i];
-        e.sched = at;
+        // Low 32 bits only: see `visits_late`.
+        e.sched = at as u32;
         e.wheel_prev = NIL;
         e.wheel_next = head;
         if head != NIL {
@@ -20,21 +25,19 @@ impl<S: Copy + Default> FlowTable<S> {
         self.wheel[s] = slot;
     }
 
+    /// Take a live entry off its wheel list (or off the pending list `expire` is walking).
     pub(super) fn wheel_unlink(&mut self, slot: u32) {
         let i = slot as usize;
         let (prev, next, sched) = {
             let e = &self.entries[i];
             (e.wheel_prev, e.wheel_next, e.sched)
         };
-        if sched == u64::MAX {
-            return;
-        }
         if prev != NIL {
             self.entries[prev as usize].wheel_next = next;
         } else if self.pending == slot {
             self.pending = next;
         } else {
-            let s = (sched & self.wheel_mask) as usize;
+            let s = (u64::from(sched) & self.wheel_mask) as usize;
             debug_assert_eq!(self.wheel[s], slot);
             self.wheel[s] = next;
         }
@@ -86,10 +89,15 @@ impl<S: Copy + Default> FlowTable<S> {
 
     /// Take a live entry out of the index and every list and return its slot to the free list.
     pub(super) fn unlink_all(&mut self, slot: u32) {
+        self.wheel_unlink(slot);
+        self.release(slot);
+    }
+
+    /// [`Self::unlink_all`] for an entry already off the wheel (detached by `expire`).
+    pub(super) fn release(&mut self, slot: u32) {
         let i = slot as usize;
         self.generation += 1;
         self.index.remove(self.entries[i].hash, slot);
-        self.wheel_unlink(slot);
         if self.entries[i].embryonic {
             self.half_unlink(slot);
         }
