@@ -300,3 +300,96 @@ fn retransmissions_are_not_fed_again_and_gaps_are_dropped() {
     assert_eq!(l7.stats().out_of_order, 1);
     assert_eq!(l7.stats().retransmitted, 1);
 }
+
+/// Where a frame's TCP payload starts (untagged IPv4, as the sample conversations are).
+fn tcp_payload_offset(frame: &[u8]) -> usize {
+    let l4 = 14 + usize::from(frame[14] & 0x0f) * 4;
+    l4 + usize::from(frame[l4 + 12] >> 4) * 4
+}
+
+#[test]
+fn a_harmless_segment_sent_ahead_does_not_let_an_earlier_write_through() {
+    // Bytes start at the client's initial sequence number + 1, learnt from the SYN-ACK: a read
+    // sent first at a later sequence number is a gap (dropped), and the write that fills it is
+    // inspected, not waved through as a "retransmission" of bytes never seen.
+    let cell = TableCell::new(table(read_only_modbus()));
+    let mut w = worker(&cell, &StateConfig::new(1024));
+    let mut io = MemoryIo::new(2);
+    let msgs = [
+        (Side::Client, modbus_request(1, 1, 6, 7, 1)),
+        (Side::Client, modbus_request(2, 1, 3, 0, 2)),
+    ];
+    let (frames, at) = talk(PLC, 502, 40020, &msgs, false);
+    assert_eq!(send(&mut w, &mut io, &frames[..3]), [true; 3]);
+    let (write, read) = (frames[at[0]].clone(), frames[at[1]].clone());
+    assert_eq!(send(&mut w, &mut io, &[read, write]), [false, false]);
+    assert_eq!(w.state().l7().stats().out_of_order, 1);
+    assert_eq!(stats(&w).drops(DropReason::L7Denied), 1);
+}
+
+#[test]
+fn a_corrupt_segment_is_not_inspected_in_place_of_its_valid_twin() {
+    // A read with a bad TCP checksum (the PLC would discard it) is dropped before inspection,
+    // so the valid write at the same sequence number is inspected and dropped.
+    let cell = TableCell::new(table(read_only_modbus()));
+    let mut w = worker(&cell, &StateConfig::new(1024));
+    let mut io = MemoryIo::new(2);
+    let msgs = [(Side::Client, modbus_request(1, 1, 6, 7, 1))];
+    let (frames, at) = talk(PLC, 502, 40021, &msgs, false);
+    assert_eq!(send(&mut w, &mut io, &frames[..3]), [true; 3]);
+    let write = frames[at[0]].clone();
+    let mut corrupt = write.clone();
+    let fc = tcp_payload_offset(&corrupt.1) + 7;
+    assert_eq!(corrupt.1[fc], 6, "the write's function code");
+    corrupt.1[fc] = 3; // now a read, with the write's checksum
+    assert_eq!(send(&mut w, &mut io, &[corrupt, write]), [false, false]);
+    assert_eq!(w.state().l7().stats().bad_checksum, 1);
+    assert_eq!(stats(&w).drops(DropReason::L7Unavailable), 1);
+    assert_eq!(stats(&w).drops(DropReason::L7Denied), 1);
+}
+
+#[test]
+fn a_connection_that_becomes_inspected_mid_stream_fails_closed_in_enforce_mode() {
+    // Its handshake went by under a plain allow: where its bytes begin is unknown, so its
+    // payload cannot be judged and is dropped (the client reconnects and is inspected).
+    let allow = Rule {
+        dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::from(PLC), 32)),
+        ..Rule::any(1, Action::Allow)
+    };
+    let cell = TableCell::new(compile(&[allow]).unwrap());
+    let mut w = worker(&cell, &StateConfig::new(1024));
+    let mut io = MemoryIo::new(2);
+    let msgs = [
+        (Side::Client, modbus_request(1, 1, 3, 0, 2)),
+        (Side::Client, modbus_request(2, 1, 3, 0, 2)),
+    ];
+    let (frames, at) = talk(PLC, 502, 40022, &msgs, false);
+    assert_eq!(send(&mut w, &mut io, &frames[..=at[0]]), [true; 4]);
+    cell.publish(table(read_only_modbus()));
+    assert_eq!(send(&mut w, &mut io, &[frames[at[1]].clone()]), [false]);
+    assert_eq!(w.state().l7().stats().unseeded, 1);
+    assert_eq!(stats(&w).drops(DropReason::L7Unavailable), 1);
+}
+
+#[test]
+fn an_evicted_half_open_flow_gives_its_stream_back() {
+    // The stream is taken at the SYN-ACK, while the flow is still half-open: when a new flow
+    // evicts it, the entry must return to the slab, or a SYN-ACK flood would exhaust it.
+    let cell = TableCell::new(table(read_only_modbus()));
+    let mut cfg = StateConfig {
+        l7_flows: 1,
+        ..StateConfig::new(1024)
+    };
+    cfg.flows.max_half_open = 1;
+    let mut w = worker(&cell, &cfg);
+    let mut io = MemoryIo::new(2);
+    let read = [(Side::Client, modbus_request(1, 1, 3, 0, 2))];
+    let (a, _) = talk(PLC, 502, 40030, &read, false);
+    let (b, _) = talk(PLC, 502, 40031, &read, false);
+    // A: SYN and SYN-ACK only (its stream is taken); B's SYN evicts it.
+    assert_eq!(send(&mut w, &mut io, &a[..2]), [true; 2]);
+    assert_eq!(w.state().l7().active(), 1);
+    assert_eq!(send(&mut w, &mut io, &b), [true; 4]);
+    assert_eq!(w.state().l7().stats().slab_full, 0);
+    assert_eq!(w.state().l7().active(), 1);
+}

@@ -76,7 +76,7 @@ use septa_classifier::FlowKey;
 
 use crate::drop::DropReason;
 use crate::flow::{
-    Direction, FlowId, FlowTable, HashedKey, Located, Refresh, TimeoutClass, Vacant,
+    Direction, FlowId, FlowTable, HashedKey, L7Slot, Located, Refresh, TimeoutClass, Vacant,
 };
 use crate::parse::{Fragment, ParsedPacket};
 pub use icmp::icmp_error_relation;
@@ -431,9 +431,19 @@ pub fn advance_found(
 /// Insert a new flow from [`begin`] (same table, no other insert in between) and account its
 /// first packet. `flow_table_full` when there is no room.
 pub fn commit(table: &mut FlowTable<Conn>, new: NewFlow, now: u64) -> Result<FlowId, DropReason> {
-    let id = table.insert(new.vacant, new.conn, new.class, now)?.id;
-    table.touch(id, Direction::Original, new.bytes, new.class, now);
-    Ok(id)
+    commit_evicting(table, new, now).map(|(id, _)| id)
+}
+
+/// [`commit`], also returning the side-state slots of a half-open flow evicted to make room
+/// (zero when none), for the caller to free.
+pub fn commit_evicting(
+    table: &mut FlowTable<Conn>,
+    new: NewFlow,
+    now: u64,
+) -> Result<(FlowId, L7Slot), DropReason> {
+    let r = table.insert(new.vacant, new.conn, new.class, now)?;
+    table.touch(r.id, Direction::Original, new.bytes, new.class, now);
+    Ok((r.id, r.evicted_l7))
 }
 
 /// [`begin`] then, for a new flow, [`commit`]: conntrack when every new flow is allowed (tests,

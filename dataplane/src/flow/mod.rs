@@ -31,10 +31,13 @@
 //!   hash) for every packet, then [`FlowTable::find_hashed`] for every packet, so the index loads
 //!   of a burst are independent of each other and overlap in the CPU.
 //! * Timers: a single-level wheel of `wheel_slots` lists, each `2^wheel_shift` ticks wide.
-//!   Refreshing a flow on a packet only stores its new expiry (lazy); when the wheel reaches the
-//!   slot, an entry that has been refreshed is moved to the slot of its new expiry. Only a
-//!   refresh that *shortens* the expiry (e.g. established → closed) relinks eagerly. Timeouts
-//!   longer than one wheel revolution are handled by the same re-slotting, once per revolution.
+//!   Refreshing a flow on a packet only stores its last-seen tick and timeout class (lazy; the
+//!   expiry is derived from them, not stored); when the wheel reaches the slot, an entry that
+//!   has been refreshed is moved to the slot of its new expiry. Only a refresh that *shortens*
+//!   the expiry (e.g. established → closed) relinks eagerly. Timeouts longer than one wheel
+//!   revolution are handled by the same re-slotting, once per revolution. An entry keeps the
+//!   slot time of its visit in 32 bits, compared with wrapping arithmetic (it is always within
+//!   a revolution of the cursor), which is why the wheel has at most [`MAX_WHEEL_SLOTS`] slots.
 //! * Expiry work is bounded per call ([`FlowTable::expire`] takes a budget), so the worker can
 //!   call it once per burst without a latency spike.
 
@@ -60,6 +63,8 @@ pub use timeout::{TimeoutClass, Timeouts};
 const NIL: u32 = u32::MAX;
 /// Largest supported capacity (the index stores `slot + 1` in 32 bits and needs 2x buckets).
 pub const MAX_CAPACITY: usize = 1 << 30;
+/// Most timer-wheel slots (entries keep their visit time in 32 bits; see `visits_late`).
+pub const MAX_WHEEL_SLOTS: usize = 1 << 30;
 
 /// Table sizing and timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +78,7 @@ pub struct FlowTableConfig {
     pub timeouts: Timeouts,
     /// Wheel slot width is `2^wheel_shift` ticks.
     pub wheel_shift: u32,
-    /// Number of wheel slots (a power of two).
+    /// Number of wheel slots (a power of two, at most [`MAX_WHEEL_SLOTS`]).
     pub wheel_slots: usize,
 }
 
@@ -102,8 +107,10 @@ pub enum FlowConfigError {
     /// Half-open cap 0.
     #[error("flow table half-open cap must be at least 1")]
     HalfOpen,
-    /// Wheel slots not a power of two, or shift ≥ 64.
-    #[error("timer wheel needs a power-of-two slot count and a shift below 64")]
+    /// Wheel slots not a power of two or above [`MAX_WHEEL_SLOTS`], or shift ≥ 64.
+    #[error(
+        "timer wheel needs a power-of-two slot count up to {MAX_WHEEL_SLOTS} and a shift below 64"
+    )]
     Wheel,
 }
 
@@ -154,6 +161,9 @@ pub struct Inserted {
     pub id: FlowId,
     /// A half-open flow was evicted to make room.
     pub evicted: bool,
+    /// The evicted flow's side-state slots (L7 stream, feature sample), which its owner must
+    /// free: an eviction has no expiry callback. All zero when nothing was evicted.
+    pub evicted_l7: L7Slot,
 }
 
 /// Table event counts (single writer: the owning worker; read them between bursts).
@@ -278,6 +288,17 @@ pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
     (k, swapped)
 }
 
+/// Would an entry whose expiry is in slot time `expires_slot` be visited by the wheel only
+/// after it (at `sched`, the low 32 bits of its visit time)? Wrapping comparison: `sched` is
+/// within one revolution (at most [`MAX_WHEEL_SLOTS`] slots) of the cursor and the expiry of a
+/// refresh is not before the cursor's slot, so a true "yes" is never more than a revolution
+/// apart; a far-future expiry that wraps can only answer "yes" wrongly, which costs one eager
+/// relink and nothing else.
+#[inline(always)]
+fn visits_late(expires_slot: u64, sched: u32) -> bool {
+    sched.wrapping_sub(expires_slot as u32) as i32 > 0
+}
+
 /// How a packet changed its flow, for [`FlowTable::track`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refresh {
@@ -299,7 +320,10 @@ impl<S: Copy + Default> FlowTable<S> {
         if cfg.max_half_open == 0 {
             return Err(FlowConfigError::HalfOpen);
         }
-        if !cfg.wheel_slots.is_power_of_two() || cfg.wheel_shift >= 64 {
+        if !cfg.wheel_slots.is_power_of_two()
+            || cfg.wheel_slots > MAX_WHEEL_SLOTS
+            || cfg.wheel_shift >= 64
+        {
             return Err(FlowConfigError::Wheel);
         }
         let blank = FlowEntry {
@@ -311,7 +335,6 @@ impl<S: Copy + Default> FlowTable<S> {
             bytes: [0; 2],
             first_seen: 0,
             last_seen: 0,
-            expires: 0,
             sched: 0,
             hash: 0,
             wheel_next: NIL,
@@ -491,12 +514,14 @@ impl<S: Copy + Default> FlowTable<S> {
         now: u64,
     ) -> Result<Inserted, FlowTableFull> {
         let mut evicted = false;
+        let mut evicted_l7 = L7Slot::default();
         if self.len == self.capacity() || self.half_len >= self.max_half_open {
             if self.half_head == NIL {
                 self.stats.full += 1;
                 return Err(FlowTableFull);
             }
             let victim = self.half_head;
+            evicted_l7 = self.entries[victim as usize].l7;
             self.unlink_all(victim);
             self.stats.evicted_half_open += 1;
             evicted = true;
@@ -511,7 +536,6 @@ impl<S: Copy + Default> FlowTable<S> {
                 .is_none(),
             "insert of a key already present"
         );
-        let expires = now.saturating_add(self.timeouts.get(class));
         self.entries[i] = FlowEntry {
             key: vacant.key,
             state,
@@ -521,7 +545,6 @@ impl<S: Copy + Default> FlowTable<S> {
             bytes: [0; 2],
             first_seen: now,
             last_seen: now,
-            expires,
             sched: 0,
             hash: vacant.hash,
             wheel_next: NIL,
@@ -543,6 +566,7 @@ impl<S: Copy + Default> FlowTable<S> {
         Ok(Inserted {
             id: FlowId(slot),
             evicted,
+            evicted_l7,
         })
     }
 
@@ -562,6 +586,13 @@ impl<S: Copy + Default> FlowTable<S> {
         e
     }
 
+    /// Tick at which a live flow expires unless refreshed (its last packet plus the timeout
+    /// of its class; the entry does not store it).
+    #[inline]
+    pub fn expires(&self, id: FlowId) -> u64 {
+        self.entry(id).expires_with(&self.timeouts)
+    }
+
     /// Account a packet of `bytes` in `dir` at `now` and restart its idle timer with `class`.
     #[inline]
     pub fn touch(
@@ -579,9 +610,8 @@ impl<S: Copy + Default> FlowTable<S> {
         e.bytes[dir.index()] += bytes as u64;
         e.last_seen = now;
         e.class = class;
-        e.expires = now.saturating_add(timeout);
         // Lazy when the expiry moves later; relink now when it moves before the slot it sits on.
-        if (e.expires >> self.wheel_shift) < e.sched {
+        if visits_late(now.saturating_add(timeout) >> self.wheel_shift, e.sched) {
             self.wheel_unlink(id.0);
             self.wheel_link(id.0);
         }
@@ -608,8 +638,10 @@ impl<S: Copy + Default> FlowTable<S> {
         e.bytes[dir.index()] += bytes as u64;
         e.last_seen = now;
         e.class = r.class;
-        e.expires = now.saturating_add(self.timeouts.get(r.class));
-        let relink = (e.expires >> self.wheel_shift) < e.sched;
+        let relink = visits_late(
+            now.saturating_add(self.timeouts.get(r.class)) >> self.wheel_shift,
+            e.sched,
+        );
         let to_half = if r.established {
             e.embryonic
         } else {
@@ -698,11 +730,10 @@ impl<S: Copy + Default> FlowTable<S> {
             }
             self.entries[i].wheel_next = NIL;
             self.entries[i].wheel_prev = NIL;
-            if self.entries[i].expires <= now {
+            if self.entries[i].expires_with(&self.timeouts) <= now {
                 on_expire(&self.entries[i]);
-                // Already off the wheel: mark it so unlink_all leaves the wheel alone.
-                self.entries[i].sched = u64::MAX;
-                self.unlink_all(slot);
+                // Already off the wheel: only the index and the half-open list hold it.
+                self.release(slot);
                 self.stats.expired += 1;
                 removed += 1;
             } else {

@@ -159,7 +159,12 @@ impl PacketIo for MemoryIo {
         match &mut self.tx_pool {
             None => Some(VecBuf(frame.to_vec())),
             Some(pool) => {
-                let mut buf = pool.pop().filter(|b| b.0.capacity() >= frame.len())?;
+                let mut buf = pool.pop()?;
+                if buf.0.capacity() < frame.len() {
+                    // Too small for this frame: keep it for a smaller one (no allocation).
+                    pool.push(buf);
+                    return None;
+                }
                 buf.0.clear();
                 buf.0.extend_from_slice(frame);
                 Some(buf)

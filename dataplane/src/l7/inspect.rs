@@ -4,20 +4,28 @@
 //! **Memory.** Only TCP flows need state across packets. It lives in a per-worker slab of
 //! [`L7Inspector::capacity`] entries (64-byte [`L7State`] plus the next expected sequence
 //! number per direction), allocated once; the flow entry holds only the slab index
-//! ([`L7Slot::state`]). A TCP flow gets an entry on its first payload-carrying packet: conntrack
-//! drops data before the handshake completes, so such a flow is established and never evicted
-//! without an expiry callback, which frees the entry ([`L7Inspector::release`]); a SYN that
-//! reopens a closed connection frees it too (a new connection is a new stream). When the slab
-//! is full the packet fails closed under `l7_unavailable` (monitor mode: forwarded, would-deny),
-//! counted in [`L7FlowStats::slab_full`]. UDP datagrams are judged whole with a fresh state each
-//! (no slab entry).
+//! ([`L7Slot::state`]). A TCP flow gets an entry at its SYN-ACK, which carries both initial
+//! sequence numbers (its own, and the client's + 1 as its acknowledgement), so the stream knows
+//! where each direction's bytes begin. The entry is freed at flow end or eviction
+//! ([`L7Inspector::release`]); a SYN that reopens a closed connection frees it too (a new
+//! connection is a new stream). When the slab is full the flow's payload fails closed under
+//! `l7_unavailable` (monitor mode: forwarded, would-deny), counted in
+//! [`L7FlowStats::slab_full`]. UDP datagrams are judged whole with a fresh state each (no slab
+//! entry).
 //!
-//! **Ordering.** A TCP segment is fed only once and in order: the first payload of a direction
-//! sets the expected sequence number; a segment wholly before it (a retransmission of inspected
+//! **Ordering.** A TCP segment is fed only once and in order, from the initial sequence number
+//! on: a segment wholly before the expected sequence number (a retransmission of inspected
 //! bytes) is forwarded without being fed again; one that overlaps it is fed from the first new
 //! byte; one beyond it (a gap: a segment was lost or reordered) is dropped under
 //! `l7_unavailable` in enforce mode (the sender retransmits in order) and, in monitor mode,
 //! forwarded and fed as if the missing bytes were lost (the stream may then read as malformed).
+//! In enforce mode a payload-carrying segment must also carry a valid TCP checksum (otherwise a
+//! corrupt segment could be inspected, dropped by the server, and its valid twin pass as a
+//! "retransmission"), and a flow whose handshake the inspector did not see (it became inspected
+//! by a policy change mid-connection, or the slab was full at its SYN-ACK) cannot tell where its
+//! bytes begin: its payload fails closed under `l7_unavailable` and the client reconnects. In
+//! monitor mode such a stream starts at its first payload. A denied segment does not move the
+//! expected sequence number, so after a policy change its retransmission is judged again.
 //!
 //! **Verdicts.** An allowed message forwards. In enforce mode a deny drops the packet under
 //! `l7_denied` or `l7_malformed` and blocks the TCP flow: its later payload-carrying packets,
@@ -41,6 +49,7 @@ const BLOCKED_DENIED: u8 = 1 << 2;
 const BLOCKED_MALFORMED: u8 = 1 << 3;
 const REPORTED: u8 = 1 << 4;
 const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 /// Payload-carrying packets [`identify_into`] looks at before giving up.
 pub const IDENTIFY_TRIES: u8 = 4;
 
@@ -69,6 +78,10 @@ pub struct L7FlowStats {
     pub fragments: u64,
     /// Inspect decisions whose hook has no conduit in the running table.
     pub no_conduit: u64,
+    /// Payload of an enforced TCP flow whose handshake was not seen (failed closed).
+    pub unseeded: u64,
+    /// Payload-carrying TCP segments of an enforced flow with a bad checksum (dropped).
+    pub bad_checksum: u64,
 }
 
 /// What one packet of an inspected flow gets.
@@ -177,6 +190,45 @@ impl L7Inspector {
         }
     }
 
+    /// Takes a free slab entry for `slot` (the caller checked one is free).
+    fn alloc(&mut self, slot: &mut L7Slot, conduit: &L7Constraint) {
+        self.free_len -= 1;
+        let i = self.free[self.free_len];
+        self.slab[i as usize] = Stream {
+            state: L7State::new(conduit.proto),
+            ..Stream::default()
+        };
+        slot.state = i + 1;
+    }
+
+    /// A SYN-ACK from `side`: its sequence number + 1 is where that side's bytes begin, its
+    /// acknowledgement where the other side's begin. No free entry: the flow's payload finds
+    /// none either and is counted there.
+    fn seed(
+        &mut self,
+        slot: &mut L7Slot,
+        conduit: &L7Constraint,
+        side: Side,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+    ) {
+        let (Some(seq), Some(ack)) = (tcp_seq(pkt, frame), tcp_ack(pkt, frame)) else {
+            return;
+        };
+        if self.free_len == 0 {
+            return;
+        }
+        self.alloc(slot, conduit);
+        let s = &mut self.slab[(slot.state - 1) as usize];
+        let (own, other) = match side {
+            Side::Client => (0, 1),
+            Side::Server => (1, 0),
+        };
+        s.next[own] = seq.wrapping_add(1);
+        s.next[other] = ack;
+        s.flags |= SEQ_KNOWN[0] | SEQ_KNOWN[1];
+    }
+
     fn free_slab(&mut self, state: u32) {
         let i = state - 1;
         debug_assert!(self.free_len < self.free.len(), "slab entry freed twice");
@@ -200,9 +252,12 @@ impl L7Inspector {
         };
         let s = &mut self.slab[(slot.state - 1) as usize];
         if s.state.proto() != c.proto || s.flags & (BLOCKED_DENIED | BLOCKED_MALFORMED) != 0 {
+            // The sequence bookkeeping stays: where each direction's uninspected bytes begin
+            // does not depend on the policy.
             *s = Stream {
                 state: L7State::new(c.proto),
-                ..Stream::default()
+                next: s.next,
+                flags: s.flags & (SEQ_KNOWN[0] | SEQ_KNOWN[1]),
             };
         }
     }
@@ -236,12 +291,14 @@ impl L7Inspector {
             return unavailable(mode);
         };
         let mut slot = slot;
-        if tcp
-            && pkt.tcp_flags.0 & TCP_SYN != 0
-            && let Some(s) = slot.as_deref_mut()
-        {
-            // A (re)opening SYN starts a new stream.
+        let syn = tcp && pkt.tcp_flags.0 & TCP_SYN != 0;
+        if syn && let Some(s) = slot.as_deref_mut() {
+            // A (re)opening SYN starts a new stream; a SYN-ACK names where both directions'
+            // bytes begin.
             self.release(s);
+            if pkt.tcp_flags.0 & TCP_ACK != 0 {
+                self.seed(s, conduit, side_of(orig, pkt), pkt, frame);
+            }
         }
         let payload = payload(pkt, frame);
         if tcp
@@ -301,20 +358,28 @@ impl L7Inspector {
                 self.stats.slab_full += 1;
                 return unavailable(mode);
             }
-            self.free_len -= 1;
-            let i = self.free[self.free_len];
-            self.slab[i as usize] = Stream {
-                state: L7State::new(conduit.proto),
-                ..Stream::default()
-            };
-            slot.state = i + 1;
+            if mode == Mode::Enforce {
+                // Without the handshake, bytes before this segment may have gone uninspected.
+                self.stats.unseeded += 1;
+                return unavailable(mode);
+            }
+            self.alloc(slot, conduit);
         }
-        let Some(seq) = tcp_seq(pkt, frame) else {
+        if mode == Mode::Enforce && !tcp_checksum_ok(pkt, frame) {
+            self.stats.bad_checksum += 1;
+            return unavailable(mode);
+        }
+        let Some(seq) = tcp_seq(pkt, frame).map(|q| q.wrapping_add(u32::from(syn))) else {
             return unavailable(mode);
         };
         let s = &mut self.slab[(slot.state - 1) as usize];
         let d = side as usize;
+        if mode == Mode::Enforce && s.flags & SEQ_KNOWN[d] == 0 {
+            self.stats.unseeded += 1;
+            return unavailable(mode);
+        }
         let len = payload.len() as u32;
+        let before = s.next[d];
         let data = if s.flags & SEQ_KNOWN[d] == 0 {
             s.flags |= SEQ_KNOWN[d];
             s.next[d] = seq.wrapping_add(len);
@@ -351,6 +416,9 @@ impl L7Inspector {
         if let L7Verdict::Deny(r) = v {
             s.flags |= REPORTED;
             if mode == Mode::Enforce {
+                // Dropped, so not delivered: a retransmission after a policy change is judged
+                // again from here.
+                s.next[d] = before;
                 s.flags |= if matches!(r, DenyReason::Malformed { .. }) {
                     BLOCKED_MALFORMED
                 } else {
@@ -423,7 +491,42 @@ fn side_of(orig: &FlowKey, pkt: &ParsedPacket) -> Side {
 /// The TCP sequence number of a parsed TCP packet.
 #[inline]
 fn tcp_seq(pkt: &ParsedPacket, frame: &[u8]) -> Option<u32> {
+    tcp_word(pkt, frame, 4)
+}
+
+/// The TCP acknowledgement number of a parsed TCP packet.
+#[inline]
+fn tcp_ack(pkt: &ParsedPacket, frame: &[u8]) -> Option<u32> {
+    tcp_word(pkt, frame, 8)
+}
+
+fn tcp_word(pkt: &ParsedPacket, frame: &[u8], at: usize) -> Option<u32> {
     let o = pkt.l4_offset?;
-    let b = frame.get(o + 4..o + 8)?;
+    let b = frame.get(o + at..o + at + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Whether a TCP segment's checksum verifies (inspected flows only: a few packets per second
+/// on an industrial conduit, not the forwarding path).
+fn tcp_checksum_ok(pkt: &ParsedPacket, frame: &[u8]) -> bool {
+    use core::net::{Ipv4Addr, Ipv6Addr};
+    use smoltcp::wire::{IpAddress, TcpPacket};
+    let Some(segment) = pkt.l4_offset.and_then(|o| frame.get(o..pkt.l3_end)) else {
+        return false;
+    };
+    let Ok(tcp) = TcpPacket::new_checked(segment) else {
+        return false;
+    };
+    let (src, dst) = match pkt.key.family {
+        // IPv4 addresses are kept in the low 32 bits of the key.
+        Family::V4 => (
+            IpAddress::Ipv4(Ipv4Addr::from(pkt.key.src as u32)),
+            IpAddress::Ipv4(Ipv4Addr::from(pkt.key.dst as u32)),
+        ),
+        Family::V6 => (
+            IpAddress::Ipv6(Ipv6Addr::from(pkt.key.src)),
+            IpAddress::Ipv6(Ipv6Addr::from(pkt.key.dst)),
+        ),
+    };
+    tcp.verify_checksum(&src, &dst)
 }

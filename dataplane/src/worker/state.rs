@@ -404,8 +404,11 @@ impl WorkerState {
                 }));
                 return (Verdict::Drop(DropReason::NoPolicy), None, None);
             }
-            return match conntrack::commit(&mut self.flows, new, now) {
-                Ok(id) => {
+            return match conntrack::commit_evicting(&mut self.flows, new, now) {
+                Ok((id, evicted)) => {
+                    // An evicted half-open flow has no expiry callback: free its stream here
+                    // (the sampler reclaims its sample when the table slot is reused).
+                    self.l7.release_ended(evicted);
                     self.flows.entry_mut(id).decision = FAIL_OPEN;
                     self.events.emit(FlowEvent::Start(FlowStart {
                         key: self.flows.entry(id).key(),
@@ -430,8 +433,9 @@ impl WorkerState {
         };
         let ed = event_decision(&d, t.epoch());
         match v {
-            Verdict::Forward => match conntrack::commit(&mut self.flows, new, now) {
-                Ok(id) => {
+            Verdict::Forward => match conntrack::commit_evicting(&mut self.flows, new, now) {
+                Ok((id, evicted)) => {
+                    self.l7.release_ended(evicted);
                     let e = self.flows.entry_mut(id);
                     e.decision = cache(&d, t.epoch());
                     if let Some(s) = &mut self.sampler {
