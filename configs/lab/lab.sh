@@ -121,6 +121,20 @@ start_services() {
     bg plc $NAME-plc python3 "$HERE/modbus.py" plc 10.30.1.10 502
     sleep 0.3
     bg hmi $NAME-hmi python3 "$HERE/modbus.py" poll 10.30.1.10 502 1
+    # `up` returns when the servers accept connections: a user's first request must not be
+    # refused by a server that is still starting.
+    wait_listen $NAME-app 10.20.1.20:80 web
+    wait_listen $NAME-plc 10.30.1.10:502 plc
+}
+
+# Waits (up to 10 s) until namespace $1 listens on TCP address:port $2; says so if it does not.
+wait_listen() {
+    local i
+    for i in $(seq 1 50); do
+        if in_ns "$1" ss -Hltn "src $2" 2>/dev/null | grep -q .; then return 0; fi
+        sleep 0.2
+    done
+    log "$3 is not listening on $2 yet (log $STATE/log/$3.log)"
 }
 
 start_septa() {
@@ -149,13 +163,25 @@ start_septa() {
     log "septa did not answer on 10.10.1.1 within 30 s:"; tail -20 "$STATE/log/septa.log" >&2; return 1
 }
 
+# Every lab address pings its gateway once, so Septa knows each host's MAC before the first
+# routed packet: Septa drops (does not queue) a packet whose next hop is not resolved yet, and a
+# user's very first request would otherwise wait for a TCP retransmission.
+prime_neighbours() {
+    local s a
+    for s in $SUBNETS; do
+        for a in $(in_ns "$NAME-$s" ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1); do
+            in_ns "$NAME-$s" ping -c 1 -W 1 -I "$a" "${NET[$s]}.1" >/dev/null 2>&1 || true
+        done
+    done
+}
+
 up() {
     local mode=${1:-septa}
     down
     mkdir -p "$STATE/log" "$STATE/pids"
     echo "$mode" >"$STATE/router"
     setup_net "$mode"
-    if [ "$mode" = septa ]; then start_septa; else log "router: the Linux kernel in $NAME-gw (stand-in; no policy enforcement)"; fi
+    if [ "$mode" = septa ]; then start_septa && prime_neighbours; else log "router: the Linux kernel in $NAME-gw (stand-in; no policy enforcement)"; fi
     start_services
     # Background traffic so that flows appear.
     bg background $NAME-it bash "$0" traffic-loop
