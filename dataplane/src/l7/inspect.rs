@@ -220,12 +220,9 @@ impl L7Inspector {
         }
         self.alloc(slot, conduit);
         let s = &mut self.slab[(slot.state - 1) as usize];
-        let (own, other) = match side {
-            Side::Client => (0, 1),
-            Side::Server => (1, 0),
-        };
+        let own = side as usize;
         s.next[own] = seq.wrapping_add(1);
-        s.next[other] = ack;
+        s.next[1 - own] = ack;
         s.flags |= SEQ_KNOWN[0] | SEQ_KNOWN[1];
     }
 
