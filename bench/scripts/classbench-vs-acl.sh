@@ -6,7 +6,8 @@
 # usage: bench/scripts/classbench-vs-acl.sh [SET ...]
 #   SET is a path prefix with SET and SET_trace next to it, e.g. ../shared/data/classbench/acl1_10K,
 #   or gen:KIND:N (KIND = acl|fw|ipc) to generate a set of N rules into $WORK first.
-#   Default: acl1/fw1/ipc1 at 1K and 10K from ../shared/data/classbench.
+#   Default: acl1/fw1/ipc1 at 1K and 10K from ../shared/data/classbench, then gen:acl|fw|ipc:100000
+#   (all nine sets; the three 100K ones take several minutes each: rte_acl builds for 10-80 s).
 # Rates are on-CPU rates on both sides, so time a process spends descheduled by other load on
 # this shared machine does not count: septa's cpu_lookups_per_s (thread CPU time of the lookup
 # loop) and rte_acl's (ITER - ITER0) * headers / (CPU(ITER) - CPU(ITER0)) from two runs of
@@ -19,8 +20,18 @@
 #      ALGS (default "avx512x32 avx512x16 avx2 sse scalar"), SECS (septa measuring time, default 1),
 #      ROUNDS (default 3: septa and every rte_acl method run alternately ROUNDS times, best of each
 #      kept, so both sides see the same background load on this shared machine),
-#      WORK (scratch dir, default a mktemp dir), ACL_MEM (MiB for dpdk-test-acl, default 2048; 100K
-#      fw-shaped sets need ~12000).
+#      WORK (scratch dir, default a mktemp dir), ACL_MEM (MiB for dpdk-test-acl, default 2048, and
+#      12000 for the large sets: 100K fw-shaped sets need a ~9 GiB transient pool).
+# Large sets (more than PERF_RULES rules, default 50000; PERF_RULES=0 for every set): rte_acl's
+# build takes 10-80 s of CPU there, so the CPU-time difference of two runs drowns the classify
+# time in build noise. Instead `perf record -e cpu-clock` samples both runs and only samples in
+# librte_acl's classify code count: rate = (ITER - ITER0) * headers * PERF_HZ / (samples(ITER) -
+# samples(ITER0)). The classify code is the address range ACL_CLASSIFY_RANGE (default
+# 0x6000-0xad00, found for Debian 12's librte_acl.so.23.0 by comparing a 2-pass and a 150-pass
+# run on acl1_10K: the build code lies above it); the script warns when the library is another
+# build. Methods there: ALGS_PERF (default "avx512x32", the fastest everywhere here); ITER =
+# PERF_LOOKUPS / headers (default 15000000); PERF_ROUNDS rounds (default 1); the lines carry
+# acl_method=perf.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 data=${CLASSBENCH_DIR:-$here/../shared/data/classbench}
@@ -37,6 +48,7 @@ command -v dpdk-test-acl >/dev/null || { echo "dpdk-test-acl not found (apt-get 
 sets=("$@")
 if [[ ${#sets[@]} -eq 0 ]]; then
     for s in acl1 fw1 ipc1; do for n in 1K 10K; do sets+=("$data/${s}_$n"); done; done
+    for k in acl fw ipc; do sets+=("gen:$k:100000"); done
 fi
 
 # One dpdk-test-acl run: prints "CPU_SECONDS WALL_RATE MEM_BYTES" (rate/mem empty when the
@@ -45,7 +57,7 @@ acl_run() {
     local rules=$1 trace=$2 alg=$3 iter=$4 prefix="septa-acl-$$-$alg"
     local out cpu
     out=$work/acl_out
-    cpu=$( { TIMEFORMAT='%U %S'; time dpdk-test-acl --no-huge -m "${ACL_MEM:-2048}" --no-pci -l 0 --file-prefix "$prefix" \
+    cpu=$( { TIMEFORMAT='%U %S'; time dpdk-test-acl --no-huge -m "$mem_mb" --no-pci -l 0 --file-prefix "$prefix" \
         --force-max-simd-bitwidth=512 --log-level='lib.acl,8' -- --rulesf="$rules" --tracef="$trace" --alg="$alg" \
         --iter="$iter" --tracenum=10000000 --rulenum=1000000 --verbose=0 >"$out" 2>&1 || true; } 2>&1 )
     rm -rf "/var/run/dpdk/$prefix"
@@ -53,6 +65,27 @@ acl_run() {
     rate=$(sed -n 's/.*cycles\/pkt, \([0-9.]*\) pkt\/sec.*/\1/p' "$out" | tail -1)
     mem=$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$out" | tail -1)
     echo "$(awk '{printf "%.3f", $1 + $2}' <<<"$cpu") ${rate:-} ${mem:-}"
+}
+
+# rte_acl's on-CPU classify rate from perf samples (see the header): prints "RATE MEM_BYTES".
+acl_lib=$(ldconfig -p 2>/dev/null | sed -n 's/.*librte_acl\.so\.23 .*=> \(.*\)/\1/p' | head -1)
+acl_lib=$(readlink -f "${acl_lib:-/usr/lib/x86_64-linux-gnu/librte_acl.so.23}")
+acl_lib_sha=0e8225cd59495383c017029123b26dfcf0ab4cefc93d43fa389463c9e88cfefd
+perf_hz=${PERF_HZ:-2000}
+acl_samples() { # rules trace alg iter -> "SAMPLES MEM_BYTES WALL_SECONDS WALL_RATE"
+    local prefix="septa-acl-$$-perf" data=$work/perf.data out=$work/acl_perf_out lo hi t0 t1
+    t0=$(date +%s.%N)
+    perf record -q -e cpu-clock -F "$perf_hz" -o "$data" dpdk-test-acl --no-huge -m "$mem_mb" --no-pci -l 0 \
+        --file-prefix "$prefix" --force-max-simd-bitwidth=512 --log-level='lib.acl,8' -- --rulesf="$1" \
+        --tracef="$2" --alg="$3" --iter="$4" --tracenum=10000000 --rulenum=1000000 --verbose=0 >"$out" 2>&1 || true
+    t1=$(date +%s.%N)
+    rm -rf "/var/run/dpdk/$prefix"
+    IFS=- read -r lo hi <<<"${ACL_CLASSIFY_RANGE:-0x6000-0xad00}"
+    perf report -i "$data" --dsos "$(basename "$acl_lib")" --sort sym --stdio -n 2>/dev/null |
+        awk -v lo=$((lo)) -v hi=$((hi)) -v mem="$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$out" | tail -1)" '
+            function hex(x,   v, i) { v = 0; for (i = 3; i <= length(x); i++) v = v * 16 + index("0123456789abcdef", substr(tolower(x), i, 1)) - 1; return v }
+            $3 == "[.]" && $4 ~ /^0x/ { a = hex($4); if (a >= lo && a < hi) n += $2 }
+            END { printf "%d %s %s %s\n", n, mem, wall, rate }' rate="$(sed -n 's/.*cycles\/pkt, \([0-9.]*\) pkt\/sec.*/\1/p' "$out" | tail -1)" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')"
 }
 
 # Larger of two numbers (empty counts as absent).
@@ -64,7 +97,7 @@ field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<" $1"; }
 acl_wall() {
     local prefix="septa-acl-$$-bld" t0 t1
     t0=$(date +%s.%N)
-    dpdk-test-acl --no-huge -m "${ACL_MEM:-2048}" --no-pci -l 0 --file-prefix "$prefix" -- --rulesf="$1" --tracef="$2" \
+    dpdk-test-acl --no-huge -m "$mem_mb" --no-pci -l 0 --file-prefix "$prefix" -- --rulesf="$1" --tracef="$2" \
         --alg=scalar --iter=1 --tracenum=1 --rulenum=1000000 --verbose=0 >/dev/null 2>&1 || true
     t1=$(date +%s.%N)
     rm -rf "/var/run/dpdk/$prefix"
@@ -83,7 +116,14 @@ for set in "${sets[@]}"; do
         rules=$set; trace=${set}_trace; name=$(basename "$set")
     fi
     headers=$(grep -c . "$trace")
-    iter=$(( ${ACL_LOOKUPS:-20000000} / headers )); iter0=${ACL_ITER0:-2}
+    nrules=$(grep -c . "$rules")
+    method=cpu; set_algs=$algs; lookups=${ACL_LOOKUPS:-20000000}; mem_mb=${ACL_MEM:-2048}
+    if ((nrules > ${PERF_RULES:-50000})); then
+        method=perf; set_algs=${ALGS_PERF:-avx512x32}; lookups=${PERF_LOOKUPS:-15000000}; mem_mb=${ACL_MEM:-12000}
+        [[ $(sha256sum "$acl_lib" | cut -d' ' -f1) == "$acl_lib_sha" || -n ${ACL_CLASSIFY_RANGE:-} ]] ||
+            echo "warning: $acl_lib is not the build the default ACL_CLASSIFY_RANGE was measured on" >&2
+    fi
+    iter=$(( lookups / headers )); iter0=${ACL_ITER0:-2}
     ((iter > iter0 + 1)) || iter=$((iter0 + 2))
     # Best of $rounds for septa (the mismatch check runs once) and for every rte_acl method,
     # alternating, so both sides see the same background load.
@@ -92,14 +132,29 @@ for set in "${sets[@]}"; do
     s_idx=$(field "$septa" cpu_idx_lookups_per_s)
     declare -A acl_cpu_of=() acl_wall_of=() acl_cpu0_of=()
     acl_mem=
-    for ((r = 0; r < rounds; r++)); do
+    set_rounds=$rounds
+    [[ $method == perf ]] && set_rounds=${PERF_ROUNDS:-1}
+    for ((r = 0; r < set_rounds; r++)); do
         if ((r > 0)); then
             again=$("$SEPTA_BENCH" classbench --rules "$rules" --trace "$trace" --secs "$secs" --check-limit 0)
             s_wall=$(max "$(field "$again" lookups_per_s)" "$s_wall")
             s_dec=$(max "$(field "$again" cpu_lookups_per_s)" "$s_dec")
             s_idx=$(max "$(field "$again" cpu_idx_lookups_per_s)" "$s_idx")
         fi
-        for alg in $algs; do
+        for alg in $set_algs; do
+            if [[ $method == perf ]]; then
+                if [[ -z ${acl_cpu0_of[$alg]:-} ]]; then
+                    read -r s0 _ s0_wall <<<"$(acl_samples "$rules" "$trace" "$alg" "$iter0")"
+                    acl_cpu0_of[$alg]=$s0
+                fi
+                read -r s1 mem _ rate <<<"$(acl_samples "$rules" "$trace" "$alg" "$iter")"
+                [[ -n $mem ]] && acl_mem=$mem
+                [[ -n $rate ]] && acl_wall_of[$alg]=$(max "$rate" "${acl_wall_of[$alg]:-}")
+                crate=$(awk -v n="$(( (iter - iter0) * headers ))" -v a="$s1" -v b="${acl_cpu0_of[$alg]}" -v hz="$perf_hz" \
+                    'BEGIN{ if (a > b) printf "%.0f", n * hz / (a - b) }')
+                [[ -n $crate ]] && acl_cpu_of[$alg]=$(max "$crate" "${acl_cpu_of[$alg]:-}")
+                continue
+            fi
             if [[ -z ${acl_cpu0_of[$alg]:-} ]]; then
                 read -r cpu0 _ _ <<<"$(acl_run "$rules" "$trace" "$alg" "$iter0")"
                 acl_cpu0_of[$alg]=$cpu0
@@ -114,17 +169,20 @@ for set in "${sets[@]}"; do
         done
     done
     best=0; best_alg=none; line=""
-    for alg in $algs; do
+    for alg in $set_algs; do
         rate=${acl_cpu_of[$alg]:-}
         line+=" acl_${alg}=${rate:-fail} acl_wall_${alg}=${acl_wall_of[$alg]:-fail}"
         if [[ -n $rate ]] && awk -v a="$rate" -v b="$best" 'BEGIN{exit !(a>b)}'; then best=$rate; best_alg=$alg; fi
     done
     # rte_acl build time: wall time of a run that builds and classifies one header, minus the same
     # run on a one-rule file (EAL start-up and file reading).
-    acl_build_s=$(awk -v a="$(acl_wall "$rules" "$trace")" -v b="$(acl_wall "$one_rule" "$trace")" 'BEGIN{printf "%.2f", a-b}')
+    # (Large sets: the ITER0 run's wall time stands in for the first run; it classifies only
+    # ITER0 passes, and one build of 10-80 s is saved.)
+    if [[ $method == perf ]]; then build_wall=$s0_wall; else build_wall=$(acl_wall "$rules" "$trace"); fi
+    acl_build_s=$(awk -v a="$build_wall" -v b="$(acl_wall "$one_rule" "$trace")" 'BEGIN{printf "%.2f", a-b}')
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a > 0 && b > 0) printf "%.2f", a/b; else print "n/a" }'; }
     echo "set=$name $septa"
-    echo "set=$name${line} acl_best=$best acl_best_alg=$best_alg acl_mem_bytes=${acl_mem:-?} acl_build_s=$acl_build_s" \
+    echo "set=$name${line} acl_best=$best acl_best_alg=$best_alg acl_mem_bytes=${acl_mem:-?} acl_build_s=$acl_build_s acl_method=$method" \
         "septa_idx=$s_idx septa_dec=$s_dec septa_wall=$s_wall ratio_idx=$(ratio "$s_idx" "$best")" \
         "ratio_dec=$(ratio "$s_dec" "$best") ratio_wall=$(ratio "$s_wall" "${acl_wall_of[$best_alg]:-0}")"
 done

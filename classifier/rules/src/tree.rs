@@ -60,6 +60,10 @@ pub(crate) struct Tree {
     root_shift: u32,
     /// Lowest rule index in the tree; a key that already matched a better rule skips the tree.
     pub min_rule: u32,
+    /// The median over root buckets of their best rule: what a key typically gets here. Trees
+    /// are walked in this order (see `TreeSet::new`), so a tree of broad early rules goes first
+    /// and its answers let keys skip the buckets of the others.
+    pub typical: u32,
     /// Partition group the tree serves (see `compile::group_of`).
     pub group: u8,
     pub depth: usize,
@@ -126,7 +130,9 @@ impl Tree {
             .get(depths.len() * 3 / 4)
             .map_or(0, |&d| usize::from(d).saturating_sub(1));
         let (nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
+        let typical = typical_rule(&roots);
         Some(Tree {
+            typical,
             lock_steps,
             nodes,
             leaves,
@@ -159,6 +165,9 @@ impl Tree {
         }
         if self.min_rule != NO_MATCH {
             self.min_rule = f(self.min_rule);
+        }
+        if self.typical != NO_MATCH {
+            self.typical = f(self.typical);
         }
         for [_, m] in &mut self.roots {
             if *m != NO_MATCH {
@@ -228,6 +237,7 @@ impl Tree {
         self.leaves = leaves;
         self.depth = depth;
         self.min_rule = group.first().map_or(NO_MATCH, |b| b.rule);
+        self.typical = typical_rule(&self.roots);
         true
     }
 
@@ -381,6 +391,22 @@ impl Tree {
         }
         NO_MATCH
     }
+}
+
+/// The median of the non-empty root buckets' best rules ([`NO_MATCH`] when all are empty). Empty
+/// buckets do not count: a key landing there skips the tree at no cost.
+fn typical_rule(roots: &[[u32; 2]]) -> u32 {
+    let mut best: Vec<u32> = roots
+        .iter()
+        .map(|r| r[1])
+        .filter(|&m| m != NO_MATCH)
+        .collect();
+    if best.is_empty() {
+        return NO_MATCH;
+    }
+    let mid = best.len() / 2;
+    best.select_nth_unstable(mid);
+    best[mid]
 }
 
 /// Target boxes per root bucket, and limits on the root table.

@@ -129,7 +129,7 @@ impl RuleTable {
                     }
                 }
             }
-            set.sort_by_key(|t| t.min_rule);
+            // `TreeSet::new` puts the trees back in walk order.
         }
         next.engine = Engine::Trees(TreeSet::new(trees.v4, trees.v6));
         next.decisions = after.iter().map(Decision::from_rule).collect();
