@@ -149,6 +149,21 @@ pub struct DenyRecord {
     pub reason: DropReason,
     /// `true` for a would-deny record (monitor mode: forwarded).
     pub would_deny: bool,
+    /// For a refusal by a function-code conduit (`l7_denied`, `l7_malformed`): the message the
+    /// conduit refused, e.g. Modbus function 6. Set on the record of the refused message (and
+    /// on a monitored flow's would-deny record); `None` for other reasons and for the later
+    /// packets an earlier refusal blocked. A compact `Copy` code (protocol, function, unit or
+    /// range); render it off the worker with [`DenyRecord::l7_text`].
+    pub l7: Option<septa_l7::DenyReason>,
+}
+
+impl DenyRecord {
+    /// The conduit's refusal in words, e.g. `modbus function 6 (write_single_register) not
+    /// allowed`; the control side appends the conduit (clause) it resolves from `decision`.
+    /// Allocates: call it on the control side, never on a worker.
+    pub fn l7_text(&self) -> Option<String> {
+        self.l7.map(|r| r.to_string())
+    }
 }
 
 /// One record of a worker's event ring.

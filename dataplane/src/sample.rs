@@ -39,12 +39,9 @@ use septa_features::{
 };
 
 use crate::flow::{Direction, FlowEntry, L7Slot};
+use crate::l7::FunctionTally;
 use crate::l7::inspect::identify_into;
 use crate::parse::ParsedPacket;
-
-/// Bits per spread sketch (linear counting; accurate to a few percent up to ~1,500 distinct items).
-const SKETCH_WORDS: usize = 8;
-const SKETCH_BITS: u32 = (SKETCH_WORDS * 64) as u32;
 
 /// Sampler tuning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +101,7 @@ pub struct SamplerCounters {
     /// Spread-sketch slots taken over by another key before their window ended.
     pub sketch_evictions: u64,
     /// Sampled flows that left the flow table without an end (evicted half-open flows): their
-    /// slab entries were reclaimed when the table slot was reused, without a record.
+    /// slab entries were freed without a record ([`Sampler::evicted`]).
     pub evicted: u64,
 }
 
@@ -112,8 +109,6 @@ pub struct SamplerCounters {
 /// (counts, first/last seen, protocol) is not repeated here.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowSample {
-    /// Flow-table slot of the flow (see [`Sampler::bind`]).
-    owner: u32,
     last_emit: u64,
     /// Tick of the latest head packet (for gaps).
     head_last: u64,
@@ -123,20 +118,61 @@ pub struct FlowSample {
     head_emitted: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct SketchSlot {
-    tag: u64,
-    window: u64,
-    bits: [[u64; SKETCH_WORDS]; 2],
+/// Words of the per-source sketch slot: 512 bits of destination hosts, 448 of destination ports
+/// (with the 8-byte header, two cache lines).
+const SRC_WORDS: usize = 15;
+/// Words of the destination and source+port slots: 448 bits (with the header, one cache line).
+const ONE_WORDS: usize = 7;
+/// The split of a per-source slot: hosts in words `0..SRC_HOST_WORDS`, ports after.
+const SRC_HOST_WORDS: usize = 8;
+
+/// One direct-mapped sketch slot: a key tag, its window and `W` words of linear-counting
+/// bitmaps, cache-line aligned so that an update touches one line (two for the per-source slot).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct SketchSlot<const W: usize> {
+    /// High half of the key's hash, never 0 (0: empty slot).
+    tag: u32,
+    /// Window number (`now / window_us`, truncated).
+    window: u32,
+    bits: [u64; W],
 }
 
-/// A direct-mapped table of per-key sketches (two bitmaps per key).
-struct SketchTable {
-    slots: Box<[SketchSlot]>,
+impl<const W: usize> Default for SketchSlot<W> {
+    fn default() -> Self {
+        Self {
+            tag: 0,
+            window: 0,
+            bits: [0; W],
+        }
+    }
+}
+
+/// A direct-mapped table of per-key sketches. Per new flow each table takes one update: find
+/// the key's slot (reset it when it holds another key or an older window), set one or two bits.
+struct SketchTable<const W: usize> {
+    slots: Box<[SketchSlot<W>]>,
     mask: usize,
 }
 
-impl SketchTable {
+/// The slot index and tag of a hashed key (index from the low half, tag from the high half).
+#[inline]
+fn place(h: u64) -> (usize, u32) {
+    (h as usize, ((h >> 32) as u32) | 1)
+}
+
+/// A bit in `0..m` from the high half of a hash (multiply-shift range reduction).
+#[inline]
+fn bit_of(h: u64, m: u32) -> usize {
+    (((h >> 32) * u64::from(m)) >> 32) as usize
+}
+
+#[inline]
+fn set(bits: &mut [u64], b: usize) {
+    bits[b / 64] |= 1 << (b % 64);
+}
+
+impl<const W: usize> SketchTable<W> {
     fn new(n: usize) -> Self {
         Self {
             slots: vec![SketchSlot::default(); n].into_boxed_slice(),
@@ -144,46 +180,42 @@ impl SketchTable {
         }
     }
 
-    /// Sets `items` (one per bitmap) for `tag` in `window`; returns whether a live slot of
-    /// another key was evicted. Estimates are computed only when a record is built.
+    /// The slot of hashed key `h` for `window`, reset if it held another key or window;
+    /// also whether a live slot of another key was evicted.
     #[inline]
-    fn add(&mut self, tag: u64, window: u64, items: [u64; 2]) -> bool {
-        let s = &mut self.slots[(mix(tag) as usize) & self.mask];
+    fn slot(&mut self, h: u64, window: u32) -> (&mut [u64; W], bool) {
+        let (i, tag) = place(h);
+        let s = &mut self.slots[i & self.mask];
         let mut evicted = false;
         if s.tag != tag || s.window != window {
-            evicted = s.window == window && s.tag != tag && s.tag != 0;
+            evicted = s.window == window && s.tag != 0;
             *s = SketchSlot {
                 tag,
                 window,
-                bits: [[0; SKETCH_WORDS]; 2],
+                bits: [0; W],
             };
         }
-        for (b, item) in s.bits.iter_mut().zip(items) {
-            let bit = (mix(item) % u64::from(SKETCH_BITS)) as usize;
-            b[bit / 64] |= 1 << (bit % 64);
-        }
-        evicted
+        (&mut s.bits, evicted)
     }
 
-    /// The two distinct-item estimates of `tag` in `window` (0 when its slot holds another key
+    /// The bitmap words of hashed key `h` in `window` (`None` when its slot holds another key
     /// or another window).
-    fn estimates(&self, tag: u64, window: u64) -> [u32; 2] {
-        let s = &self.slots[(mix(tag) as usize) & self.mask];
-        if s.tag != tag || s.window != window {
-            return [0, 0];
-        }
-        [estimate(&s.bits[0]), estimate(&s.bits[1])]
+    fn get(&self, h: u64, window: u32) -> Option<&[u64; W]> {
+        let (i, tag) = place(h);
+        let s = &self.slots[i & self.mask];
+        (s.tag == tag && s.window == window).then_some(&s.bits)
     }
 }
 
-/// Linear-counting estimate of the distinct items set in `bits`.
-fn estimate(bits: &[u64; SKETCH_WORDS]) -> u32 {
+/// Linear-counting estimate of the distinct items set in `bits` (all of its `64 × len` bits).
+fn estimate(bits: &[u64]) -> u32 {
+    let m = (bits.len() * 64) as u32;
     let set: u32 = bits.iter().map(|w| w.count_ones()).sum();
-    let zero = SKETCH_BITS - set;
-    let m = f64::from(SKETCH_BITS);
+    let zero = m - set;
+    let mf = f64::from(m);
     // All bits set: the sketch saturated; report its ceiling.
-    let z = f64::from(zero.max(1)) / m;
-    (-m * z.ln()).round() as u32
+    let z = f64::from(zero.max(1)) / mf;
+    (-mf * z.ln()).round() as u32
 }
 
 /// 64-bit mixer (splitmix64 finaliser): spreads keys over sketch bits and table slots.
@@ -201,13 +233,84 @@ fn addr_word(a: u128) -> u64 {
     mix((a as u64) ^ mix((a >> 64) as u64))
 }
 
-/// The sketch tags and items of a flow key (tags are never 0: 0 marks an empty slot).
+/// Hashes of a flow key for the spread sketches: source, destination, destination
+/// port+protocol, and source+port.
+#[derive(Clone, Copy)]
+struct SpreadKeys {
+    src: u64,
+    dst: u64,
+    port: u64,
+    src_port: u64,
+}
+
 #[inline]
-fn spread_keys(key: &FlowKey) -> (u64, u64, u64, u64) {
+fn spread_keys(key: &FlowKey) -> SpreadKeys {
     let src = addr_word(key.src);
     let dst = addr_word(key.dst);
-    let port = u64::from(key.dport) | u64::from(key.proto) << 16;
-    (src, dst, port, mix(src ^ port) | 1)
+    // A full mix (linear counting assumes random bits: a multiplicative hash spreads sequential
+    // ports too evenly and overstates the count).
+    let port = mix(u64::from(key.dport) | u64::from(key.proto) << 16);
+    SpreadKeys {
+        src,
+        dst,
+        port,
+        src_port: mix(src ^ port),
+    }
+}
+
+/// The three spread tables of a sampler: fan-out per source (hosts and ports), fan-in per
+/// destination (sources), fan-out per source and destination port (hosts).
+struct Spread3 {
+    by_src: SketchTable<SRC_WORDS>,
+    by_dst: SketchTable<ONE_WORDS>,
+    by_src_port: SketchTable<ONE_WORDS>,
+}
+
+impl Spread3 {
+    fn new(n: usize) -> Self {
+        Self {
+            by_src: SketchTable::new(n),
+            by_dst: SketchTable::new(n),
+            by_src_port: SketchTable::new(n),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.by_src.slots.len() * size_of::<SketchSlot<SRC_WORDS>>()
+            + 2 * self.by_dst.slots.len() * size_of::<SketchSlot<ONE_WORDS>>()
+    }
+
+    /// One new flow: three slot updates (four bits). Returns the evictions.
+    #[inline]
+    fn add(&mut self, k: SpreadKeys, window: u32) -> u64 {
+        let (b, e1) = self.by_src.slot(k.src, window);
+        let (hosts, ports) = b.split_at_mut(SRC_HOST_WORDS);
+        set(hosts, bit_of(k.dst, (SRC_HOST_WORDS * 64) as u32));
+        set(
+            ports,
+            bit_of(k.port, ((SRC_WORDS - SRC_HOST_WORDS) * 64) as u32),
+        );
+        let (b, e2) = self.by_dst.slot(k.dst, window);
+        set(b, bit_of(k.src, (ONE_WORDS * 64) as u32));
+        let (b, e3) = self.by_src_port.slot(k.src_port, window);
+        set(b, bit_of(k.dst, (ONE_WORDS * 64) as u32));
+        u64::from(e1) + u64::from(e2) + u64::from(e3)
+    }
+
+    /// `[src_hosts, src_ports, src_hosts_on_port, dst_sources]` of a flow key in `window`
+    /// (0 where the key's slot was taken over).
+    fn estimates(&self, k: SpreadKeys, window: u32) -> [u32; 4] {
+        let (h, p) = self.by_src.get(k.src, window).map_or((0, 0), |b| {
+            let (hosts, ports) = b.split_at(SRC_HOST_WORDS);
+            (estimate(hosts), estimate(ports))
+        });
+        let on_port = self
+            .by_src_port
+            .get(k.src_port, window)
+            .map_or(0, |b| estimate(b));
+        let d = self.by_dst.get(k.dst, window).map_or(0, |b| estimate(b));
+        [h, p, on_port, d]
+    }
 }
 
 /// What a record takes from the flow entry (or, in tests, from the caller).
@@ -248,14 +351,9 @@ pub struct Sampler {
     slab: Box<[FlowSample]>,
     free: Box<[u32]>,
     free_len: usize,
-    /// Per flow-table slot: index + 1 of the sample of the flow there (0: none). Lets a new
-    /// flow reclaim the sample of an evicted one, which ends without an expiry callback.
-    by_flow: Box<[u32]>,
     /// New flows until the next sampled one.
     countdown: u32,
-    by_src: SketchTable,
-    by_dst: SketchTable,
-    by_src_port: SketchTable,
+    spread: Spread3,
     ring: SyncSender<FeatureRecord>,
     counters: SamplerCounters,
 }
@@ -278,8 +376,9 @@ fn ip(a: u128, family: Family) -> IpAddr {
 }
 
 impl Sampler {
-    /// Allocates all state up front: `flows × size_of::<FlowSample>()` plus three spread tables
-    /// of `spread_slots × 144` bytes ([`Self::bind`] adds 4 bytes per flow-table slot).
+    /// Allocates all state up front: `flows × size_of::<FlowSample>()` plus the spread tables,
+    /// `spread_slots × 256` bytes (a 128-byte per-source slot, 64-byte per-destination and
+    /// per-source+port slots).
     pub fn new(
         worker: u16,
         cfg: SamplerConfig,
@@ -303,11 +402,8 @@ impl Sampler {
             // Popped from the end: lowest index first.
             free: (0..cfg.flows as u32).rev().collect(),
             free_len: cfg.flows,
-            by_flow: Box::default(),
             countdown: 1,
-            by_src: SketchTable::new(cfg.spread_slots),
-            by_dst: SketchTable::new(cfg.spread_slots),
-            by_src_port: SketchTable::new(cfg.spread_slots),
+            spread: Spread3::new(cfg.spread_slots),
             cfg,
             ring,
             counters: SamplerCounters::default(),
@@ -326,36 +422,21 @@ impl Sampler {
 
     /// Bytes of state held (fixed after construction).
     pub fn memory_bytes(&self) -> usize {
-        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>())
-            + self.by_flow.len() * size_of::<u32>()
-            + 3 * self.cfg.spread_slots * size_of::<SketchSlot>()
+        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>()) + self.spread.memory_bytes()
     }
 
-    /// Sizes the per-flow-slot index for a flow table of `capacity` (the worker does this when
-    /// the sampler is set; allocates once).
-    pub fn bind(&mut self, capacity: usize) {
-        self.by_flow = vec![0; capacity].into_boxed_slice();
-    }
-
-    /// A flow was inserted into the flow table at `table_slot` (`FlowId::slot`): it feeds the
-    /// spread sketches and, one in [`SamplerConfig::one_in`], is sampled from now on
-    /// (`slot.sample` set). A sample still recorded for that table slot belonged to a flow that
-    /// was evicted: it is reclaimed.
+    /// The spread window of tick `now`.
     #[inline]
-    pub fn start(&mut self, table_slot: usize, slot: &mut L7Slot, key: &FlowKey, now: u64) {
-        if let Some(prev) = self.by_flow.get_mut(table_slot)
-            && *prev != 0
-        {
-            let i = std::mem::take(prev) - 1;
-            self.counters.evicted += 1;
-            self.release(i);
-        }
-        let window = now / self.cfg.window_us;
-        let (src, dst, port, src_port) = spread_keys(key);
-        let e1 = self.by_src.add(src | 1, window, [dst, port]);
-        let e2 = self.by_dst.add(dst | 1, window, [src, 0]);
-        let e3 = self.by_src_port.add(src_port, window, [dst, 0]);
-        self.counters.sketch_evictions += u64::from(e1) + u64::from(e2) + u64::from(e3);
+    fn window(&self, now: u64) -> u32 {
+        (now / self.cfg.window_us) as u32
+    }
+
+    /// A flow was inserted into the flow table: it feeds the spread sketches and, one in
+    /// [`SamplerConfig::one_in`], is sampled from now on (`slot.sample` set).
+    #[inline]
+    pub fn start(&mut self, slot: &mut L7Slot, key: &FlowKey, now: u64) {
+        let window = self.window(now);
+        self.counters.sketch_evictions += self.spread.add(spread_keys(key), window);
         self.counters.flows += 1;
         slot.sample = 0;
         self.countdown -= 1;
@@ -370,11 +451,7 @@ impl Sampler {
         }
         self.free_len -= 1;
         let i = self.free[self.free_len];
-        if let Some(b) = self.by_flow.get_mut(table_slot) {
-            *b = i + 1;
-        }
         self.slab[i as usize] = FlowSample {
-            owner: u32::try_from(table_slot).unwrap_or(u32::MAX),
             last_emit: now,
             head_last: now,
             ..FlowSample::default()
@@ -431,11 +508,14 @@ impl Sampler {
         Some(reason)
     }
 
-    /// L7 inspection parsed a function code of class `class` on a sampled flow.
-    pub fn function(&mut self, slot: &L7Slot, class: FunctionClass) {
+    /// L7 inspection counted request messages of a sampled flow by function class (allowed or
+    /// refused: an attempted write is what the model looks for).
+    #[inline]
+    pub fn functions(&mut self, slot: &L7Slot, tally: &FunctionTally) {
         if let Some(f) = self.slab.get_mut(slot.sample.wrapping_sub(1) as usize) {
-            let c = &mut f.functions[class as usize];
-            *c = c.saturating_add(1);
+            for (c, n) in f.functions.iter_mut().zip(tally.0) {
+                *c = c.saturating_add(n);
+            }
         }
     }
 
@@ -445,11 +525,9 @@ impl Sampler {
             return;
         };
         let key = &flow.key;
-        let window = flow.last_seen / self.cfg.window_us;
-        let (src, dst, _, src_port) = spread_keys(key);
-        let s = self.by_src.estimates(src | 1, window);
-        let d = self.by_dst.estimates(dst | 1, window);
-        let p = self.by_src_port.estimates(src_port, window);
+        let [hosts, ports, on_port, sources] = self
+            .spread
+            .estimates(spread_keys(key), self.window(flow.last_seen));
         let l7 = septa_l7::L7Proto::from_u8(flow.l7).map_or(L7Proto::Unknown, feature_l7);
         let rec = FeatureRecord {
             schema_version: SCHEMA_VERSION,
@@ -470,10 +548,10 @@ impl Sampler {
             tcp: f.tcp,
             functions: f.functions,
             spread: Spread {
-                src_hosts: s[0].max(1),
-                src_ports: s[1].max(1),
-                src_hosts_on_port: p[0].clamp(1, s[0].max(1)),
-                dst_sources: d[0].max(1),
+                src_hosts: hosts.max(1),
+                src_ports: ports.max(1),
+                src_hosts_on_port: on_port.clamp(1, hosts.max(1)),
+                dst_sources: sources.max(1),
                 window_s: u32::try_from(self.cfg.window_us / 1_000_000).unwrap_or(u32::MAX),
             },
         };
@@ -494,13 +572,17 @@ impl Sampler {
         self.emit(slot, flow, EmitReason::FlowEnd);
         let i = slot.sample - 1;
         slot.sample = 0;
-        if let Some(f) = self.slab.get(i as usize)
-            && let Some(b) = self.by_flow.get_mut(f.owner as usize)
-            && *b == i + 1
-        {
-            *b = 0;
-        }
         self.release(i);
+    }
+
+    /// A half-open flow was evicted from the flow table to make room (`Inserted::evicted_l7`):
+    /// it ends without an expiry callback and without a record; its slab entry is freed.
+    #[inline]
+    pub fn evicted(&mut self, slot: L7Slot) {
+        if slot.sample != 0 {
+            self.counters.evicted += 1;
+            self.release(slot.sample - 1);
+        }
     }
 
     fn release(&mut self, i: u32) {
@@ -510,11 +592,11 @@ impl Sampler {
         }
     }
 
-    /// [`Self::start`] for a flow just inserted into the flow table at `table_slot`.
+    /// [`Self::start`] for a flow just inserted into the flow table.
     #[inline]
-    pub fn flow_start<S>(&mut self, table_slot: usize, e: &mut FlowEntry<S>, now: u64) {
+    pub fn flow_start<S>(&mut self, e: &mut FlowEntry<S>, now: u64) {
         let key = e.key();
-        self.start(table_slot, &mut e.l7, &key, now);
+        self.start(&mut e.l7, &key, now);
     }
 
     /// A packet of a tracked flow, after conntrack accepted it (the entry's counters include

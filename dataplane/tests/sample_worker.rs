@@ -1,35 +1,107 @@
 //! The feature sampler in the worker: a sampled connection emits its first-packets record and
 //! its flow-end record with the flow entry's counts and the identified protocol; flows not
-//! chosen cost nothing and emit nothing.
+//! chosen cost nothing and emit nothing. Under a function-code conduit, a sampled Modbus flow's
+//! record counts its requests by class (a write is counted even when the conduit refuses it),
+//! head statistics describe only the packets the worker forwarded, and the deny records carry
+//! the conduit's reason.
 
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use septa_classifier::{Action, Rule, TableCell, compile};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use septa_classifier::{
+    Action, AddrMatch, HookId, Mode, PortRange, Prefix, Rule, RuleTable, TableCell, compile,
+};
+use septa_dataplane::events::{DenyRecord, EventDrain, EventSink, FlowEvent, ring};
 use septa_dataplane::io::memory::MemoryIo;
-use septa_dataplane::l7::Side;
-use septa_dataplane::l7::samples::{conversation, smb2_negotiate};
+use septa_dataplane::l7::samples::{conversation, modbus, modbus_request, smb2_negotiate};
+use septa_dataplane::l7::{DenyReason, L7Constraint, Side};
 use septa_dataplane::sample::{Sampler, SamplerConfig};
-use septa_dataplane::{Bridge, Decision, StateConfig, Worker, WorkerState};
-use septa_features::{EmitReason, FeatureRecord, L7Proto};
+use septa_dataplane::{Bridge, Decision, DropReason, StateConfig, Worker, WorkerState};
+use septa_features::{EmitReason, FeatureRecord, FunctionClass, L7Proto};
 
 fn worker(one_in: u32) -> (Worker, Receiver<FeatureRecord>) {
+    let table = compile(&[Rule::any(1, Action::Allow)]).unwrap();
+    let (w, rx, _cell) = worker_with(one_in, table, EventSink::disabled());
+    (w, rx)
+}
+
+/// A worker under `table` with a sampler (one flow in `one_in`) and events to `sink`; keep the
+/// cell alive as long as the worker.
+fn worker_with(
+    one_in: u32,
+    table: RuleTable,
+    sink: EventSink,
+) -> (Worker, Receiver<FeatureRecord>, Arc<TableCell>) {
     let (tx, rx) = sync_channel(1024);
     let mut sc = SamplerConfig::new(64);
     sc.one_in = one_in;
-    let cell = TableCell::new(compile(&[Rule::any(1, Action::Allow)]).unwrap());
-    let mut state = WorkerState::new(
-        &StateConfig::new(1024),
-        septa_dataplane::events::EventSink::disabled(),
-    )
-    .unwrap();
+    let cell = TableCell::new(table);
+    let mut state = WorkerState::new(&StateConfig::new(1024), sink).unwrap();
     state.set_sampler(Sampler::new(7, sc, tx).unwrap());
     let w = Worker::with_state(
         Bridge::new(2, &[(0, 1)]).unwrap(),
         Decision::Table(cell.reader()),
         state,
     );
-    (w, rx)
+    (w, rx, cell)
 }
+
+const PLC: [u8; 4] = [10, 9, 0, 1];
+
+/// Modbus/502 to the PLC inspected by a read-only conduit in `mode`; everything else allowed.
+fn read_only_modbus(mode: Mode) -> RuleTable {
+    let rule = Rule {
+        dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::from(PLC), 32)),
+        proto: Some(6),
+        dport: PortRange { lo: 502, hi: 502 },
+        mode,
+        ..Rule::any(1, Action::Inspect(HookId(0)))
+    };
+    let conduit = L7Constraint {
+        functions: septa_l7::functions::resolve(septa_l7::L7Proto::Modbus, "read_*")
+            .unwrap()
+            .into_iter()
+            .collect(),
+        ..L7Constraint::allow_all(septa_l7::L7Proto::Modbus)
+    };
+    compile(&[rule, Rule::any(2, Action::Allow)])
+        .unwrap()
+        .with_l7_constraints(Arc::from(vec![conduit]))
+}
+
+/// Handshake, two reads with responses, a write single register, one more read; no close.
+fn modbus_session(cport: u16) -> Vec<(Side, Vec<u8>)> {
+    let msgs = vec![
+        (Side::Client, modbus_request(1, 1, 3, 0, 2)),
+        (Side::Server, modbus(1, 1, 3, &[4, 0, 1, 0, 2])),
+        (Side::Client, modbus_request(2, 1, 3, 0, 2)),
+        (Side::Server, modbus(2, 1, 3, &[4, 0, 1, 0, 2])),
+        (Side::Client, modbus_request(3, 1, 6, 7, 1)),
+        (Side::Client, modbus_request(4, 1, 3, 0, 2)),
+    ];
+    let (frames, _) = conversation([10, 0, 0, 1], PLC, (cport, 502), &msgs, false);
+    let sides = [Side::Client, Side::Server, Side::Client]
+        .into_iter()
+        .chain(msgs.iter().map(|m| m.0));
+    sides.zip(frames).collect()
+}
+
+fn denies(drain: &mut EventDrain) -> Vec<DenyRecord> {
+    let mut out = Vec::new();
+    drain.drain(usize::MAX, |_, ev| {
+        if let FlowEvent::Deny(d) = ev {
+            out.push(d);
+        }
+    });
+    out
+}
+
+const WRITE_6: DenyReason = DenyReason::Function {
+    proto: septa_l7::L7Proto::Modbus,
+    code: 6,
+};
 
 /// An SMB connection: handshake, then the negotiate request and 9 more client segments.
 fn smb(cport: u16) -> Vec<(Side, Vec<u8>)> {
@@ -98,5 +170,78 @@ fn flows_not_chosen_emit_nothing() {
         reasons.len(),
         4,
         "2 sampled flows × (head + end): {reasons:?}"
+    );
+}
+
+#[test]
+fn a_monitored_modbus_flow_with_a_write_counts_it_and_says_why() {
+    let (sink, source) = ring(64);
+    let mut drain = EventDrain::new(vec![source]);
+    let (mut w, rx, _cell) = worker_with(1, read_only_modbus(Mode::Monitor), sink);
+    let mut io = MemoryIo::new(2);
+    send(&mut w, &mut io, &modbus_session(40100), 1_000);
+    w.flush(usize::MAX);
+    let end = rx
+        .try_iter()
+        .find(|r| r.reason == EmitReason::FlowEnd)
+        .expect("flow-end record");
+    let f = end.functions;
+    assert_eq!(f[FunctionClass::Write as usize], 1, "{f:?}");
+    assert_eq!(f[FunctionClass::Read as usize], 3, "requests only: {f:?}");
+    assert_eq!(f.iter().sum::<u32>(), 4, "responses are not counted: {f:?}");
+    assert_eq!(end.l7, L7Proto::Modbus);
+    assert_eq!(end.packets[0] + end.packets[1], 9);
+    assert_eq!(
+        end.head.count, 8,
+        "monitor mode forwards everything (the head stops at 8)"
+    );
+    let d = denies(&mut drain);
+    assert_eq!(d.len(), 1, "one would-deny record per flow: {d:?}");
+    assert!(d[0].would_deny);
+    assert_eq!(d[0].reason, DropReason::L7Denied);
+    assert_eq!(d[0].l7, Some(WRITE_6));
+    assert_eq!(
+        d[0].l7_text().unwrap(),
+        "modbus function 6 (write_single_register) not allowed"
+    );
+}
+
+#[test]
+fn an_enforced_write_is_counted_but_dropped_packets_stay_out_of_the_head() {
+    let (sink, source) = ring(64);
+    let mut drain = EventDrain::new(vec![source]);
+    let (mut w, rx, _cell) = worker_with(1, read_only_modbus(Mode::Enforce), sink);
+    let mut io = MemoryIo::new(2);
+    let frames = modbus_session(40101);
+    send(&mut w, &mut io, &frames, 1_000);
+    w.flush(usize::MAX);
+    let end = rx
+        .try_iter()
+        .find(|r| r.reason == EmitReason::FlowEnd)
+        .expect("flow-end record");
+    // The refused write is an attempt: counted. The read after it is dropped unparsed (the flow
+    // is blocked), so it is not.
+    let f = end.functions;
+    assert_eq!(f[FunctionClass::Write as usize], 1, "{f:?}");
+    assert_eq!(f[FunctionClass::Read as usize], 2, "{f:?}");
+    // 9 packets offered (the entry counts them all), 7 forwarded: the head holds those 7.
+    assert_eq!(end.packets[0] + end.packets[1], 9);
+    assert_eq!(end.head.count, 7);
+    let ip_len = |f: &[u8]| u32::from(u16::from_be_bytes([f[16], f[17]]));
+    let sizes: u32 = frames[..7].iter().map(|(_, f)| ip_len(f)).sum();
+    assert_eq!(
+        end.head.size_sum, sizes,
+        "L3 sizes of the forwarded packets"
+    );
+    let d = denies(&mut drain);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(
+        d.iter()
+            .all(|r| !r.would_deny && r.reason == DropReason::L7Denied)
+    );
+    assert_eq!(d[0].l7, Some(WRITE_6), "the refused message is named");
+    assert_eq!(
+        d[1].l7, None,
+        "a packet of the blocked flow names no message"
     );
 }

@@ -1,6 +1,6 @@
 //! The flow entry and the small types around it.
 
-use septa_classifier::FlowKey;
+use septa_classifier::{Family, FlowKey};
 
 use super::{TimeoutClass, Timeouts};
 
@@ -50,19 +50,20 @@ impl Direction {
 /// the worker; `epoch` is the epoch of the rule table that produced it (rule-table epochs start
 /// at 1, so epoch 0 means "not classified yet").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct CachedDecision {
     /// Epoch of the producing rule table; 0 = none.
     pub epoch: u64,
     /// Matching rule id (`u32::MAX` for the default action, by the worker's convention).
     pub rule: u32,
-    /// The rule's policy-clause back-reference (`u64::MAX` for none, by the worker's convention).
-    pub source: u64,
+    /// L7 hook for an inspect action, 0 otherwise.
+    pub hook: u32,
     /// Action code (the worker's mapping of the classifier action).
     pub action: u8,
     /// Mode code (enforce/monitor).
     pub mode: u8,
-    /// L7 hook for an inspect action, 0 otherwise.
-    pub hook: u32,
+    /// The rule's policy-clause back-reference (`u64::MAX` for none, by the worker's convention).
+    pub source: u64,
 }
 
 impl CachedDecision {
@@ -92,44 +93,72 @@ impl FlowId {
 }
 
 /// One flow. The index fields are private; state, decision and the L7 slot are the caller's.
+///
+/// **Layout** (`repr(C)`, 8-byte aligned, 200 bytes with the conntrack state): the fields an
+/// established flow's packet reads or writes (key, visit time, direction flag, timeout class,
+/// cached decision, last seen, counters, state, half-open flag) come first, in 160 contiguous
+/// bytes; the timer and half-open links, the L7 slot and first-seen follow. The key is stored
+/// as five words (addresses split in halves, then ports/protocol/family/VLAN), so an entry is
+/// 8-byte aligned (no padding to 16) and a probe compares five words.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub struct FlowEntry<S> {
-    pub(super) key: FlowKey,
-    /// Connection-tracking state.
-    pub state: S,
-    /// Cached policy decision.
-    pub decision: CachedDecision,
-    /// The worker's L7 and sampling slot.
-    pub l7: L7Slot,
-    pub(super) packets: [u64; 2],
-    pub(super) bytes: [u64; 2],
-    pub(super) first_seen: u64,
-    /// Tick of the latest packet. The expiry is not stored: it is always
-    /// `last_seen + timeouts.get(class)` (saturating), see [`FlowEntry::expires_with`].
-    pub(super) last_seen: u64,
+    pub(super) key: KeyWords,
     /// Slot time (slot units, low 32 bits) at which the wheel visits the entry: within one
     /// revolution of the cursor when linked, so wrapping comparisons on it are exact.
     pub(super) sched: u32,
+    pub(super) orig_in_port: u16,
+    pub(super) orig_swapped: bool,
+    pub(super) class: TimeoutClass,
+    /// Cached policy decision.
+    pub decision: CachedDecision,
+    /// Tick of the latest packet. The expiry is not stored: it is always
+    /// `last_seen + timeouts.get(class)` (saturating), see [`FlowEntry::expires_with`].
+    pub(super) last_seen: u64,
+    pub(super) packets: [u64; 2],
+    pub(super) bytes: [u64; 2],
+    /// Connection-tracking state.
+    pub state: S,
+    pub(super) embryonic: bool,
+    pub(super) live: bool,
+    /// The worker's L7 and sampling slot.
+    pub l7: L7Slot,
     pub(super) hash: u32,
     pub(super) wheel_next: u32,
     pub(super) wheel_prev: u32,
     pub(super) half_next: u32,
     pub(super) half_prev: u32,
-    pub(super) orig_in_port: u16,
-    pub(super) orig_swapped: bool,
-    pub(super) embryonic: bool,
-    pub(super) live: bool,
-    pub(super) class: TimeoutClass,
+    pub(super) first_seen: u64,
+}
+
+/// A canonical key as an entry stores it: source and destination address (low, then high 64
+/// bits each) and the tail word (ports, protocol, family, VLAN; see `flow::key_tail`).
+pub(super) type KeyWords = [u64; 5];
+
+/// The canonical key `w` holds (`in_port` 0).
+pub(super) fn key_from_words(w: &KeyWords) -> FlowKey {
+    let t = w[4];
+    FlowKey {
+        src: u128::from(w[0]) | u128::from(w[1]) << 64,
+        dst: u128::from(w[2]) | u128::from(w[3]) << 64,
+        sport: t as u16,
+        dport: (t >> 16) as u16,
+        proto: (t >> 32) as u8,
+        family: if (t >> 40) as u8 == Family::V6 as u8 {
+            Family::V6
+        } else {
+            Family::V4
+        },
+        vlan: (t >> 48) as u16,
+        in_port: 0,
+    }
 }
 
 impl<S> FlowEntry<S> {
     /// The key of the flow's first packet (originator → responder), `in_port` included.
     pub fn key(&self) -> FlowKey {
-        let mut k = if self.orig_swapped {
-            self.key.reversed()
-        } else {
-            self.key
-        };
+        let k = key_from_words(&self.key);
+        let mut k = if self.orig_swapped { k.reversed() } else { k };
         k.in_port = self.orig_in_port;
         k
     }

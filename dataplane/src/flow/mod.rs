@@ -55,6 +55,7 @@ use std::fmt;
 use septa_classifier::FlowKey;
 
 use crate::drop::DropReason;
+use entry::KeyWords;
 pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7Slot};
 use hash::FlowHasher;
 use index::SlotIndex;
@@ -148,7 +149,7 @@ pub enum Lookup {
 /// A key that is not in the table, canonicalised and hashed (for the table that produced it).
 #[derive(Clone, Copy, Debug)]
 pub struct Vacant {
-    key: FlowKey,
+    key: KeyWords,
     in_port: u16,
     hash: u32,
     swapped: bool,
@@ -226,12 +227,23 @@ fn key_tail(k: &FlowKey) -> u64 {
         | u64::from(k.vlan) << 48
 }
 
+/// The words an entry stores for canonical key `k` (see `entry::KeyWords`).
+#[inline(always)]
+fn key_words(k: &FlowKey, tail: u64) -> KeyWords {
+    [
+        k.src as u64,
+        (k.src >> 64) as u64,
+        k.dst as u64,
+        (k.dst >> 64) as u64,
+        tail,
+    ]
+}
+
 /// A key canonicalised and hashed by [`FlowTable::hash_key`], ready for
 /// [`FlowTable::find_hashed`].
 #[derive(Clone, Copy, Debug)]
 pub struct HashedKey {
-    key: FlowKey,
-    tail: u64,
+    key: KeyWords,
     hash: u32,
     swapped: bool,
 }
@@ -263,7 +275,9 @@ impl Located {
 /// The canonical form of `key` (endpoints ordered, `in_port` cleared) and whether it was swapped.
 #[inline]
 pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
-    let swapped = (key.src, key.sport) > (key.dst, key.dport);
+    // `(src, sport) > (dst, dport)`, spelled out: two flag-setting compares instead of the
+    // tuple's `Ordering` chain.
+    let swapped = key.src > key.dst || (key.src == key.dst && key.sport > key.dport);
     // Field by field (selects, no branch on the copy).
     let (src, dst) = if swapped {
         (key.dst, key.src)
@@ -327,7 +341,7 @@ impl<S: Copy + Default> FlowTable<S> {
             return Err(FlowConfigError::Wheel);
         }
         let blank = FlowEntry {
-            key: FlowKey::default(),
+            key: [0; 5],
             state: S::default(),
             decision: CachedDecision::default(),
             l7: L7Slot::default(),
@@ -452,8 +466,7 @@ impl<S: Copy + Default> FlowTable<S> {
         let tail = key_tail(&ck);
         HashedKey {
             hash: self.hasher.hash(ck.src, ck.dst, tail),
-            key: ck,
-            tail,
+            key: key_words(&ck, tail),
             swapped,
         }
     }
@@ -461,11 +474,12 @@ impl<S: Copy + Default> FlowTable<S> {
     /// Second half of [`FlowTable::lookup`]: probe the index for a hashed key.
     #[inline(always)]
     pub fn find_hashed(&self, h: &HashedKey) -> Located {
-        // Canonical keys (`in_port` 0) are equal iff their hashed words are: three
+        // Canonical keys (`in_port` 0) are equal iff their stored words are: five word
         // comparisons without branches instead of one per field.
+        let w = &h.key;
         let found = self.index.find(h.hash, |slot| {
             let k = &self.entries[slot as usize].key;
-            ((k.src ^ h.key.src) | (k.dst ^ h.key.dst) | u128::from(key_tail(k) ^ h.tail)) == 0
+            ((k[0] ^ w[0]) | (k[1] ^ w[1]) | (k[2] ^ w[2]) | (k[3] ^ w[3]) | (k[4] ^ w[4])) == 0
         });
         match found {
             Some(slot) => Located {
@@ -494,7 +508,7 @@ impl<S: Copy + Default> FlowTable<S> {
         }
         let (ck, swapped) = canonical(key);
         Some(Vacant {
-            key: ck,
+            key: key_words(&ck, key_tail(&ck)),
             in_port: key.in_port,
             hash: at.hash,
             swapped,

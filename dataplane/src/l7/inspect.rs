@@ -38,7 +38,7 @@
 use septa_classifier::{Family, FlowKey, Mode};
 use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Sender};
 
-use super::{L7Counters, L7State, Side, Transport, identify};
+use super::{FunctionTally, L7Counters, L7State, Side, Transport, identify};
 use crate::drop::DropReason;
 use crate::flow::L7Slot;
 use crate::parse::{Fragment, ParsedPacket};
@@ -273,6 +273,23 @@ impl L7Inspector {
         pkt: &ParsedPacket,
         frame: &[u8],
     ) -> L7Judgement {
+        self.packet_tallied(slot, conduit, mode, orig, pkt, frame, None)
+    }
+
+    /// [`Self::packet`], also counting the request messages it inspects (allowed or denied)
+    /// by function class into `tally` (the worker passes one for flows the ML sampler follows).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn packet_tallied(
+        &mut self,
+        slot: Option<&mut L7Slot>,
+        conduit: Option<&L7Constraint>,
+        mode: Mode,
+        orig: &FlowKey,
+        pkt: &ParsedPacket,
+        frame: &[u8],
+        tally: Option<&mut FunctionTally>,
+    ) -> L7Judgement {
         if pkt.key.proto != orig.proto {
             // An ICMP error about the flow: not a message of the stream.
             return FORWARD;
@@ -336,13 +353,14 @@ impl L7Inspector {
         if !tcp {
             self.stats.inspected += 1;
             let mut st = L7State::new(conduit.proto);
-            let v = st.inspect(
+            let v = st.inspect_tallied(
                 side,
                 Transport::Udp,
                 payload,
                 conduit,
                 sender,
                 &mut self.counters,
+                tally,
             );
             return judged(mode, v, true);
         }
@@ -401,13 +419,14 @@ impl L7Inspector {
             }
         };
         self.stats.inspected += 1;
-        let v = s.state.inspect(
+        let v = s.state.inspect_tallied(
             side,
             Transport::Tcp,
             data,
             conduit,
             sender,
             &mut self.counters,
+            tally,
         );
         let first = s.flags & REPORTED == 0;
         if let L7Verdict::Deny(r) = v {

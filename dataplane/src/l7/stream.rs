@@ -90,6 +90,23 @@ impl L7State {
         sender: Sender,
         counters: &mut L7Counters,
     ) -> L7Verdict {
+        self.inspect_tallied(side, transport, payload, conduit, sender, counters, None)
+    }
+
+    /// [`Self::inspect`], also counting every request message (allowed or denied) into `tally`
+    /// by feature function class (for the ML sampler: only sampled flows pass one, since
+    /// classifying a code looks it up in the protocol's function table).
+    #[allow(clippy::too_many_arguments)]
+    pub fn inspect_tallied(
+        &mut self,
+        side: Side,
+        transport: Transport,
+        payload: &[u8],
+        conduit: &L7Constraint,
+        sender: Sender,
+        counters: &mut L7Counters,
+        mut tally: Option<&mut FunctionTally>,
+    ) -> L7Verdict {
         let mut verdict = L7Verdict::Allow;
         if payload.is_empty() {
             return verdict; // handshakes, bare acknowledgements
@@ -99,6 +116,9 @@ impl L7State {
                 Ok(m) => {
                     state.messages = state.messages.saturating_add(1);
                     counters.message(&m);
+                    if let Some(t) = tally.as_deref_mut() {
+                        t.request(&m);
+                    }
                     check(conduit, &m, sender)
                 }
                 Err(()) => {
@@ -276,6 +296,31 @@ impl L7State {
             self.flags &= !(F_BUF_IN_USE | F_BUF_SERVER);
             self.have = 0;
         }
+    }
+}
+
+/// Request messages of one segment or datagram by feature function class
+/// ([`septa_features::FunctionClass`] index), for the ML sampler's per-flow histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunctionTally(pub [u32; septa_features::FUNCTION_CLASSES]);
+
+impl FunctionTally {
+    /// Counts `m` if it is a request (responses and connection management are not functions
+    /// a peer asked for).
+    #[inline]
+    pub fn request(&mut self, m: &Message) {
+        if m.role != septa_l7::Role::Request {
+            return;
+        }
+        let class = septa_l7::functions::lookup(m.proto, m.function)
+            .map_or(septa_l7::functions::Class::Other, |f| f.class);
+        let c = crate::sample::feature_function_class(m.proto, m.function, class) as usize;
+        self.0[c] = self.0[c].saturating_add(1);
+    }
+
+    /// Nothing counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&n| n == 0)
     }
 }
 

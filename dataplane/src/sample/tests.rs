@@ -29,12 +29,8 @@ struct Flow {
 
 impl Flow {
     fn start(s: &mut Sampler, key: FlowKey, now: u64) -> Self {
-        Self::start_at(s, 0, key, now)
-    }
-
-    fn start_at(s: &mut Sampler, table_slot: usize, key: FlowKey, now: u64) -> Self {
         let mut slot = L7Slot::default();
-        s.start(table_slot, &mut slot, &key, now);
+        s.start(&mut slot, &key, now);
         Flow {
             slot,
             view: FlowView {
@@ -181,24 +177,30 @@ fn one_flow_in_k_is_sampled_and_a_full_slab_is_counted() {
 }
 
 #[test]
-fn an_evicted_flows_sample_is_reclaimed_when_its_table_slot_is_reused() {
+fn an_evicted_flows_sample_is_freed_without_a_record() {
     let (tx, rx) = sync_channel(16);
     let mut c = SamplerConfig::new(1);
     c.one_in = 1;
     let mut s = Sampler::new(0, c, tx).unwrap();
-    s.bind(8);
-    let a = Flow::start_at(&mut s, 3, key(1, 1, 80, 6), 0);
+    let a = Flow::start(&mut s, key(1, 1, 80, 6), 0);
     assert_ne!(a.slot.sample, 0);
-    // `a` is evicted (no end); a new flow takes table slot 3 and the single slab entry.
-    let mut b = Flow::start_at(&mut s, 3, key(1, 2, 80, 6), 10);
-    assert_ne!(b.slot.sample, 0, "the slab entry came back");
-    assert_eq!(s.counters().evicted, 1);
-    assert_eq!(s.counters().slab_full, 0);
-    b.end(&mut s);
-    // A normal end clears the slot's record: reusing the slot reclaims nothing.
-    let _c = Flow::start_at(&mut s, 3, key(1, 3, 80, 6), 20);
-    assert_eq!(s.counters().evicted, 1);
-    assert_eq!(rx.try_iter().count(), 1, "only b's end");
+    // The slab's single entry is taken: the next flow is skipped...
+    let b = Flow::start(&mut s, key(1, 2, 80, 6), 10);
+    assert_eq!(b.slot.sample, 0);
+    assert_eq!(s.counters().slab_full, 1);
+    // ...until `a` is evicted (no end, no record): its entry comes back.
+    s.evicted(a.slot);
+    s.evicted(L7Slot::default());
+    assert_eq!(
+        s.counters().evicted,
+        1,
+        "an unsampled eviction is not counted"
+    );
+    assert_eq!(s.active(), 0);
+    let mut c = Flow::start(&mut s, key(1, 3, 80, 6), 20);
+    assert_ne!(c.slot.sample, 0, "the slab entry came back");
+    c.end(&mut s);
+    assert_eq!(rx.try_iter().count(), 1, "only c's end");
 }
 
 #[test]
@@ -278,5 +280,77 @@ fn bad_config_is_rejected() {
     assert_eq!(
         Sampler::new(0, c, tx).unwrap_err(),
         SamplerConfigError::OneIn
+    );
+}
+
+/// The record of one more flow `key` at `now` (started and ended at once).
+fn spread_of(s: &mut Sampler, rx: &Receiver<FeatureRecord>, key: FlowKey, now: u64) -> Spread {
+    Flow::start(s, key, now).end(s);
+    rx.try_iter().last().expect("a record").spread
+}
+
+fn within(got: u32, want: u32, pct: u32) -> bool {
+    got.abs_diff(want) * 100 <= want * pct
+}
+
+#[test]
+fn port_scans_and_lateral_sweeps_are_told_apart() {
+    let (mut s, rx) = sampler(8192);
+    // 10.0.0.5 scans 300 ports of one host; 10.0.0.6 sweeps 100 hosts on 445 and 50 others on
+    // 3389; 10.0.0.7 polls 2 PLCs on 502. Same window, interleaved.
+    for i in 0..300u32 {
+        Flow::start(&mut s, key(5, 1, 1000 + i as u16, 6), 1_000_000).end(&mut s);
+        if i < 100 {
+            Flow::start(&mut s, key(6, 100 + i, 445, 6), 1_000_000).end(&mut s);
+        }
+        if i < 50 {
+            Flow::start(&mut s, key(6, 500 + i, 3389, 6), 1_000_000).end(&mut s);
+        }
+        if i < 2 {
+            Flow::start(&mut s, key(7, 900 + i, 502, 6), 1_000_000).end(&mut s);
+        }
+    }
+    let scan = spread_of(&mut s, &rx, key(5, 1, 999, 6), 2_000_000);
+    assert!(within(scan.src_ports, 301, 8), "{scan:?}");
+    assert_eq!((scan.src_hosts, scan.src_hosts_on_port), (1, 1), "{scan:?}");
+    let sweep = spread_of(&mut s, &rx, key(6, 100, 445, 6), 2_000_000);
+    assert!(within(sweep.src_hosts, 150, 8), "{sweep:?}");
+    assert!(within(sweep.src_hosts_on_port, 100, 8), "{sweep:?}");
+    assert_eq!(sweep.src_ports, 2, "{sweep:?}");
+    let rdp = spread_of(&mut s, &rx, key(6, 500, 3389, 6), 2_000_000);
+    assert!(within(rdp.src_hosts_on_port, 50, 8), "{rdp:?}");
+    let poll = spread_of(&mut s, &rx, key(7, 900, 502, 6), 2_000_000);
+    assert_eq!(
+        (poll.src_hosts, poll.src_ports, poll.src_hosts_on_port),
+        (2, 1, 2),
+        "{poll:?}"
+    );
+}
+
+#[test]
+fn saturated_sketches_report_their_ceiling_and_collisions_never_overstate() {
+    let (mut s, rx) = sampler(32_768);
+    // A sweep of 20,000 hosts in one window: the estimate saturates high, it does not wrap.
+    for h in 0..20_000u32 {
+        Flow::start(&mut s, key(1, h, 445, 6), 1_000_000).end(&mut s);
+    }
+    let big = spread_of(&mut s, &rx, key(1, 0, 445, 6), 1_000_000);
+    assert!(big.src_hosts >= 3_000, "{big:?}");
+    // A tiny table: colliding sources take slots over (counted); a taken-over key's estimate
+    // restarts from its own flows, never another key's.
+    let (tx, rx) = sync_channel(4096);
+    let mut c = SamplerConfig::new(64);
+    c.one_in = 1;
+    c.spread_slots = 16;
+    let mut s = Sampler::new(0, c, tx).unwrap();
+    for src in 1..=64u8 {
+        for h in 0..3u32 {
+            Flow::start(&mut s, key(src, h, 80, 6), 1_000_000).end(&mut s);
+        }
+    }
+    assert!(s.counters().sketch_evictions > 0);
+    assert!(
+        rx.try_iter()
+            .all(|r| r.spread.src_hosts <= 3 && r.spread.dst_sources <= 70)
     );
 }

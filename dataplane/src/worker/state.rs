@@ -32,10 +32,12 @@ use crate::error::StateConfigError;
 use crate::events::{
     DenyRecord, EndReason, EventAction, EventDecision, EventSink, FlowEnd, FlowEvent, FlowStart,
 };
-use crate::flow::{CachedDecision, FlowEntry, FlowId, FlowTable, FlowTableConfig, HashedKey};
+use crate::flow::{
+    CachedDecision, Direction, FlowEntry, FlowId, FlowTable, FlowTableConfig, HashedKey,
+};
 use crate::frag::{FragConfig, FragTable, fragment_info};
 use crate::io::{BURST, Burst, PacketBuf, PortId};
-use crate::l7::{L7Inspector, L7Judgement};
+use crate::l7::{FunctionTally, L7Inspector, L7Judgement};
 use crate::parse::{Fragment, ParsedPacket, parse};
 use crate::sample::Sampler;
 
@@ -177,8 +179,7 @@ impl WorkerState {
     }
 
     /// Sample flow features for ML with `sampler` from now on (`sample.rs`).
-    pub fn set_sampler(&mut self, mut sampler: Sampler) {
-        sampler.bind(self.flows.capacity());
+    pub fn set_sampler(&mut self, sampler: Sampler) {
         self.sampler = Some(sampler);
     }
 
@@ -236,33 +237,26 @@ impl WorkerState {
     }
 
     /// Pass 3's fast path, for most packets of an established workload: a packet (not a
-    /// fragment, not an ICMP error) of a tracked flow whose pass-1 lookup is still exact and
-    /// whose cached decision is current (`epoch`) and a plain allow. Runs conntrack and
-    /// returns the cached decision, or the conntrack refusal. `None`: not such a packet; take
-    /// [`Self::packet`], which handles this case identically (and every other one).
+    /// fragment, not an ICMP error) of tracked flow `id`, going in `dir`, whose pass-1 lookup
+    /// is still exact and whose cached decision is current and a plain allow (pass 1b checked
+    /// that; nothing in between changes a decision without changing the table's generation).
+    /// Runs conntrack; `Err` is its refusal. [`Self::packet`] handles this case identically
+    /// (and every other one).
     #[inline(always)]
     fn established(
         &mut self,
-        epoch: u64,
+        id: FlowId,
+        dir: Direction,
         pkt: &ParsedPacket,
         frame: &[u8],
-        found: &Found,
-    ) -> Option<Result<CachedDecision, DropReason>> {
-        if pkt.fragment != Fragment::None {
-            return None;
-        }
-        let (id, dir) = found.current_hit(&self.flows)?;
-        let d = self.flows.entry(id).decision;
-        if !d.is_current(epoch) || d.action != ACT_ALLOW {
-            return None;
-        }
-        let r = conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now);
-        if r.is_ok()
-            && let Some(s) = &mut self.sampler
-        {
+    ) -> Result<(), DropReason> {
+        debug_assert!(pkt.fragment == Fragment::None);
+        debug_assert!(self.flows.entry(id).decision.action == ACT_ALLOW);
+        conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now)?;
+        if let Some(s) = &mut self.sampler {
             s.on_packet(self.flows.entry_mut(id), pkt, frame, self.now);
         }
-        Some(r.map(|_| d))
+        Ok(())
     }
 
     /// The verdict for one IP packet with a peer port. `decide` returns the rule table's
@@ -339,11 +333,11 @@ impl WorkerState {
     ) -> (Verdict, Option<RuleDecision>, Option<DropReason>) {
         let now = self.now;
         let e = self.flows.entry_mut(id);
-        if let Some(s) = &mut self.sampler {
-            s.on_packet(e, pkt, frame, now);
-        }
         let Some(t) = table else {
             // Only flows admitted fail-open exist before a policy is installed.
+            if let Some(s) = &mut self.sampler {
+                s.on_packet(e, pkt, frame, now);
+            }
             return (Verdict::Forward, None, None);
         };
         let fresh = !e.decision.is_current(t.epoch());
@@ -353,19 +347,38 @@ impl WorkerState {
             self.l7.reclassified(&mut e.l7, conduit(t, &d));
         }
         let d = uncache(&e.decision);
-        let (v, would, l7_first) = match d.action {
+        let (v, would, l7_first, l7_deny) = match d.action {
             Action::Inspect(_) => {
                 let key = e.key();
-                let j = self
-                    .l7
-                    .packet(Some(&mut e.l7), conduit(t, &d), d.mode, &key, pkt, frame);
-                (j.verdict, j.would, j.first)
+                // A flow the ML sampler follows also counts its requests by function class.
+                let mut tally = FunctionTally::default();
+                let sampled = self.sampler.is_some() && e.l7.sample != 0;
+                let j = self.l7.packet_tallied(
+                    Some(&mut e.l7),
+                    conduit(t, &d),
+                    d.mode,
+                    &key,
+                    pkt,
+                    frame,
+                    sampled.then_some(&mut tally),
+                );
+                if sampled && let Some(s) = &mut self.sampler {
+                    s.functions(&e.l7, &tally);
+                }
+                (j.verdict, j.would, j.first, j.deny)
             }
             _ => {
                 let (v, w) = judge(&d);
-                (v, w, false)
+                (v, w, false, None)
             }
         };
+        // Features describe the conversation as delivered: only forwarded packets (see
+        // `sample.rs`).
+        if v == Verdict::Forward
+            && let Some(s) = &mut self.sampler
+        {
+            s.on_packet(e, pkt, frame, now);
+        }
         let refused = match v {
             Verdict::Drop(r) => Some((r, false)),
             Verdict::Forward => would.filter(|_| fresh || l7_first).map(|r| (r, true)),
@@ -378,6 +391,7 @@ impl WorkerState {
                 decision: event_decision(&d, t.epoch()),
                 reason,
                 would_deny,
+                l7: l7_deny,
             }));
         }
         (v, Some(d), would)
@@ -401,14 +415,18 @@ impl WorkerState {
                     decision: NO_POLICY,
                     reason: DropReason::NoPolicy,
                     would_deny: false,
+                    l7: None,
                 }));
                 return (Verdict::Drop(DropReason::NoPolicy), None, None);
             }
             return match conntrack::commit_evicting(&mut self.flows, new, now) {
                 Ok((id, evicted)) => {
-                    // An evicted half-open flow has no expiry callback: free its stream here
-                    // (the sampler reclaims its sample when the table slot is reused).
+                    // An evicted half-open flow has no expiry callback: free its stream and
+                    // its feature sample here.
                     self.l7.release_ended(evicted);
+                    if let Some(s) = &mut self.sampler {
+                        s.evicted(evicted);
+                    }
                     self.flows.entry_mut(id).decision = FAIL_OPEN;
                     self.events.emit(FlowEvent::Start(FlowStart {
                         key: self.flows.entry(id).key(),
@@ -421,15 +439,26 @@ impl WorkerState {
             };
         };
         let d = decide(&pkt.key);
-        let (v, would) = match d.action {
+        // The first datagram's requests by function class, in case the sampler picks the flow.
+        let mut tally = FunctionTally::default();
+        let (v, would, l7_deny) = match d.action {
             // A UDP datagram is judged before its flow is admitted; a TCP SYN carries nothing.
             Action::Inspect(_) => {
-                let j: L7Judgement =
-                    self.l7
-                        .packet(None, conduit(t, &d), d.mode, &pkt.key, pkt, frame);
-                (j.verdict, j.would)
+                let j: L7Judgement = self.l7.packet_tallied(
+                    None,
+                    conduit(t, &d),
+                    d.mode,
+                    &pkt.key,
+                    pkt,
+                    frame,
+                    self.sampler.is_some().then_some(&mut tally),
+                );
+                (j.verdict, j.would, j.deny)
             }
-            _ => judge(&d),
+            _ => {
+                let (v, w) = judge(&d);
+                (v, w, None)
+            }
         };
         let ed = event_decision(&d, t.epoch());
         match v {
@@ -439,8 +468,12 @@ impl WorkerState {
                     let e = self.flows.entry_mut(id);
                     e.decision = cache(&d, t.epoch());
                     if let Some(s) = &mut self.sampler {
-                        s.flow_start(id.slot(), e, now);
+                        s.evicted(evicted);
+                        s.flow_start(e, now);
                         s.on_packet(e, pkt, frame, now);
+                        if !tally.is_empty() {
+                            s.functions(&e.l7, &tally);
+                        }
                     }
                     let key = e.key();
                     self.events.emit(FlowEvent::Start(FlowStart {
@@ -455,6 +488,7 @@ impl WorkerState {
                             decision: ed,
                             reason,
                             would_deny: true,
+                            l7: l7_deny,
                         }));
                     }
                     (v, Some(d), would)
@@ -468,6 +502,7 @@ impl WorkerState {
                     decision: ed,
                     reason,
                     would_deny: false,
+                    l7: l7_deny,
                 }));
                 (v, Some(d), None)
             }
@@ -612,33 +647,144 @@ fn classifier_key(orig: &FlowKey) -> FlowKey {
     k
 }
 
+/// Pass 0 of [`stateful_burst`]: the verdicts of the burst's leading packets of established
+/// flows with a current allow, in `verdicts`, each observed; returns how many. Stops at the
+/// first packet that is not one (it is parsed and looked up again by pass 1).
+#[inline(always)]
+fn established_prefix<B: PacketBuf, O: Observer>(
+    table: Option<&RuleTable>,
+    state: &mut WorkerState,
+    port: PortId,
+    peer: Option<PortId>,
+    rx: &Burst<B>,
+    verdicts: &mut [Verdict; BURST],
+    obs: &mut O,
+) -> usize {
+    let (Some(t), Some(_)) = (table, peer) else {
+        return 0;
+    };
+    let epoch = t.epoch();
+    let mut n = 0;
+    for pkt in rx {
+        let frame = pkt.data();
+        // Bound by reference: the parse result is not moved again.
+        let mut parsed = parse(frame);
+        let Ok(p) = &mut parsed else {
+            break;
+        };
+        if !conntrack::keyed_by_packet(p) || p.fragment != Fragment::None {
+            break;
+        }
+        p.key.in_port = port;
+        let p = &*p;
+        let at = state.flows.find_hashed(&state.flows.hash_key(&p.key));
+        let Some(id) = at.id() else {
+            break;
+        };
+        let d = &state.flows.entry(id).decision;
+        if !d.is_current(epoch) || d.action != ACT_ALLOW {
+            break;
+        }
+        let (v, rule) = match state.established(id, at.dir(), p, frame) {
+            Ok(()) => (
+                Verdict::Forward,
+                Some(uncache(&state.flows.entry(id).decision)),
+            ),
+            Err(reason) => (Verdict::Drop(reason), None),
+        };
+        obs.packet(port, frame.len(), Some(p), v, rule.as_ref());
+        verdicts[n] = v;
+        n += 1;
+    }
+    n
+}
+
+/// What pass 1b found a packet needs.
+enum Wanted {
+    /// Pass 2 should classify this key.
+    Key(FlowKey),
+    /// Nothing to classify, and the packet can take pass 3's fast path.
+    Fast,
+    /// Nothing to classify; the general path.
+    Nothing,
+}
+
 /// The key pass 2 should classify for this packet, if any (see the module documentation),
-/// given its flow lookup `found`.
-#[inline]
-fn wanted_key(
-    flows: &FlowTable<Conn>,
-    pkt: &ParsedPacket,
-    found: &Found,
-    epoch: u64,
-) -> Option<FlowKey> {
+/// given its flow lookup `found`; or whether the packet can take the fast path (a packet, not
+/// a fragment and not an ICMP error, of a flow whose cached decision is current and an allow).
+#[inline(always)]
+fn wanted_key(flows: &FlowTable<Conn>, pkt: &ParsedPacket, found: &Found, epoch: u64) -> Wanted {
     match found.at.id() {
         Some(id) => {
             let e = flows.entry(id);
-            (!e.decision.is_current(epoch)).then(|| classifier_key(&e.key()))
+            if !e.decision.is_current(epoch) {
+                Wanted::Key(classifier_key(&e.key()))
+            } else if e.decision.action == ACT_ALLOW
+                && !found.error
+                && pkt.fragment == Fragment::None
+            {
+                Wanted::Fast
+            } else {
+                Wanted::Nothing
+            }
         }
-        None => (!found.error).then_some(pkt.key),
+        None if found.error => Wanted::Nothing,
+        None => Wanted::Key(pkt.key),
     }
 }
 
 /// No flow-key slot: the packet did not parse, is not IP, has no peer or needs no
 /// classification.
 const NO_KEY: u8 = u8::MAX;
+/// No flow-key slot, and the packet takes pass 3's fast path ([`WorkerState::established`]) if
+/// the table's generation is still the one of pass 1.
+const FAST: u8 = u8::MAX - 1;
 
 /// Drains `rx` statefully under `table` (`None`: no policy installed yet). Returns the
 /// received and forwarded byte counts.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
+    table: Option<&RuleTable>,
+    state: &mut WorkerState,
+    counters: &WorkerCounters,
+    port: PortId,
+    peer: Option<PortId>,
+    rx: &mut Burst<B>,
+    tx: &mut Burst<B>,
+    obs: &mut O,
+) -> (usize, usize) {
+    // Pass 0, the established prefix: while the packets are of tracked flows whose cached
+    // decision is current and an allow, run them through conntrack one by one, in order, with
+    // nothing staged (what pass 3's fast path would do for them, since passes 1 and 2 only
+    // read the table and a fast-path packet inserts and removes nothing). The first packet
+    // that is anything else ends the prefix; it and the rest take passes 1 to 3.
+    let mut verdicts = [Verdict::Forward; BURST];
+    let prefix = established_prefix(table, state, port, peer, rx, &mut verdicts, obs);
+    let (mut rx_bytes, mut tx_bytes) = (0, 0);
+    for (pkt, verdict) in rx.drain(..prefix).zip(verdicts) {
+        let len = pkt.data().len();
+        rx_bytes += len;
+        match verdict {
+            Verdict::Forward => {
+                tx_bytes += len;
+                tx.push(pkt);
+            }
+            Verdict::Drop(reason) => counters.dropped(reason, 1),
+        }
+    }
+    if !rx.is_empty() {
+        let (r, t) = staged_burst(table, state, counters, port, peer, rx, tx, obs);
+        rx_bytes += r;
+        tx_bytes += t;
+    }
+    (rx_bytes, tx_bytes)
+}
+
+/// Passes 1 to 3 of [`stateful_burst`] over the packets after the established prefix.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn staged_burst<B: PacketBuf, O: Observer>(
     table: Option<&RuleTable>,
     state: &mut WorkerState,
     counters: &WorkerCounters,
@@ -681,22 +827,28 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
         }
     }
     // Pass 1b: probe the index for every hashed key (independent loads the CPU overlaps) and
-    // see which flows need a classification. Pass 3 reuses these lookups while no flow is
-    // inserted or removed.
+    // see which flows need a classification and which packets take the fast path. Pass 3
+    // reuses these lookups while no flow is inserted or removed.
     let mut next_hashed = hashed.iter().peekable();
     for i in 0..rx.len() {
         if let Some((_, h)) = next_hashed.next_if(|(j, _)| usize::from(*j) == i) {
             found[i] = Some(Found::hashed(&state.flows, h, false));
         }
-        if let (Some(t), Some(f), Ok(p)) = (table, &found[i], &parsed[i])
-            && let Some(k) = wanted_key(&state.flows, p, f, t.epoch())
-        {
-            keys[n_keys] = k;
-            // n_keys < BURST = 32 < NO_KEY, so the slot fits in a byte.
-            slot[i] = n_keys as u8;
-            n_keys += 1;
+        if let (Some(t), Some(f), Ok(p)) = (table, &found[i], &parsed[i]) {
+            match wanted_key(&state.flows, p, f, t.epoch()) {
+                Wanted::Key(k) => {
+                    keys[n_keys] = k;
+                    // n_keys < BURST = 32 < FAST, so the slot fits in a byte.
+                    slot[i] = n_keys as u8;
+                    n_keys += 1;
+                }
+                Wanted::Fast => slot[i] = FAST,
+                Wanted::Nothing => {}
+            }
         }
     }
+    // Pass 1's lookups are exact while the table stays at this generation.
+    let generation = state.flows.generation();
     // First-match rule indices (4 bytes a key); pass 3 resolves the ones it uses.
     let mut matched = [NO_RULE; BURST];
     if let Some(t) = table
@@ -713,12 +865,17 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
         let (verdict, rule) = match (early[i], p) {
             (Some(v), _) => (v, None),
             (None, Some(p))
-                if let (Some(t), Some(f)) = (table, &found[i])
-                    && let Some(r) = state.established(t.epoch(), p, pkt.data(), f) =>
+                if slot[i] == FAST
+                    && state.flows.generation() == generation
+                    && let Some(f) = &found[i]
+                    && let Some(id) = f.at.id() =>
             {
                 // Established flow, current allow (see `WorkerState::established`).
-                match r {
-                    Ok(c) => (Verdict::Forward, Some(uncache(&c))),
+                match state.established(id, f.at.dir(), p, pkt.data()) {
+                    Ok(()) => (
+                        Verdict::Forward,
+                        Some(uncache(&state.flows.entry(id).decision)),
+                    ),
                     Err(reason) => (Verdict::Drop(reason), None),
                 }
             }

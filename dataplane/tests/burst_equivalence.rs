@@ -1,0 +1,226 @@
+//! A burst is processed exactly as its packets would be one at a time.
+//!
+//! The stateful worker runs the leading packets of established flows through conntrack with
+//! nothing staged (pass 0), stages the rest (lookups, one classification call, then conntrack
+//! in receive order) and takes a fast path for established packets in pass 3. None of that may
+//! change a result: the same interleaved stream (allowed and denied TCP sessions with data,
+//! retransmissions, out-of-window RSTs, FIN closes and reopening SYNs; UDP queries and
+//! replies; ICMP echo; a fragmented datagram; a few malformed frames) is run through one worker
+//! in full bursts and through another one packet per poll. Every forwarded frame, every
+//! observed verdict, every counter, every event and the flow table must be the same.
+
+use std::net::Ipv4Addr;
+
+use septa_classifier::{
+    Action, AddrMatch, FlowKey, PortRange, Prefix, Rule, RuleTable, TableCell, compile,
+};
+use septa_dataplane::events::{self, EventDrain, FlowEvent};
+use septa_dataplane::io::PortId;
+use septa_dataplane::io::memory::MemoryIo;
+use septa_dataplane::parse::{ParsedPacket, TcpFlags};
+use septa_dataplane::testgen::{FrameBuilder, Side, TcpSession};
+use septa_dataplane::{
+    Bridge, Decision, Observer, RuleDecision, StateConfig, Stats, Verdict, Worker, WorkerState,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+
+fn client(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a01_0000 + i)
+}
+
+/// Allow TCP/443, UDP/53 and ICMP to the server's /16; deny the rest.
+fn policy() -> RuleTable {
+    let to = |id: u32, proto: u8, lo: u16, hi: u16| Rule {
+        dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::new(10, 2, 0, 0), 16)),
+        proto: Some(proto),
+        dport: PortRange { lo, hi },
+        ..Rule::any(id, Action::Allow)
+    };
+    compile(&[
+        to(1, 6, 443, 443),
+        to(2, 17, 53, 53),
+        to(3, 1, 0, u16::MAX),
+        Rule::any(9, Action::Deny),
+    ])
+    .unwrap()
+}
+
+/// Per-flow frame sequences (each in its own order), to be interleaved.
+fn flows() -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for i in 0..24u32 {
+        let port = if i % 5 == 4 { 22 } else { 443 };
+        let mut s = TcpSession::v4(client(i), 2000 + i as u16, SERVER, port);
+        let mut f = s.handshake();
+        for k in 0..6 {
+            f.push(s.data(Side::Client, 10 + k));
+            f.push(s.data(Side::Server, 100));
+        }
+        // A retransmission (inside the window) and an out-of-window RST.
+        f.push(f[3].clone());
+        let bogus = s.next_seq(Side::Server).wrapping_add(1 << 30);
+        f.push(s.raw(Side::Server, TcpFlags::RST, bogus, 0));
+        f.push(s.data(Side::Client, 5));
+        if i % 3 == 0 {
+            f.extend(s.close(Side::Client));
+            // Reopened after the close.
+            f.push(s.raw(Side::Client, TcpFlags::SYN, 77, 0));
+        }
+        out.push(f);
+    }
+    for i in 0..16u32 {
+        let dport = if i % 4 == 3 { 161 } else { 53 };
+        let c = client(100 + i);
+        let q = FrameBuilder::new().ipv4(c, SERVER).udp(3000, dport);
+        let r = FrameBuilder::new().ipv4(SERVER, c).udp(dport, 3000);
+        let mut f = Vec::new();
+        for k in 0..8 {
+            f.push(q.clone().seq(k).build());
+            f.push(r.clone().seq(k).build());
+        }
+        out.push(f);
+    }
+    for i in 0..4u32 {
+        let c = client(200 + i);
+        let req = FrameBuilder::new().ipv4(c, SERVER).icmp(8, 0);
+        let rep = FrameBuilder::new().ipv4(SERVER, c).icmp(0, 0);
+        out.push((0..6).map(|k| [&req, &rep][k % 2].build()).collect());
+    }
+    // A fragmented UDP datagram (first fragment, then the rest) and some malformed frames.
+    let frag = FrameBuilder::new()
+        .ipv4(client(300), SERVER)
+        .udp(4000, 53)
+        .payload_len(64)
+        .ip_id(7);
+    out.push(vec![
+        frag.clone().fragment(0, true).build(),
+        frag.clone().fragment(5, false).build(),
+    ]);
+    out.push(vec![vec![0u8; 10], vec![0xff; 60]]);
+    out
+}
+
+/// The flows interleaved by a fixed pseudo-random schedule (each flow keeps its own order).
+fn stream() -> Vec<Vec<u8>> {
+    let mut flows: Vec<std::collections::VecDeque<Vec<u8>>> =
+        flows().into_iter().map(Into::into).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::new();
+    while flows.iter().any(|f| !f.is_empty()) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let live: Vec<usize> = (0..flows.len()).filter(|&i| !flows[i].is_empty()).collect();
+        let pick = live[(x % live.len() as u64) as usize];
+        // Runs of one flow's packets, so bursts hold established prefixes of varying length.
+        for _ in 0..1 + (x >> 40) % 4 {
+            if let Some(f) = flows[pick].pop_front() {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+/// What the observer saw of one packet: port, length, flow key, verdict, rule decision.
+type Seen = (
+    PortId,
+    usize,
+    Option<FlowKey>,
+    Verdict,
+    Option<RuleDecision>,
+);
+
+#[derive(Default)]
+struct Recorder(Vec<Seen>);
+
+impl Observer for Recorder {
+    fn packet(
+        &mut self,
+        port: PortId,
+        len: usize,
+        p: Option<&ParsedPacket>,
+        v: Verdict,
+        d: Option<&RuleDecision>,
+    ) {
+        self.0.push((
+            port,
+            len,
+            p.and_then(|p| p.flow_key().copied()),
+            v,
+            d.copied(),
+        ));
+    }
+}
+
+struct Outcome {
+    tx: Vec<Vec<u8>>,
+    seen: Recorder,
+    stats: Stats,
+    events: Vec<FlowEvent>,
+    flows: usize,
+    half_open: usize,
+}
+
+/// Runs `frames` through a fresh worker, `per_poll` frames made available per poll.
+fn run(frames: &[Vec<u8>], per_poll: usize) -> Outcome {
+    let (sink, source) = events::ring(1 << 16);
+    let cell = TableCell::new(policy());
+    let mut w = Worker::with_state(
+        Bridge::new(2, &[(0, 1)]).unwrap(),
+        Decision::Table(cell.reader()),
+        WorkerState::new(&StateConfig::new(1 << 12), sink).unwrap(),
+    );
+    w.state_mut().set_now(1_000);
+    let mut io = MemoryIo::new(2);
+    let mut seen = Recorder::default();
+    for chunk in frames.chunks(per_poll) {
+        for f in chunk {
+            io.push_rx(0, f.clone());
+        }
+        while io.rx_pending(0) > 0 {
+            w.poll(&mut io, &mut seen);
+        }
+    }
+    let mut drain = EventDrain::new(vec![source]);
+    let mut events = Vec::new();
+    drain.drain(usize::MAX, |_, e| events.push(e));
+    Outcome {
+        tx: io.take_tx(1),
+        seen,
+        stats: Stats::collect([&**w.counters()]),
+        events,
+        flows: w.state().flows().len(),
+        half_open: w.state().flows().half_open_len(),
+    }
+}
+
+#[test]
+fn bursts_give_the_results_of_one_packet_per_poll() {
+    let frames = stream();
+    assert!(frames.len() > 600, "{} frames", frames.len());
+    let one = run(&frames, 1);
+    let burst = run(&frames, frames.len());
+    // The stream exercises every path: forwards, drops of several reasons, flows opened.
+    assert!(one.tx.len() > 300, "{} forwarded", one.tx.len());
+    assert!(one.stats.total_drops() > 50, "{:?}", one.stats);
+    assert!(one.flows > 30);
+    assert!(one.events.len() > 30);
+    assert_eq!(burst.tx.len(), one.tx.len(), "forwarded frame counts");
+    let first = |a: &[Vec<u8>], b: &[Vec<u8>]| a.iter().zip(b).position(|(x, y)| x != y);
+    assert_eq!(
+        first(&burst.tx, &one.tx),
+        None,
+        "first forwarded frame that differs"
+    );
+    assert_eq!(burst.seen.0.len(), one.seen.0.len(), "observed packets");
+    let diff = burst.seen.0.iter().zip(&one.seen.0).find(|(x, y)| x != y);
+    assert_eq!(
+        diff, None,
+        "first observation that differs (bursts, one by one)"
+    );
+    assert_eq!(burst.stats, one.stats);
+    assert_eq!(burst.events, one.events);
+    assert_eq!((burst.flows, burst.half_open), (one.flows, one.half_open));
+}
