@@ -48,8 +48,8 @@ fn no_huge() -> bool {
 
 #[derive(Subcommand)]
 pub enum LabCommand {
-    /// Install what the lab needs from Debian (PostgreSQL, iproute2, ethtool, curl, python3) and
-    /// set up DPDK and hugepages with dpdk-build/setup.sh.
+    /// Install what the lab needs from Debian (PostgreSQL, iproute2, ethtool, curl, python3, nmap,
+    /// netcat) and set up DPDK and hugepages with dpdk-build/setup.sh.
     Setup,
     /// Build the lab (tears down a previous one first) and start Septa between the subnets.
     Up {
@@ -62,6 +62,9 @@ pub enum LabCommand {
     Down,
     /// What of the lab exists and runs.
     Status,
+    /// Restart Septa alone (after a crash or a rebuild), keeping the subnets, the servers and
+    /// Septa's state (running policy revision, audit log). Packets are dropped while it is down.
+    Restart,
     /// Play a traffic scenario from inside the lab.
     Traffic {
         #[arg(value_enum)]
@@ -237,6 +240,8 @@ pub fn run(command: LabCommand) -> Result<()> {
             let status = Command::new("apt-get")
                 .args(["install", "-y", "postgresql", "iproute2", "ethtool"])
                 .args(["curl", "python3", "iputils-ping", "util-linux"])
+                // the attacker's tools of `septa lab traffic` and the end-to-end tests
+                .args(["nmap", "netcat-openbsd"])
                 .status()
                 .context("cannot run apt-get")?;
             if !status.success() {
@@ -270,6 +275,10 @@ pub fn run(command: LabCommand) -> Result<()> {
         }
         LabCommand::Down => lab_sh(&["down"]),
         LabCommand::Status => lab_sh(&["status"]),
+        LabCommand::Restart => {
+            check_prerequisites(Router::Septa)?;
+            lab_sh(&["restart"])
+        }
         LabCommand::Traffic { scenario } => lab_sh(&["traffic", scenario.arg()]),
     }
 }

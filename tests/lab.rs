@@ -10,12 +10,37 @@
 //! `/var/lib/septa-lab-labtest`), the API on port 18080, and no hugepages
 //! (`SEPTA_LAB_NO_HUGE=1`). Needs root and a `--features dpdk` build; skips with a message
 //! otherwise.
+//!
+//! Then, with real clients we did not write (nc, nmap, curl, psql) and the API:
+//! * nc and nmap from the office to the PLC: no connection, nmap reports 502/tcp `filtered`
+//!   (silently dropped), while the same tools from the HMI see it open;
+//! * the denied Modbus writes appear in `/api/v1/flows` as deny records naming their clause (the
+//!   `hmi-reads-plc` conduit for the HMI's write, the default deny for the office's, as
+//!   `/api/v1/policy/decide` has it for the same rule) and, for the HMI's, the L7 protocol
+//!   (`modbus`; when the record names the function too, it must be a write);
+//! * a policy staged and committed through the API (with a reason) stops Modbus reads on an
+//!   already established connection;
+//! * commit-confirm with a 3 s deadline: the unconfirmed policy denies the HMI's reads, and
+//!   after the deadline they pass again, with the same Septa process;
+//! * `kill -9` of Septa and `septa lab restart` while the office keeps trying denied
+//!   connections: none opens, and allowed traffic resumes;
+//! * `septa lab traffic scan` and `lateral`: the office's probes are all dropped, the management
+//!   host's (monitor zone: forwarded, so sampled and scored) raise anomalies with explanations
+//!   at `/api/v1/anomalies`;
+//! * `septa audit verify` accepts the lab's audit log and refuses a copy with one edited record.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 const NAME: &str = "labtest";
 const STATE: &str = "/var/lib/septa-lab-labtest";
 const MODBUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/lab/modbus.py");
+const POLICY: &str = include_str!("../configs/lab/policy.yaml");
+const API: &str = "https://127.0.0.1:18080";
+const PLC: &str = "10.30.1.10";
 
 fn septa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_septa"))
@@ -100,6 +125,162 @@ fn plc_register(reg: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Whether `tool` is installed.
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A Modbus read of the PLC by the HMI (one connection, one request)?
+fn hmi_reads() -> bool {
+    in_ns("hmi", &["python3", MODBUS, "read", PLC, "502", "0", "1"])
+        .status
+        .success()
+}
+
+/// Waits up to `secs` for `cond`.
+fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The pid of the lab's Septa process.
+fn septa_pid() -> u32 {
+    let text = std::fs::read_to_string(format!("{STATE}/pids/septa")).expect("septa pid file");
+    text.trim().parse().expect("septa pid")
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+}
+
+/// A session on the lab's API (curl; the certificate is the lab's self-signed one).
+struct Api {
+    jar: std::path::PathBuf,
+    csrf: String,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.jar);
+    }
+}
+
+impl Api {
+    /// Logs in as `admin` with the first-login password `septa lab up` printed.
+    fn login(up: &str) -> Api {
+        let password = up
+            .split("with password ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no first-login password in:\n{up}"));
+        let jar = std::env::temp_dir().join(format!("septa-{NAME}-{}.cookies", std::process::id()));
+        let mut api = Api {
+            jar,
+            csrf: String::new(),
+        };
+        let (code, body) = api.call(
+            "POST",
+            "/api/v1/auth/login",
+            Some(&json!({"user": "admin", "password": password})),
+            None,
+        );
+        assert_eq!(code, 200, "login: {body}");
+        api.csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+        api
+    }
+
+    /// `(status, body)` of one request.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> (u16, Value) {
+        let jar = self.jar.to_str().unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-b",
+            jar,
+            "-c",
+            jar,
+        ])
+        .args([
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("X-CSRF-Token: {}", self.csrf),
+        ]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", &b.to_string()]);
+        }
+        if let Some(m) = if_match {
+            cmd.args(["-H", &format!("If-Match: {m}")]);
+        }
+        let out = cmd.arg(format!("{API}{path}")).output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code.trim().parse().unwrap_or(0);
+        (
+            code,
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        )
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, body) = self.call("GET", path, None, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The running revision's content hash.
+    fn running_hash(&self) -> String {
+        let p = self.get("/api/v1/policy");
+        p["revision"]["hash"]
+            .as_str()
+            .or_else(|| p["hash"].as_str())
+            .unwrap_or_else(|| panic!("no running revision hash in {p}"))
+            .to_owned()
+    }
+
+    /// Commits `policy` (YAML) with `reason`; `confirm_s` asks for commit-confirm.
+    fn commit(&self, policy: &str, reason: &str, confirm_s: Option<u32>) -> Value {
+        let mut req = json!({"policy": policy, "format": "yaml", "reason": reason});
+        if let Some(s) = confirm_s {
+            req["confirm_within_s"] = json!(s);
+        }
+        let (code, body) = self.call("POST", "/api/v1/policy/commit", Some(&req), Some("*"));
+        assert_eq!(code, 201, "commit ({reason}): {body}");
+        body
+    }
+}
+
+/// The lab policy without the HMI's read conduit: everything to the PLC is denied.
+fn policy_without_hmi_reads() -> String {
+    let cut = POLICY
+        .find("    - name: hmi-reads-plc")
+        .expect("the lab policy has the hmi-reads-plc conduit");
+    POLICY[..cut].to_owned()
+}
+
 fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     let prefix = format!("{NAME}-");
@@ -129,6 +310,542 @@ fn leftovers() -> Vec<String> {
         found.push(dpdk);
     }
     found
+}
+
+/// nc and nmap from the office to the PLC: no connection; nmap sees 502/tcp `filtered` (Septa
+/// drops silently). The same tools from the HMI (allowed to the PLC) see the port open, so a
+/// broken tool cannot pass for a block.
+fn denied_with_nc_and_nmap() {
+    if !have("nc") || !have("nmap") {
+        eprintln!("lab test: nc or nmap not installed, their checks are skipped");
+        return;
+    }
+    let nc = |subnet| in_ns(subnet, &["nc", "-z", "-n", "-w", "2", PLC, "502"]);
+    let open = eventually(6, || nc("hmi"));
+    assert!(open.status.success(), "nc HMI -> PLC:502:\n{}", text(&open));
+    let denied = nc("it");
+    assert!(
+        !denied.status.success(),
+        "nc IT -> PLC:502 connected:\n{}",
+        text(&denied)
+    );
+    let nmap = |subnet| {
+        let out = in_ns(
+            subnet,
+            &[
+                "nmap",
+                "-n",
+                "-Pn",
+                "-sS",
+                "-p",
+                "502",
+                "--max-retries",
+                "2",
+                PLC,
+            ],
+        );
+        assert!(out.status.success(), "nmap from {subnet}:\n{}", text(&out));
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("502/tcp"))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no 502/tcp line from nmap ({subnet}):\n{}", text(&out)))
+    };
+    let from_hmi = nmap("hmi");
+    assert!(from_hmi.contains(" open "), "nmap HMI -> PLC: {from_hmi}");
+    let from_it = nmap("it");
+    assert!(from_it.contains(" filtered "), "nmap IT -> PLC: {from_it}");
+    eprintln!(
+        "lab test: nmap HMI -> PLC `{from_hmi}`, IT -> PLC `{from_it}`; nc IT -> PLC refused"
+    );
+}
+
+/// The Modbus writes the first checks made are deny records in `/api/v1/flows`: the HMI's write
+/// decided by the `hmi-reads-plc` conduit (its L7 constraint refuses writes), the office's by the
+/// default deny. The record carries the rule; `/policy/decide` names its clause.
+fn deny_records_name_the_clause(api: &Api) {
+    let mut records = Vec::new();
+    let found = wait_for(10, || {
+        let page = api.get(&format!(
+            "/api/v1/flows?dst={PLC}&port=502&action=deny&limit=1000"
+        ));
+        records = page["items"].as_array().cloned().unwrap_or_default();
+        ["10.30.2.10", "10.10.1."].iter().all(|src| {
+            records
+                .iter()
+                .any(|r| r["src"].as_str().is_some_and(|s| s.starts_with(src)))
+        })
+    });
+    assert!(
+        found,
+        "no deny records for both Modbus writers: {records:#?}"
+    );
+    for (src, clause) in [("10.30.2.10", Some("hmi-reads-plc")), ("10.10.1.", None)] {
+        let rec = records
+            .iter()
+            .find(|r| r["src"].as_str().is_some_and(|s| s.starts_with(src)))
+            .unwrap();
+        assert_eq!(rec["action"], "deny", "{rec}");
+        assert_eq!(rec["mode"], "enforce", "{rec}");
+        let (code, decided) = api.call(
+            "POST",
+            "/api/v1/policy/decide",
+            Some(&json!({"src": rec["src"], "dst": PLC, "proto": "tcp", "port": 502})),
+            None,
+        );
+        assert_eq!(code, 200, "decide: {decided}");
+        assert_eq!(
+            rec["rule"], decided["rule"],
+            "record {rec}\ndecision {decided}"
+        );
+        assert_eq!(
+            rec["revision"], decided["revision"],
+            "record {rec}\ndecision {decided}"
+        );
+        match clause {
+            Some(name) => assert!(
+                decided["clause"]["kind"] == "conduit" && decided["clause"]["name"] == name,
+                "the HMI's write was not decided by {name}: {decided}"
+            ),
+            None => assert!(
+                decided["action"] == "deny" && decided["clause"]["kind"] == "default",
+                "the office's write was not decided by the default deny: {decided}"
+            ),
+        }
+        eprintln!(
+            "lab test: deny record {rec}\n  decided by {}",
+            decided["clause"]
+        );
+        // The record names the clause itself, as `/policy/decide` words it.
+        let words = decided["clause"]["text"].as_str().unwrap_or_default();
+        assert!(
+            !words.is_empty() && rec["clause"].as_str().is_some_and(|c| c.starts_with(words)),
+            "the record's clause is not {words:?}: {rec}"
+        );
+        // The HMI's write was judged by the Modbus inspector: the record's L7 label names the
+        // protocol, and the function when the data plane reports it (`modbus <function>`).
+        if src == "10.30.2.10" {
+            let l7 = rec["l7"].as_str().unwrap_or_default();
+            assert!(
+                l7.starts_with("modbus"),
+                "no Modbus label on the HMI's write: {rec}"
+            );
+            if let Some((_, function)) = l7.split_once(' ') {
+                assert!(
+                    function.starts_with("write"),
+                    "not the write function: {rec}"
+                );
+            }
+        }
+    }
+}
+
+/// Stage, then commit with a reason, the policy without the HMI's read conduit, while the HMI
+/// reads the PLC every 0.3 s on one connection: the reads on that connection stop. The lab
+/// policy is committed again afterwards.
+fn policy_change_reaches_an_established_flow(api: &Api) {
+    let mut hold = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{NAME}-hmi"),
+            "python3",
+            MODBUS,
+            "hold",
+        ])
+        .args([PLC, "502", "0.3", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Modbus session");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = hold.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains(" ok on "))
+        .count()
+        < 3
+    {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) => lines.push(l),
+            Err(_) if Instant::now() < end => {}
+            Err(_) => {
+                let _ = hold.kill();
+                panic!("the HMI's Modbus session did not start: {lines:?}");
+            }
+        }
+    }
+    let staged = api.call(
+        "POST",
+        "/api/v1/policy/stage",
+        Some(
+            &json!({"policy": policy_without_hmi_reads(), "format": "yaml",
+                     "reason": "lab test: the HMI loses its read conduit"}),
+        ),
+        None,
+    );
+    assert_eq!(staged.0, 201, "stage: {}", staged.1);
+    api.commit(
+        &policy_without_hmi_reads(),
+        "lab test: the HMI loses its read conduit",
+        None,
+    );
+    // Reads made while the commit was being made count as before it.
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
+    }
+    let committed_at = lines.iter().filter(|l| l.contains(" ok on ")).count();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        if let Some(st) = hold.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            let _ = hold.kill();
+            let _ = hold.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        lines.push(l);
+    }
+    let oks = lines.iter().filter(|l| l.contains(" ok on ")).count();
+    assert!(
+        status.is_some_and(|s| !s.success()) && oks <= committed_at + 1,
+        "reads on the established connection went on after the commit ({committed_at} before, \
+         {oks} in all): {lines:?}"
+    );
+    let srcs: std::collections::BTreeSet<_> = lines
+        .iter()
+        .filter_map(|l| l.rsplit_once(" ok on ").map(|(_, s)| s))
+        .collect();
+    assert_eq!(srcs.len(), 1, "more than one connection: {lines:?}");
+    eprintln!(
+        "lab test: {committed_at} reads on {srcs:?} before the commit, {oks} in all; then: {:?}",
+        String::from_utf8_lossy(
+            &hold
+                .wait_with_output()
+                .map(|o| o.stderr)
+                .unwrap_or_default()
+        )
+    );
+    assert!(
+        !hmi_reads(),
+        "a new HMI read passed under the committed policy"
+    );
+    api.commit(POLICY, "lab test: the lab policy again", None);
+    assert!(wait_for(10, hmi_reads), "the HMI's reads did not come back");
+}
+
+/// Commit-confirm with a 6 s deadline: the unconfirmed policy denies the HMI's reads; after the
+/// deadline the previous revision runs again in the same Septa process and the reads pass.
+fn commit_confirm_reverts_in_place(api: &Api) {
+    let pid = septa_pid();
+    let before = api.running_hash();
+    let started = Instant::now();
+    let w = api.commit(
+        &policy_without_hmi_reads(),
+        "lab test: unconfirmed, must revert",
+        Some(6),
+    );
+    assert!(w["pending"].is_object(), "no pending confirmation: {w}");
+    assert_ne!(
+        api.running_hash(),
+        before,
+        "the unconfirmed policy is not running"
+    );
+    assert!(
+        !hmi_reads(),
+        "an HMI read passed under the unconfirmed policy"
+    );
+    assert!(
+        wait_for(25, hmi_reads),
+        "the HMI's reads did not come back after the deadline"
+    );
+    // The first read that passes started no earlier than 5 s after the commit (a read that
+    // fails takes 3 s, and wait_for sleeps 0.3 s between tries).
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "reverted before the deadline"
+    );
+    eprintln!(
+        "lab test: commit-confirm reverted after {:?} (pending {}), septa pid {pid} unchanged",
+        started.elapsed(),
+        w["pending"]
+    );
+    assert_eq!(
+        api.running_hash(),
+        before,
+        "the running revision did not revert"
+    );
+    assert_eq!(septa_pid(), pid, "septa was restarted");
+    assert!(alive(pid), "septa {pid} is not running");
+}
+
+/// `kill -9` of Septa and `septa lab restart`, while the office tries a denied connection to the
+/// PLC every 0.1 s: none opens, and the office reaches the EHR web app again afterwards.
+fn kill_and_restart_never_leaks(api: &Api) {
+    let stop = std::env::temp_dir().join(format!("septa-{NAME}-{}.stop", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    let code = format!(
+        "import os, socket, time\n\
+         tries = opened = 0\n\
+         while not os.path.exists({stop:?}):\n\
+         \x20   s = socket.socket(); s.settimeout(0.3)\n\
+         \x20   tries += 1\n\
+         \x20   try:\n\
+         \x20       s.connect(('{PLC}', 502)); opened += 1; print('OPENED', flush=True)\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   s.close(); time.sleep(0.1)\n\
+         print(f'tries {{tries}} opened {{opened}}')\n"
+    );
+    let prober = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{NAME}-it"),
+            "python3",
+            "-c",
+            &code,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the prober");
+    let running = api.running_hash();
+    std::thread::sleep(Duration::from_secs(1));
+    let old = septa_pid();
+    let killed = Command::new("kill")
+        .args(["-9", &old.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -9 {old}");
+    assert!(wait_for(5, || !alive(old)), "septa {old} survived kill -9");
+    std::thread::sleep(Duration::from_secs(1));
+    let restart = septa(&["lab", "restart"]);
+    let resumed = eventually(20, || {
+        in_ns(
+            "it",
+            &["curl", "-sS", "--max-time", "3", "http://10.20.1.20/"],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, b"").unwrap();
+    let probed = prober.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&stop);
+    assert!(
+        restart.status.success(),
+        "septa lab restart:\n{}",
+        text(&restart)
+    );
+    let report = text(&probed);
+    let tries: u32 = report
+        .split_whitespace()
+        .skip_while(|w| *w != "tries")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        report.contains("opened 0") && tries >= 10,
+        "denied probes during kill + restart: {report}"
+    );
+    eprintln!(
+        "lab test: kill -9 {old} and lab restart; denied probes meanwhile: {}",
+        report.trim()
+    );
+    assert!(
+        resumed.status.success(),
+        "curl IT -> EHR after the restart:\n{}",
+        text(&resumed)
+    );
+    assert_ne!(septa_pid(), old, "no new septa process");
+    // The restarted process enforces the revision that was running (the store is authoritative).
+    assert!(
+        hmi_reads(),
+        "the HMI's reads did not come back after the restart"
+    );
+    assert!(
+        wait_for(10, || api.call("GET", "/api/v1/policy", None, None).0
+            == 200),
+        "the API did not come back after the restart"
+    );
+    assert_eq!(
+        api.running_hash(),
+        running,
+        "another revision runs after the restart"
+    );
+}
+
+/// Anomalies (id greater than `after`) of flows from `src`, each with a summary and an
+/// explanation in words.
+fn anomalies_from(api: &Api, src: &str, after: u64) -> Vec<Value> {
+    let page = api.get("/api/v1/anomalies?limit=1000");
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    items
+        .into_iter()
+        .filter(|a| a["id"].as_u64().is_some_and(|id| id > after) && a["flow"]["src"] == src)
+        .inspect(|a| {
+            let explained = a["explanation"].as_array().is_some_and(|e| {
+                !e.is_empty()
+                    && e.iter()
+                        .all(|c| c["text"].as_str().is_some_and(|t| !t.is_empty()))
+            });
+            assert!(
+                explained && a["summary"].as_str().is_some_and(|t| !t.is_empty()),
+                "an anomaly without an explanation: {a}"
+            );
+        })
+        .collect()
+}
+
+/// `septa lab traffic scan` and `lateral`: the office's probes are all dropped; the management
+/// host's (monitor zone: forwarded and sampled) raise anomalies with explanations at
+/// `/api/v1/anomalies` ([ml] in shadow mode in the lab's configuration).
+fn scan_and_lateral_raise_anomalies(api: &Api) {
+    let page = api.get("/api/v1/anomalies?limit=1");
+    let before = page["items"][0]["id"].as_u64().unwrap_or(0);
+    let scan = septa(&["lab", "traffic", "scan"]);
+    let out = text(&scan);
+    assert!(scan.status.success(), "lab traffic scan:\n{out}");
+    let office: Vec<_> = out
+        .lines()
+        .filter(|l| l.starts_with("10.10.1.12 -> "))
+        .collect();
+    assert!(
+        office.len() == 16 && office.iter().all(|l| !l.ends_with(": open")),
+        "the office's probes:\n{out}"
+    );
+    assert!(
+        out.contains("10.99.0.10 -> 10.30.1.10:502: open"),
+        "lab traffic scan:\n{out}"
+    );
+    let mut found = Vec::new();
+    let scanned = wait_for(30, || {
+        found = anomalies_from(api, "10.99.0.10", before);
+        let ports: std::collections::BTreeSet<_> = found
+            .iter()
+            .filter(|a| a["flow"]["dst"] == PLC)
+            .map(|a| a["flow"]["dport"].as_u64())
+            .collect();
+        ports.len() >= 8
+    });
+    assert!(
+        scanned,
+        "the scan raised no anomalies on 8 ports: {found:#?}"
+    );
+    let after_scan = found
+        .iter()
+        .filter_map(|a| a["id"].as_u64())
+        .max()
+        .unwrap_or(before);
+    eprintln!(
+        "lab test: scan: {} anomalies, e.g. {} ({})",
+        found.len(),
+        found[0]["summary"],
+        found[0]["model_id"]
+    );
+    let lateral = septa(&["lab", "traffic", "lateral"]);
+    assert!(
+        lateral.status.success(),
+        "lab traffic lateral:\n{}",
+        text(&lateral)
+    );
+    let swept = wait_for(30, || {
+        found = anomalies_from(api, "10.99.0.10", after_scan);
+        let hosts: std::collections::BTreeSet<_> = found
+            .iter()
+            .filter(|a| a["flow"]["dport"] == 445)
+            .map(|a| a["flow"]["dst"].to_string())
+            .collect();
+        hosts.len() >= 3
+    });
+    assert!(
+        swept,
+        "the lateral sweep raised no anomalies on 445 of 3 hosts: {found:#?}"
+    );
+    eprintln!(
+        "lab test: lateral: {} anomalies, e.g. {}",
+        found.len(),
+        found[0]["summary"]
+    );
+}
+
+/// `septa audit verify` accepts the live log (it holds this test's commits, reasons included),
+/// and refuses a copy in which one committed reason was edited.
+fn audit_log_verifies_and_tampering_is_found(api: &Api) {
+    let revisions = api.get("/api/v1/revisions?limit=1000");
+    assert!(
+        revisions
+            .to_string()
+            .contains("lab test: unconfirmed, must revert"),
+        "the commit-confirm is not in the revisions: {revisions}"
+    );
+    let dir = format!("{STATE}/septa/state/audit");
+    let ok = septa(&["audit", "verify", &dir]);
+    assert!(
+        ok.status.success(),
+        "audit verify of the lab's log:\n{}",
+        text(&ok)
+    );
+    let copy = std::env::temp_dir().join(format!("septa-{NAME}-{}-audit", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in &files {
+        std::fs::copy(path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    // The copy as it is verifies (so the refusal below is the edit's doing) ...
+    let copied = septa(&["audit", "verify", copy.to_str().unwrap()]);
+    // ... and not once one record's reason is edited (same length, still well-formed).
+    let edited = files.iter().any(|path| {
+        let target = copy.join(path.file_name().unwrap());
+        match std::fs::read_to_string(&target) {
+            Ok(body) if body.contains("must revert") => {
+                std::fs::write(&target, body.replacen("must revert", "may persist", 1)).unwrap();
+                true
+            }
+            _ => false,
+        }
+    });
+    let bad = septa(&["audit", "verify", copy.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&copy);
+    assert!(
+        copied.status.success(),
+        "audit verify of an exact copy:\n{}",
+        text(&copied)
+    );
+    assert!(edited, "no audit record holds the commit reason");
+    assert!(
+        !bad.status.success(),
+        "audit verify accepted an edited log:\n{}",
+        text(&bad)
+    );
+    eprintln!(
+        "lab test: audit verify: {}\n  edited copy: {}",
+        text(&ok).trim(),
+        text(&bad).trim()
+    );
+    assert!(
+        text(&bad).contains("does NOT verify"),
+        "audit verify of the edited log:\n{}",
+        text(&bad)
+    );
 }
 
 #[test]
@@ -228,6 +945,15 @@ fn lab_up_routes_through_septa_enforces_and_down_cleans_up() {
             );
         }
         assert_eq!(plc_register(10), "0", "a Modbus write reached the PLC");
+
+        denied_with_nc_and_nmap();
+        let api = Api::login(&text(&up));
+        deny_records_name_the_clause(&api);
+        policy_change_reaches_an_established_flow(&api);
+        commit_confirm_reverts_in_place(&api);
+        kill_and_restart_never_leaks(&api);
+        scan_and_lateral_raise_anomalies(&api);
+        audit_log_verifies_and_tampering_is_found(&api);
     };
     let result = std::panic::catch_unwind(checks);
     let down = septa(&["lab", "down"]);

@@ -5,6 +5,7 @@
 #   lab.sh up [septa|kernel]   build everything (idempotent: tears down a previous lab first)
 #   lab.sh down                remove namespaces, veths, processes, DPDK runtime files
 #   lab.sh status              what exists
+#   lab.sh restart             restart Septa alone (after a crash), keeping the lab and its state
 #   lab.sh traffic SCENARIO    normal | scan | lateral | modbus-write | exfil
 #
 # Subnets (one namespace each; "hosts" are addresses in it; gateway = .1, owned by Septa):
@@ -147,6 +148,8 @@ start_septa() {
         sed -i 's/"-m", "256"/"--no-huge", "-m", "512"/' "$STATE/septa/lab.toml"
     fi
     cp "$HERE/policy.yaml" "$STATE/septa/policy.yaml"
+    # [ml] model_dir = "models": the committed flow models beside the lab's configs.
+    ln -sfn "$(cd "$HERE/../models" && pwd)" "$STATE/septa/models"
     "$SEPTA" check-config "$STATE/septa/lab.toml" >"$STATE/log/check-config.log" 2>&1 \
         || { cat "$STATE/log/check-config.log" >&2; return 1; }
     # `exec`: the pid file names septa itself, and no shell is left holding the caller's stdout
@@ -175,6 +178,23 @@ prime_neighbours() {
     done
 }
 
+# Septa alone, after a crash or to pick up a new binary: ends the running one (if any) and
+# starts it again on the same namespaces, servers and state (the store keeps the running policy
+# revision and the audit log). Traffic is dropped, never forwarded unchecked, while it is down.
+restart_septa() {
+    [ "$(cat "$STATE/router" 2>/dev/null)" = septa ] || { log "no Septa lab is up (septa lab up)"; return 1; }
+    local pid
+    pid=$(cat "$STATE/pids/septa" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    mv -f "$STATE/log/septa.log" "$STATE/log/septa.previous.log" 2>/dev/null || true
+    start_septa && prime_neighbours
+    log "septa restarted (pid $(cat "$STATE/pids/septa"))"
+}
+
 up() {
     local mode=${1:-septa}
     down
@@ -185,6 +205,9 @@ up() {
     start_services
     # Background traffic so that flows appear.
     bg background $NAME-it bash "$0" traffic-loop
+    if [ -e "$STATE/pids/postgres" ] && command -v psql >/dev/null; then
+        bg dbsession $NAME-app bash "$0" db-session
+    fi
     log "up ($mode). Try: ip netns exec $NAME-it curl http://10.20.1.20/ ; septa lab traffic scan"
 }
 
@@ -201,33 +224,57 @@ status() {
     done
 }
 
-tcp_probe() { # tcp_probe NS SRC DST PORT: exit 0 when a TCP connection opens within 2 s
-    in_ns "$1" python3 -c 'import socket,sys
-s=socket.socket(); s.settimeout(2); s.bind((sys.argv[1],0))
-try: s.connect((sys.argv[2],int(sys.argv[3])))
-except OSError as e: print(f"{sys.argv[1]} -> {sys.argv[2]}:{sys.argv[3]}: {e}"); sys.exit(1)
-print(f"{sys.argv[1]} -> {sys.argv[2]}:{sys.argv[3]}: open")' "$2" "$3" "$4"
+tcp_probe() { # tcp_probe NS SRC DST:PORT...: one TCP connection attempt (2 s) to each, all at once
+    local ns=$1; shift
+    in_ns "$ns" python3 -c 'import socket, sys, concurrent.futures as cf
+def probe(target):
+    dst, port = target.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(2); s.bind((sys.argv[1], 0))
+    try:
+        s.connect((dst, int(port))); return f"{sys.argv[1]} -> {target}: open"
+    except OSError as e:
+        return f"{sys.argv[1]} -> {target}: {e}"
+    finally:
+        s.close()
+with cf.ThreadPoolExecutor(len(sys.argv) - 2) as ex:
+    for line in ex.map(probe, sys.argv[2:]):
+        print(line)' "$@"
 }
 
 traffic() {
     case "${1:-}" in
+        web)
+            in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.10 -o /dev/null http://10.20.1.20/ || true
+            in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.11 -o /dev/null http://10.20.1.20/records.bin || true ;;
         normal)
             in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.10 -o /dev/null -w 'it -> EHR web: HTTP %{http_code}\n' http://10.20.1.20/ || true
             in_ns $NAME-it curl -sS --max-time 5 --interface 10.10.1.11 -o /dev/null -w 'it -> EHR records: %{size_download} bytes\n' http://10.20.1.20/records.bin || true
             in_ns $NAME-hmi python3 "$HERE/modbus.py" read 10.30.1.10 502 0 4 || true
             in_ns $NAME-app psql -h 10.20.0.10 -U postgres -d postgres -Atc 'select count(*) from pg_stat_activity' || true ;;
+        # scan and lateral run twice: from an office host (enforced: every probe is dropped and
+        # shows as a deny record) and from the management host (the management zone is in
+        # monitor mode, so the probes are forwarded, and Septa's flow models score them: anomalies
+        # at /api/v1/anomalies). Only admitted flows are sampled for the models.
+        # The probes of a scenario run at once (a dropped probe waits 2 s for nothing).
         scan)
-            for p in 21 22 23 80 135 139 443 445 502 1433 3306 3389 5432 5900 8080 20000; do
-                tcp_probe $NAME-it 10.10.1.12 10.30.1.10 "$p" || true
-            done ;;
+            local ports="21 22 23 80 135 139 443 445 502 1433 3306 3389 5432 5900 8080 20000" p t=()
+            for p in $ports; do t+=("10.30.1.10:$p"); done
+            tcp_probe $NAME-it 10.10.1.12 "${t[@]}"
+            tcp_probe $NAME-mgmt 10.99.0.10 "${t[@]}" ;;
         lateral)
-            for d in 10.20.0.10 10.20.1.20 10.99.0.10; do for p in 445 139 3389; do tcp_probe $NAME-it 10.10.1.12 "$d" "$p" || true; done; done ;;
+            local d p it=() mg=()
+            for p in 445 139 3389; do
+                for d in 10.20.0.10 10.20.1.20 10.99.0.10; do it+=("$d:$p"); done
+                for d in 10.10.1.10 10.10.1.11 10.10.1.12 10.20.0.10 10.20.1.20; do mg+=("$d:$p"); done
+            done
+            tcp_probe $NAME-it 10.10.1.12 "${it[@]}"
+            tcp_probe $NAME-mgmt 10.99.0.10 "${mg[@]}" ;;
         modbus-write)
             in_ns $NAME-hmi python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true
             in_ns $NAME-it python3 "$HERE/modbus.py" write 10.30.1.10 502 10 1 || true ;;
         exfil)
             in_ns $NAME-ehr curl -sS --max-time 5 --interface 10.20.0.10 -o /dev/null -T "$STATE/www/records.bin" http://10.10.1.10:8443/ || true
-            tcp_probe $NAME-ehr 10.20.0.10 10.99.0.10 443 || true ;;
+            tcp_probe $NAME-ehr 10.20.0.10 10.99.0.10:443 ;;
         *) echo "usage: lab traffic normal|scan|lateral|modbus-write|exfil" >&2; return 2 ;;
     esac
 }
@@ -236,7 +283,12 @@ case "${1:-}" in
     up) up "${2:-septa}" ;;
     down) down; rm -rf "$STATE/router" "$STATE/septa" "$STATE/log"; rmdir "$STATE" 2>/dev/null || true; log "down" ;;
     status) status ;;
+    restart) restart_septa ;;
     traffic) shift; traffic "$@" ;;
-    traffic-loop) while true; do traffic normal >/dev/null 2>&1; sleep 2; done ;;
-    *) echo "usage: lab.sh up [septa|kernel] | down | status | traffic SCENARIO" >&2; exit 2 ;;
+    # The background: office users on the web app (one request per connection, as curl does);
+    # the HMI poller and the EHR app's database session are long-lived connections of their own.
+    traffic-loop) while true; do traffic web >/dev/null 2>&1; sleep 2; done ;;
+    db-session) while sleep 2; do echo 'select count(*) from pg_stat_activity;'; done |
+        psql -h 10.20.0.10 -U postgres -d postgres -qAt >/dev/null ;;
+    *) echo "usage: lab.sh up [septa|kernel] | down | status | restart | traffic SCENARIO" >&2; exit 2 ;;
 esac

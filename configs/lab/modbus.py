@@ -4,7 +4,9 @@
   modbus.py plc  ADDR [PORT]                 serve 100 holding registers and 100 coils
   modbus.py read  HOST [PORT] [START] [N]    read holding registers (function 3), print them
   modbus.py write HOST [PORT] [REG] [VALUE]  write a single register (function 6)
-  modbus.py poll  HOST [PORT] [SECONDS]      the HMI: read every SECONDS forever
+  modbus.py poll  HOST [PORT] [SECONDS]      the HMI: read every SECONDS forever, on one connection
+  modbus.py hold  HOST [PORT] [SECONDS] [N]  one connection: read every SECONDS, N times; prints
+                                             each read (exits 1 at the first failed read)
 Exit status of the client commands: 0 answered, 1 exception/refused/timeout.
 """
 import socket
@@ -112,11 +114,38 @@ def main(argv):
             val = int(argv[5]) if len(argv) > 5 else 1
             request(host, port, struct.pack(">BHH", 6, reg, val))
             print(f"wrote register {reg} = {val}")
+        elif cmd == "hold":
+            every = float(argv[4]) if len(argv) > 4 else 0.5
+            count = int(argv[5]) if len(argv) > 5 else 100
+            with socket.create_connection((host, port), timeout=2.0) as s:
+                s.settimeout(2.0)
+                src = "%s:%d" % s.getsockname()[:2]
+                print(f"connected from {src}", flush=True)
+                for i in range(count):
+                    s.sendall(struct.pack(">HHHB", i & 0xFFFF, 0, 6, 1) + struct.pack(">BHH", 3, 0, 1))
+                    head = recv_exact(s, 7)
+                    if head is None:
+                        raise ConnectionError("connection closed")
+                    body = recv_exact(s, struct.unpack(">HHHB", head)[2] - 1)
+                    if body is None or body[0] & 0x80:
+                        raise ConnectionError(f"modbus exception {body!r}")
+                    print(f"read {i + 1} ok on {src}", flush=True)
+                    time.sleep(every)
         elif cmd == "poll":
+            # Like a real HMI: one long-lived connection, reopened after a failure.
             every = float(argv[4]) if len(argv) > 4 else 1.0
+            tid = 0
             while True:
                 try:
-                    request(host, port, struct.pack(">BHH", 3, 0, 4))
+                    with socket.create_connection((host, port), timeout=3.0) as s:
+                        s.settimeout(3.0)
+                        while True:
+                            tid = (tid + 1) & 0xFFFF
+                            s.sendall(struct.pack(">HHHB", tid, 0, 6, 1) + struct.pack(">BHH", 3, 0, 4))
+                            head = recv_exact(s, 7)
+                            if head is None or recv_exact(s, struct.unpack(">HHHB", head)[2] - 1) is None:
+                                break
+                            time.sleep(every)
                 except OSError:
                     pass
                 time.sleep(every)
