@@ -42,7 +42,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use septa_classifier::{Family, FlowKey, SourceRef, TableCell};
-use septa_control::api::anomalies::AnomalyStore;
+use septa_control::api::anomalies::{AnomalyJournal, AnomalyStore, DEFAULT_ANOMALY_CAPACITY};
 use septa_control::api::learn::LearnState;
 use septa_control::api::{
     self, ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher,
@@ -250,8 +250,9 @@ pub fn check_export(
     if let Some(i) = &e.ipfix {
         concrete("export.ipfix.collector", &i.collector)?;
     }
-    if let Some(s) = &e.syslog {
+    if let Some(s) = &mut e.syslog {
         concrete("export.syslog.target", &s.target)?;
+        s.check(dir)?;
     }
     if let Some(f) = &mut e.flow_log {
         if f.path.as_os_str().is_empty() {
@@ -274,7 +275,10 @@ pub fn check_export(
 pub fn describe_exports(e: &ExportConfig) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(i) = &e.ipfix {
-        out.push(format!("ipfix -> {} (domain {})", i.collector, i.domain));
+        out.push(format!(
+            "ipfix -> {} (domain {}, enterprise number {})",
+            i.collector, i.domain, i.enterprise_number
+        ));
     }
     if let Some(s) = &e.syslog {
         out.push(format!(
@@ -311,7 +315,7 @@ impl Learning {
         let mut sinks: Vec<Box<dyn FlowSink>> = Vec::new();
         if let Some(i) = &cfg.export.ipfix {
             sinks.push(Box::new(
-                IpfixExporter::new(i.collector, i.domain).context("export.ipfix")?,
+                IpfixExporter::from_config(i).context("export.ipfix")?,
             ));
         }
         if let Some(f) = &cfg.export.flow_log {
@@ -516,6 +520,12 @@ impl ControlHost {
         let labels = EpochLabels::default();
         labels.refresh(&svc, &slot);
         let anomalies = Arc::new(AnomalyStore::default());
+        // Anomalies persist in data_dir/anomalies.db and reach the audit log (issue 6).
+        let journal = AnomalyJournal::open(&cfg.data_dir, DEFAULT_ANOMALY_CAPACITY)
+            .context("opening the anomaly journal (control.data_dir/anomalies.db)")?;
+        journal
+            .restore(&anomalies)
+            .context("reading the anomaly journal (control.data_dir/anomalies.db)")?;
         let audit_dir = svc.audit_log().dir().to_owned();
         let (learning, learn_state) = Learning::start(cfg, &labels, &anomalies, &audit_dir)?;
         let mut opts = ApiOptions::new(&cfg.data_dir);
@@ -543,6 +553,12 @@ impl ControlHost {
             cfg.audit_allow_sample,
             MAX_DECISION_GROUPS,
         )));
+        runtime.spawn(journal_anomalies(
+            state.clone(),
+            Arc::clone(&anomalies),
+            journal,
+            cfg.audit_interval,
+        ));
         runtime.spawn(audit_decisions(
             state.clone(),
             Arc::clone(&decisions),
@@ -690,10 +706,23 @@ impl EpochLabels {
             })
             .unwrap_or_else(|| format!("clause {source} of table epoch {}", d.epoch))
     }
+
+    /// The L7 protocol of an inspect decision (`modbus`), empty for other actions.
+    fn l7(&self, d: &EventDecision) -> String {
+        let EventAction::Inspect(hook) = d.action else {
+            return String::new();
+        };
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&d.epoch)
+            .and_then(|l| l.compiled.as_ref())
+            .and_then(|c| c.l7_constraint(septa_classifier::HookId(hook)))
+            .map(|c| c.proto.name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
-/// Appends the aggregated access decisions every `interval` (one fsynced append per (flow,
-/// clause) group, at most [`MAX_DECISION_GROUPS`] + 1 per interval).
+/// Appends the aggregated access decisions every `interval` (one record per (flow, clause)
+/// group, at most [`MAX_DECISION_GROUPS`] + 1 per interval, written with one fsync per batch).
 async fn audit_decisions(state: AppState, agg: Arc<Mutex<DecisionAggregator>>, interval: Duration) {
     let mut t = tokio::time::interval(interval);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -706,18 +735,78 @@ async fn audit_decisions(state: AppState, agg: Arc<Mutex<DecisionAggregator>>, i
         }
         let r = state
             .core
-            .run(move |svc| {
-                for e in entries {
-                    svc.audit_log().append(e)?;
-                }
-                Ok::<(), septa_control::error::AuditError>(())
-            })
+            .run(move |svc| svc.audit_log().append_all(entries).map(|_| ()))
             .await;
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("septa: control: appending access decisions: {e}"),
             Err(p) => eprintln!("septa: control: appending access decisions: {}", p.detail),
         }
+    }
+}
+
+/// Audit records per interval for raised anomalies (groups beyond are counted in one record).
+const MAX_ANOMALY_AUDIT_GROUPS: usize = 20;
+
+/// Every `interval`: writes new and triaged anomalies to the journal and appends the audit
+/// records of the alerts raised since the last round (see `AnomalyJournal::sync`).
+async fn journal_anomalies(
+    state: AppState,
+    store: Arc<AnomalyStore>,
+    journal: AnomalyJournal,
+    interval: Duration,
+) {
+    let journal = Arc::new(Mutex::new(journal));
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        t.tick().await;
+        let (j, s) = (Arc::clone(&journal), Arc::clone(&store));
+        let synced = tokio::task::spawn_blocking(move || {
+            j.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sync(&s, MAX_ANOMALY_AUDIT_GROUPS)
+        })
+        .await;
+        let (entries, upto) = match synced {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                eprintln!("septa: control: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if !entries.is_empty() {
+            let r = state
+                .core
+                .run(move |svc| svc.audit_log().append_all(entries).map(|_| ()))
+                .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    eprintln!("septa: control: appending anomaly audit records: {e}");
+                    continue;
+                }
+                Err(p) => {
+                    eprintln!(
+                        "septa: control: appending anomaly audit records: {}",
+                        p.detail
+                    );
+                    continue;
+                }
+            }
+        }
+        let j = Arc::clone(&journal);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = j
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .audited(upto)
+            {
+                eprintln!("septa: control: {e}");
+            }
+        })
+        .await;
     }
 }
 
@@ -778,13 +867,20 @@ impl FlowAdapter {
         self.audit(ev);
         let rec = match ev {
             FlowEvent::Start(s) => self.record(&s.key, s.at, &s.decision, 0, 0),
-            FlowEvent::End(e) => self.record(
-                &e.key,
-                e.at,
-                &e.decision,
-                e.packets[0] + e.packets[1],
-                e.bytes[0] + e.bytes[1],
-            ),
+            FlowEvent::End(e) => {
+                let mut r = self.record(
+                    &e.key,
+                    e.at,
+                    &e.decision,
+                    e.packets[0] + e.packets[1],
+                    e.bytes[0] + e.bytes[1],
+                );
+                // The protocol the data plane identified on the flow, when it did.
+                if e.l7 != septa_dataplane::l7::L7Proto::Unknown {
+                    e.l7.name().clone_into(&mut r.l7);
+                }
+                r
+            }
             FlowEvent::Deny(d) => {
                 let at = self.wall_ms(d.at);
                 let k = (d.key, d.decision.epoch);
@@ -801,6 +897,9 @@ impl FlowAdapter {
                 self.last_deny.insert(k, at);
                 let mut r = self.record(&d.key, d.at, &d.decision, 1, 0);
                 r.action = "deny".into();
+                if let Some(why) = d.l7_text() {
+                    r.l7_reason = why;
+                }
                 if d.would_deny {
                     r.mode = "monitor".into();
                 }
@@ -873,6 +972,9 @@ impl FlowAdapter {
             revision: self.labels.label(d.epoch),
             packets,
             bytes,
+            clause: self.labels.clause(d),
+            l7: self.labels.l7(d),
+            l7_reason: String::new(),
         }
     }
 }
@@ -1207,6 +1309,7 @@ mod tests {
                 decision: deny,
                 reason: DropReason::Policy,
                 would_deny: false,
+                l7: None,
             }));
         }
         a.on_event(&FlowEvent::Deny(DenyRecord {
@@ -1215,6 +1318,10 @@ mod tests {
             decision: deny,
             reason: DropReason::Policy,
             would_deny: true,
+            l7: Some(septa_dataplane::l7::DenyReason::Function {
+                proto: septa_dataplane::l7::L7Proto::Modbus,
+                code: 6,
+            }),
         }));
         let got = store.recent(&FlowFilter::default(), 100);
         assert_eq!(
@@ -1244,6 +1351,18 @@ mod tests {
             "unknown epochs are named, not guessed"
         );
         assert_eq!(would.mode, "monitor");
+        // The data plane's L7 reason code and identified protocol, rendered off the worker.
+        assert!(
+            would.l7_reason.starts_with("modbus function 6"),
+            "{}",
+            would.l7_reason
+        );
+        assert_eq!(
+            (deny_rec.l7_reason.as_str(), end.l7.as_str()),
+            ("", "modbus")
+        );
+        assert_eq!(start.l7, "", "an allow conduit names no L7 protocol");
+        assert_eq!(deny_rec.clause, "default (no rule matched)");
         // Every deny counted (not throttled) in one audit record per (flow, clause).
         let audit = agg.lock().unwrap().take();
         let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();

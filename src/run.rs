@@ -373,12 +373,19 @@ mod imp {
         }
         // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
         // spins, and a spinning main lcore would steal cycles from a worker on a sibling hyperthread.
-        let (mut drain, mut events) = monitor
+        let (mut drain, mut events, mut flows) = monitor
             .join()
             .map_err(|_| anyhow::anyhow!("the monitor thread panicked"))?;
         eal.wait_all();
         let forwarding = started.elapsed();
-        drain.drain(usize::MAX, |_, ev| events.add(&ev));
+        // The workers' final flush (flow ends at stop) reaches the flow records and the learning
+        // feed (history, rule usage, exports) like every other event.
+        drain.drain(usize::MAX, |_, ev| {
+            events.add(&ev);
+            if let Some(f) = &mut flows {
+                f.on_event(&ev);
+            }
+        });
         events.lost = drain.lost();
 
         stop_ports(&infos).context("stopping the ports")?;
@@ -440,7 +447,11 @@ mod imp {
         idle: Option<Duration>,
         mut drain: EventDrain,
         mut flows: Option<crate::control_host::FlowAdapter>,
-    ) -> (EventDrain, EventCounts) {
+    ) -> (
+        EventDrain,
+        EventCounts,
+        Option<crate::control_host::FlowAdapter>,
+    ) {
         let tick = Duration::from_millis(20);
         let mut last = 0;
         let mut last_change = Instant::now();
@@ -462,7 +473,7 @@ mod imp {
                 stop.store(true, Ordering::Relaxed);
             }
         }
-        (drain, events)
+        (drain, events, flows)
     }
 
     /// Transmits the frames of a capture on port 0 of `io`; returns how many the port took.

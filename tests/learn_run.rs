@@ -136,7 +136,7 @@ audit_interval = 1
 audit_allow_sample = 1
 
 [export]
-ipfix = {{ collector = "{ipfix}", domain = 7 }}
+ipfix = {{ collector = "{ipfix}", domain = 7, enterprise_number = 4242 }}
 syslog = {{ target = "{syslog}", transport = "udp", format = "json" }}
 flow_log = {{ path = "flows.jsonl" }}
 "#,
@@ -204,6 +204,12 @@ flow_log = {{ path = "flows.jsonl" }}
         .flat_map(|m| ipfix_sets(m).into_iter().map(|(i, b)| (i, b.to_vec())))
         .collect();
     assert!(sets.iter().any(|(id, _)| *id == 2), "a template set");
+    // The configured enterprise number carries the Septa elements (verdict, rule id).
+    assert!(
+        sets.iter()
+            .any(|(id, b)| *id == 2 && b.windows(4).any(|w| w == 4242u32.to_be_bytes())),
+        "the template names enterprise number 4242"
+    );
     let data: Vec<u8> = sets
         .iter()
         .filter(|(id, _)| *id == 256)
@@ -253,6 +259,8 @@ flow_log = {{ path = "flows.jsonl" }}
         } else {
             assert_eq!(a.key.dport, 5000);
             assert_eq!((a.allowed, a.flows, a.denied), (1, 1, 0), "{a:?}");
+            // Flow ends (at stop, the workers' flush) reach the history with their counts.
+            assert!(a.packets > 0 && a.bytes > 0, "flow ends in history: {a:?}");
         }
     }
     let usage = h.usage().unwrap();
@@ -290,7 +298,15 @@ fn export_without_control_is_refused_with_its_key() {
         ("[control]\n[export]\nipfx = {}\n", "ipfx"),
         (
             "[control]\n[export]\nsyslog = { target = \"127.0.0.1:514\", transport = \"tls\", format = \"cef\" }\n",
-            "tls",
+            "export.syslog.ca_file",
+        ),
+        (
+            "[control]\n[export]\nsyslog = { target = \"127.0.0.1:6514\", transport = \"tls\", format = \"cef\", ca_file = \"no-such-ca.pem\" }\n",
+            "export.syslog.ca_file",
+        ),
+        (
+            "[control]\n[export]\nipfix = { collector = \"127.0.0.1:4739\", enterprise_number = 0 }\n",
+            "enterprise_number",
         ),
     ] {
         let cfg = dir.join("gw.toml");

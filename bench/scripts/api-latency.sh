@@ -13,6 +13,9 @@
 # publish to the workers) timed separately with curl.
 #
 # Usage: bench/scripts/api-latency.sh [SECONDS] [RATE]      (default 30 s at 500 requests/s)
+# SEPTA_BIN=/path/to/septa runs that binary instead of building one. With
+# SEPTA_BASELINE_BIN=/path/to/an/older/septa, the loaded mode also runs on that binary ("base"
+# row), side by side in the same run.
 # Installs what it needs: oha (`cargo install --locked oha` into $SEPTA_TOOLS, default
 # ~/.cache/septa-tools), curl and python3 (Debian) if missing. Needs DPDK (libdpdk-dev) for the
 # `dpdk` feature; skips cleanly without it.
@@ -39,8 +42,12 @@ if [ ! -x "$oha" ]; then
     cargo install -q --locked --root "$tools" oha
 fi
 
-cargo build -q --release --features dpdk --bin septa
-septa="$target/release/septa"
+if [ -n "${SEPTA_BIN:-}" ]; then
+    septa=$SEPTA_BIN
+else
+    cargo build -q --release --features dpdk --bin septa
+    septa="$target/release/septa"
+fi
 
 work=$(mktemp -d)
 gw=
@@ -56,12 +63,13 @@ printf '\xd4\xc3\xb2\xa1\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff
     >"$work/empty.pcap"
 cp configs/samples/demo.pcap "$work/traffic.pcap"
 cp configs/policies/demo.yaml "$work/seed.yaml"
-# The second version: one more allowed port (any textual change gives a new revision).
+# The second version: another policy name (any change to the document gives a new revision;
+# the demo already has metadata labels, so adding a second `labels` key would be rejected).
 python3 - "$work" <<'EOF'
 import json, sys
 d = sys.argv[1]
 a = open(f"{d}/seed.yaml").read()
-b = a.replace("metadata:\n  name: demo-hospital", "metadata:\n  name: demo-hospital\n  labels: {bench: v2}", 1)
+b = a.replace("metadata:\n  name: demo-hospital\n", "metadata:\n  name: demo-hospital-v2\n", 1)
 assert a != b, "could not derive a second policy version"
 for name, text in (("a", a), ("b", b)):
     json.dump({"policy": text, "reason": "api latency bench"}, open(f"{d}/commit-{name}.json", "w"))
@@ -74,7 +82,7 @@ start() {
     local mode=$1 dir="$work/$1" rx
     mkdir -p "$dir"
     port=$(free_port)
-    if [ "$mode" = loaded ]; then
+    if [ "$mode" != idle ]; then
         rx="rx_pcap=$work/traffic.pcap,infinite_rx=1"
     else
         rx="rx_pcap=$work/empty.pcap"
@@ -103,7 +111,9 @@ policy = "$work/seed.yaml"
 listen = "127.0.0.1:$port"
 data_dir = "$dir/state"
 EOF
-    "$septa" run --config "$dir/gw.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    local bin=$septa
+    [ "$mode" = base ] && bin=$SEPTA_BASELINE_BIN
+    "$bin" run --config "$dir/gw.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     gw=$!
     local pw=
     for _ in $(seq 1 600); do
@@ -147,25 +157,36 @@ measure() {
         i=0
         while :; do
             f="$work/commit-$([ $((i % 2)) = 0 ] && echo b || echo a).json"
-            curl -sk -o /dev/null -w '%{http_code} %{time_total}\n' -H "authorization: Bearer $tok" \
-                -H 'content-type: application/json' -H 'if-match: *' --data-binary "@$f" \
-                "$base/policy/commit" >>"$dir/commits.txt"
+            r=$(curl -sk -o "$dir/commit.out" -w '%{http_code} %{time_total}' \
+                -H "authorization: Bearer $tok" -H 'content-type: application/json' \
+                -H 'if-match: *' --data-binary "@$f" "$base/policy/commit")
+            echo "$r" >>"$dir/commits.txt"
+            case $r in
+                2*) ;;
+                *) { echo "$r"; cat "$dir/commit.out"; echo; } >>"$dir/commit-errors.txt" ;;
+            esac
             i=$((i + 1))
             sleep 1
         done
     ) &
     commits=$!
+    # In oha's --rand-regex-url a dot is literal (an escaped one becomes a random character).
     "$oha" -z "${secs}s" -q "$rate" -c 32 --latency-correction --no-tui --insecure \
         --output-format json -H "authorization: Bearer $tok" \
-        --rand-regex-url "https://127\\.0\\.0\\.1:$port/(api/v1/flows\\?limit=50|api/v1/policy|api/v1/counters|api/v1/revisions|metrics)" \
+        --rand-regex-url "https://127.0.0.1:$port/(api/v1/flows\\?limit=50|api/v1/policy|api/v1/counters|api/v1/revisions|metrics)" \
         >"$dir/oha.json"
     kill "$commits" 2>/dev/null || true; wait "$commits" 2>/dev/null || true; commits=
-    local rx1 t1
+    if [ -s "$dir/commit-errors.txt" ]; then
+        echo "# $mode: first failed commit:" >&2; head -c 600 "$dir/commit-errors.txt" >&2; echo >&2
+    fi
+    local rx1 t1 load
     rx1=$(rx_packets); t1=$(date +%s.%N)
+    load=$(cut -d' ' -f1 /proc/loadavg)
     kill -INT "$gw"; wait "$gw" 2>/dev/null || true; gw=
-    python3 - "$mode" "$dir" "$rx0" "$rx1" "$t0" "$t1" >>"$work/results" <<'EOF'
+    python3 - "$mode" "$dir" "$rx0" "$rx1" "$t0" "$t1" "$load" >>"$work/results" <<'EOF'
 import json, sys
 mode, d, rx0, rx1, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+load = float(sys.argv[7])
 o = json.load(open(f"{d}/oha.json"))
 s, p = o["summary"], o["latencyPercentiles"]
 codes = o.get("statusCodeDistribution", {})
@@ -176,16 +197,23 @@ ct = sorted(float(t) * 1e3 for _, t in c)
 cok = sum(1 for code, _ in c if code.startswith("2"))
 pct = lambda v, q: v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
 mpps = (rx1 - rx0) / (t1 - t0) / 1e6
+codes_c = {}
+for code, _ in c:
+    codes_c[code] = codes_c.get(code, 0) + 1
+print(f"# {mode}: commit statuses {dict(sorted(codes_c.items()))}", file=sys.stderr)
 print(f"{mode:7} {s['requestsPerSec']:7.1f} {p['p50']*1e3:8.2f} {p['p99']*1e3:8.2f} {s['slowest']*1e3:8.1f} "
-      f"{ok:6}/{total:<6} {cok:3}/{len(c):<3} {pct(ct, .5):8.1f} {pct(ct, .99):8.1f} {mpps:8.3f}")
+      f"{ok:6}/{total:<6} {cok:3}/{len(c):<3} {pct(ct, .5):8.1f} {pct(ct, .99):8.1f} {mpps:8.3f} {load:6.2f}")
 EOF
 }
 
 echo "septa API latency: ${rate} requests/s for ${secs} s per mode (oha, latency-corrected), plus 1 commit/s"
 measure idle
 measure loaded
+if [ -n "${SEPTA_BASELINE_BIN:-}" ]; then
+    measure base
+fi
 echo
-echo "mode    req/s    p50 ms   p99 ms  max ms  2xx/total     commits  c.p50 ms c.p99 ms  dp Mpps"
+echo "mode    req/s    p50 ms   p99 ms  max ms  2xx/total     commits  c.p50 ms c.p99 ms  dp Mpps  load1"
 cat "$work/results"
 python3 - "$work/results" <<'EOF'
 import sys

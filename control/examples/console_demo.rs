@@ -232,6 +232,16 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
                 revision: e.revision,
                 packets,
                 bytes: packets * (60 + (i as u64 * 97) % 1200),
+                clause: e
+                    .clause
+                    .as_ref()
+                    .map_or_else(|| "default (no rule matched)".into(), ToString::to_string),
+                l7: if e.action == "inspect" {
+                    l7_of(*dport).into()
+                } else {
+                    String::new()
+                },
+                l7_reason: String::new(),
             };
             // History and rule usage, as `septa run` feeds them.
             if let Ok(o) = ObservedFlow::try_from(&rec) {
@@ -239,6 +249,21 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
             }
             sim.record(rec);
         }
+    }
+}
+
+/// The L7 protocol the demo's inspect conduits speak, by port (the data plane names it in
+/// `septa run`).
+fn l7_of(port: u16) -> &'static str {
+    match port {
+        502 => "modbus",
+        20000 => "dnp3",
+        102 => "s7comm",
+        44818 => "enip",
+        47808 => "bacnet",
+        2404 => "iec104",
+        4840 => "opcua",
+        _ => "l7",
     }
 }
 

@@ -42,6 +42,7 @@ fn stages(versions: &[String], rounds: usize) {
     let ms = |t: u64| (thread_cpu_ns() - t) as f64 / 1e6;
     let mut rows: Vec<(&str, Vec<f64>)> = [
         "parse YAML -> document",
+        "  same, serde-saphyr alone",
         "validate",
         "compile rules (septa-control)",
         "build classifier table",
@@ -58,28 +59,33 @@ fn stages(versions: &[String], rounds: usize) {
         let t = thread_cpu_ns();
         let doc = septa_control::policy::parse_document(text, Format::Yaml).unwrap();
         rows[0].1.push(ms(t));
+        // The general path the document takes when the fast one declines (see policy::parse).
+        let t = thread_cpu_ns();
+        let slow: septa_control::policy::PolicyDocument = serde_saphyr::from_str(text).unwrap();
+        rows[1].1.push(ms(t));
+        assert_eq!(slow, doc, "both YAML paths read the same document");
         let t = thread_cpu_ns();
         let p = septa_control::policy::validate(doc).unwrap();
-        rows[1].1.push(ms(t));
+        rows[2].1.push(ms(t));
         let t = thread_cpu_ns();
         let (rules, _) = septa_control::compile::compile_rules(&p).unwrap();
-        rows[2].1.push(ms(t));
+        rows[3].1.push(ms(t));
         let t = thread_cpu_ns();
         let table =
             septa_classifier::compile_with(&rules, &septa_classifier::CompileOptions::default())
                 .unwrap();
-        rows[3].1.push(ms(t));
+        rows[4].1.push(ms(t));
         let t = thread_cpu_ns();
         let _ = septa_control::audit::record::sha256_hex(&p.canonical_json());
-        rows[4].1.push(ms(t));
+        rows[5].1.push(ms(t));
         let t = thread_cpu_ns();
         if let Some(q) = &prev {
             let _ = septa_control::diff::summary(q.document(), p.document());
         }
-        rows[5].1.push(ms(t));
+        rows[6].1.push(ms(t));
         let t = thread_cpu_ns();
         let _copy = table.clone();
-        rows[6].1.push(ms(t));
+        rows[7].1.push(ms(t));
         prev = Some(p);
     }
     println!("stages, thread CPU time (median of {rounds}):");

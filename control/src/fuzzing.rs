@@ -3,6 +3,8 @@
 //! (`control/tests/parse_robustness.rs`) both run, so CI exercises what the fuzzer explores.
 //!
 //! Invariants (a violation panics, which is what a fuzzer reports):
+//! * the fast YAML path (`policy::yaml_fast`) either declines or reads a text exactly
+//!   as serde-saphyr does;
 //! * parsing never panics; a rejection has at least one diagnostic, each with a message and a
 //!   path or a position, and semantic errors always name a path;
 //! * an accepted policy compiles (or exceeds [`crate::compile::MAX_RULES`], a typed error);
@@ -13,6 +15,8 @@
 //!   policy's meaning walked directly) agree on action, mode and deciding clause.
 
 use std::net::IpAddr;
+
+use serde::Deserialize;
 
 use septa_classifier::{Action, Decision, FlowKey, Mode, reference};
 
@@ -47,6 +51,18 @@ pub fn check_policy_bytes(data: &[u8]) -> bool {
 /// # Panics
 /// On any violated invariant.
 pub fn check_policy_text(text: &str, format: Format) -> bool {
+    if format == Format::Yaml
+        && let Some(fast) = crate::policy::yaml_fast::parse(text)
+    {
+        let saphyr = serde_saphyr::with_deserializer_from_str(text, |de| {
+            crate::policy::PolicyDocument::deserialize(de)
+        });
+        assert_eq!(
+            saphyr.ok().as_ref(),
+            Some(&fast),
+            "the fast YAML path read {text:?} differently from serde-saphyr"
+        );
+    }
     match parse_policy(text, format) {
         Ok(p) => {
             check_accepted(&p);

@@ -30,12 +30,13 @@ use crate::clock::Clock;
 use crate::compile::{CompiledPolicy, compile};
 use crate::decide::{Explanation, decide};
 use crate::diff::{PolicyDiff, diff, summary as diff_summary};
-use crate::error::LifecycleError;
 use crate::error::PolicyError;
+use crate::error::{LifecycleError, StoreError};
 use crate::mgmt::ManagementPath;
 use crate::policy::{Format, ValidatedPolicy, parse_policy, parse_policy_value};
 use crate::store::{
-    NewRevision, PendingConfirm, Revision, RevisionInfo, RevisionKind, RevisionStore, State,
+    NewRevision, PendingConfirm, Revision, RevisionInfo, RevisionKind, RevisionSource,
+    RevisionStore, State,
 };
 
 /// Hands compiled tables to the data plane (the composition root implements it over the
@@ -84,6 +85,18 @@ pub enum PolicyInput<'a> {
 }
 
 impl PolicyInput<'_> {
+    /// The submitted text to keep with the revision (`None` for a parsed document: there is no
+    /// text, and its canonical form says everything it said).
+    fn source(self) -> Option<RevisionSource> {
+        match self {
+            PolicyInput::Text(text, format) => Some(RevisionSource {
+                text: text.to_owned(),
+                format,
+            }),
+            PolicyInput::Document(_) => None,
+        }
+    }
+
     /// Parses and validates.
     pub fn parse(self) -> Result<ValidatedPolicy, PolicyError> {
         match self {
@@ -114,6 +127,8 @@ pub struct PolicyService<P: Publisher> {
     clock: Arc<dyn Clock>,
     management: Option<ManagementPath>,
     running: Option<Running>,
+    /// Bumped by every store transaction (see [`Self::generation`]).
+    generation: u64,
 }
 
 /// What a mutation is about, for its audit record.
@@ -152,6 +167,7 @@ impl<P: Publisher> PolicyService<P> {
             clock,
             management: cfg.management,
             running,
+            generation: 0,
         };
         svc.reconcile()?;
         Ok(svc)
@@ -191,6 +207,13 @@ impl<P: Publisher> PolicyService<P> {
         Ok(())
     }
 
+    /// Changes whenever the running revision, the pending confirmation or the set of revisions
+    /// may have changed (every store transaction, committed or not), so readers can cache what
+    /// they derive from them.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The running revision.
     pub fn running(&self) -> Option<&RevisionInfo> {
         self.running.as_ref().map(|r| &r.info)
@@ -214,6 +237,30 @@ impl<P: Publisher> PolicyService<P> {
     /// One revision with its canonical content.
     pub fn get(&self, id: i64) -> Result<Revision, LifecycleError> {
         Ok(self.store.get(id)?)
+    }
+
+    /// The text revision `id` was made from. Revisions without one (made before the store kept
+    /// sources, or submitted as a JSON object) answer their canonical document rendered as YAML,
+    /// with `rendered` true; the rendering parses back to the same canonical content.
+    pub fn source(&self, id: i64) -> Result<(RevisionSource, bool), LifecycleError> {
+        if let Some(src) = self.store.source(id)? {
+            return Ok((src, false));
+        }
+        let rev = self.store.get(id)?;
+        // Refuses content that does not match its hash or no longer validates.
+        rev.policy()?;
+        let bad = |reason: String| StoreError::BadContent { id, reason };
+        let doc: serde_json::Value =
+            serde_json::from_slice(&rev.content).map_err(|e| bad(e.to_string()))?;
+        let text =
+            serde_saphyr::to_string(&doc).map_err(|e| bad(format!("rendering as YAML: {e}")))?;
+        Ok((
+            RevisionSource {
+                text,
+                format: Format::Yaml,
+            },
+            true,
+        ))
     }
 
     /// The audit log (for access-decision records and checkpoints on demand).
@@ -279,6 +326,7 @@ impl<P: Publisher> PolicyService<P> {
                 compiled,
                 RevisionKind::Commit,
                 opts.confirm_within_ms,
+                input.source(),
             ),
             Err(e) => Err(self.refused(&intent, None, e)),
         }
@@ -311,9 +359,14 @@ impl<P: Publisher> PolicyService<P> {
             .preflight(&intent, false)
             .and_then(|()| check_input(input, None));
         match checked {
-            Ok((policy, compiled)) => {
-                self.install(&intent, policy, compiled, RevisionKind::Stage, None)
-            }
+            Ok((policy, compiled)) => self.install(
+                &intent,
+                policy,
+                compiled,
+                RevisionKind::Stage,
+                None,
+                input.source(),
+            ),
             Err(e) => Err(self.refused(&intent, None, e)),
         }
     }
@@ -337,12 +390,19 @@ impl<P: Publisher> PolicyService<P> {
             if let Some(m) = &self.management {
                 m.check(&compiled).map_err(LifecycleError::ManagementPath)?;
             }
-            Ok((policy, compiled))
+            // The rolled-back-to text comes back with its content.
+            let source = self.store.source(to)?;
+            Ok((policy, compiled, source))
         });
         match checked {
-            Ok((policy, compiled)) => {
-                self.install(&intent, policy, compiled, RevisionKind::Rollback, None)
-            }
+            Ok((policy, compiled, source)) => self.install(
+                &intent,
+                policy,
+                compiled,
+                RevisionKind::Rollback,
+                None,
+                source,
+            ),
             Err(e) => Err(self.refused(&intent, Some(format!("revision/{to}")), e)),
         }
     }
@@ -388,6 +448,7 @@ impl<P: Publisher> PolicyService<P> {
                 pending.revision
             ),
         );
+        self.generation = self.generation.wrapping_add(1);
         let tx = self.store.begin()?;
         tx.set_state(&State {
             pending: None,
@@ -438,6 +499,7 @@ impl<P: Publisher> PolicyService<P> {
             detail,
         );
         let result = (|| {
+            self.generation = self.generation.wrapping_add(1);
             let tx = self.store.begin()?;
             tx.set_state(&State {
                 running: Some(rev.info.id),
@@ -595,15 +657,17 @@ impl<P: Publisher> PolicyService<P> {
         compiled: CompiledPolicy,
         kind: RevisionKind,
         confirm_within_ms: Option<i64>,
+        source: Option<RevisionSource>,
     ) -> Result<RevisionInfo, LifecycleError> {
         let compiled = Arc::new(compiled);
-        let content = policy.canonical_json();
-        let before = self.running.as_ref().map(|r| r.info.hash.clone());
-        let after = sha256_hex(&content);
         let publishes = kind != RevisionKind::Stage;
         if publishes && let Err(e) = self.publisher.publish(Some(&compiled)) {
             return Err(self.refused(intent, None, LifecycleError::Publish(e)));
         }
+        // After the publish: the workers need the table, not the stored form.
+        let content = policy.canonical_json();
+        let before = self.running.as_ref().map(|r| r.info.hash.clone());
+        let after = sha256_hex(&content);
         let detail = match &self.running {
             Some(r) => diff_summary(r.policy.document(), policy.document()),
             None => "initial policy".into(),
@@ -613,6 +677,7 @@ impl<P: Publisher> PolicyService<P> {
         entry.object = format!("policy/{}", policy.name());
         let parent = self.running.as_ref().map(|r| r.info.id);
         let result = (|| {
+            self.generation = self.generation.wrapping_add(1);
             let tx = self.store.begin()?;
             let info = tx.insert(&NewRevision {
                 content,
@@ -621,6 +686,7 @@ impl<P: Publisher> PolicyService<P> {
                 reason: intent.reason.to_owned(),
                 created_ms: now,
                 kind,
+                source,
             })?;
             if publishes {
                 let pending = match (confirm_within_ms, parent) {

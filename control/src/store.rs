@@ -77,6 +77,12 @@ const MIGRATIONS: &[&str] = &[
         expires_ms   INTEGER NOT NULL
      );
      CREATE INDEX sessions_user ON sessions (user);",
+    // 5: the policy text as submitted (YAML or JSON, the operator's comments kept) next to the
+    // canonical content. NULL for revisions made before this migration and for policies sent as
+    // a JSON object; the immutability triggers cover these columns too.
+    "ALTER TABLE revisions ADD COLUMN source BLOB;
+     ALTER TABLE revisions ADD COLUMN source_format TEXT
+        CHECK (source_format IS NULL OR source_format IN ('yaml', 'json'));",
 ];
 
 /// How a revision came to be.
@@ -155,6 +161,22 @@ impl Revision {
     }
 }
 
+/// The policy text a revision was made from, byte for byte as submitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionSource {
+    /// The text.
+    pub text: String,
+    /// Its syntax.
+    pub format: Format,
+}
+
+fn format_str(f: Format) -> &'static str {
+    match f {
+        Format::Yaml => "yaml",
+        Format::Json => "json",
+    }
+}
+
 /// A commit waiting for confirmation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PendingConfirm {
@@ -190,6 +212,8 @@ pub struct NewRevision {
     pub created_ms: i64,
     /// Kind.
     pub kind: RevisionKind,
+    /// The submitted text, when there was one.
+    pub source: Option<RevisionSource>,
 }
 
 /// The store. One writer (the lifecycle) owns it.
@@ -288,6 +312,32 @@ impl RevisionStore {
             .ok_or(StoreError::NoSuchRevision(id))
     }
 
+    /// The text revision `id` was made from; `None` when it predates migration 5 or was
+    /// submitted as a JSON object. A missing revision is [`StoreError::NoSuchRevision`].
+    pub fn source(&self, id: i64) -> Result<Option<RevisionSource>, StoreError> {
+        let (text, format): (Option<Vec<u8>>, Option<String>) = self
+            .conn
+            .query_row(
+                "SELECT source, source_format FROM revisions WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or(StoreError::NoSuchRevision(id))?;
+        let (Some(text), Some(format)) = (text, format) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(text).map_err(|_| StoreError::BadContent {
+            id,
+            reason: "source text is not UTF-8".into(),
+        })?;
+        let format = match format.as_str() {
+            "json" => Format::Json,
+            _ => Format::Yaml,
+        };
+        Ok(Some(RevisionSource { text, format }))
+    }
+
     /// Every revision's metadata, oldest first.
     pub fn list(&self) -> Result<Vec<RevisionInfo>, StoreError> {
         let mut stmt = self
@@ -342,8 +392,9 @@ impl StoreTx<'_> {
     pub fn insert(&self, new: &NewRevision) -> Result<RevisionInfo, StoreError> {
         let hash = sha256_hex(&new.content);
         self.tx.execute(
-            "INSERT INTO revisions (hash, parent, author, reason, created_ms, kind, content)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO revisions
+                (hash, parent, author, reason, created_ms, kind, content, source, source_format)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 hash,
                 new.parent,
@@ -351,7 +402,9 @@ impl StoreTx<'_> {
                 new.reason,
                 new.created_ms,
                 new.kind.as_str(),
-                new.content
+                new.content,
+                new.source.as_ref().map(|s| s.text.as_bytes()),
+                new.source.as_ref().map(|s| format_str(s.format)),
             ],
         )?;
         Ok(RevisionInfo {
@@ -397,6 +450,7 @@ mod tests {
             reason: reason.into(),
             created_ms: 1,
             kind: RevisionKind::Commit,
+            source: None,
         }
     }
 
@@ -521,6 +575,43 @@ mod tests {
             [],
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn migration_5_keeps_old_rows_without_source_and_stores_new_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conn = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO revisions (hash, parent, author, reason, created_ms, kind, content)
+             VALUES (?1, NULL, 'user:old', 'from v4', 5, 'commit', x'7b7d')",
+            [sha256_hex(b"{}")],
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = RevisionStore::open(tmp.path()).unwrap();
+        assert_eq!(s.source(1).unwrap(), None);
+        let text = "# why this zone exists\nkind: Policy\n";
+        let tx = s.begin().unwrap();
+        let mut new = new_rev(b"{}", "with text");
+        new.source = Some(RevisionSource {
+            text: text.into(),
+            format: Format::Yaml,
+        });
+        let info = tx.insert(&new).unwrap();
+        tx.commit().unwrap();
+        let src = s.source(info.id).unwrap().unwrap();
+        assert_eq!((src.text.as_str(), src.format), (text, Format::Yaml));
+        assert!(matches!(s.source(99), Err(StoreError::NoSuchRevision(99))));
+        // The immutability triggers cover the new columns.
+        assert!(
+            s.conn
+                .execute("UPDATE revisions SET source = NULL", [])
+                .is_err()
+        );
     }
 
     #[test]

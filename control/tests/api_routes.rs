@@ -77,6 +77,73 @@ async fn commit_with_etag_then_read_back() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
 
+/// The read-only policy routes answer from the core's read view while the policy core is busy
+/// (a commit's compile and fsyncs, an audit batch), and still show every committed change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_for_the_policy_core() {
+    let h = Harness::new();
+    let author = h.token(Role::PolicyAuthor);
+    let viewer = h.token(Role::Viewer);
+    let r = h.commit(&author, DEMO, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let (etag, before) = running(&h, &viewer).await;
+    // Hold the core lock until released, as a long commit would.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let core = h.state.core.clone();
+    let holder = std::thread::spawn(move || {
+        core.run_blocking(|_| {
+            held_tx.send(()).unwrap();
+            hold_rx.recv().unwrap();
+        })
+        .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let reads = async {
+        let (etag_busy, during) = running(&h, &viewer).await;
+        let revs = h
+            .call(Method::GET, "/api/v1/revisions", Some(&viewer), None)
+            .await;
+        let zones = h
+            .call(Method::GET, "/api/v1/policy/zones", Some(&viewer), None)
+            .await;
+        (etag_busy, during, revs, zones)
+    };
+    let (etag_busy, during, revs, zones) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), reads)
+            .await
+            .expect("reads answered while the core was held");
+    hold_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!((etag_busy, during), (etag.clone(), before));
+    assert_eq!(revs.status, StatusCode::OK);
+    assert_eq!(revs.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(zones.status, StatusCode::OK);
+    // Every change is visible to the next read (stage adds a revision, commit a running one).
+    let r = h
+        .call_with(
+            Method::POST,
+            "/api/v1/policy/stage",
+            Some(&author),
+            Some(json!({"policy": demo_v2(), "reason": "staged"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let revs = h
+        .call(Method::GET, "/api/v1/revisions", Some(&viewer), None)
+        .await;
+    assert_eq!(revs.body["items"].as_array().unwrap().len(), 2);
+    let r = h.commit(&author, &demo_v2(), None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let (etag2, _) = running(&h, &viewer).await;
+    assert_ne!(etag2, etag);
+    assert_eq!(
+        etag2,
+        format!("\"{}\"", r.body["revision"]["hash"].as_str().unwrap())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_or_missing_if_match_is_refused_and_changes_nothing() {
     let h = Harness::new();

@@ -290,6 +290,50 @@ fn a_foreign_key_does_not_verify() {
 }
 
 #[test]
+fn a_batch_append_writes_the_same_chain_shape_as_single_appends() {
+    let single = fixture(11);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("audit");
+    let key = tmp.path().join("keys/audit.key");
+    let cfg = || {
+        let mut c = AuditConfig::new(&dir, &key);
+        c.checkpoint_interval = 4;
+        c.segment_records = 4;
+        c
+    };
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut log = AuditLog::open(cfg(), clock.clone()).unwrap();
+    // Across segment boundaries and checkpoint intervals, in one call.
+    let refs = log.append_all((0..11).map(entry).collect()).unwrap();
+    assert_eq!(
+        refs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    assert_eq!(log.head(), refs[10]);
+    assert_eq!(log.last_mutation().map(|r| r.seq), Some(11));
+    log.checkpoint().unwrap();
+    let key_pub = read_public_key(&dir.join("audit.pub")).unwrap();
+    let opts = VerifyOptions {
+        public_key: Some(key_pub),
+        expected_head: Some((11, refs[10].hash.clone())),
+    };
+    let batch = verify_with(&dir, &opts).unwrap();
+    let one_by_one = verify_with(&single.dir, &single.opts).unwrap();
+    assert_eq!(batch.records, one_by_one.records);
+    assert_eq!(batch.segments, one_by_one.segments);
+    assert_eq!(batch.checkpoints, one_by_one.checkpoints);
+    // An empty batch writes nothing; the chain goes on after a reopen.
+    assert!(log.append_all(Vec::new()).unwrap().is_empty());
+    drop(log);
+    let mut log = AuditLog::open(cfg(), clock).unwrap();
+    let more = log.append_all(vec![entry(20), entry(21)]).unwrap();
+    assert_eq!(more[0].seq, 12);
+    log.checkpoint().unwrap();
+    drop(log);
+    assert_eq!(verify(&dir).unwrap().last_seq, 13);
+}
+
+#[test]
 fn reopen_continues_the_chain_and_recovers_a_torn_line() {
     let f = fixture(5);
     let key = f.dir.parent().unwrap().join("keys/audit.key");

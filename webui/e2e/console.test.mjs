@@ -36,6 +36,14 @@ async function editorText(p) {
   return p.evaluate(() => document.querySelector('[data-testid=editor]').editor.text());
 }
 
+/** Replaces `from` outside comments: the editor holds the operator's own text, comments included. */
+function inPolicy(text, from, to) {
+  return text
+    .split('\n')
+    .map((l) => (l.trimStart().startsWith('#') ? l : l.replace(from, to)))
+    .join('\n');
+}
+
 /** Replaces the whole editor text through the keyboard, as a person would paste it. */
 async function setEditor(p, text) {
   await p.click('[data-testid=editor] .cm-content');
@@ -112,6 +120,10 @@ describe('console', () => {
   });
 
   test('a denied flow appears with its reason', async () => {
+    // The record carries its clause: the page asks no what-if per row.
+    const decides = [];
+    const onReq = (r) => r.url().includes('/api/v1/policy/decide') && decides.push(r.url());
+    page.on('request', onReq);
     await page.goto(srv.url + '/#/flows');
     await page.selectOption('select[name=action]', 'deny');
     await page.click('form[aria-label="Flow filter"] button[type=submit]');
@@ -123,6 +135,30 @@ describe('console', () => {
     const text = await page.textContent('[data-testid=flows-table]');
     assert.match(text, /denied/);
     assert.match(text, /denied by (conduit no-it-to-ot|default deny), rule \d+/);
+    assert.match(text, /denied by \S+[^,]*, rule \d+ ?demo-hospital: spec\.(conduits|defaults)/, 'the clause names its place in the policy');
+    page.off('request', onReq);
+    assert.deepEqual(decides, [], 'no what-if call per row');
+    // Time window: the last 5 minutes hold the demo's traffic; a custom window whose end is
+    // before its start is refused by the API next to the "to" field.
+    await page.selectOption('select[name=window]', '300');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.locator('[data-testid=flows-table] tbody tr', { hasText: 'denied' }).first().waitFor();
+    await page.selectOption('select[name=window]', 'custom');
+    await page.fill('input[name=from]', '2026-01-02T00:00:00');
+    await page.fill('input[name=to]', '2026-01-01T00:00:00');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.waitForSelector('input[name=to][aria-invalid=true]');
+    assert.match(await page.textContent('.field-error'), /before since/);
+    await page.fill('input[name=to]', '2026-01-03T00:00:00');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.waitForSelector('[data-testid=flows-table] td.empty');
+    await page.selectOption('select[name=window]', '0');
+    // An L7 conduit's flow shows its protocol label.
+    await page.selectOption('select[name=action]', 'inspect');
+    await page.click('form[aria-label="Flow filter"] button[type=submit]');
+    await page.locator('[data-testid=flows-table] [data-testid=l7]', { hasText: 'modbus' }).first().waitFor();
+    assert.match(await page.textContent('[data-testid=flows-table]'), /inspected \(L7\) under conduit hmi-to-plc/);
+    await page.selectOption('select[name=action]', 'deny');
     // A bad filter value is refused by the API and shown next to its field.
     await page.fill('input[name=src]', 'not-an-ip');
     await page.click('form[aria-label="Flow filter"] button[type=submit]');
@@ -156,7 +192,10 @@ describe('console', () => {
     await page.waitForSelector('[data-testid=editor][data-ready]');
     const original = await editorText(page);
     assert.match(original, /10\.20\.0\.0\/24/);
-    const bad = original.replace('10.20.0.0/24', '10.20.0.0/33');
+    // The editor holds the running revision's own text, the operator's comments included.
+    assert.match(original, /^# Septa demo policy/);
+    assert.match(await page.textContent('[data-testid=editor-source]'), /YAML text as submitted/);
+    const bad = inPolicy(original, '10.20.0.0/24', '10.20.0.0/33');
     await setEditor(page, bad);
     await page.click('text=Validate & stage');
     await page.waitForSelector('[data-testid=editor-errors]');
@@ -165,7 +204,7 @@ describe('console', () => {
     assert.match(errs, new RegExp(`line ${line}:`), `${errs} (expected line ${line})`);
     await page.waitForSelector('.cm-lintRange-error, .cm-lint-marker-error');
     await shot('05-policy-error');
-    await setEditor(page, original.replace('10.20.0.0/24', '10.20.0.0/25'));
+    await setEditor(page, inPolicy(original, '10.20.0.0/24', '10.20.0.0/25'));
     await page.click('text=Validate & stage');
     await page.waitForSelector('[data-testid=write-note]');
     assert.match(await page.textContent('[data-testid=write-note]'), /Staged as revision 2/);
@@ -213,6 +252,8 @@ describe('console', () => {
   test('policy: history shows a diff and rolls back', async () => {
     await page.click('[data-testid=history] tbody tr:has(td:text-is("1"))');
     await page.waitForSelector('[data-testid=diff], .empty:text("No differences")');
+    await page.waitForSelector('[data-testid=revision-source][data-origin=submitted]');
+    assert.match(await page.textContent('[data-testid=revision-source] pre'), /^# Septa demo policy/);
     await page.fill('input[name=rollback-reason]', 'back to the demo policy');
     await page.click('button:text("Roll back to 1")');
     await page.waitForSelector('[data-testid=write-note]:text("Rolled back")');
@@ -287,7 +328,7 @@ describe('console', () => {
     const original = await page.evaluate(() => document.querySelector('[data-testid=editor]').editor.text());
     await page.evaluate(
       (t) => document.querySelector('[data-testid=editor]').editor.setText(t),
-      original.replace(/10\.20\.0\.0\/\d+/, '10.20.0.0/33'),
+      inPolicy(original, /10\.20\.0\.0\/\d+/, '10.20.0.0/33'),
     );
     assert.match(original, /10\.20\.0\.0\/\d+/);
     await page.click('button:text-is("Validate")');

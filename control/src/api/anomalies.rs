@@ -4,16 +4,28 @@
 //! **The store.** [`AnomalyStore`] is a bounded in-memory list of [`Anomaly`] records (oldest
 //! evicted first, counted), written by the inference thread through [`AnomalyStore::push`]
 //! (one short lock, no I/O: the thread never waits on the API) and read and triaged by the API:
-//! acknowledge, or dismiss with a reason. Triage is audited (one record per call). The store
-//! does not survive a restart; alerts are also sent to syslog when one is configured.
+//! acknowledge, or dismiss with a reason. Triage is audited (one record per call). Alerts are
+//! also sent to syslog when one is configured.
+//!
+//! **Persistence and audit.** [`AnomalyJournal`] (`septa run` with `[control]`) keeps the store
+//! in `data_dir/anomalies.db` (SQLite, at most the store's capacity rows, oldest pruned) and
+//! turns raised alerts into tamper-evident audit records: [`AnomalyJournal::sync`] writes the
+//! anomalies added or triaged since the last call in one transaction, and returns one
+//! `anomaly.raise` audit entry per group of new alerts (same model, source host and lead
+//! feature) — at most `max_groups` per call plus one `anomaly.suppressed` entry counting the
+//! rest, so an alert storm costs a bounded number of audit records per interval. The audited
+//! position is stored with the rows ([`AnomalyJournal::audited`]) after the entries are appended,
+//! so a crash between the two repeats a batch rather than losing it. On start
+//! [`AnomalyJournal::restore`] refills the store (ids continue).
 //!
 //! Routes: `GET /anomalies` (filter by state), `GET /anomalies/{id}`,
 //! `POST /anomalies/{id}/ack`, `POST /anomalies/{id}/dismiss`, `POST /policy/validate`
 //! (validate + compile without storing anything), `GET /auth/permissions` (the routes the
 //! caller's role may call, from the route table).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use axum::extract::{Path, State};
@@ -28,7 +40,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::problem::{FieldError, JsonBody, Problem, QueryParams, lifecycle_problem, path_param};
 use super::routes::{Access, ROUTES, Role};
-use crate::audit::AuditEntry;
+use crate::audit::{Actor, AuditEntry};
 use crate::export::audit_tail::AlertSource;
 use crate::export::syslog::Alert;
 use crate::policy::Format;
@@ -142,6 +154,9 @@ struct Inner {
     items: VecDeque<Anomaly>,
     next_id: u64,
     evicted: u64,
+    /// Ids added or triaged since the journal last took them (bounded by the capacity: evicted
+    /// ids are dropped when taken).
+    dirty: BTreeSet<u64>,
 }
 
 /// Bounded store of anomalies (see the module docs).
@@ -166,6 +181,7 @@ impl AnomalyStore {
                 items: VecDeque::new(),
                 next_id: 1,
                 evicted: 0,
+                dirty: BTreeSet::new(),
             }),
         }
     }
@@ -179,10 +195,13 @@ impl AnomalyStore {
         let mut g = self.lock();
         let id = g.next_id;
         g.next_id += 1;
-        if g.items.len() >= self.capacity {
-            g.items.pop_front();
+        if g.items.len() >= self.capacity
+            && let Some(old) = g.items.pop_front()
+        {
             g.evicted += 1;
+            g.dirty.remove(&old.id);
         }
+        g.dirty.insert(id);
         g.items.push_back(Anomaly {
             id,
             report: a,
@@ -234,6 +253,7 @@ impl AnomalyStore {
     ) -> Option<Anomaly> {
         let mut g = self.lock();
         let i = find(&g.items, id)?;
+        g.dirty.insert(id);
         let a = &mut g.items[i];
         a.state = state;
         a.state_by = Some(by.to_owned());
@@ -241,6 +261,336 @@ impl AnomalyStore {
         a.state_ms = Some(now_ms);
         Some(a.clone())
     }
+
+    /// The anomalies added or triaged since the last call (oldest first).
+    fn take_dirty(&self) -> Vec<Anomaly> {
+        let mut g = self.lock();
+        let dirty = std::mem::take(&mut g.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|id| find(&g.items, id).map(|i| g.items[i].clone()))
+            .collect()
+    }
+
+    /// Anomalies with an id above `after`, oldest first, at most `max`.
+    fn after(&self, after: u64, max: usize) -> Vec<Anomaly> {
+        let g = self.lock();
+        g.items
+            .iter()
+            .filter(|a| a.id > after)
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Puts back anomalies read from the journal (ids increasing); later ids continue after
+    /// the largest.
+    fn restore(&self, items: Vec<Anomaly>) {
+        let mut g = self.lock();
+        for a in items {
+            g.next_id = g.next_id.max(a.id + 1);
+            if g.items.back().is_some_and(|b| b.id >= a.id) {
+                continue;
+            }
+            if g.items.len() >= self.capacity {
+                g.items.pop_front();
+            }
+            g.items.push_back(a);
+        }
+    }
+}
+
+/// File name of the anomaly journal in the control data directory.
+pub const ANOMALY_DB_FILE: &str = "anomalies.db";
+
+/// The anomaly journal could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AnomalyDbError {
+    /// SQLite failed.
+    #[error("anomaly journal {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        source: rusqlite::Error,
+    },
+    /// A stored row does not decode.
+    #[error("anomaly journal {path}: row {id}: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The row.
+        id: i64,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Durable copy of an [`AnomalyStore`] and the source of its audit records (module docs).
+#[derive(Debug)]
+pub struct AnomalyJournal {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+    capacity: usize,
+    audited: u64,
+}
+
+const JOURNAL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS anomalies (
+    id INTEGER PRIMARY KEY,
+    report TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_by TEXT,
+    state_reason TEXT,
+    state_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+fn state_str(s: AnomalyState) -> &'static str {
+    match s {
+        AnomalyState::Open => "open",
+        AnomalyState::Acknowledged => "acknowledged",
+        AnomalyState::Dismissed => "dismissed",
+    }
+}
+
+impl AnomalyJournal {
+    /// Opens (creating) `dir/anomalies.db`, keeping at most `capacity` anomalies.
+    pub fn open(dir: &FsPath, capacity: usize) -> Result<Self, AnomalyDbError> {
+        let path = dir.join(ANOMALY_DB_FILE);
+        let err = |source| AnomalyDbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = rusqlite::Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.execute_batch(JOURNAL_SCHEMA).map_err(err)?;
+        let audited: i64 = conn
+            .query_row(
+                "SELECT COALESCE((SELECT value FROM journal_meta WHERE key = 'audited'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        Ok(AnomalyJournal {
+            conn,
+            path,
+            capacity: capacity.max(1),
+            audited: u64::try_from(audited).unwrap_or(0),
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> AnomalyDbError + '_ {
+        |source| AnomalyDbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Refills `store` with the stored anomalies (the newest `capacity`).
+    pub fn restore(&self, store: &AnomalyStore) -> Result<usize, AnomalyDbError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, report, state, state_by, state_reason, state_ms FROM anomalies \
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([i64::try_from(self.capacity).unwrap_or(i64::MAX)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut items = Vec::new();
+        for row in rows {
+            let (id, report, state, state_by, state_reason, state_ms) = row.map_err(self.err())?;
+            let corrupt = |detail: String| AnomalyDbError::Corrupt {
+                path: self.path.clone(),
+                id,
+                detail,
+            };
+            let report: NewAnomaly =
+                serde_json::from_str(&report).map_err(|e| corrupt(e.to_string()))?;
+            let state = AnomalyState::parse(&state)
+                .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?;
+            items.push(Anomaly {
+                id: u64::try_from(id).map_err(|_| corrupt("negative id".into()))?,
+                report,
+                state,
+                state_by,
+                state_reason,
+                state_ms,
+            });
+        }
+        items.reverse();
+        let n = items.len();
+        store.restore(items);
+        Ok(n)
+    }
+
+    /// Writes what changed in `store` since the last call (one transaction, oldest rows beyond
+    /// the capacity pruned) and returns the audit entries of the alerts raised since the last
+    /// [`Self::audited`] call: one per (model, source host, lead feature) group, at most
+    /// `max_groups`, plus one `anomaly.suppressed` entry for the rest. Returns the entries and
+    /// the id to pass to [`Self::audited`] once they are appended.
+    pub fn sync(
+        &mut self,
+        store: &AnomalyStore,
+        max_groups: usize,
+    ) -> Result<(Vec<AuditEntry>, u64), AnomalyDbError> {
+        let changed = store.take_dirty();
+        if !changed.is_empty() {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|source| AnomalyDbError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            let path = self.path.clone();
+            let err = |source| AnomalyDbError::Sqlite {
+                path: path.clone(),
+                source,
+            };
+            {
+                let mut put = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO anomalies \
+                         (id, report, state, state_by, state_reason, state_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(err)?;
+                for a in &changed {
+                    let report = serde_json::to_string(&a.report).unwrap_or_default();
+                    put.execute(rusqlite::params![
+                        i64::try_from(a.id).unwrap_or(i64::MAX),
+                        report,
+                        state_str(a.state),
+                        a.state_by,
+                        a.state_reason,
+                        a.state_ms,
+                    ])
+                    .map_err(err)?;
+                }
+            }
+            let newest = changed.iter().map(|a| a.id).max().unwrap_or(0);
+            let keep_from = newest.saturating_sub(self.capacity as u64 - 1);
+            tx.execute(
+                "DELETE FROM anomalies WHERE id < ?1",
+                [i64::try_from(keep_from).unwrap_or(i64::MAX)],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        let fresh = store.after(self.audited, self.capacity);
+        let upto = fresh.last().map_or(self.audited, |a| a.id);
+        Ok((audit_entries(&fresh, max_groups), upto))
+    }
+
+    /// The audit entries up to anomaly `upto` were appended: remember it (survives restart).
+    pub fn audited(&mut self, upto: u64) -> Result<(), AnomalyDbError> {
+        if upto <= self.audited {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO journal_meta (key, value) VALUES ('audited', ?1)",
+                [i64::try_from(upto).unwrap_or(i64::MAX)],
+            )
+            .map_err(self.err())?;
+        self.audited = upto;
+        Ok(())
+    }
+}
+
+/// One audit entry per (model, source, lead feature) group of `fresh` alerts (oldest first),
+/// at most `max_groups`, then one entry counting the alerts of the groups left out.
+fn audit_entries(fresh: &[Anomaly], max_groups: usize) -> Vec<AuditEntry> {
+    let mut groups: BTreeMap<(String, IpAddr, String), Vec<&Anomaly>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for a in fresh {
+        let lead = a
+            .report
+            .explanation
+            .first()
+            .map_or_else(String::new, |c| c.feature.clone());
+        let k = (a.report.model_id.clone(), a.report.flow.src, lead);
+        let g = groups.entry(k.clone()).or_default();
+        if g.is_empty() {
+            order.push(k);
+        }
+        g.push(a);
+    }
+    let mut out = Vec::new();
+    let mut suppressed = (0usize, 0usize);
+    for (i, k) in order.iter().enumerate() {
+        let g = &groups[k];
+        if i >= max_groups {
+            suppressed.0 += 1;
+            suppressed.1 += g.len();
+            continue;
+        }
+        let (first, last) = (g[0], g[g.len() - 1]);
+        let top = g
+            .iter()
+            .max_by(|a, b| a.report.score.total_cmp(&b.report.score))
+            .unwrap_or(&first);
+        let r = &top.report;
+        let ids = if g.len() == 1 {
+            format!("anomaly {}", first.id)
+        } else {
+            format!("{} anomalies, ids {}..{}", g.len(), first.id, last.id)
+        };
+        out.push(AuditEntry {
+            actor: Actor::system("ml"),
+            action: "anomaly.raise".into(),
+            object: format!("anomaly/{}", first.id),
+            before: None,
+            after: None,
+            reason: r.summary.clone(),
+            result: "alert".into(),
+            detail: format!(
+                "{ids}; model {} sha256 {}; top score {:.3} > threshold {:.3} on {} {}:{} -> {}:{}",
+                r.model_id,
+                r.model_hash,
+                r.score,
+                r.threshold,
+                r.flow.proto,
+                r.flow.src,
+                r.flow.sport,
+                r.flow.dst,
+                r.flow.dport
+            ),
+        });
+    }
+    if suppressed.1 > 0 {
+        out.push(AuditEntry {
+            actor: Actor::system("ml"),
+            action: "anomaly.suppressed".into(),
+            object: "anomalies".into(),
+            before: None,
+            after: None,
+            reason: "alert storm: audit records per interval are capped".into(),
+            result: "aggregated".into(),
+            detail: format!(
+                "{} more alerts in {} groups (model, source, lead feature) beyond the {} audited \
+                 this interval; all are in the anomaly list",
+                suppressed.1, suppressed.0, max_groups
+            ),
+        });
+    }
+    out
 }
 
 /// Ids are increasing, so the position is found by binary search.
@@ -614,5 +964,112 @@ mod tests {
         let (_, alert) = &s.alerts_after(4)[0];
         assert_eq!(alert.severity, 9);
         assert!(alert.message.contains("model m1"));
+    }
+
+    fn from(src: &str, feature: &str) -> NewAnomaly {
+        let mut r = report(0.9);
+        r.flow.src = src.parse().unwrap();
+        r.explanation[0].feature = feature.into();
+        r
+    }
+
+    #[test]
+    fn the_journal_survives_a_restart_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AnomalyStore::new(3);
+        let mut j = AnomalyJournal::open(dir.path(), 3).unwrap();
+        for i in 0..4 {
+            s.push(report(0.6 + i as f32));
+        }
+        s.set_state(
+            4,
+            AnomalyState::Acknowledged,
+            "user:ann",
+            Some("on it".into()),
+            7,
+        );
+        let (entries, upto) = j.sync(&s, 10).unwrap();
+        assert_eq!(upto, 4);
+        assert_eq!(
+            entries.len(),
+            1,
+            "one group: same model, source, lead feature"
+        );
+        j.audited(upto).unwrap();
+        // Triaged after the sync: written by the next one.
+        s.set_state(
+            2,
+            AnomalyState::Dismissed,
+            "user:bob",
+            Some("test".into()),
+            8,
+        );
+        let (entries, _) = j.sync(&s, 10).unwrap();
+        assert!(entries.is_empty(), "nothing new to audit");
+        drop(j);
+
+        let restored = AnomalyStore::new(3);
+        let mut j = AnomalyJournal::open(dir.path(), 3).unwrap();
+        assert_eq!(
+            j.restore(&restored).unwrap(),
+            3,
+            "bounded: the oldest was pruned"
+        );
+        let p = restored.list(None, 10);
+        assert_eq!(p.items.iter().map(|a| a.id).collect::<Vec<_>>(), [4, 3, 2]);
+        assert_eq!(p.items[0].state, AnomalyState::Acknowledged);
+        assert_eq!(p.items[0].state_reason.as_deref(), Some("on it"));
+        assert_eq!(p.items[2].state, AnomalyState::Dismissed);
+        assert_eq!(p.items[1].report, report(2.6));
+        // Ids continue; the audited position survived (only the new alert is audited).
+        assert_eq!(restored.push(report(0.7)), 5);
+        let (entries, upto) = j.sync(&restored, 10).unwrap();
+        assert_eq!((entries.len(), upto), (1, 5));
+        assert_eq!(entries[0].object, "anomaly/5");
+    }
+
+    #[test]
+    fn an_alert_storm_costs_a_bounded_number_of_audit_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AnomalyStore::new(10_000);
+        let mut j = AnomalyJournal::open(dir.path(), 10_000).unwrap();
+        // 2,000 alerts from 200 scanning hosts, plus 3 from one host on another feature.
+        for i in 0..2_000 {
+            s.push(from(
+                &format!("10.9.{}.{}", i % 200 / 250, i % 200),
+                "fan_out",
+            ));
+        }
+        for _ in 0..3 {
+            s.push(from("10.9.0.1", "industrial functions"));
+        }
+        let (entries, upto) = j.sync(&s, 20).unwrap();
+        assert_eq!(upto, 2_003);
+        assert_eq!(entries.len(), 21, "20 groups and one suppressed record");
+        let first = &entries[0];
+        assert_eq!(first.action, "anomaly.raise");
+        assert_eq!(first.object, "anomaly/1");
+        assert!(
+            first
+                .detail
+                .starts_with("10 anomalies, ids 1..1801; model m1 sha256 ab"),
+            "{}",
+            first.detail
+        );
+        let last = &entries[20];
+        assert_eq!(last.action, "anomaly.suppressed");
+        assert!(
+            last.detail.starts_with("1803 more alerts in 181 groups"),
+            "{}",
+            last.detail
+        );
+        // A single alert is named by its id.
+        let one = audit_entries(&s.after(2_002, 10), 20);
+        assert_eq!(one.len(), 1);
+        assert!(
+            one[0].detail.starts_with("anomaly 2003;"),
+            "{}",
+            one[0].detail
+        );
     }
 }

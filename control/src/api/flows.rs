@@ -55,6 +55,16 @@ pub struct FlowRecord {
     pub packets: u64,
     /// Bytes seen.
     pub bytes: u64,
+    /// The deciding clause in words (`conduit hmi-to-plc (hmi → plc): tcp/502 …`, or `default
+    /// (no rule matched)`), resolved when the record is made; empty when the revision's
+    /// compiled policy is not known.
+    pub clause: String,
+    /// L7 protocol and function label (`modbus`, `modbus write_single_register`) when an L7
+    /// conduit decided or the data plane reported one; empty otherwise.
+    pub l7: String,
+    /// Why a function-code conduit refused the flow, from the data plane's L7 reason code
+    /// (`modbus function 6 (write_single_register) not allowed`); empty otherwise.
+    pub l7_reason: String,
 }
 
 /// Which flows to return.
@@ -70,6 +80,10 @@ pub struct FlowFilter {
     pub port: Option<u16>,
     /// Action.
     pub action: Option<String>,
+    /// Records made at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Records made at or before this time (Unix ms).
+    pub until: Option<i64>,
 }
 
 impl FlowFilter {
@@ -80,6 +94,8 @@ impl FlowFilter {
             && self.proto.is_none_or(|p| r.proto == p)
             && self.port.is_none_or(|p| r.dport == p)
             && self.action.as_ref().is_none_or(|a| &r.action == a)
+            && self.since.is_none_or(|t| r.ts_ms >= t)
+            && self.until.is_none_or(|t| r.ts_ms <= t)
     }
 }
 
@@ -257,12 +273,21 @@ fn filter_of(q: &QueryParams) -> Result<FlowFilter, Problem> {
             ));
         }
     };
+    let since: Option<i64> = q.opt("since")?;
+    let until: Option<i64> = q.opt("until")?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(Problem::bad_param("until", "must not be before since"));
+    }
     Ok(FlowFilter {
         src: q.opt("src")?,
         dst: q.opt("dst")?,
         proto,
         port: q.opt("port")?,
         action,
+        since,
+        until,
     })
 }
 
@@ -276,16 +301,21 @@ pub struct FlowPage {
     pub next_cursor: Option<String>,
 }
 
-/// Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action`; page with
-/// `cursor`).
+/// Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action` and the time
+/// window `since`..=`until`; page with `cursor`).
 #[utoipa::path(get, path = "/api/v1/flows", tag = "observation",
     params(("src" = Option<String>, Query), ("dst" = Option<String>, Query),
         ("proto" = Option<String>, Query), ("port" = Option<u16>, Query, maximum = 65535),
-        ("action" = Option<String>, Query), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000),
+        ("action" = Option<String>, Query),
+        ("since" = Option<i64>, Query, description = "records made at or after (Unix ms)"),
+        ("until" = Option<i64>, Query, description = "records made at or before (Unix ms)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = FlowPage), (status = 400, body = Problem)))]
 pub async fn recent(State(st): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
-    q.only(&["src", "dst", "proto", "port", "action", "limit", "cursor"])?;
+    q.only(&[
+        "src", "dst", "proto", "port", "action", "since", "until", "limit", "cursor",
+    ])?;
     let filter = filter_of(&q)?;
     let before = match q.str("cursor") {
         None => None,
@@ -386,6 +416,9 @@ mod tests {
             revision: "x".into(),
             packets: 1,
             bytes: 60,
+            clause: String::new(),
+            l7: String::new(),
+            l7_reason: String::new(),
         }
     }
 
@@ -401,6 +434,20 @@ mod tests {
         assert!(!f.matches(&rec(80, "deny")));
         assert!(!f.matches(&rec(502, "allow")));
         assert!(FlowFilter::default().matches(&rec(1, "allow")));
+        let mut late = rec(502, "deny");
+        late.ts_ms = 5_000;
+        let window = |since, until| FlowFilter {
+            since,
+            until,
+            ..FlowFilter::default()
+        };
+        assert!(
+            window(Some(5_000), Some(5_000)).matches(&late),
+            "bounds included"
+        );
+        assert!(!window(Some(5_001), None).matches(&late));
+        assert!(!window(None, Some(4_999)).matches(&late));
+        assert!(window(None, Some(i64::MAX)).matches(&late));
     }
 
     #[test]

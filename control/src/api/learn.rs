@@ -45,7 +45,7 @@ use crate::history::usage::clause_key;
 use crate::history::{FlowHistory, HistoryConfig};
 use crate::policy::Format;
 use crate::policy::dto::ModeName;
-use crate::recommend::{RecommendOptions, Recommendation, recommend};
+use crate::recommend::{KnownZones, RecommendOptions, Recommendation, recommend};
 
 /// Proposals kept in memory (oldest dropped first).
 pub const MAX_RECOMMENDATIONS: usize = 32;
@@ -456,11 +456,25 @@ pub async fn generate(
         ));
     }
     let dir = history_dir(&st);
+    // The running policy's zones and endpoint labels: placed endpoints keep their zone.
+    let running = st
+        .core
+        .run(|svc| {
+            let info = svc.running()?.clone();
+            svc.get(info.id).ok().map(|r| r.content)
+        })
+        .await?;
+    let known = running.and_then(|content| {
+        let text = String::from_utf8(content).ok()?;
+        crate::policy::parse_policy(&text, crate::policy::Format::Json).ok()
+    });
     let opts = RecommendOptions {
         from_ms,
         to_ms,
         policy_name: name,
         mode,
+        labels: known.as_ref().map(KnownZones::labels).unwrap_or_default(),
+        known: known.as_ref().map(KnownZones::from_policy),
         ..RecommendOptions::default()
     };
     let (rec, truncated) = tokio::task::spawn_blocking(move || {

@@ -29,7 +29,7 @@ pub mod serve;
 pub mod throttle;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -43,6 +43,7 @@ use crate::CompiledPolicy;
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
 use crate::lifecycle::{PolicyService, Publisher};
+use crate::store::{PendingConfirm, RevisionInfo};
 
 pub use auth::{AuthStore, PasswordCost, Principal};
 pub use flows::{FlowFilter, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
@@ -64,28 +65,113 @@ impl Publisher for DynPublisher {
 /// The policy service as the API holds it.
 pub type Service = PolicyService<DynPublisher>;
 
-/// The policy core behind one mutex, reached only from blocking tasks.
+/// The policy core behind one mutex, reached only from blocking tasks, plus a read view of what
+/// the read-only routes show (running revision and document, pending confirmation, revision
+/// list). The view is rebuilt under the lock whenever the service's
+/// [`generation`](PolicyService::generation) moved, so those routes never wait for a commit's
+/// compile or fsyncs, nor for audit appends, and still read their own writes.
 #[derive(Clone)]
-pub struct Core(Arc<Mutex<Service>>);
+pub struct Core {
+    svc: Arc<Mutex<Service>>,
+    view: Arc<RwLock<Option<Arc<ReadView>>>>,
+}
+
+/// What the read-only policy routes show, as of one service generation.
+#[derive(Debug)]
+pub struct ReadView {
+    /// The running revision (`None` before the first commit).
+    pub running: Option<RevisionInfo>,
+    /// The commit awaiting confirmation.
+    pub pending: Option<PendingConfirm>,
+    /// Every revision, oldest first.
+    pub revisions: Vec<RevisionInfo>,
+    /// The running revision's canonical content, parsed on first use (by a reader, not by the
+    /// commit that made the view: a large policy's document costs milliseconds).
+    content: Vec<u8>,
+    document: OnceLock<serde_json::Value>,
+    generation: u64,
+}
+
+impl ReadView {
+    fn build(svc: &Service) -> Result<ReadView, Problem> {
+        let store = |e| problem::lifecycle_problem(e, "policy");
+        let (running, content) = match svc.running() {
+            Some(info) => (Some(info.clone()), svc.get(info.id).map_err(store)?.content),
+            None => (None, Vec::new()),
+        };
+        Ok(ReadView {
+            running,
+            pending: svc.state().map_err(store)?.pending,
+            revisions: svc.list().map_err(store)?,
+            content,
+            document: OnceLock::new(),
+            generation: svc.generation(),
+        })
+    }
+
+    /// The running revision's document (`None` before the first commit).
+    pub fn document(&self) -> Result<Option<&serde_json::Value>, Problem> {
+        if self.running.is_none() {
+            return Ok(None);
+        }
+        if let Some(d) = self.document.get() {
+            return Ok(Some(d));
+        }
+        let d = serde_json::from_slice(&self.content)
+            .map_err(|e| Problem::internal("reading the running revision", &e))?;
+        Ok(Some(self.document.get_or_init(|| d)))
+    }
+}
 
 impl Core {
     /// Wraps a service.
     pub fn new(svc: Service) -> Self {
-        Core(Arc::new(Mutex::new(svc)))
+        let view = ReadView::build(&svc).ok().map(Arc::new);
+        Core {
+            svc: Arc::new(Mutex::new(svc)),
+            view: Arc::new(RwLock::new(view)),
+        }
     }
 
     /// Runs `f` on the service in the calling (blocking) thread. A panic while the lock was held
     /// poisons it; the core then refuses work (503) rather than guess at its state.
     pub fn run_blocking<T>(&self, f: impl FnOnce(&mut Service) -> T) -> Result<T, Problem> {
-        let mut guard = self.0.lock().map_err(|_| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "core-unavailable",
-                "Policy core unavailable",
-                "the policy core failed earlier; restart the control plane",
-            )
-        })?;
-        Ok(f(&mut guard))
+        let mut guard = self.svc.lock().map_err(|_| core_unavailable())?;
+        let out = f(&mut guard);
+        self.refresh_view(&guard);
+        Ok(out)
+    }
+
+    /// Rebuilds the read view if the service changed since it was built (under the core lock).
+    /// A view that cannot be built is dropped, so readers take the locked path and see the error.
+    fn refresh_view(&self, svc: &Service) {
+        let fresh = self
+            .current_view()
+            .is_some_and(|v| v.generation == svc.generation());
+        if !fresh {
+            let view = ReadView::build(svc).ok().map(Arc::new);
+            *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;
+        }
+    }
+
+    fn current_view(&self) -> Option<Arc<ReadView>> {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The read view, without waiting for the core lock unless there is none yet (then it is
+    /// built, or the error that prevents it returned).
+    pub async fn view(&self) -> Result<Arc<ReadView>, Problem> {
+        if self.svc.is_poisoned() {
+            // As the locked path: a core that failed serves nothing.
+            return Err(core_unavailable());
+        }
+        if let Some(v) = self.current_view() {
+            return Ok(v);
+        }
+        self.run(|svc| ReadView::build(svc).map(Arc::new)).await?
     }
 
     /// Runs `f` on the service in a blocking task.
@@ -114,6 +200,15 @@ impl Core {
             .await
             .map_err(|e| Problem::internal("an audit task", &e))?
     }
+}
+
+fn core_unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "core-unavailable",
+        "Policy core unavailable",
+        "the policy core failed earlier; restart the control plane",
+    )
 }
 
 /// Resource bounds of the API.
@@ -324,12 +419,9 @@ impl AppState {
         let n = entries.len();
         self.core
             .run(move |svc| {
-                for e in entries {
-                    svc.audit_log()
-                        .append(e)
-                        .map_err(|e| Problem::internal("writing the audit log", &e))?;
-                }
-                Ok::<(), Problem>(())
+                svc.audit_log()
+                    .append_all(entries)
+                    .map_err(|e| Problem::internal("writing the audit log", &e))
             })
             .await??;
         Ok(n)

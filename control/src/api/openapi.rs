@@ -3,9 +3,11 @@
 //! vendored into the binary; nothing is fetched at build or run time).
 
 use axum::Router;
+use serde::Deserialize;
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::SESSION_COOKIE;
@@ -89,6 +91,139 @@ impl Modify for CommonResponses {
     }
 }
 
+// The policy core's `decide::Explanation` does not depend on utoipa: this mirror describes it,
+// `TypedDecisions` puts it in place of the handlers' `Object`, and a test checks real answers
+// against it field by field.
+/// How a revision decides a flow, and why.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Explanation)]
+#[allow(
+    dead_code,
+    reason = "a schema; deserialized only by the test that checks it"
+)]
+pub(crate) struct ExplanationSchema {
+    /// The flow asked about (`tcp 10.0.0.1:40000 -> 10.0.0.2:502`).
+    flow: String,
+    /// The action.
+    action: ActionSchema,
+    /// The mode of the deciding rule.
+    mode: ModeSchema,
+    /// Whether the data plane forwards the flow (monitor mode forwards what it would deny).
+    forwarded: bool,
+    /// The deciding rule id.
+    rule: u32,
+    /// The deciding policy clause; absent (null) when the default decided without a clause.
+    clause: Option<ClauseSchema>,
+    /// Content hash of the revision the table was compiled from.
+    revision: String,
+    /// One sentence an operator can read.
+    reason: String,
+}
+
+/// Decision action.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DecisionAction)]
+#[allow(dead_code, reason = "a schema")]
+pub(crate) enum ActionSchema {
+    /// Forward.
+    Allow,
+    /// Refuse.
+    Deny,
+    /// Forward through L7 inspection.
+    Inspect,
+}
+
+/// Decision mode.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = DecisionMode)]
+#[allow(dead_code, reason = "a schema")]
+pub(crate) enum ModeSchema {
+    /// Refusals are enforced.
+    Enforce,
+    /// Refusals are only recorded.
+    Monitor,
+}
+
+/// What kind of clause decided.
+#[derive(ToSchema, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ClauseKind)]
+#[allow(dead_code, reason = "a schema")]
+pub(crate) enum ClauseKindSchema {
+    /// A conduit's service (`name`, `index`, `service`, `from`, `to` are set).
+    Conduit,
+    /// The default deny of a zone whose mode differs from the defaults (`zone` is set).
+    ZoneDefault,
+    /// The final default deny.
+    Default,
+}
+
+/// `compile::Clause`: the policy clause behind a rule.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Clause)]
+#[allow(dead_code, reason = "a schema")]
+pub(crate) struct ClauseSchema {
+    /// `metadata.name` of the policy.
+    policy: String,
+    /// Which kind of clause.
+    kind: ClauseKindSchema,
+    /// Conduit name (conduit).
+    #[serde(default)]
+    name: Option<String>,
+    /// Position in `spec.conduits` (conduit).
+    #[serde(default)]
+    index: Option<u32>,
+    /// Position in the conduit's `services` (conduit).
+    #[serde(default)]
+    service: Option<u32>,
+    /// Source zone (conduit).
+    #[serde(default)]
+    from: Option<String>,
+    /// Destination zone (conduit).
+    #[serde(default)]
+    to: Option<String>,
+    /// Zone (zone_default).
+    #[serde(default)]
+    zone: Option<String>,
+    /// Field path of the clause in the document (`spec.conduits[3].services[0]`).
+    path: String,
+    /// One-line rendering.
+    text: String,
+}
+
+/// Replaces the `Object` the policy handlers declare for decisions with [`ExplanationSchema`]:
+/// the decide answer and both sides of an impact item.
+struct TypedDecisions;
+
+impl Modify for TypedDecisions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let explanation = || RefOr::Ref(Ref::from_schema_name("Explanation"));
+        if let Some(op) = doc
+            .paths
+            .paths
+            .get_mut("/api/v1/policy/decide")
+            .and_then(|p| p.post.as_mut())
+            && let Some(RefOr::T(r)) = op.responses.responses.get_mut("200")
+            && let Some(c) = r.content.get_mut("application/json")
+        {
+            c.schema = Some(explanation());
+        }
+        if let Some(c) = doc.components.as_mut()
+            && let Some(RefOr::T(Schema::Object(o))) = c.schemas.get_mut("ImpactItem")
+        {
+            for side in ["running", "candidate"] {
+                if let Some(p) = o.properties.get_mut(side) {
+                    *p = explanation();
+                }
+            }
+        }
+    }
+}
+
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
@@ -102,7 +237,7 @@ impl Modify for CommonResponses {
         metrics::healthz, metrics::readyz, metrics::prometheus, metrics::counters,
         policy::get_policy, policy::get_zones, policy::get_conduits, policy::commit,
         policy::stage, policy::rollback, policy::confirm, policy::decide, policy::impact,
-        policy::list_revisions, policy::get_revision, policy::get_diff,
+        policy::list_revisions, policy::get_revision, policy::get_revision_source, policy::get_diff,
         flows::recent, flows::live,
         audit::records, audit::verify, audit::export_range,
         principals::login, principals::logout, principals::me, principals::change_password,
@@ -113,7 +248,8 @@ impl Modify for CommonResponses {
         anomalies::list, anomalies::get_one, anomalies::ack, anomalies::dismiss,
         anomalies::validate, anomalies::permissions,
     ),
-    modifiers(&Security, &CommonResponses),
+    components(schemas(ExplanationSchema, ActionSchema, ModeSchema, ClauseSchema, ClauseKindSchema)),
+    modifiers(&Security, &CommonResponses, &TypedDecisions),
     security(("bearer" = []), ("session" = [])),
     tags(
         (name = "policy", description = "The running policy and its lifecycle"),
@@ -135,4 +271,64 @@ pub fn router() -> Router<AppState> {
     SwaggerUi::new("/api/v1/docs")
         .url("/api/v1/openapi.json", ApiDoc::openapi())
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::decide::{decide, parse_flow};
+    use crate::policy::{Format, parse_policy};
+
+    /// Real answers of every clause kind (conduit, inspect conduit, zone default, default) fit
+    /// the documented schema exactly: a field added to `Explanation` or `Clause` without the
+    /// schema fails here.
+    #[test]
+    fn explanations_match_the_documented_schema() {
+        let p = parse_policy(
+            include_str!("../../../configs/policies/demo.yaml"),
+            Format::Yaml,
+        )
+        .unwrap();
+        let c = compile(&p).unwrap();
+        let mut kinds = std::collections::BTreeSet::new();
+        for (src, dst, proto, port) in [
+            ("10.10.1.1", "10.10.5.10", "tcp", 443),
+            ("10.30.2.5", "10.30.1.10", "tcp", 502),
+            ("10.30.2.5", "10.10.1.1", "tcp", 80),
+            ("10.10.1.1", "192.0.2.1", "udp", 9),
+        ] {
+            let e = decide(
+                &c,
+                "0123456789abcdef",
+                &parse_flow(src, dst, proto, port, 40000).unwrap(),
+            );
+            let json = serde_json::to_value(&e).unwrap();
+            if let Err(err) = serde_json::from_value::<ExplanationSchema>(json.clone()) {
+                panic!("{json} does not fit the Explanation schema: {err}");
+            }
+            kinds.insert(format!("{}/{}", json["action"], json["clause"]["kind"]));
+        }
+        assert_eq!(kinds.len(), 4, "four different decisions: {kinds:?}");
+    }
+
+    #[test]
+    fn decide_and_impact_answers_are_typed_in_the_document() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let explanation = serde_json::json!({"$ref": "#/components/schemas/Explanation"});
+        assert_eq!(
+            doc["paths"]["/api/v1/policy/decide"]["post"]["responses"]["200"]["content"]["application/json"]
+                ["schema"],
+            explanation
+        );
+        let item = &doc["components"]["schemas"]["ImpactItem"]["properties"];
+        assert_eq!(item["running"], explanation);
+        assert_eq!(item["candidate"], explanation);
+        let e = &doc["components"]["schemas"]["Explanation"];
+        assert_eq!(
+            e["properties"]["action"]["$ref"],
+            "#/components/schemas/DecisionAction"
+        );
+        assert!(doc["components"]["schemas"]["Clause"]["properties"]["kind"].is_object());
+    }
 }

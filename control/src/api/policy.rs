@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/policy/impact", post(impact))
         .route("/revisions", get(list_revisions))
         .route("/revisions/{id}", get(get_revision))
+        .route("/revisions/{id}/source", get(get_revision_source))
         .route("/diff", get(get_diff))
 }
 
@@ -258,6 +259,31 @@ pub struct RevisionDetail {
     pub policy: Value,
 }
 
+/// Where a revision's text comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceOrigin {
+    /// The text as submitted, byte for byte (comments and layout kept).
+    Submitted,
+    /// No text was kept (a revision older than the store's source column, or a policy sent as
+    /// a JSON object): the canonical document rendered as YAML.
+    Rendered,
+}
+
+/// The policy text a revision was made from.
+#[derive(Serialize, ToSchema)]
+pub struct RevisionSourceView {
+    /// The revision.
+    pub revision: i64,
+    /// `yaml` or `json`.
+    #[schema(value_type = String, example = "yaml")]
+    pub format: &'static str,
+    /// `submitted` or `rendered`.
+    pub origin: SourceOrigin,
+    /// The text.
+    pub text: String,
+}
+
 /// The difference between two revisions.
 #[derive(Serialize, ToSchema)]
 pub struct DiffView {
@@ -366,48 +392,27 @@ fn policy_text(policy: Value, format: Option<PolicyFormat>) -> Result<Submitted,
     }
 }
 
-fn running_content(svc: &mut super::Service) -> Result<Option<(RevisionInfo, Value)>, Problem> {
-    let Some(info) = svc.running().cloned() else {
-        return Ok(None);
-    };
-    let rev = svc
-        .get(info.id)
-        .map_err(|e| lifecycle_problem(e, "policy"))?;
-    let doc = serde_json::from_slice(&rev.content)
-        .map_err(|e| Problem::internal("reading the running revision", &e))?;
-    Ok(Some((info, doc)))
-}
-
 /// The running policy, with its ETag.
 #[utoipa::path(get, path = "/api/v1/policy", tag = "policy",
     responses((status = 200, body = PolicyView, headers(("ETag" = String)))))]
 pub async fn get_policy(State(st): State<AppState>) -> Result<Response, Problem> {
-    let (running, pending) = st
-        .core
-        .run(|svc| {
-            let r = running_content(svc)?;
-            let p = svc.state().map_err(|e| lifecycle_problem(e, "policy"))?;
-            Ok::<_, Problem>((r, p.pending))
-        })
-        .await??;
-    let etag = etag_of(running.as_ref().map(|(i, _)| i));
-    let (revision, policy) = match running {
-        Some((i, d)) => (Some(i.into()), Some(d)),
-        None => (None, None),
-    };
+    // The core's read view: no wait for a commit in progress.
+    let v = st.core.view().await?;
+    let etag = etag_of(v.running.as_ref());
     let view = PolicyView {
-        revision,
-        pending: pending.map(Into::into),
-        policy,
+        revision: v.running.clone().map(Into::into),
+        pending: v.pending.map(Into::into),
+        policy: v.document()?.cloned(),
     };
     Ok(with_etag(Json(view).into_response(), &etag))
 }
 
 async fn spec_list(st: AppState, key: &'static str) -> Result<Response, Problem> {
-    let running = st.core.run(running_content).await??;
-    let etag = etag_of(running.as_ref().map(|(i, _)| i));
-    let items = running
-        .and_then(|(_, d)| d.get("spec").and_then(|s| s.get(key)).cloned())
+    let v = st.core.view().await?;
+    let etag = etag_of(v.running.as_ref());
+    let items = v
+        .document()?
+        .and_then(|d| d.get("spec").and_then(|s| s.get(key)).cloned())
         .unwrap_or(Value::Array(Vec::new()));
     Ok(with_etag(Json(items).into_response(), &etag))
 }
@@ -662,14 +667,13 @@ pub async fn list_revisions(
             format!("must be between 1 and {}", st.limits.max_page),
         ));
     }
-    let all = st
-        .core
-        .run(|svc| svc.list().map_err(|e| lifecycle_problem(e, "policy")))
-        .await??;
-    let mut items: Vec<RevisionView> = all
-        .into_iter()
+    let view = st.core.view().await?;
+    let mut items: Vec<RevisionView> = view
+        .revisions
+        .iter()
         .filter(|r| r.id > after)
         .take(limit + 1)
+        .cloned()
         .map(Into::into)
         .collect();
     let next_cursor = if items.len() > limit {
@@ -699,6 +703,36 @@ pub async fn get_revision(
     Ok(Json(RevisionDetail {
         revision: rev.info.into(),
         policy,
+    })
+    .into_response())
+}
+
+/// The policy text revision `id` was made from: as submitted (YAML or JSON, comments kept), or,
+/// for a revision without one, its canonical document rendered as YAML (`origin: rendered`).
+#[utoipa::path(get, path = "/api/v1/revisions/{id}/source", tag = "revisions",
+    params(("id" = i64, Path, description = "revision id")),
+    responses((status = 200, body = RevisionSourceView), (status = 404, body = Problem)))]
+pub async fn get_revision_source(
+    State(st): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    let id: i64 = path_param("id", &raw)?;
+    let (src, rendered) = st
+        .core
+        .run(move |svc| svc.source(id).map_err(|e| lifecycle_problem(e, "id")))
+        .await??;
+    Ok(Json(RevisionSourceView {
+        revision: id,
+        format: match src.format {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+        },
+        origin: if rendered {
+            SourceOrigin::Rendered
+        } else {
+            SourceOrigin::Submitted
+        },
+        text: src.text,
     })
     .into_response())
 }

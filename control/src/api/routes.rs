@@ -196,6 +196,12 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Roles(READERS),
         false,
     ),
+    r(
+        Method::GET,
+        "/api/v1/revisions/{id}/source",
+        Access::Roles(READERS),
+        false,
+    ),
     r(Method::GET, "/api/v1/diff", Access::Roles(READERS), false),
     // observation
     r(Method::GET, "/api/v1/flows", Access::Roles(READERS), false),

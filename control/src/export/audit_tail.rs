@@ -239,7 +239,7 @@ fn pass(
     stats: &SyslogStats,
 ) {
     if conn.is_none() {
-        match SyslogExporter::new(cfg.target, cfg.transport, cfg.format, hostname) {
+        match SyslogExporter::from_config(cfg, hostname) {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 failure(stats, cfg, &e);

@@ -3,20 +3,23 @@
 //! Two templates: 256 for IPv4 flows and 257 for IPv6 flows, each with flowStart/EndMilliseconds
 //! (152/153), source/destination address (8/12 or 27/28), protocolIdentifier (4),
 //! destinationTransportPort (11), packetDeltaCount (2), octetDeltaCount (1) and two
-//! enterprise-specific elements under [`SEPTA_PEN`]: `septaVerdict` (1, one octet: 1 allowed,
+//! enterprise-specific elements under a private enterprise number (`[export.ipfix]
+//! enterprise_number`, default [`SEPTA_PEN`]): `septaVerdict` (1, one octet: 1 allowed,
 //! 2 denied, 3 would-deny) and `septaRuleId` (2, four octets). Over UDP the templates are sent in
 //! the first message and again every `template_every` messages (RFC 7011 §8.4). Messages stay
 //! under `max_message` octets so they are never IP-fragmented on a normal path. The sequence
 //! number counts data records sent before the message (modulo 2^32), per observation domain.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::num::NonZeroU32;
 
 use crate::history::{FlowVerdict, ObservedFlow};
 
-use super::ExportError;
+use super::{ExportError, IpfixConfig};
 
-/// Private enterprise number of the Septa elements. 32473 is the number RFC 5612 reserves for
-/// documentation and examples; a deployment that needs a registered number changes it here.
+/// Default private enterprise number of the Septa elements. 32473 is the number RFC 5612 reserves
+/// for documentation and examples, used until the project registers its own; a deployment sets
+/// another with `[export.ipfix] enterprise_number` ([`IpfixEncoder::with_enterprise_number`]).
 pub const SEPTA_PEN: u32 = 32_473;
 /// Enterprise element: the verdict (1 allowed, 2 denied, 3 would-deny).
 pub const IE_VERDICT: u16 = 1;
@@ -30,7 +33,7 @@ pub const TEMPLATE_V6: u16 = 257;
 /// (element id, length, enterprise number or 0).
 type Field = (u16, u16, u32);
 
-fn fields(v6: bool) -> [Field; 10] {
+fn fields(v6: bool, pen: u32) -> [Field; 10] {
     let (src, dst, alen) = if v6 { (27, 28, 16) } else { (8, 12, 4) };
     [
         (152, 8, 0),
@@ -41,13 +44,13 @@ fn fields(v6: bool) -> [Field; 10] {
         (11, 2, 0),
         (2, 8, 0),
         (1, 8, 0),
-        (IE_VERDICT, 1, SEPTA_PEN),
-        (IE_RULE_ID, 4, SEPTA_PEN),
+        (IE_VERDICT, 1, pen),
+        (IE_RULE_ID, 4, pen),
     ]
 }
 
 fn record_len(v6: bool) -> usize {
-    fields(v6).iter().map(|f| usize::from(f.1)).sum()
+    fields(v6, SEPTA_PEN).iter().map(|f| usize::from(f.1)).sum()
 }
 
 /// The verdict octet.
@@ -59,10 +62,10 @@ pub fn verdict_code(v: FlowVerdict) -> u8 {
     }
 }
 
-fn template_set() -> Vec<u8> {
+fn template_set(pen: u32) -> Vec<u8> {
     let mut b = vec![0, 2, 0, 0];
     for (id, v6) in [(TEMPLATE_V4, false), (TEMPLATE_V6, true)] {
-        let fs = fields(v6);
+        let fs = fields(v6, pen);
         b.extend_from_slice(&id.to_be_bytes());
         b.extend_from_slice(&(fs.len() as u16).to_be_bytes());
         for (ie, len, pen) in fs {
@@ -103,6 +106,7 @@ fn push_record(b: &mut Vec<u8>, f: &ObservedFlow) {
 #[derive(Clone, Debug)]
 pub struct IpfixEncoder {
     domain: u32,
+    pen: u32,
     seq: u32,
     messages: u64,
     template_every: u64,
@@ -114,11 +118,24 @@ impl IpfixEncoder {
     pub fn new(domain: u32, template_every: u64, max_message: usize) -> Self {
         IpfixEncoder {
             domain,
+            pen: SEPTA_PEN,
             seq: 0,
             messages: 0,
             template_every: template_every.max(1),
             max_message: max_message.max(256),
         }
+    }
+
+    /// Puts the enterprise-specific elements under `pen` instead of [`SEPTA_PEN`].
+    #[must_use]
+    pub fn with_enterprise_number(mut self, pen: NonZeroU32) -> Self {
+        self.pen = pen.get();
+        self
+    }
+
+    /// The private enterprise number of the enterprise-specific elements.
+    pub fn enterprise_number(&self) -> u32 {
+        self.pen
     }
 
     /// Encodes `flows` (exported at `export_s`, Unix seconds) into one or more messages.
@@ -131,7 +148,7 @@ impl IpfixEncoder {
             let mut msg = vec![0u8; 16];
             let first_seq = self.seq;
             if self.messages.is_multiple_of(self.template_every) {
-                msg.extend_from_slice(&template_set());
+                msg.extend_from_slice(&template_set(self.pen));
             }
             let mut records = 0u32;
             // One data set per run of same-family flows.
@@ -194,6 +211,13 @@ impl IpfixExporter {
             collector,
             encoder: IpfixEncoder::new(domain, 20, 1400),
         })
+    }
+
+    /// From `[export.ipfix]`: collector, observation domain and enterprise number.
+    pub fn from_config(cfg: &IpfixConfig) -> Result<Self, ExportError> {
+        let mut ex = Self::new(cfg.collector, cfg.domain)?;
+        ex.encoder = ex.encoder.with_enterprise_number(cfg.enterprise_number);
+        Ok(ex)
     }
 
     /// Exports `flows`; returns the number of messages sent.

@@ -13,6 +13,7 @@ pub mod syslog;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +32,14 @@ pub enum ExportError {
         what: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A setting is unusable (a certificate file, a missing companion key).
+    #[error("{key}: {message}")]
+    Config {
+        /// The configuration key, e.g. `export.syslog.ca_file`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
     },
 }
 
@@ -67,6 +76,15 @@ pub struct IpfixConfig {
     /// Observation domain id.
     #[serde(default)]
     pub domain: u32,
+    /// Private enterprise number of the Septa elements (verdict, rule id); default
+    /// [`ipfix::SEPTA_PEN`] (32473, RFC 5612's documentation number) until the project registers
+    /// one. Zero is rejected.
+    #[serde(default = "default_pen")]
+    pub enterprise_number: NonZeroU32,
+}
+
+fn default_pen() -> NonZeroU32 {
+    NonZeroU32::new(ipfix::SEPTA_PEN).unwrap_or(NonZeroU32::MIN)
 }
 
 /// Syslog settings.
@@ -75,10 +93,63 @@ pub struct IpfixConfig {
 pub struct SyslogConfig {
     /// Receiver address.
     pub target: SocketAddr,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls` (RFC 5425).
     pub transport: SyslogTransport,
     /// `cef` or `json`.
     pub format: SyslogFormat,
+    /// TLS: the CA certificate(s) the receiver's certificate must chain to (PEM); required
+    /// with `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: the appliance's certificate chain (PEM), for receivers that authenticate clients.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// TLS: the private key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// TLS: the name the receiver's certificate must carry (default: the target's address).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl SyslogConfig {
+    /// Checks the settings when the configuration is loaded: relative certificate paths are
+    /// made relative to `dir` (the configuration file's folder), TLS settings without `tls` are
+    /// refused, and with `tls` the files are read once. `Err((key, message))` names the key.
+    pub fn check(&mut self, dir: Option<&Path>) -> Result<(), (String, String)> {
+        for p in [
+            &mut self.ca_file,
+            &mut self.client_cert,
+            &mut self.client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let (Some(d), true) = (dir, p.is_relative()) {
+                *p = d.join(&*p);
+            }
+        }
+        if self.transport != SyslogTransport::Tls {
+            let set = [
+                ("ca_file", self.ca_file.is_some()),
+                ("client_cert", self.client_cert.is_some()),
+                ("client_key", self.client_key.is_some()),
+                ("server_name", self.server_name.is_some()),
+            ];
+            if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+                return Err((
+                    format!("export.syslog.{k}"),
+                    "is a TLS setting: set transport = \"tls\" (or remove it)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        match syslog::SyslogTls::from_config(self) {
+            Ok(_) => Ok(()),
+            Err(ExportError::Config { key, message }) => Err((key.to_owned(), message)),
+            Err(e) => Err(("export.syslog".into(), e.to_string())),
+        }
+    }
 }
 
 /// Flow log settings.

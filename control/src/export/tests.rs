@@ -32,20 +32,14 @@ fn flow(src: &str, dst: &str, dport: u16, verdict: FlowVerdict, rule: u32) -> Ob
 }
 
 fn parser() -> NetflowParser {
+    parser_for(SEPTA_PEN)
+}
+
+fn parser_for(pen: u32) -> NetflowParser {
     NetflowParser::builder()
         .register_enterprise_fields(vec![
-            EnterpriseFieldDef::new(
-                SEPTA_PEN,
-                1,
-                "septaVerdict",
-                FieldDataType::UnsignedDataNumber,
-            ),
-            EnterpriseFieldDef::new(
-                SEPTA_PEN,
-                2,
-                "septaRuleId",
-                FieldDataType::UnsignedDataNumber,
-            ),
+            EnterpriseFieldDef::new(pen, 1, "septaVerdict", FieldDataType::UnsignedDataNumber),
+            EnterpriseFieldDef::new(pen, 2, "septaRuleId", FieldDataType::UnsignedDataNumber),
         ])
         .build()
         .unwrap()
@@ -190,6 +184,50 @@ fn ipfix_exporter_sends_to_a_udp_collector_on_loopback() {
     let (n, _) = collector.recv_from(&mut buf).unwrap();
     let recs = records(&mut parser(), &[buf[..n].to_vec()]);
     assert_eq!(fields_of(&recs[0])["DestinationTransportPort"], 443);
+}
+
+#[test]
+fn ipfix_enterprise_number_is_configurable_and_defaults_to_the_documentation_pen() {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let addr = collector.local_addr().unwrap();
+    let default: ExportConfig =
+        serde_json::from_str(&format!(r#"{{"ipfix": {{"collector": "{addr}"}}}}"#)).unwrap();
+    assert_eq!(
+        default.ipfix.unwrap().enterprise_number.get(),
+        SEPTA_PEN,
+        "absent: the documentation PEN"
+    );
+    let zero = serde_json::from_str::<ExportConfig>(&format!(
+        r#"{{"ipfix": {{"collector": "{addr}", "enterprise_number": 0}}}}"#
+    ));
+    assert!(zero.is_err(), "0 is not an enterprise number");
+    let cfg: ExportConfig = serde_json::from_str(&format!(
+        r#"{{"ipfix": {{"collector": "{addr}", "domain": 3, "enterprise_number": 4242}}}}"#
+    ))
+    .unwrap();
+    let mut ex = IpfixExporter::from_config(cfg.ipfix.as_ref().unwrap()).unwrap();
+    ex.export(
+        &[flow("10.0.0.1", "10.0.0.2", 502, FlowVerdict::Denied, 41)],
+        5,
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = collector.recv_from(&mut buf).unwrap();
+    let msg = buf[..n].to_vec();
+    assert_eq!(&msg[12..16], &3u32.to_be_bytes(), "observation domain");
+    let recs = records(&mut parser_for(4242), std::slice::from_ref(&msg));
+    let f = fields_of(&recs[0]);
+    assert_eq!(
+        (f["4242/1"].clone(), f["4242/2"].clone()),
+        (2.into(), 41.into())
+    );
+    assert!(
+        !f.contains_key(&format!("{SEPTA_PEN}/1")),
+        "nothing under the default PEN: {f:?}"
+    );
 }
 
 fn audit_record(seq: u64, result: &str) -> Record {
@@ -446,6 +484,10 @@ fn syslog_feed_sends_new_audit_records_and_alerts_over_udp() {
         target: rx.local_addr().unwrap(),
         transport: SyslogTransport::Udp,
         format: SyslogFormat::Json,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
+        server_name: None,
     };
     let feed = SyslogFeed::spawn(
         cfg,
@@ -481,4 +523,298 @@ fn syslog_feed_sends_new_audit_records_and_alerts_over_udp() {
         "{msgs:?}"
     );
     drop(feed);
+}
+
+/// A CA, a receiver certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+struct Pki {
+    ca: std::path::PathBuf,
+    server: (String, String),
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn pki(dir: &std::path::Path, tag: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("test CA {tag}"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        // A subject unlike the issuer's (OpenSSL takes issuer == subject for self-signed).
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].clone());
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let server = leaf(vec!["127.0.0.1".into()]);
+    let client = leaf(vec!["septa.example".into()]);
+    let write = |name: &str, text: &str| {
+        let p = dir.join(format!("{tag}-{name}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write("ca.pem", &ca.pem()),
+        server,
+        client_cert: write("client.pem", &client.0),
+        client_key: write("client.key", &client.1),
+        ca_der: ca.der().clone(),
+    }
+}
+
+/// A TLS syslog receiver on loopback (rustls, client certificates required, signed by `ca`):
+/// returns its address and a handle yielding every byte received on one connection.
+fn tls_receiver(
+    p: &Pki,
+) -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<std::io::Result<Vec<u8>>>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(p.ca_der.clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::clone(&provider),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(p.server.0.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(p.server.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(cfg)).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut all = Vec::new();
+        match s.read_to_end(&mut all) {
+            Ok(_) => Ok(all),
+            // The client closed without close_notify: what arrived is what counts.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(all),
+            Err(e) => Err(e),
+        }
+    });
+    (addr, h)
+}
+
+fn tls_config(target: std::net::SocketAddr, p: &Pki) -> SyslogConfig {
+    SyslogConfig {
+        target,
+        transport: SyslogTransport::Tls,
+        format: SyslogFormat::Cef,
+        ca_file: Some(p.ca.clone()),
+        client_cert: Some(p.client_cert.clone()),
+        client_key: Some(p.client_key.clone()),
+        server_name: None,
+    }
+}
+
+#[test]
+fn syslog_over_tls_reaches_a_rustls_receiver_with_client_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "a");
+    let (addr, rx) = tls_receiver(&p);
+    {
+        let mut ex = SyslogExporter::from_config(&tls_config(addr, &p), "gw1").unwrap();
+        ex.audit(&audit_record(7, "ok")).unwrap();
+        ex.alert(&Alert {
+            ts_ms: 5,
+            kind: "anomaly".into(),
+            severity: 9,
+            src: "10.0.0.1".into(),
+            dst: "10.0.0.2".into(),
+            message: "scan".into(),
+        })
+        .unwrap();
+    }
+    let all = String::from_utf8(rx.join().unwrap().unwrap()).unwrap();
+    // RFC 5425 §4.3: octet-counted frames, "MSG-LEN SP SYSLOG-MSG".
+    let mut rest = all.as_str();
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_once(' ').unwrap();
+        let len: usize = len.parse().unwrap();
+        frames.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    assert_eq!(frames.len(), 2, "{all}");
+    assert!(
+        frames[0].starts_with(
+            "<109>1 2025-11-25T20:47:05.123Z gw1 septa - audit [septa@32473 seq=\"7\""
+        ),
+        "{}",
+        frames[0]
+    );
+    assert!(
+        frames[1].contains(" alert ") && frames[1].contains("msg=scan"),
+        "{}",
+        frames[1]
+    );
+}
+
+#[test]
+fn syslog_tls_refuses_a_receiver_the_ca_does_not_vouch_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = pki(dir.path(), "real");
+    let other = pki(dir.path(), "other");
+    let (addr, rx) = tls_receiver(&receiver);
+    // Trusting another CA: the handshake fails, nothing is sent.
+    let mut cfg = tls_config(addr, &receiver);
+    cfg.ca_file = Some(other.ca.clone());
+    let err = SyslogExporter::from_config(&cfg, "gw1")
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    assert!(
+        rx.join().unwrap().is_err(),
+        "the receiver saw no clean session"
+    );
+}
+
+#[test]
+fn syslog_tls_settings_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "k");
+    let target: std::net::SocketAddr = "127.0.0.1:6514".parse().unwrap();
+    let check = |cfg: &mut SyslogConfig| cfg.check(Some(dir.path())).unwrap_err();
+    let mut cfg = tls_config(target, &p);
+    assert_eq!(cfg.check(None), Ok(()), "a usable TLS configuration");
+    cfg.ca_file = None;
+    assert_eq!(check(&mut cfg).0, "export.syslog.ca_file");
+    let mut cfg = tls_config(target, &p);
+    cfg.ca_file = Some("missing-ca.pem".into());
+    let (key, msg) = check(&mut cfg);
+    assert_eq!(key, "export.syslog.ca_file");
+    assert!(
+        msg.contains(&dir.path().join("missing-ca.pem").display().to_string()),
+        "{msg}"
+    );
+    let mut cfg = tls_config(target, &p);
+    cfg.ca_file = Some(p.client_key.clone());
+    assert_eq!(check(&mut cfg).0, "export.syslog.ca_file", "a key is no CA");
+    let mut cfg = tls_config(target, &p);
+    cfg.client_key = None;
+    assert_eq!(check(&mut cfg).0, "export.syslog.client_key");
+    let mut cfg = tls_config(target, &p);
+    cfg.client_key = Some(p.ca.clone());
+    assert_eq!(
+        check(&mut cfg).0,
+        "export.syslog.client_key",
+        "a certificate is no key"
+    );
+    let mut cfg = tls_config(target, &p);
+    cfg.server_name = Some("not a name!".into());
+    assert_eq!(check(&mut cfg).0, "export.syslog.server_name");
+    let mut cfg = tls_config(target, &p);
+    cfg.transport = SyslogTransport::Tcp;
+    assert_eq!(
+        check(&mut cfg).0,
+        "export.syslog.ca_file",
+        "TLS settings need tls"
+    );
+    // The same from the TOML-shaped input.
+    let parsed: ExportConfig = serde_json::from_str(
+        r#"{"syslog": {"target": "127.0.0.1:6514", "transport": "tls", "format": "json", "ca_file": "ca.pem"}}"#,
+    )
+    .unwrap();
+    let s = parsed.syslog.unwrap();
+    assert_eq!(s.transport, SyslogTransport::Tls);
+    assert_eq!(s.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+}
+
+#[test]
+fn syslog_over_tls_interoperates_with_openssl_s_server() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipped: no openssl binary");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "o");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert, &p.server.0).unwrap();
+    std::fs::write(&key, &p.server.1).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-ign_eof",
+            "-naccept",
+            "1",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+        ])
+        .arg("-accept")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .arg("-CAfile")
+        .arg(&p.ca)
+        // Open and silent: s_server ends the session at end of input.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("ACCEPT") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "s_server ended before listening"
+        );
+    }
+    {
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut ex = match SyslogExporter::from_config(&tls_config(target, &p), "gw1") {
+            Ok(ex) => ex,
+            Err(e) => {
+                let mut rest = String::new();
+                let _ = out.read_to_string(&mut rest);
+                panic!("{e}: s_server said {rest}");
+            }
+        };
+        ex.audit(&audit_record(11, "ok")).unwrap();
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    drop(server.stdin.take());
+    let _ = server.wait();
+    let start = rest.find("<109>1 ").expect(&rest);
+    let len: usize = rest[..start]
+        .trim_end()
+        .rsplit(char::is_whitespace)
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect(&rest);
+    // RFC 5425 octet counting: exactly the frame, which ends with the CEF msg (the detail).
+    let frame = &rest[start..start + len];
+    assert!(frame.contains("seq=\"11\""), "{rest}");
+    assert!(frame.ends_with("msg=revision 2"), "{rest}");
 }

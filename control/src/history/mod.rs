@@ -192,7 +192,7 @@ impl TryFrom<&FlowRecord> for ObservedFlow {
             dst: addr("dst", &r.dst)?,
             proto: r.proto,
             dport: r.dport,
-            l7: String::new(),
+            l7: r.l7.clone(),
             verdict: FlowVerdict::from_action(&r.action, &r.mode).ok_or_else(|| {
                 FlowRecordError::Verdict {
                     action: r.action.clone(),

@@ -200,10 +200,14 @@ fn flow_records_convert_and_bad_ones_are_named() {
         revision: "h".into(),
         packets: 1,
         bytes: 80,
+        clause: "default (no rule matched)".into(),
+        l7: "dns".into(),
+        l7_reason: String::new(),
     };
     let f = ObservedFlow::try_from(&r).unwrap();
     assert_eq!(f.verdict, FlowVerdict::WouldDeny);
     assert_eq!(f.dst, "fd00::2".parse::<IpAddr>().unwrap());
+    assert_eq!(f.l7, "dns", "the record's L7 label keys the history");
     r.src = "10.0.0.300".into();
     assert_eq!(
         ObservedFlow::try_from(&r),

@@ -41,6 +41,7 @@ pub mod dto;
 mod l7;
 mod parse;
 mod validate;
+pub(crate) mod yaml_fast;
 
 use ipnet::IpNet;
 use septa_classifier::{Mode, PortRange};

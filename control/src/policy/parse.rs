@@ -114,8 +114,13 @@ fn parse_json_tracked(text: &str) -> Result<PolicyDocument, PolicyError> {
     Ok(doc)
 }
 
-/// Fast path as for JSON: untracked first, tracked again only on failure.
+/// Fast paths first: the policy subset read straight from the parser's events
+/// ([`super::yaml_fast`]), then serde-saphyr untracked; serde-saphyr with path tracking only
+/// for a text that fails, for its error.
 fn parse_yaml(text: &str) -> Result<PolicyDocument, PolicyError> {
+    if let Some(doc) = super::yaml_fast::parse(text) {
+        return Ok(doc);
+    }
     if let Ok(doc) =
         serde_saphyr::with_deserializer_from_str(text, |de| PolicyDocument::deserialize(de))
     {

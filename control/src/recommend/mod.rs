@@ -62,6 +62,74 @@ pub struct RecommendOptions {
     pub mode: ModeName,
     /// Most example flow keys listed per conduit.
     pub examples: usize,
+    /// The running policy's zones: endpoints inside one keep it (see [`KnownZones`]).
+    pub known: Option<KnownZones>,
+}
+
+/// The zones of the running policy, for endpoints that are already placed: such an endpoint
+/// keeps its zone (the most specific one containing it; the first in document order on a tie)
+/// with confidence 1 and the reason, and the proposed zone is written with the running zone's
+/// own prefixes. Only unplaced endpoints are grouped by subnet, labels and behaviour.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KnownZones {
+    zones: Vec<(String, Vec<IpNet>)>,
+    endpoints: BTreeMap<IpAddr, String>,
+}
+
+impl KnownZones {
+    /// From a validated (running) policy: its resolved zones and named endpoints.
+    pub fn from_policy(p: &ValidatedPolicy) -> Self {
+        let endpoints = p
+            .document()
+            .spec
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let a: IpAddr = e.address.parse().ok()?;
+                let labels = if e.labels.is_empty() {
+                    String::new()
+                } else {
+                    format!(", labels {}", fmt_labels(&e.labels))
+                };
+                Some((a, format!("endpoint {}{labels}", e.name)))
+            })
+            .collect();
+        KnownZones {
+            zones: p
+                .zones()
+                .iter()
+                .map(|z| (z.name.clone(), z.prefixes.clone()))
+                .collect(),
+            endpoints,
+        }
+    }
+
+    /// The zone holding `a` and the prefix that placed it.
+    fn zone_of(&self, a: IpAddr) -> Option<(usize, IpNet)> {
+        let mut best: Option<(usize, IpNet)> = None;
+        for (i, (_, prefixes)) in self.zones.iter().enumerate() {
+            for p in prefixes.iter().filter(|p| p.contains(&a)) {
+                if best.is_none_or(|(_, b)| p.prefix_len() > b.prefix_len()) {
+                    best = Some((i, *p));
+                }
+            }
+        }
+        best
+    }
+
+    /// Endpoint labels, as the recommender's `labels` option takes them.
+    pub fn labels(p: &ValidatedPolicy) -> BTreeMap<IpAddr, BTreeMap<String, String>> {
+        p.document()
+            .spec
+            .endpoints
+            .iter()
+            .filter(|e| !e.labels.is_empty())
+            .filter_map(|e| {
+                let a: IpAddr = e.address.parse().ok()?;
+                Some((a, e.labels.clone()))
+            })
+            .collect()
+    }
 }
 
 impl Default for RecommendOptions {
@@ -77,6 +145,7 @@ impl Default for RecommendOptions {
             policy_name: "recommended".into(),
             mode: ModeName::Enforce,
             examples: 10,
+            known: None,
         }
     }
 }
@@ -312,14 +381,55 @@ pub fn recommend(aggs: &[FlowAggregate], opts: &RecommendOptions) -> Recommendat
         p.dedup();
     }
 
-    // 2. Group per subnet, then by labels or behaviour.
-    let mut by_subnet: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
-    for (i, &a) in addrs.iter().enumerate() {
-        by_subnet.entry(subnet_of(a, opts)).or_default().push(i);
-    }
+    // 2. Endpoints the running policy places keep their zone; the others are grouped per
+    //    subnet, then by labels or behaviour.
     let mut zones = Vec::new();
     let mut assign: Vec<(usize, f64, String)> = vec![(0, 0.0, String::new()); addrs.len()];
     let mut used_names = BTreeSet::new();
+    let mut by_known: BTreeMap<usize, Vec<(usize, IpNet)>> = BTreeMap::new();
+    let mut by_subnet: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
+    for (i, &a) in addrs.iter().enumerate() {
+        match opts.known.as_ref().and_then(|k| k.zone_of(a)) {
+            Some((z, p)) => by_known.entry(z).or_default().push((i, p)),
+            None => by_subnet.entry(subnet_of(a, opts)).or_default().push(i),
+        }
+    }
+    if let Some(known) = &opts.known {
+        // Running zone names are taken even when no endpoint of theirs was observed, so a
+        // new zone never shadows one.
+        used_names.extend(known.zones.iter().map(|(n, _)| n.clone()));
+        for (z, members) in by_known {
+            let (name, prefixes) = &known.zones[z];
+            let zi = zones.len();
+            let mut members_addr = Vec::with_capacity(members.len());
+            for &(m, p) in &members {
+                let a = addrs[m];
+                let endpoint = known
+                    .endpoints
+                    .get(&a)
+                    .map(|e| format!("; {e}"))
+                    .unwrap_or_default();
+                assign[m] = (
+                    zi,
+                    1.0,
+                    format!("kept in zone {name} of the running policy (prefix {p}{endpoint})"),
+                );
+                members_addr.push(a);
+            }
+            members_addr.sort_unstable();
+            zones.push(ProposedZone {
+                name: name.clone(),
+                subnet: members[0].1,
+                members: members_addr,
+                prefixes: prefixes.clone(),
+                reason: format!(
+                    "zone {name} of the running policy, kept as it is ({} observed endpoint(s))",
+                    members.len()
+                ),
+                confidence: 1.0,
+            });
+        }
+    }
     for (subnet, mut members) in by_subnet {
         let is_server = |i: usize| profile[i].iter().any(|f| f & SERVE != 0);
         // Richest profiles seed the clusters: servers first, then by profile size, then address.

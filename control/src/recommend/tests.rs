@@ -190,6 +190,125 @@ fn labelled_endpoints_are_grouped_by_their_labels() {
     assert_eq!(rec.conduits.len(), 2, "one conduit per destination zone");
 }
 
+#[test]
+fn endpoints_the_running_policy_places_keep_their_zone_with_the_reason() {
+    let s = hospital();
+    let flows = s.flows(20_000, 0, 14 * DAY, 3);
+    let running = parse_policy(
+        "apiVersion: septa.io/v1
+kind: Policy
+metadata: {name: running}
+spec:
+  endpoints:
+    - {name: plc-a, address: 10.6.0.10, labels: {role: plc}}
+  zones:
+    - {name: campus, subnets: [10.0.0.0/8]}
+    - {name: ward-pcs, subnets: [10.1.0.0/24]}
+    - name: plc-cell
+      selector: {matchLabels: {role: plc}}
+",
+        Format::Yaml,
+    )
+    .unwrap();
+    let mut o = opts(0, 14 * DAY);
+    o.known = Some(KnownZones::from_policy(&running));
+    o.labels = KnownZones::labels(&running);
+    let rec = recommend(&aggregate(&flows), &o);
+    let of = |a: &str| {
+        rec.endpoints
+            .iter()
+            .find(|e| e.address.to_string() == a)
+            .unwrap_or_else(|| panic!("{a} not assigned"))
+    };
+    // The most specific running zone wins: a /24 over the /8, a labelled endpoint's /32.
+    let pc = of("10.1.0.10");
+    assert_eq!((pc.zone.as_str(), pc.confidence), ("ward-pcs", 1.0));
+    assert_eq!(
+        pc.reason,
+        "kept in zone ward-pcs of the running policy (prefix 10.1.0.0/24)"
+    );
+    let plc = of("10.6.0.10");
+    assert_eq!(plc.zone, "plc-cell");
+    assert_eq!(
+        plc.reason,
+        "kept in zone plc-cell of the running policy (prefix 10.6.0.10/32; endpoint plc-a, labels role=plc)"
+    );
+    // Everything else is inside campus: kept there too, one zone, written as it runs.
+    assert!(
+        rec.endpoints.iter().all(|e| e.confidence == 1.0),
+        "all placed"
+    );
+    let names: BTreeSet<&str> = rec.zones.iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["campus", "plc-cell", "ward-pcs"]));
+    let ward = rec.zones.iter().find(|z| z.name == "ward-pcs").unwrap();
+    assert_eq!(ward.prefixes, vec!["10.1.0.0/24".parse::<IpNet>().unwrap()]);
+    assert!(
+        ward.reason.contains("of the running policy"),
+        "{}",
+        ward.reason
+    );
+    // Conduits run between the kept zones, and the proposal validates and compiles.
+    assert!(
+        rec.conduits
+            .iter()
+            .any(|c| c.from == "ward-pcs" && c.to == "campus"),
+        "{:?}",
+        rec.conduits
+            .iter()
+            .map(|c| (&c.from, &c.to))
+            .collect::<Vec<_>>()
+    );
+    let proposed = rec
+        .policy(&BTreeSet::new())
+        .expect("the proposal validates");
+    crate::compile(&proposed).expect("and compiles");
+
+    // Without the running policy the same traffic is grouped from scratch.
+    let fresh = recommend(&aggregate(&flows), &opts(0, 14 * DAY));
+    assert!(fresh.zones.iter().all(|z| z.name != "ward-pcs"));
+}
+
+#[test]
+fn unplaced_endpoints_are_still_grouped_and_never_take_a_running_zone_name() {
+    let s = hospital();
+    let flows = s.flows(20_000, 0, 14 * DAY, 5);
+    let web_zone = |r: &Recommendation| {
+        r.endpoints
+            .iter()
+            .find(|e| e.address.to_string() == "10.2.0.10")
+            .unwrap()
+            .clone()
+    };
+    // The name the web servers get from scratch, given to a running zone elsewhere.
+    let fresh = web_zone(&recommend(&aggregate(&flows), &opts(0, 14 * DAY))).zone;
+    let running = parse_policy(
+        &format!(
+            "apiVersion: septa.io/v1
+kind: Policy
+metadata: {{name: running}}
+spec:
+  zones:
+    - {{name: {fresh}, subnets: [10.200.0.0/24]}}
+    - {{name: plcs, subnets: [10.6.0.0/24]}}
+"
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+    let mut o = opts(0, 14 * DAY);
+    o.known = Some(KnownZones::from_policy(&running));
+    let rec = recommend(&aggregate(&flows), &o);
+    let web = web_zone(&rec);
+    assert_ne!(web.zone, fresh, "a running zone's name is taken");
+    assert!(!web.reason.contains("running policy"), "{}", web.reason);
+    assert!(rec.zones.iter().any(|z| z.name == "plcs"));
+    assert!(
+        rec.zones.iter().all(|z| z.name != fresh),
+        "the unobserved running zone is not proposed"
+    );
+    rec.policy(&BTreeSet::new()).expect("validates");
+}
+
 struct AcceptAll;
 impl Publisher for AcceptAll {
     fn publish(&self, _: Option<&Arc<CompiledPolicy>>) -> Result<(), String> {

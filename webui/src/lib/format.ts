@@ -75,3 +75,55 @@ export function flowKeyText(f: { src: string; dst: string; proto: number; sport:
   const a = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
   return `${a(f.src)}:${sp} -> ${a(f.dst)}:${dp} proto ${f.proto}`;
 }
+
+/** How a flow's verdict reads before its clause (`denied by`, `would be denied (monitor) by`). */
+export function decidedBy(f: { action: string; mode: string }): string {
+  if (f.action === 'inspect') return 'inspected (L7) under';
+  if (f.action === 'allow') return 'allowed by';
+  return f.mode === 'monitor' ? 'would be denied (monitor) by' : 'denied by';
+}
+
+/**
+ * The reason a flow record carries, in one line: `denied by conduit hmi-to-plc (allow) ot-hmi ->
+ * ot-plc: tcp/502 (demo: spec.conduits[3].services[0]), rule 7, revision 7f3a12bc`. The record
+ * names its clause itself (no what-if call per row); an empty clause (revision not known to the
+ * control plane) reads as the bare rule.
+ */
+export function reasonOf(f: { action: string; mode: string; rule: number; revision: string; clause?: string; l7?: string; l7_reason?: string }): string {
+  const why = f.l7_reason ? `: ${f.l7_reason}` : '';
+  const by = f.clause ? `${decidedBy(f)} ${f.clause}${why}, rule ${f.rule}` : `rule ${f.rule}${why}`;
+  const l7 = f.l7 ? ` [${f.l7}]` : '';
+  return `${by}${l7}, revision ${shortHash(f.revision)}`;
+}
+
+/** The conduit index a clause text or path names (`spec.conduits[3]...` → 3). */
+export function conduitIndex(clause: string | undefined): number | undefined {
+  const m = clause?.match(/spec\.conduits\[(\d+)\]/);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** A time window as the flows API takes it: `since`/`until` in Unix ms. */
+export interface TimeWindow {
+  since?: number;
+  until?: number;
+}
+
+/**
+ * The window of a preset (`'0'`: everything held, else seconds back from `now`) or, for
+ * `'custom'`, of two `datetime-local` values (local time; either may be empty).
+ */
+export function timeWindow(preset: string, from: string, to: string, now: number = Date.now()): TimeWindow {
+  if (preset === 'custom') {
+    const ms = (v: string) => (v ? new Date(v).getTime() : undefined);
+    const w: TimeWindow = { since: ms(from), until: ms(to) };
+    return { since: Number.isFinite(w.since) ? w.since : undefined, until: Number.isFinite(w.until) ? w.until : undefined };
+  }
+  const s = Number(preset);
+  return s > 0 ? { since: now - s * 1000 } : {};
+}
+
+/** A record's clause split into its words and where it sits (`demo: spec.conduits[0]...`). */
+export function clauseParts(clause: string): { text: string; where: string } {
+  const m = clause.match(/^(.*) \(([^()]*: spec\.[^()]*)\)$/);
+  return m ? { text: m[1], where: m[2] } : { text: clause, where: '' };
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { contains, parseIp, parsePrefix } from './cidr';
 import { marks, offsetOf } from './editorErrors';
-import { age, countdown, flowKeyText, flowSpec, verdictOf } from './format';
+import { age, clauseParts, conduitIndex, countdown, flowKeyText, flowSpec, reasonOf, timeWindow, verdictOf } from './format';
 import { buildMap, edgeWidth, filterFlows } from './graph';
 import { positions } from './layout';
 import { dropRates, portRates, Series, top } from './rates';
@@ -13,7 +13,7 @@ import type { FlowRecord, PolicyDoc } from './api/types';
 
 const flow = (o: Partial<FlowRecord>): FlowRecord => ({
   ts_ms: 1000, src: '10.10.1.20', dst: '10.10.5.10', proto: 6, sport: 40000, dport: 443, action: 'allow',
-  mode: 'enforce', rule: 3, revision: 'abc', packets: 10, bytes: 1000, ...o,
+  mode: 'enforce', rule: 3, revision: 'abc', packets: 10, bytes: 1000, clause: '', l7: '', l7_reason: '', ...o,
 });
 
 const doc: PolicyDoc = {
@@ -113,6 +113,40 @@ describe('format', () => {
     expect(flowKeyText({ ...f, src: '::1', dst: '::2' })).toBe('[::1]:1234 -> [::2]:80 proto 6');
     expect(flowSpec({ ...f, proto: 1, sport: 8, dport: 0 })).toEqual({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'icmp', port: 8, sport: 0 });
     expect(flowKeyText({ ...f, proto: 1, sport: 8, dport: 0 })).toBe('10.0.0.1:8 -> 10.0.0.2:0 proto 1');
+  });
+});
+
+describe('flow reasons and time windows', () => {
+  it('renders the clause the record carries, with L7 label and revision', () => {
+    const f = flow({
+      action: 'deny', rule: 7, revision: '7f3a12bc99', l7: 'modbus',
+      clause: 'conduit hmi-to-plc (allow) ot-hmi -> ot-plc: tcp/502 (demo: spec.conduits[3].services[0])',
+    });
+    expect(reasonOf(f)).toBe(
+      'denied by conduit hmi-to-plc (allow) ot-hmi -> ot-plc: tcp/502 (demo: spec.conduits[3].services[0]), rule 7 [modbus], revision 7f3a12bc',
+    );
+    expect(reasonOf({ ...f, mode: 'monitor', l7: '' })).toMatch(/^would be denied \(monitor\) by conduit hmi-to-plc/);
+    expect(reasonOf({ ...f, clause: '', l7: '' })).toBe('rule 7, revision 7f3a12bc');
+    expect(reasonOf({ ...f, clause: 'conduit hmi-to-plc', l7_reason: 'modbus function 6 (write_single_register) not allowed' })).toBe(
+      'denied by conduit hmi-to-plc: modbus function 6 (write_single_register) not allowed, rule 7 [modbus], revision 7f3a12bc',
+    );
+    expect(conduitIndex(f.clause)).toBe(3);
+    expect(conduitIndex('default deny')).toBeUndefined();
+    expect(conduitIndex(undefined)).toBeUndefined();
+    expect(clauseParts(f.clause)).toEqual({
+      text: 'conduit hmi-to-plc (allow) ot-hmi -> ot-plc: tcp/502',
+      where: 'demo: spec.conduits[3].services[0]',
+    });
+    expect(clauseParts('default (no rule matched)')).toEqual({ text: 'default (no rule matched)', where: '' });
+  });
+  it('turns presets and custom bounds into since/until', () => {
+    const now = 1_000_000_000;
+    expect(timeWindow('0', '', '', now)).toEqual({});
+    expect(timeWindow('300', '', '', now)).toEqual({ since: now - 300_000 });
+    const w = timeWindow('custom', '2026-11-26T04:00:00', '', now);
+    expect(w.since).toBe(new Date('2026-11-26T04:00:00').getTime());
+    expect(w.until).toBeUndefined();
+    expect(timeWindow('custom', 'garbage', '2026-11-26T05:00', now)).toEqual({ since: undefined, until: new Date('2026-11-26T05:00').getTime() });
   });
 });
 

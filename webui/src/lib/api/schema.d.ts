@@ -285,8 +285,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action`; page with
-         *     `cursor`).
+         * Recent flows, newest first (filter by `src`, `dst`, `proto`, `port`, `action` and the time
+         *     window `since`..=`until`; page with `cursor`).
          */
         get: operations["recent"];
         put?: never;
@@ -610,6 +610,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/revisions/{id}/source": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The policy text revision `id` was made from: as submitted (YAML or JSON, comments kept), or,
+         *     for a revision without one, its canonical document rendered as YAML (`origin: rendered`).
+         */
+        get: operations["get_revision_source"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens": {
         parameters: {
             query?: never;
@@ -843,6 +863,35 @@ export interface components {
              */
             revision: components["schemas"]["RevisionView"];
         };
+        /** @description `compile::Clause`: the policy clause behind a rule. */
+        Clause: {
+            /** @description Source zone (conduit). */
+            from?: string | null;
+            /**
+             * Format: int32
+             * @description Position in `spec.conduits` (conduit).
+             */
+            index?: number | null;
+            /** @description Which kind of clause. */
+            kind: components["schemas"]["ClauseKind"];
+            /** @description Conduit name (conduit). */
+            name?: string | null;
+            /** @description Field path of the clause in the document (`spec.conduits[3].services[0]`). */
+            path: string;
+            /** @description `metadata.name` of the policy. */
+            policy: string;
+            /**
+             * Format: int32
+             * @description Position in the conduit's `services` (conduit).
+             */
+            service?: number | null;
+            /** @description One-line rendering. */
+            text: string;
+            /** @description Destination zone (conduit). */
+            to?: string | null;
+            /** @description Zone (zone_default). */
+            zone?: string | null;
+        };
         /** @description One clause's hit counter. */
         ClauseHits: {
             /** @description Stable clause key (`conduit/<name>/<from>-><to>/service[<i>]`, `zone-default/<zone>`). */
@@ -874,6 +923,11 @@ export interface components {
             /** @description The clause in words. */
             text: string;
         };
+        /**
+         * @description What kind of clause decided.
+         * @enum {string}
+         */
+        ClauseKind: "conduit" | "zone_default" | "default";
         /** @description A policy to commit. */
         CommitRequest: {
             /**
@@ -997,6 +1051,16 @@ export interface components {
             /** @description Source address. */
             src: string;
         };
+        /**
+         * @description Decision action.
+         * @enum {string}
+         */
+        DecisionAction: "allow" | "deny" | "inspect";
+        /**
+         * @description Decision mode.
+         * @enum {string}
+         */
+        DecisionMode: "enforce" | "monitor";
         /** @description The difference between two revisions. */
         DiffView: {
             /** @description Structured changes. */
@@ -1061,6 +1125,27 @@ export interface components {
             proto: number;
             /** @description Source. */
             src: string;
+        };
+        /** @description How a revision decides a flow, and why. */
+        Explanation: {
+            /** @description The action. */
+            action: components["schemas"]["DecisionAction"];
+            clause?: null | components["schemas"]["Clause"];
+            /** @description The flow asked about (`tcp 10.0.0.1:40000 -> 10.0.0.2:502`). */
+            flow: string;
+            /** @description Whether the data plane forwards the flow (monitor mode forwards what it would deny). */
+            forwarded: boolean;
+            /** @description The mode of the deciding rule. */
+            mode: components["schemas"]["DecisionMode"];
+            /** @description One sentence an operator can read. */
+            reason: string;
+            /** @description Content hash of the revision the table was compiled from. */
+            revision: string;
+            /**
+             * Format: int32
+             * @description The deciding rule id.
+             */
+            rule: number;
         };
         /** @description An export: the files of a self-verifying directory, by name. */
         ExportBundle: {
@@ -1170,12 +1255,28 @@ export interface components {
              */
             bytes: number;
             /**
+             * @description The deciding clause in words (`conduit hmi-to-plc (hmi → plc): tcp/502 …`, or `default
+             *     (no rule matched)`), resolved when the record is made; empty when the revision's
+             *     compiled policy is not known.
+             */
+            clause: string;
+            /**
              * Format: int32
              * @description Destination port.
              */
             dport: number;
             /** @description Destination address. */
             dst: string;
+            /**
+             * @description L7 protocol and function label (`modbus`, `modbus write_single_register`) when an L7
+             *     conduit decided or the data plane reported one; empty otherwise.
+             */
+            l7: string;
+            /**
+             * @description Why a function-code conduit refused the flow, from the data plane's L7 reason code
+             *     (`modbus function 6 (write_single_register) not allowed`); empty otherwise.
+             */
+            l7_reason: string;
             /** @description `enforce` or `monitor`. */
             mode: string;
             /**
@@ -1253,10 +1354,8 @@ export interface components {
         };
         /** @description A flow decided differently. */
         ImpactItem: {
-            /** @description Decision of the candidate. */
-            candidate: Record<string, never>;
-            /** @description Decision of the running revision. */
-            running: Record<string, never>;
+            candidate: components["schemas"]["Explanation"];
+            running: components["schemas"]["Explanation"];
         };
         /** @description An impact preview: which of these flows would be decided differently by `revision`. */
         ImpactRequest: {
@@ -1525,6 +1624,23 @@ export interface components {
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
         };
+        /** @description The policy text a revision was made from. */
+        RevisionSourceView: {
+            /**
+             * @description `yaml` or `json`.
+             * @example yaml
+             */
+            format: string;
+            /** @description `submitted` or `rendered`. */
+            origin: components["schemas"]["SourceOrigin"];
+            /**
+             * Format: int64
+             * @description The revision.
+             */
+            revision: number;
+            /** @description The text. */
+            text: string;
+        };
         /** @description A revision's metadata. */
         RevisionView: {
             /** @description `user:<name>` or `token:<id>`. */
@@ -1566,6 +1682,11 @@ export interface components {
              */
             to: number;
         };
+        /**
+         * @description Where a revision's text comes from.
+         * @enum {string}
+         */
+        SourceOrigin: "submitted" | "rendered";
         /** @description A policy to stage (store without enforcing). */
         StageRequest: {
             format?: null | components["schemas"]["PolicyFormat"];
@@ -2909,7 +3030,11 @@ export interface operations {
                 limit?: number;
                 port?: number;
                 proto?: string;
+                /** @description records made at or after (Unix ms) */
+                since?: number;
                 src?: string;
+                /** @description records made at or before (Unix ms) */
+                until?: number;
             };
             header?: never;
             path?: never;
@@ -3476,7 +3601,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Explanation"];
                 };
             };
             /** @description Invalid parameter or malformed body */
@@ -4607,6 +4732,81 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RevisionDetail"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_revision_source: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description revision id */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RevisionSourceView"];
                 };
             };
             /** @description Invalid parameter or malformed body */

@@ -1,7 +1,7 @@
-// Types of the API, from the generated OpenAPI types (schema.d.ts). A few responses are
-// `Object` in the OpenAPI document (decide, impact, diff details, audit records, the policy
-// document); their shapes are declared here from control/src (decide.rs, compile.rs,
-// audit/record.rs) until the API describes them.
+// Types of the API, from the generated OpenAPI types (schema.d.ts). A few responses are still
+// `Object` in the OpenAPI document (diff details, audit records, the policy document); their
+// shapes are declared here from control/src (audit/record.rs, policy/) until the API describes
+// them.
 import type { components } from './schema';
 
 type S = components['schemas'];
@@ -15,6 +15,7 @@ export type PendingView = S['PendingView'];
 export type RevisionView = S['RevisionView'];
 export type RevisionPage = S['RevisionPage'];
 export type RevisionDetail = S['RevisionDetail'];
+export type RevisionSourceView = S['RevisionSourceView'];
 export type WriteResult = S['WriteResult'];
 export type CommitRequest = S['CommitRequest'];
 export type StageRequest = S['StageRequest'];
@@ -43,34 +44,9 @@ export type RecommendationSummary = S['RecommendationSummary'];
 export type RecommendationDetail = S['RecommendationDetail'];
 export type LearnStatus = S['LearnStatus'];
 
-/** `decide::Explanation` (the decide endpoint answers `Object` in the OpenAPI document). */
-export interface Explanation {
-  flow: string;
-  action: 'allow' | 'deny' | 'inspect';
-  mode: 'enforce' | 'monitor';
-  forwarded: boolean;
-  rule: number;
-  clause: Clause | null;
-  revision: string;
-  reason: string;
-}
-
-/** `compile::Clause` with its flattened kind. */
-export interface Clause {
-  policy: string;
-  path: string;
-  text: string;
-  kind?: string;
-  name?: string;
-  from?: string;
-  to?: string;
-  [k: string]: unknown;
-}
-
-export interface ImpactItem {
-  running: Explanation;
-  candidate: Explanation;
-}
+export type Explanation = S['Explanation'];
+export type Clause = S['Clause'];
+export type ImpactItem = S['ImpactItem'];
 
 /** `audit::record::Record`. */
 export interface AuditRecord {
