@@ -838,7 +838,8 @@ pub struct FlowAdapter {
     store: Arc<FlowStore>,
     labels: EpochLabels,
     start_ms: i64,
-    last_deny: HashMap<(FlowKey, u64), i64>,
+    /// Per (flow, epoch): when its last deny record was kept, and the L7 reason that blocked it.
+    last_deny: HashMap<(FlowKey, u64), (i64, Option<septa_dataplane::l7::DenyReason>)>,
     decisions: Option<Arc<Mutex<DecisionAggregator>>>,
     /// The learning feed (history, rule usage, flow exports); offers never block.
     learn: Option<FlowFeed>,
@@ -884,21 +885,28 @@ impl FlowAdapter {
             FlowEvent::Deny(d) => {
                 let at = self.wall_ms(d.at);
                 let k = (d.key, d.decision.epoch);
-                if self
-                    .last_deny
-                    .get(&k)
-                    .is_some_and(|t| at - t < DENY_RECORD_INTERVAL_MS)
+                let prev = self.last_deny.get(&k).copied();
+                if let Some((t, why)) = prev
+                    && at - t < DENY_RECORD_INTERVAL_MS
                 {
+                    if why.is_none()
+                        && let Some(e) = self.last_deny.get_mut(&k)
+                    {
+                        e.1 = d.l7;
+                    }
                     return;
                 }
                 if self.last_deny.len() >= 65_536 {
                     self.last_deny.clear();
                 }
-                self.last_deny.insert(k, at);
+                // Later packets of a flow the L7 inspector blocked (TCP retransmitting the refused
+                // write, the FIN) carry no reason of their own: repeat the one that blocked it.
+                let why = d.l7.or(prev.and_then(|(_, w)| w));
+                self.last_deny.insert(k, (at, why));
                 let mut r = self.record(&d.key, d.at, &d.decision, 1, 0);
                 r.action = "deny".into();
-                if let Some(why) = d.l7_text() {
-                    r.l7_reason = why;
+                if let Some(why) = why {
+                    r.l7_reason = why.to_string();
                 }
                 if d.would_deny {
                     r.mode = "monitor".into();
@@ -1252,6 +1260,54 @@ mod tests {
         let policy = s.drops.iter().find(|d| d.reason == "policy").unwrap();
         assert_eq!(policy.packets, 5);
         assert_eq!(s.drops.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn later_denies_of_an_l7_blocked_flow_repeat_its_reason() {
+        use septa_control::api::{FlowFilter, FlowSource};
+        use septa_dataplane::events::DenyRecord;
+        let store = Arc::new(FlowStore::new(100));
+        let mut a = FlowAdapter::new(Arc::clone(&store), EpochLabels::default(), 1_000_000);
+        let blocked = FlowKey::v4([10, 1, 0, 1].into(), [10, 2, 0, 1].into(), 6, 40000, 502);
+        let other = FlowKey::v4([10, 1, 0, 2].into(), [10, 2, 0, 1].into(), 6, 40001, 502);
+        let decision = EventDecision {
+            rule: Some(3),
+            source: Some(0),
+            epoch: 2,
+            action: EventAction::Deny,
+            monitor: false,
+        };
+        let tps = TICKS_PER_SECOND;
+        let deny = |key, at, l7| {
+            FlowEvent::Deny(DenyRecord {
+                key,
+                at,
+                decision,
+                reason: DropReason::L7Denied,
+                would_deny: false,
+                l7,
+            })
+        };
+        let write = Some(septa_dataplane::l7::DenyReason::Function {
+            proto: septa_dataplane::l7::L7Proto::Modbus,
+            code: 6,
+        });
+        a.on_event(&deny(blocked, tps, write));
+        // TCP retransmits the refused write, inside and after the record interval.
+        a.on_event(&deny(blocked, tps + 1, None));
+        a.on_event(&deny(blocked, 3 * tps, None));
+        a.on_event(&deny(other, 3 * tps, None));
+        let got = store.recent(&FlowFilter::default(), 100);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        let reasons: Vec<(u16, &str)> = got
+            .iter()
+            .map(|r| (r.sport, r.l7_reason.as_str()))
+            .collect();
+        let why = write.unwrap().to_string();
+        assert_eq!(
+            reasons,
+            [(40001, ""), (40000, why.as_str()), (40000, why.as_str())]
+        );
     }
 
     #[test]

@@ -17,16 +17,19 @@
 //! * the denied Modbus writes appear in `/api/v1/flows` as deny records naming their clause (the
 //!   `hmi-reads-plc` conduit for the HMI's write, the default deny for the office's, as
 //!   `/api/v1/policy/decide` has it for the same rule) and, for the HMI's, the L7 protocol
-//!   (`modbus`; when the record names the function too, it must be a write);
+//!   (`modbus`) with the refused function in the reason (`modbus function 6 … not allowed`);
 //! * a policy staged and committed through the API (with a reason) stops Modbus reads on an
 //!   already established connection;
-//! * commit-confirm with a 3 s deadline: the unconfirmed policy denies the HMI's reads, and
-//!   after the deadline they pass again, with the same Septa process;
+//! * commit-confirm with a 6 s deadline: the unconfirmed policy denies the HMI's reads, and
+//!   after the deadline they pass again, with the same Septa process; a ping every 0.05 s from
+//!   the management host to the office (forwarded by both policies) loses none across the commit
+//!   and the revert;
 //! * `kill -9` of Septa and `septa lab restart` while the office keeps trying denied
 //!   connections: none opens, and allowed traffic resumes;
 //! * `septa lab traffic scan` and `lateral`: the office's probes are all dropped, the management
 //!   host's (monitor zone: forwarded, so sampled and scored) raise anomalies with explanations
-//!   at `/api/v1/anomalies`;
+//!   at `/api/v1/anomalies`, and so does the office's blocked scan (refused first packets are
+//!   sampled too);
 //! * `septa audit verify` accepts the lab's audit log and refuses a copy with one edited record.
 
 use std::io::{BufRead, BufReader};
@@ -430,12 +433,20 @@ fn deny_records_name_the_clause(api: &Api) {
                 l7.starts_with("modbus"),
                 "no Modbus label on the HMI's write: {rec}"
             );
-            if let Some((_, function)) = l7.split_once(' ') {
-                assert!(
-                    function.starts_with("write"),
-                    "not the write function: {rec}"
-                );
-            }
+            // The data plane's reason names the refused function, e.g. "modbus function 6
+            // (write_single_register) not allowed"; later packets of the blocked connection
+            // (retransmissions) repeat it.
+            let named = records.iter().any(|r| {
+                r["src"].as_str().is_some_and(|s| s.starts_with(src))
+                    && r["l7_reason"]
+                        .as_str()
+                        .is_some_and(|w| w.starts_with("modbus function") && w.contains("write"))
+            });
+            assert!(
+                named,
+                "no deny record names the refused write: {records:#?}"
+            );
+            eprintln!("lab test: the HMI's write: {}", rec["l7_reason"]);
         }
     }
 }
@@ -548,11 +559,58 @@ fn policy_change_reaches_an_established_flow(api: &Api) {
     assert!(wait_for(10, hmi_reads), "the HMI's reads did not come back");
 }
 
+/// Echo requests in the steady stream of [`commit_confirm_reverts_in_place`] (one per 0.05 s).
+const STREAM_PINGS: u32 = 320;
+
+/// `(transmitted, received)` from ping's summary.
+fn ping_counts(out: &str) -> Option<(u32, u32)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut n = line
+        .split(", ")
+        .map(|part| part.split_whitespace().next().and_then(|n| n.parse().ok()));
+    Some((n.next()??, n.next()??))
+}
+
+/// Kills the child (a stream left running by a failed check) when dropped.
+struct Reap(Option<std::process::Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Commit-confirm with a 6 s deadline: the unconfirmed policy denies the HMI's reads; after the
 /// deadline the previous revision runs again in the same Septa process and the reads pass.
+/// Meanwhile the management host (monitor zone: forwarded by both policies) pings the office
+/// every 0.05 s from before the commit to after the revert, and every echo must come back.
 fn commit_confirm_reverts_in_place(api: &Api) {
     let pid = septa_pid();
     let before = api.running_hash();
+    // Prime the path (neighbours resolved, flow known), then start the stream: `-c` and `-w`
+    // make ping wait for the replies to all it sent, so none is counted lost in flight.
+    let primed = eventually(10, || {
+        in_ns("mgmt", &["ping", "-c", "1", "-W", "1", "10.10.1.10"])
+    });
+    assert!(
+        primed.status.success(),
+        "management -> office ping before the commit:\n{}",
+        text(&primed)
+    );
+    let mut stream = Reap(Some(
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{NAME}-mgmt"), "ping", "-q"])
+            .args(["-i", "0.05", "-c", &STREAM_PINGS.to_string(), "-w", "40"])
+            .arg("10.10.1.10")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the ping stream"),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let w = api.commit(
         &policy_without_hmi_reads(),
@@ -591,6 +649,24 @@ fn commit_confirm_reverts_in_place(api: &Api) {
     );
     assert_eq!(septa_pid(), pid, "septa was restarted");
     assert!(alive(pid), "septa {pid} is not running");
+    let mut child = stream.0.take().expect("the ping stream");
+    let running = child.try_wait().expect("ping status").is_none();
+    let out = child.wait_with_output().expect("ping output");
+    let summary = text(&out);
+    assert!(
+        running,
+        "the ping stream ended before the revert was seen:\n{summary}"
+    );
+    let counts = ping_counts(&summary);
+    assert_eq!(
+        counts,
+        Some((STREAM_PINGS, STREAM_PINGS)),
+        "allowed pings lost across the commit and the revert:\n{summary}"
+    );
+    eprintln!(
+        "lab test: management -> office pings across the commit and the revert: {counts:?} \
+         (transmitted, received)"
+    );
 }
 
 /// `kill -9` of Septa and `septa lab restart`, while the office tries a denied connection to the
@@ -745,6 +821,28 @@ fn scan_and_lateral_raise_anomalies(api: &Api) {
         scanned,
         "the scan raised no anomalies on 8 ports: {found:#?}"
     );
+    // The office's scan was blocked, and is scored all the same: refused first packets feed
+    // the spread sketches and are sampled as one-packet flows.
+    let mut blocked = Vec::new();
+    let seen = wait_for(30, || {
+        blocked = anomalies_from(api, "10.10.1.12", before);
+        let ports: std::collections::BTreeSet<_> = blocked
+            .iter()
+            .filter(|a| a["flow"]["dst"] == PLC)
+            .map(|a| a["flow"]["dport"].as_u64())
+            .collect();
+        ports.len() >= 8
+    });
+    assert!(
+        seen,
+        "the blocked office scan raised no anomalies on 8 ports: {blocked:#?}"
+    );
+    eprintln!(
+        "lab test: blocked scan: {} anomalies, e.g. {}",
+        blocked.len(),
+        blocked[0]["summary"]
+    );
+    found.extend(blocked);
     let after_scan = found
         .iter()
         .filter_map(|a| a["id"].as_u64())

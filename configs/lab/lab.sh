@@ -254,7 +254,8 @@ traffic() {
         # scan and lateral run twice: from an office host (enforced: every probe is dropped and
         # shows as a deny record) and from the management host (the management zone is in
         # monitor mode, so the probes are forwarded, and Septa's flow models score them: anomalies
-        # at /api/v1/anomalies). Only admitted flows are sampled for the models.
+        # at /api/v1/anomalies). The office's blocked probes are scored too: Septa samples the
+        # first packet of a refused flow as a one-packet flow with its source's fan-out.
         # The probes of a scenario run at once (a dropped probe waits 2 s for nothing).
         scan)
             local ports="21 22 23 80 135 139 443 445 502 1433 3306 3389 5432 5900 8080 20000" p t=()

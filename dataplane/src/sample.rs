@@ -19,8 +19,15 @@
 //!
 //! **Where the worker calls it** (`worker/state.rs`, when a sampler is set):
 //! 1. [`Sampler::flow_start`] right after a flow-table insert (spread sketches, sampling choice);
-//! 2. [`Sampler::on_packet`] for every packet of a tracked flow after conntrack accepted it;
-//! 3. [`Sampler::flow_end`] when the entry is removed (expiry or flush), before the slot is reused.
+//! 2. [`Sampler::on_packet`] for every *forwarded* packet of a tracked flow, after conntrack
+//!    accepted it and the verdict is known (packets dropped by policy or L7 stay out of the head
+//!    statistics; the entry's packet/byte counters, which records also carry, include them);
+//! 3. [`Sampler::functions`] with the request messages L7 inspection counted by function class
+//!    (refused requests included: an attempted write is the signal);
+//! 4. [`Sampler::evicted`] for a half-open flow evicted to make room, which frees its sample slot
+//!    (nothing else reclaims it);
+//! 5. [`Sampler::flow_end`] when the entry is removed (expiry or flush), before the slot is reused;
+//! 6. [`Sampler::denied`] for the first packet of a new flow the policy refused (no entry).
 //!
 //! `now` is the worker's clock ([`crate::worker::Clock`], microseconds). The ring is a
 //! `std::sync::mpsc::sync_channel` of `FeatureRecord`s (same choice and cost profile as
@@ -103,6 +110,9 @@ pub struct SamplerCounters {
     /// Sampled flows that left the flow table without an end (evicted half-open flows): their
     /// slab entries were freed without a record ([`Sampler::evicted`]).
     pub evicted: u64,
+    /// New flows refused at their first packet (never admitted): they feed the spread sketches
+    /// too, and the sampled ones are emitted at once ([`Sampler::denied`]).
+    pub denied: u64,
 }
 
 /// Per-flow feature state of a sampled flow, fixed size. What the flow entry already has
@@ -116,6 +126,39 @@ pub struct FlowSample {
     tcp: TcpFlagCounts,
     functions: [u32; FUNCTION_CLASSES],
     head_emitted: bool,
+}
+
+impl FlowSample {
+    /// One forwarded (or, for [`Sampler::denied`], refused first) packet: head statistics while
+    /// the head lasts, TCP flag counts always.
+    #[inline]
+    fn count(&mut self, l3_len: u16, tcp_flags: u8, now: u64) {
+        let h = &mut self.head;
+        if h.count < HEAD_PACKETS {
+            if h.count > 0 {
+                let gap = now.saturating_sub(self.head_last);
+                h.iat_sum_us = h.iat_sum_us.saturating_add(gap);
+                h.iat_sumsq_us2 = h.iat_sumsq_us2.saturating_add(gap.saturating_mul(gap));
+            }
+            self.head_last = now;
+            h.count += 1;
+            h.size_sum = h.size_sum.saturating_add(u32::from(l3_len));
+            h.size_sumsq = h
+                .size_sumsq
+                .saturating_add(u64::from(l3_len) * u64::from(l3_len));
+            h.size_max = h.size_max.max(l3_len);
+        }
+        if tcp_flags != 0 {
+            let t = &mut self.tcp;
+            let syn = tcp_flags & 0x02 != 0;
+            let ack = tcp_flags & 0x10 != 0;
+            t.syn += u32::from(syn);
+            t.syn_ack += u32::from(syn && ack);
+            t.fin += u32::from(tcp_flags & 0x01 != 0);
+            t.rst += u32::from(tcp_flags & 0x04 != 0);
+            t.psh += u32::from(tcp_flags & 0x08 != 0);
+        }
+    }
 }
 
 /// Words of the per-source sketch slot: 512 bits of destination hosts, 448 of destination ports
@@ -471,31 +514,8 @@ impl Sampler {
     ) -> Option<EmitReason> {
         let periodic = self.cfg.periodic_us;
         let f = self.slab.get_mut(slot.sample.wrapping_sub(1) as usize)?;
-        let h = &mut f.head;
-        if h.count < HEAD_PACKETS {
-            if h.count > 0 {
-                let gap = now.saturating_sub(f.head_last);
-                h.iat_sum_us = h.iat_sum_us.saturating_add(gap);
-                h.iat_sumsq_us2 = h.iat_sumsq_us2.saturating_add(gap.saturating_mul(gap));
-            }
-            f.head_last = now;
-            h.count += 1;
-            h.size_sum = h.size_sum.saturating_add(u32::from(l3_len));
-            h.size_sumsq = h
-                .size_sumsq
-                .saturating_add(u64::from(l3_len) * u64::from(l3_len));
-            h.size_max = h.size_max.max(l3_len);
-        }
-        if tcp_flags != 0 {
-            let t = &mut f.tcp;
-            let syn = tcp_flags & 0x02 != 0;
-            let ack = tcp_flags & 0x10 != 0;
-            t.syn += u32::from(syn);
-            t.syn_ack += u32::from(syn && ack);
-            t.fin += u32::from(tcp_flags & 0x01 != 0);
-            t.rst += u32::from(tcp_flags & 0x04 != 0);
-            t.psh += u32::from(tcp_flags & 0x08 != 0);
-        }
+        f.count(l3_len, tcp_flags, now);
+        let h = &f.head;
         let reason = if !f.head_emitted && h.count == HEAD_PACKETS {
             f.head_emitted = true;
             EmitReason::FirstPackets
@@ -521,9 +541,45 @@ impl Sampler {
 
     /// Builds the record of the sampled flow `slot` and offers it to the ring.
     pub fn emit(&mut self, slot: &L7Slot, flow: &FlowView, reason: EmitReason) {
-        let Some(f) = self.slab.get(slot.sample.wrapping_sub(1) as usize) else {
+        let Some(&f) = self.slab.get(slot.sample.wrapping_sub(1) as usize) else {
             return;
         };
+        self.offer(&f, flow, reason);
+    }
+
+    /// The first packet of a new flow that the policy (or L7 inspection of a first datagram)
+    /// refused, so it never got a flow entry: it feeds the spread sketches like an admitted flow
+    /// (a blocked scan or sweep still shows its fan-out), and one in
+    /// [`SamplerConfig::one_in`] new flows is emitted at once as what the sender saw: a flow of
+    /// one packet, no reply, ended ([`EmitReason::FlowEnd`]). Repeated attempts of the same
+    /// 5-tuple count again as flows, but the sketches count distinct hosts and ports, so the
+    /// spread features do not grow with them. No allocation.
+    pub fn denied(&mut self, key: &FlowKey, l3_len: u16, tcp_flags: u8, now: u64) {
+        let window = self.window(now);
+        self.counters.sketch_evictions += self.spread.add(spread_keys(key), window);
+        self.counters.flows += 1;
+        self.counters.denied += 1;
+        self.countdown -= 1;
+        if self.countdown > 0 {
+            return;
+        }
+        self.countdown = self.cfg.one_in;
+        self.counters.sampled += 1;
+        let mut f = FlowSample::default();
+        f.count(l3_len, tcp_flags, now);
+        let flow = FlowView {
+            key: *key,
+            packets: [1, 0],
+            bytes: [u64::from(l3_len), 0],
+            first_seen: now,
+            last_seen: now,
+            l7: septa_l7::L7Proto::Unknown as u8,
+        };
+        self.offer(&f, &flow, EmitReason::FlowEnd);
+    }
+
+    /// Builds the record of `f` for `flow` and offers it to the ring.
+    fn offer(&mut self, f: &FlowSample, flow: &FlowView, reason: EmitReason) {
         let key = &flow.key;
         let [hosts, ports, on_port, sources] = self
             .spread
@@ -599,8 +655,8 @@ impl Sampler {
         self.start(&mut e.l7, &key, now);
     }
 
-    /// A packet of a tracked flow, after conntrack accepted it (the entry's counters include
-    /// it). Costs one test for a flow that is not sampled.
+    /// A forwarded packet of a tracked flow, after conntrack accepted it and the verdict is known
+    /// (the entry's counters include it). Costs one test for a flow that is not sampled.
     #[inline(always)]
     pub fn on_packet<S>(
         &mut self,

@@ -20,7 +20,8 @@ use septa_dataplane::io::memory::MemoryIo;
 use septa_dataplane::parse::{ParsedPacket, TcpFlags};
 use septa_dataplane::testgen::{FrameBuilder, Side, TcpSession};
 use septa_dataplane::{
-    Bridge, Decision, Observer, RuleDecision, StateConfig, Stats, Verdict, Worker, WorkerState,
+    Bridge, Decision, DropReason, Observer, RuleDecision, StateConfig, Stats, Verdict, Worker,
+    WorkerState,
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
@@ -223,4 +224,90 @@ fn bursts_give_the_results_of_one_packet_per_poll() {
     assert_eq!(burst.stats, one.stats);
     assert_eq!(burst.events, one.events);
     assert_eq!((burst.flows, burst.half_open), (one.flows, one.half_open));
+}
+
+/// The same policy with TCP/443 denied.
+fn policy_without_443() -> RuleTable {
+    compile(&[
+        Rule {
+            dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::new(10, 2, 0, 0), 16)),
+            proto: Some(17),
+            dport: PortRange { lo: 53, hi: 53 },
+            ..Rule::any(2, Action::Allow)
+        },
+        Rule::any(9, Action::Deny),
+    ])
+    .unwrap()
+}
+
+/// Pushes `frames` on port 0 and polls until the worker has taken them all.
+fn feed(
+    w: &mut Worker,
+    io: &mut MemoryIo,
+    seen: &mut Recorder,
+    frames: &[Vec<u8>],
+    per_poll: usize,
+) {
+    for chunk in frames.chunks(per_poll) {
+        for f in chunk {
+            io.push_rx(0, f.clone());
+        }
+        while io.rx_pending(0) > 0 {
+            w.poll(io, seen);
+        }
+    }
+}
+
+/// A publish between bursts reaches established flows on their next packet, also when a whole
+/// burst of them would qualify for the direct pass (it must check the cached decision's epoch,
+/// not only that the flow is tracked and was allowed): one packet per poll and in full bursts.
+#[test]
+fn a_publish_reaches_established_flows_in_the_direct_pass() {
+    for per_poll in [1, 64] {
+        let (sink, _source) = events::ring(1 << 16);
+        let cell = TableCell::new(policy());
+        let mut w = Worker::with_state(
+            Bridge::new(2, &[(0, 1)]).unwrap(),
+            Decision::Table(cell.reader()),
+            WorkerState::new(&StateConfig::new(1 << 12), sink).unwrap(),
+        );
+        w.state_mut().set_now(1_000);
+        let mut io = MemoryIo::new(2);
+        let mut seen = Recorder::default();
+        let mut sessions: Vec<TcpSession> = (0..16u32)
+            .map(|i| TcpSession::v4(client(100 + i), 3000 + i as u16, SERVER, 443))
+            .collect();
+        let mut open = Vec::new();
+        for s in &mut sessions {
+            open.extend(s.handshake());
+            open.push(s.data(Side::Client, 10));
+            open.push(s.data(Side::Server, 10));
+        }
+        feed(&mut w, &mut io, &mut seen, &open, per_poll);
+        assert_eq!(
+            io.take_tx(1).len(),
+            open.len(),
+            "per_poll {per_poll}: opened"
+        );
+        let policy_drops = Stats::collect([&**w.counters()]).drops(DropReason::Policy);
+
+        cell.publish(policy_without_443());
+        let mut later = Vec::new();
+        for s in &mut sessions {
+            later.push(s.data(Side::Client, 10));
+            later.push(s.data(Side::Server, 10));
+        }
+        feed(&mut w, &mut io, &mut seen, &later, per_poll);
+        assert_eq!(
+            io.take_tx(1).len(),
+            0,
+            "per_poll {per_poll}: forwarded after the publish"
+        );
+        let stats = Stats::collect([&**w.counters()]);
+        assert_eq!(
+            stats.drops(DropReason::Policy) - policy_drops,
+            later.len() as u64,
+            "per_poll {per_poll}: policy drops after the publish"
+        );
+    }
 }

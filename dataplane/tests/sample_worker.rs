@@ -245,3 +245,51 @@ fn an_enforced_write_is_counted_but_dropped_packets_stay_out_of_the_head() {
         "a packet of the blocked flow names no message"
     );
 }
+
+/// A port scan the policy blocks is still seen: every refused SYN feeds the spread sketches and
+/// (one in `one_in`) is emitted at once as a one-packet flow without reply, so the model can
+/// score a scan it never let through. Every 4th refused attempt here with `one_in = 4`.
+#[test]
+fn a_blocked_scan_is_sampled_with_its_fan_out() {
+    let deny_plc = Rule {
+        dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::new(10, 9, 0, 0), 24)),
+        proto: Some(6),
+        ..Rule::any(1, Action::Deny)
+    };
+    let table = compile(&[deny_plc, Rule::any(2, Action::Allow)]).unwrap();
+    let (mut w, rx, _cell) = worker_with(4, table, EventSink::disabled());
+    let mut io = MemoryIo::new(2);
+    let scanner = Ipv4Addr::new(10, 0, 0, 5);
+    for port in 1..=40u16 {
+        let mut s = septa_dataplane::testgen::TcpSession::v4(
+            scanner,
+            40_000 + port,
+            Ipv4Addr::from(PLC),
+            port,
+        );
+        io.push_rx(0, s.handshake().swap_remove(0));
+        w.state_mut().set_now(1_000_000 + u64::from(port) * 1_000);
+        w.poll(&mut io, &mut ());
+    }
+    assert_eq!(io.take_tx(1).len(), 0, "the scan is blocked");
+    let c = w.state().sampler().unwrap().counters();
+    assert_eq!((c.denied, c.flows, c.sampled), (40, 40, 10));
+    let recs: Vec<FeatureRecord> = rx.try_iter().collect();
+    assert_eq!(recs.len(), 10);
+    for r in &recs {
+        assert_eq!(r.reason, EmitReason::FlowEnd);
+        assert_eq!(r.packets, [1, 0]);
+        assert_eq!((r.tcp.syn, r.tcp.syn_ack), (1, 0));
+        assert_eq!(r.head.count, 1);
+        assert_eq!(r.key.src, std::net::IpAddr::V4(scanner));
+    }
+    // The last record sees the whole scan's fan-out (40 ports, one host); the estimate is a
+    // distinct count, close but not exact.
+    let last = recs.last().unwrap();
+    assert!(
+        (36..=44).contains(&last.spread.src_ports),
+        "{:?}",
+        last.spread
+    );
+    assert_eq!(last.spread.src_hosts, 1);
+}

@@ -95,7 +95,8 @@ impl L7State {
 
     /// [`Self::inspect`], also counting every request message (allowed or denied) into `tally`
     /// by feature function class (for the ML sampler: only sampled flows pass one, since
-    /// classifying a code looks it up in the protocol's function table).
+    /// classifying a code looks it up in the protocol's function table; the exception is a new
+    /// UDP flow's first datagram, judged before the sampler has chosen whether to sample it).
     #[allow(clippy::too_many_arguments)]
     pub fn inspect_tallied(
         &mut self,

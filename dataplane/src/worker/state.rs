@@ -1,7 +1,11 @@
 //! The stateful decision path of a worker: flow table, conntrack, fragments, cached decisions
 //! and events (walk-through in `docs/dataplane-state.md`).
 //!
-//! A burst is processed in three passes, all in fixed arrays on the stack:
+//! A burst starts with a direct pass (`established_prefix`): its leading packets that belong to
+//! tracked flows whose cached decision is a current allow go straight through parse, lookup and
+//! conntrack, one at a time, with nothing staged (such a packet inserts and removes nothing, so
+//! this is exact). The first other packet ends that pass; it and the rest of the burst take three
+//! passes, all in fixed arrays on the stack:
 //! 1. parse every packet and, for each IP packet, look its flow up (read-only,
 //!    [`conntrack::find`]): a hit whose cached decision carries the running table's epoch needs
 //!    nothing; a stale hit needs its flow's *original* key classified, a miss the packet's own
@@ -496,6 +500,11 @@ impl WorkerState {
                 Err(r) => (Verdict::Drop(r), Some(d), None),
             },
             Verdict::Drop(reason) => {
+                if let Some(s) = &mut self.sampler {
+                    // A refused attempt is still behaviour: a blocked scan must be scored.
+                    let len = u16::try_from(pkt.l3_end - pkt.l3_offset).unwrap_or(u16::MAX);
+                    s.denied(&pkt.key, len, pkt.tcp_flags.0, now);
+                }
                 self.events.emit(FlowEvent::Deny(DenyRecord {
                     key: pkt.key,
                     at: now,
