@@ -697,6 +697,17 @@ async fn sessions_need_csrf_for_mutations_and_cookies_are_locked_down() {
             .status,
         StatusCode::UNAUTHORIZED
     );
+    // The document declares expires_in_s int32: one past it is refused.
+    let r = h
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(json!({"id": "long", "role": "viewer", "expires_in_s": 2_147_483_648_u64})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["errors"][0]["field"], "expires_in_s", "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -895,6 +906,16 @@ async fn audit_query_verify_and_export() {
         r2.body["items"][0]["seq"],
         r.body["items"][1]["seq"].as_u64().unwrap() + 1
     );
+    // The document declares the cursor int64: one past it is refused, not read as a u64.
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/audit/records?cursor=9223372036854775808",
+            Some(&auditor),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let v = h
         .call(Method::GET, "/api/v1/audit/verify", Some(&auditor), None)
         .await;

@@ -116,6 +116,10 @@ fn read_records(
 pub async fn records(State(st): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
     q.only(&["cursor", "limit", "action", "actor"])?;
     let after: Option<u64> = q.opt("cursor")?;
+    // The document declares int64, as for /revisions: refuse what it says is out of range.
+    if after.is_some_and(|c| i64::try_from(c).is_err()) {
+        return Err(Problem::bad_param("cursor", "out of range"));
+    }
     let limit: usize = q.opt("limit")?.unwrap_or(100);
     if limit == 0 || limit > st.limits.max_page {
         return Err(Problem::bad_param(

@@ -530,6 +530,13 @@ pub async fn create_token(
     if req.expires_in_s == Some(0) {
         return Err(Problem::invalid_field("expires_in_s", "must be positive"));
     }
+    // The document declares int32: refuse what it says is out of range.
+    if req.expires_in_s.is_some_and(|s| i32::try_from(s).is_err()) {
+        return Err(Problem::invalid_field(
+            "expires_in_s",
+            "must be at most 2147483647",
+        ));
+    }
     let now = st.clock.now_ms();
     let secret = format!(
         "{TOKEN_PREFIX}{}",
