@@ -1288,10 +1288,11 @@ mod tests {
                 l7,
             })
         };
-        let write = Some(septa_dataplane::l7::DenyReason::Function {
+        let refused = septa_dataplane::l7::DenyReason::Function {
             proto: septa_dataplane::l7::L7Proto::Modbus,
             code: 6,
-        });
+        };
+        let write = Some(refused);
         a.on_event(&deny(blocked, tps, write));
         // TCP retransmits the refused write, inside and after the record interval.
         a.on_event(&deny(blocked, tps + 1, None));
@@ -1303,7 +1304,7 @@ mod tests {
             .iter()
             .map(|r| (r.sport, r.l7_reason.as_str()))
             .collect();
-        let why = write.unwrap().to_string();
+        let why = refused.to_string();
         assert_eq!(
             reasons,
             [(40001, ""), (40000, why.as_str()), (40000, why.as_str())]
