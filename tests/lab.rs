@@ -786,6 +786,26 @@ fn anomalies_from(api: &Api, src: &str, after: u64) -> Vec<Value> {
         .collect()
 }
 
+/// Waits (up to 30 s) until anomalies of flows from `src` (id greater than `after`) cover at
+/// least 8 PLC ports, and returns them; fails the test if they never do.
+fn scanned_plc_ports(api: &Api, src: &str, after: u64) -> Vec<Value> {
+    let mut found = Vec::new();
+    let scanned = wait_for(30, || {
+        found = anomalies_from(api, src, after);
+        let ports: std::collections::BTreeSet<_> = found
+            .iter()
+            .filter(|a| a["flow"]["dst"] == PLC)
+            .map(|a| a["flow"]["dport"].as_u64())
+            .collect();
+        ports.len() >= 8
+    });
+    assert!(
+        scanned,
+        "the scan from {src} raised no anomalies on 8 PLC ports: {found:#?}"
+    );
+    found
+}
+
 /// `septa lab traffic scan` and `lateral`: the office's probes are all dropped; the management
 /// host's (monitor zone: forwarded and sampled) raise anomalies with explanations at
 /// `/api/v1/anomalies` ([ml] in shadow mode in the lab's configuration).
@@ -807,36 +827,10 @@ fn scan_and_lateral_raise_anomalies(api: &Api) {
         out.contains("10.99.0.10 -> 10.30.1.10:502: open"),
         "lab traffic scan:\n{out}"
     );
-    let mut found = Vec::new();
-    let scanned = wait_for(30, || {
-        found = anomalies_from(api, "10.99.0.10", before);
-        let ports: std::collections::BTreeSet<_> = found
-            .iter()
-            .filter(|a| a["flow"]["dst"] == PLC)
-            .map(|a| a["flow"]["dport"].as_u64())
-            .collect();
-        ports.len() >= 8
-    });
-    assert!(
-        scanned,
-        "the scan raised no anomalies on 8 ports: {found:#?}"
-    );
+    let mut found = scanned_plc_ports(api, "10.99.0.10", before);
     // The office's scan was blocked, and is scored all the same: refused first packets feed
     // the spread sketches and are sampled as one-packet flows.
-    let mut blocked = Vec::new();
-    let seen = wait_for(30, || {
-        blocked = anomalies_from(api, "10.10.1.12", before);
-        let ports: std::collections::BTreeSet<_> = blocked
-            .iter()
-            .filter(|a| a["flow"]["dst"] == PLC)
-            .map(|a| a["flow"]["dport"].as_u64())
-            .collect();
-        ports.len() >= 8
-    });
-    assert!(
-        seen,
-        "the blocked office scan raised no anomalies on 8 ports: {blocked:#?}"
-    );
+    let blocked = scanned_plc_ports(api, "10.10.1.12", before);
     eprintln!(
         "lab test: blocked scan: {} anomalies, e.g. {}",
         blocked.len(),
