@@ -9,34 +9,42 @@
 #   Default: acl1/fw1/ipc1 at 1K and 10K from ../shared/data/classbench, then gen:acl|fw|ipc:100000
 #   (all nine sets; the three 100K ones take several minutes each: rte_acl builds for 10-80 s).
 # Rates are on-CPU rates on both sides, so time a process spends descheduled by other load on
-# this shared machine does not count: septa's cpu_lookups_per_s (thread CPU time of the lookup
-# loop) and rte_acl's (ITER - ITER0) * headers / (CPU(ITER) - CPU(ITER0)) from two runs of
-# dpdk-test-acl whose only difference is the number of classify passes (the build, EAL start-up and
-# file reading cancel out). The wall-clock rates of both are printed too (acl_wall_*, septa
-# lookups_per_s). septa_idx is `match_burst` (a u32 rule index per key, what rte_acl returns);
-# septa_dec is `classify_burst` (the 40-byte Decision per key the data plane takes today).
-# env: SEPTA_BENCH (binary, default: build septa-bench in release), ACL_LOOKUPS (lookups per timed
-#      rte_acl run, default 20000000; ITER = ACL_LOOKUPS / headers), ACL_ITER0 (default 2),
-#      ALGS (default "avx512x32 avx512x16 avx2 sse scalar"), SECS (septa measuring time, default 1),
-#      ROUNDS (default 3: septa and every rte_acl method run alternately ROUNDS times, best of each
-#      kept, so both sides see the same background load on this shared machine),
-#      WORK (scratch dir, default a mktemp dir), ACL_MEM (MiB for dpdk-test-acl, default 2048, and
-#      12000 for the large sets: 100K fw-shaped sets need a ~9 GiB transient pool).
-# Large sets (more than PERF_RULES rules, default 50000; PERF_RULES=0 for every set): rte_acl's
-# build takes 10-80 s of CPU there, so the CPU-time difference of two runs drowns the classify
-# time in build noise. Instead `perf record -e cpu-clock` samples both runs and only samples in
-# librte_acl's classify code count: rate = (ITER - ITER0) * headers * PERF_HZ / (samples(ITER) -
-# samples(ITER0)). The classify code is the address range ACL_CLASSIFY_RANGE (default
-# 0x6000-0xad00, found for Debian 12's librte_acl.so.23.0 by comparing a 2-pass and a 150-pass
-# run on acl1_10K: the build code lies above it); the script warns when the library is another
-# build. Methods there: ALGS_PERF (default "avx512x32", the fastest everywhere here); ITER =
-# PERF_LOOKUPS / headers (default 15000000); PERF_ROUNDS rounds (default 1); the lines carry
-# acl_method=perf.
+# this shared machine does not count. Septa: cpu_idx_lookups_per_s / cpu_lookups_per_s (thread
+# CPU time of the lookup loop only). rte_acl, by default for every set (METHOD=perf):
+# `perf record -e cpu-clock -F PERF_HZ` samples a run with ITER0 classify passes and one with ITER
+# passes, and only samples in librte_acl's classify code count: rate = (ITER - ITER0) * headers *
+# PERF_HZ / (samples(ITER) - samples(ITER0)). So neither rte_acl's build (0.05-80 s of CPU), nor
+# EAL start-up, nor file reading, nor time spent descheduled enters its rate. The classify code is
+# the address range ACL_CLASSIFY_RANGE (default 0x0-0xad00 of Debian 12's librte_acl.so.23.0: the
+# build code lies above 0xad00, found by comparing a 2-pass and a 150-pass run on acl1_10K; the
+# avx512x32/x16 classify loops sit at 0x6000-0x7600, avx2's at 0x2d00-0x3700); the script warns
+# when the library is another build. METHOD=cpu is the older estimate (ITER - ITER0) * headers /
+# (CPU(ITER) - CPU(ITER0)) from the process CPU times of the two runs: cheaper, but the build's CPU
+# time is in both terms and varies with the load (±10 % on the 10K sets, useless on 100K ones).
+# Methods: ALGS (default "avx512x32 avx512x16": the fastest two everywhere on this machine; avx2,
+# sse and scalar were 1.3-5x slower on every set in every earlier run) and ALGS_BIG for sets over
+# BIG_RULES rules (default 50000; default ALGS_BIG "avx512x32", each of those runs rebuilds for
+# 10-80 s). Rounds: ROUNDS (default 3) rounds, each running septa and then every rte_acl method,
+# best of each side kept, so both sides see the same background load. The wall-clock rates of
+# both are printed too (acl_wall_*, septa_wall) and the load average at the start and end of each
+# set (load=). septa_idx is `match_burst` (a u32 rule index per key, what rte_acl returns);
+# septa_dec is `classify_burst` (a 40-byte Decision per key). With SEPTA_BASE (a second septa-bench
+# binary, say the previous build) that binary runs in every round too, right after SEPTA_BENCH,
+# and the lines carry base_idx= and ratio_base= (before/after against the same rte_acl runs).
+# At the end a summary prints one line per set.
+# env: SEPTA_BENCH (binary, default: build septa-bench in release), METHOD (perf|cpu),
+#      LOOKUPS (lookups per timed rte_acl run, default 30000000, 15000000 for big sets;
+#      ITER = LOOKUPS / headers), ACL_ITER0 (default 2), PERF_HZ (default 2000), SECS (septa
+#      measuring time, default 1), WORK (scratch dir, default a mktemp dir), ACL_MEM (MiB for
+#      dpdk-test-acl, default 2048, and 12000 for big sets: 100K fw-shaped sets need a ~9 GiB
+#      transient pool).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 data=${CLASSBENCH_DIR:-$here/../shared/data/classbench}
 work=${WORK:-$(mktemp -d /tmp/septa-acl.XXXXXX)}
-algs=${ALGS:-"avx512x32 avx512x16 avx2 sse scalar"}
+algs=${ALGS:-"avx512x32 avx512x16"}
+method_all=${METHOD:-perf}
+summary=()
 secs=${SECS:-1}
 rounds=${ROUNDS:-3}
 if [[ -z "${SEPTA_BENCH:-}" ]]; then
@@ -80,7 +88,7 @@ acl_samples() { # rules trace alg iter -> "SAMPLES MEM_BYTES WALL_SECONDS WALL_R
         --tracef="$2" --alg="$3" --iter="$4" --tracenum=10000000 --rulenum=1000000 --verbose=0 >"$out" 2>&1 || true
     t1=$(date +%s.%N)
     rm -rf "/var/run/dpdk/$prefix"
-    IFS=- read -r lo hi <<<"${ACL_CLASSIFY_RANGE:-0x6000-0xad00}"
+    IFS=- read -r lo hi <<<"${ACL_CLASSIFY_RANGE:-0x0-0xad00}"
     perf report -i "$data" --dsos "$(basename "$acl_lib")" --sort sym --stdio -n 2>/dev/null |
         awk -v lo=$((lo)) -v hi=$((hi)) -v mem="$(sed -n 's/^total: \([0-9]*\) bytes.*/\1/p' "$out" | tail -1)" '
             function hex(x,   v, i) { v = 0; for (i = 3; i <= length(x); i++) v = v * 16 + index("0123456789abcdef", substr(tolower(x), i, 1)) - 1; return v }
@@ -117,9 +125,12 @@ for set in "${sets[@]}"; do
     fi
     headers=$(grep -c . "$trace")
     nrules=$(grep -c . "$rules")
-    method=cpu; set_algs=$algs; lookups=${ACL_LOOKUPS:-20000000}; mem_mb=${ACL_MEM:-2048}
-    if ((nrules > ${PERF_RULES:-50000})); then
-        method=perf; set_algs=${ALGS_PERF:-avx512x32}; lookups=${PERF_LOOKUPS:-15000000}; mem_mb=${ACL_MEM:-12000}
+    load0=$(cut -d' ' -f1 /proc/loadavg)
+    method=$method_all; set_algs=$algs; lookups=${LOOKUPS:-30000000}; mem_mb=${ACL_MEM:-2048}
+    if ((nrules > ${BIG_RULES:-50000})); then
+        set_algs=${ALGS_BIG:-avx512x32}; lookups=${LOOKUPS:-15000000}; mem_mb=${ACL_MEM:-12000}
+    fi
+    if [[ $method == perf ]]; then
         [[ $(sha256sum "$acl_lib" | cut -d' ' -f1) == "$acl_lib_sha" || -n ${ACL_CLASSIFY_RANGE:-} ]] ||
             echo "warning: $acl_lib is not the build the default ACL_CLASSIFY_RANGE was measured on" >&2
     fi
@@ -130,16 +141,19 @@ for set in "${sets[@]}"; do
     septa=$("$SEPTA_BENCH" classbench --rules "$rules" --trace "$trace" --secs "$secs")
     s_wall=$(field "$septa" lookups_per_s); s_dec=$(field "$septa" cpu_lookups_per_s)
     s_idx=$(field "$septa" cpu_idx_lookups_per_s)
+    b_idx=
     declare -A acl_cpu_of=() acl_wall_of=() acl_cpu0_of=()
     acl_mem=
-    set_rounds=$rounds
-    [[ $method == perf ]] && set_rounds=${PERF_ROUNDS:-1}
-    for ((r = 0; r < set_rounds; r++)); do
+    for ((r = 0; r < rounds; r++)); do
         if ((r > 0)); then
             again=$("$SEPTA_BENCH" classbench --rules "$rules" --trace "$trace" --secs "$secs" --check-limit 0)
             s_wall=$(max "$(field "$again" lookups_per_s)" "$s_wall")
             s_dec=$(max "$(field "$again" cpu_lookups_per_s)" "$s_dec")
             s_idx=$(max "$(field "$again" cpu_idx_lookups_per_s)" "$s_idx")
+        fi
+        if [[ -n ${SEPTA_BASE:-} ]]; then
+            base=$("$SEPTA_BASE" classbench --rules "$rules" --trace "$trace" --secs "$secs" --check-limit 0)
+            b_idx=$(max "$(field "$base" cpu_idx_lookups_per_s)" "$b_idx")
         fi
         for alg in $set_algs; do
             if [[ $method == perf ]]; then
@@ -181,8 +195,13 @@ for set in "${sets[@]}"; do
     if [[ $method == perf ]]; then build_wall=$s0_wall; else build_wall=$(acl_wall "$rules" "$trace"); fi
     acl_build_s=$(awk -v a="$build_wall" -v b="$(acl_wall "$one_rule" "$trace")" 'BEGIN{printf "%.2f", a-b}')
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a > 0 && b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+    load=$load0-$(cut -d' ' -f1 /proc/loadavg)
+    base_part=
+    [[ -n $b_idx ]] && base_part=" base_idx=$b_idx ratio_base=$(ratio "$b_idx" "$best")"
     echo "set=$name $septa"
     echo "set=$name${line} acl_best=$best acl_best_alg=$best_alg acl_mem_bytes=${acl_mem:-?} acl_build_s=$acl_build_s acl_method=$method" \
         "septa_idx=$s_idx septa_dec=$s_dec septa_wall=$s_wall ratio_idx=$(ratio "$s_idx" "$best")" \
-        "ratio_dec=$(ratio "$s_dec" "$best") ratio_wall=$(ratio "$s_wall" "${acl_wall_of[$best_alg]:-0}")"
+        "ratio_dec=$(ratio "$s_dec" "$best") ratio_wall=$(ratio "$s_wall" "${acl_wall_of[$best_alg]:-0}")$base_part rounds=$rounds load=$load"
+    summary+=("summary set=$name septa_idx=$s_idx acl_best=$best ($best_alg) ratio_idx=$(ratio "$s_idx" "$best")$base_part mismatches=$(field "$septa" mismatches) method=$method rounds=$rounds load=$load")
 done
+printf '%s\n' "${summary[@]}"

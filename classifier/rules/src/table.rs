@@ -109,6 +109,14 @@ pub(crate) fn point(k: &FlowKey) -> Point {
 #[inline(always)]
 fn point_v4(k: &FlowKey) -> Point {
     let mut p = [0u32; 16];
+    set_v4(&mut p, k);
+    p
+}
+
+/// Writes the words of an IPv4 key's point that can be non-zero (the others are left as they
+/// are: 0 in every buffer this is used on).
+#[inline(always)]
+fn set_v4(p: &mut Point, k: &FlowKey) {
     // Truncation is intended: an IPv4 key keeps its address in the low 32 bits.
     p[3] = k.src as u32;
     p[7] = k.dst as u32;
@@ -117,7 +125,6 @@ fn point_v4(k: &FlowKey) -> Point {
     p[D_PROTO] = u32::from(k.proto);
     p[D_VLAN] = u32::from(k.vlan);
     p[D_INPORT] = u32::from(k.in_port);
-    p
 }
 
 impl RuleTable {
@@ -288,13 +295,24 @@ impl RuleTable {
         keys: &[FlowKey],
         mut put: impl FnMut(usize, u32),
     ) {
+        // Points are written straight into per-family lane buffers as keys arrive. An IPv4
+        // point only ever sets the same seven words, so its buffer is zeroed once per burst.
         let mut groups = [([0usize; N], 0usize); 2];
+        let mut v4 = [[0u32; 16]; N];
+        let mut v6 = [[0u32; 16]; N];
         for (i, k) in keys.iter().enumerate() {
-            let (idx, len) = &mut groups[usize::from(k.family == Family::V6)];
-            idx[*len] = i;
-            *len += 1;
+            let v6_key = k.family == Family::V6;
+            let (idx, len) = &mut groups[usize::from(v6_key)];
+            let slot = *len % N;
+            idx[slot] = i;
+            if v6_key {
+                v6[slot] = point(k);
+            } else {
+                set_v4(&mut v4[slot], k);
+            }
+            *len = slot + 1;
             if *len == N {
-                let best = t.match_lanes(k.family, idx, keys);
+                let best = t.match_points(k.family, if v6_key { &v6 } else { &v4 });
                 for (&i, &m) in idx.iter().zip(&best) {
                     put(i, m);
                 }
@@ -329,22 +347,13 @@ impl TreeSet {
         }
     }
 
-    /// First-match indices of `keys[idx[0..N]]`, all of family `family`, in lockstep.
+    /// First-match indices of the points `pts` (keys of family `family`), in lockstep.
     #[inline(always)]
-    fn match_lanes<const N: usize>(
-        &self,
-        family: Family,
-        idx: &[usize; N],
-        keys: &[FlowKey],
-    ) -> [u32; N] {
-        let pts: [Point; N] = match family {
-            Family::V4 => std::array::from_fn(|i| point_v4(&keys[idx[i]])),
-            Family::V6 => std::array::from_fn(|i| point(&keys[idx[i]])),
-        };
+    fn match_points<const N: usize>(&self, family: Family, pts: &[Point; N]) -> [u32; N] {
         let mut best = [NO_MATCH; N];
         for tree in self.for_family(family) {
             if best.iter().any(|&b| tree.min_rule < b) {
-                tree.lookup_lanes(&pts, &mut best);
+                tree.lookup_lanes(pts, &mut best);
             }
         }
         best

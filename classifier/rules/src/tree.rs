@@ -69,6 +69,16 @@ pub(crate) struct Tree {
     pub depth: usize,
     /// Steps the lanes of a lockstep walk take together (the 75th percentile of leaf depths).
     lock_steps: usize,
+    /// `nodes.len() - 1`; `nodes` is padded to a power of two so that walks index it by a mask.
+    mask: usize,
+}
+
+/// Pads `nodes` to a power of two with copies of node 0 (the empty leaf); returns the mask.
+fn pad(nodes: &mut Vec<Node>) -> usize {
+    let n = nodes.len().max(1).next_power_of_two();
+    let fill = nodes[0];
+    nodes.resize(n, fill);
+    n - 1
 }
 
 impl Tree {
@@ -129,11 +139,13 @@ impl Tree {
         let lock_steps = depths
             .get(depths.len() * 3 / 4)
             .map_or(0, |&d| usize::from(d).saturating_sub(1));
-        let (nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
+        let (mut nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
+        let mask = pad(&mut nodes);
         let typical = typical_rule(&roots);
         Some(Tree {
             typical,
             lock_steps,
+            mask,
             nodes,
             leaves,
             dims,
@@ -233,6 +245,7 @@ impl Tree {
             (nodes, leaves, depth) = (b.nodes, b.leaves, b.depth);
             self.roots[bucket as usize] = [sub, local.first().map_or(NO_MATCH, |b| b.rule)];
         }
+        self.mask = pad(&mut nodes);
         self.nodes = nodes;
         self.leaves = leaves;
         self.depth = depth;
@@ -298,16 +311,32 @@ impl Tree {
         // into the first `m` slots (`lane[j]` is the key of slot `j`), so no step is spent on them.
         let mut lane = [0usize; N];
         let mut refs = [0u32; N];
+        // The same per lane (not packed), skipped lanes parked on the empty leaf (node 0).
+        let mut parked = [0u32; N];
         let mut m = 0;
         for i in 0..N {
             let [node, min] = self.root(&pts[i]);
+            let walks = best[i] > min;
             // `m <= i < N`: the slot exists; it is kept only when the lane walks.
             lane[m] = i;
             refs[m] = node;
-            m += usize::from(best[i] > min);
+            parked[i] = if walks { node } else { 0 };
+            m += usize::from(walks);
         }
         if m == N {
             self.walk(pts, &mut refs);
+        } else if m > N / 2 {
+            // A fixed-width step over all lanes costs about half of a packed lane's step (no
+            // indirection through `lane`), so with more than half the lanes walking the parked
+            // lanes ride along: an empty leaf loops to itself and scans nothing.
+            self.walk(pts, &mut parked);
+            let offs: [u32; N] = std::array::from_fn(|i| self.nodes[parked[i] as usize].kids[0]);
+            let counts: [u32; N] = std::array::from_fn(|i| self.leaves[offs[i] as usize]);
+            for i in 0..N {
+                let found = self.scan_counted(offs[i], counts[i], &pts[i]);
+                best[i] = best[i].min(found);
+            }
+            return;
         } else if m > 0 {
             // Unused slots hold roots of skipped lanes; park them on the empty leaf (node 0) so
             // that the leaf-header loads below only ever read leaf headers.
@@ -331,9 +360,10 @@ impl Tree {
     /// to themselves), then each remaining lane alone.
     #[inline(always)]
     fn walk<const N: usize>(&self, pts: &[Point; N], refs: &mut [u32; N]) {
+        let (nodes, mask) = self.masked();
         for _ in 0..self.lock_steps {
             for i in 0..N {
-                let n = &self.nodes[refs[i] as usize];
+                let n = &nodes[refs[i] as usize & mask];
                 refs[i] = n.kids[usize::from(pts[i][(n.dim & 15) as usize] >= n.thr)];
             }
         }
@@ -345,9 +375,10 @@ impl Tree {
     /// [`Tree::walk`] for the lanes `lane` (slot `j` walks `pts[lane[j]]` from `refs[j]`).
     #[inline(always)]
     fn walk_some<const N: usize>(&self, pts: &[Point; N], lane: &[usize], refs: &mut [u32]) {
+        let (nodes, mask) = self.masked();
         for _ in 0..self.lock_steps {
             for (r, &i) in refs.iter_mut().zip(lane) {
-                let n = &self.nodes[*r as usize];
+                let n = &nodes[*r as usize & mask];
                 *r = n.kids[usize::from(pts[i][(n.dim & 15) as usize] >= n.thr)];
             }
         }
@@ -359,11 +390,19 @@ impl Tree {
     /// Steps `r` down to its leaf.
     #[inline(always)]
     fn finish(&self, p: &Point, r: &mut u32) {
-        let mut n = &self.nodes[*r as usize];
+        let (nodes, mask) = self.masked();
+        let mut n = &nodes[*r as usize & mask];
         while n.dim != LEAF_DIM {
             *r = n.kids[usize::from(p[(n.dim & 15) as usize] >= n.thr)];
-            n = &self.nodes[*r as usize];
+            n = &nodes[*r as usize & mask];
         }
+    }
+
+    /// The nodes as a slice of exactly `mask + 1` entries, so that indexing by `x & mask` needs
+    /// no bounds check. (Node indices in the tree are all `<= mask`: the mask never changes one.)
+    #[inline(always)]
+    fn masked(&self) -> (&[Node], usize) {
+        (&self.nodes[..=self.mask], self.mask)
     }
 
     #[inline]
