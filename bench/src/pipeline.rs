@@ -15,8 +15,22 @@
 //! * `l7_sample`: both.
 //!
 //! Each round refills the input queue (untimed) and times the polls that drain it, so the
-//! backend's cost is the same in every configuration; ratios are against `base`.
-
+//! backend's cost is the same in every configuration; ratios are against `base`. Every
+//! configuration gets the same frames (same flows, same order), one untimed warm-up round, and
+//! the order of the configurations rotates from round to round (no configuration always runs
+//! right after the same other one, whose working set it inherits in the caches).
+//!
+//! Two measures per round: wall-clock (`*_mpps`, `ratio_*`) and the worker thread's on-CPU time
+//! (`cpu_ratio_*`, `CLOCK_THREAD_CPUTIME_ID`), which leaves out the time
+//! the thread waited for a CPU on a loaded machine. Per-round ratios (each configuration's round
+//! against the `base` round of the same interleaving) give the range (`*_min`, `*_max`).
+//!
+//! Worst case by default: every connection comes from its own client address and each round
+//! starts a new spread window, so each new flow finds the sampler's per-source sketch slots cold
+//! and stale (this is a flood of short connections from many clients). `--clients N` spreads
+//! the connections over N client addresses instead (several connections per client per window,
+//! as a site's hosts do). `--only SETUP` runs one configuration alone, for instruction counts
+//! (`valgrind --tool=callgrind`, `--only sample` against `--only base`).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -44,6 +58,19 @@ pub struct Args {
     /// Measured rounds per configuration.
     #[arg(long, default_value_t = 7)]
     rounds: usize,
+    /// Replays of the traffic per measured round (each in a new spread window); a round of a
+    /// few milliseconds is too short to measure on a loaded machine.
+    #[arg(long, default_value_t = 8)]
+    repeat: usize,
+    /// Distinct client addresses the connections come from (0: one per connection, the
+    /// sampler's worst case).
+    #[arg(long, default_value_t = 0)]
+    clients: usize,
+    /// Run this configuration alone (`base`, `sample`, `l7`, `l7_sample`): for instruction
+    /// counts under callgrind, against a run of `base` alone (no on-CPU clock then: valgrind
+    /// cannot run the vDSO set-up of the clock call).
+    #[arg(long, value_parser = ["base", "sample", "l7", "l7_sample"])]
+    only: Option<String>,
 }
 
 impl Args {
@@ -54,6 +81,9 @@ impl Args {
             packets_per_flow: 16,
             one_in: 16,
             rounds: 7,
+            repeat: 8,
+            clients: 0,
+            only: None,
         }
     }
 }
@@ -87,8 +117,10 @@ impl Setup {
     }
 }
 
-/// Frames of `flows` connections in arrival order, each with its receive port.
-fn traffic(flows: usize, per_flow: usize) -> Vec<(u16, Vec<u8>)> {
+/// Frames of `flows` connections in arrival order, each with its receive port; connection `f`
+/// comes from client `f % clients` (`clients` 0: every connection from its own client), each
+/// connection of a client from its own source port.
+fn traffic(flows: usize, per_flow: usize, clients: usize) -> Vec<(u16, Vec<u8>)> {
     let pairs = per_flow.saturating_sub(6).max(2) / 2;
     let mut msgs = Vec::new();
     for i in 0..pairs {
@@ -101,9 +133,11 @@ fn traffic(flows: usize, per_flow: usize) -> Vec<(u16, Vec<u8>)> {
     }
     let mut out = Vec::new();
     for f in 0..flows {
-        let client = [10, 1, (f >> 8) as u8, f as u8];
+        let c = if clients == 0 { f } else { f % clients };
+        let client = [10, 1, (c >> 8) as u8, c as u8];
         let server = [10, 2, 0, (f % 250) as u8 + 1];
-        let (frames, _) = conversation(client, server, (40_000, 502), &msgs, true);
+        let sport = f.checked_div(clients).map_or(40_000, |n| 20_000 + n as u16);
+        let (frames, _) = conversation(client, server, (sport, 502), &msgs, true);
         // Both directions arrive on port 0, in order: per-port queues would reorder a reply
         // before its request (conntrack finds flows by address, not by port).
         out.extend(frames.into_iter().map(|f| (0, f)));
@@ -179,11 +213,32 @@ impl Bench {
         })
     }
 
-    /// Queues `frames` (untimed), then times the polls that process them; packets per second.
-    fn round(&mut self, frames: &[(u16, Vec<u8>)]) -> f64 {
+    /// `repeat` times: queues `frames` (untimed), then times the polls that process them.
+    /// Packets per second of wall-clock time and of the thread's on-CPU time (0 when that is
+    /// not readable).
+    fn round(&mut self, frames: &[(u16, Vec<u8>)], repeat: usize, cpu_clock: bool) -> (f64, f64) {
+        let (mut wall, mut cpu) = (0.0, 0.0);
+        for _ in 0..repeat {
+            let (w, c) = self.replay(frames, cpu_clock);
+            wall += w;
+            cpu += c;
+        }
+        let pps = |t: f64| {
+            if t > 0.0 {
+                (frames.len() * repeat) as f64 / t
+            } else {
+                0.0
+            }
+        };
+        (pps(wall), pps(cpu))
+    }
+
+    /// One replay of `frames`: seconds of wall-clock and on-CPU time (0 when not readable).
+    fn replay(&mut self, frames: &[(u16, Vec<u8>)], cpu_clock: bool) -> (f64, f64) {
         for (port, f) in frames {
             self.io.push_rx(*port, f.clone());
         }
+        let cpu0 = cpu_clock.then(thread_cpu_ns).flatten();
         let start = Instant::now();
         while self.io.rx_pending(0) + self.io.rx_pending(1) > 0 {
             self.now += 1_000;
@@ -192,9 +247,14 @@ impl Bench {
             self.io.take_tx(0);
             self.io.take_tx(1);
         }
-        // Let every connection of this round end (flow-end work is part of the next round).
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = match (cpu0, cpu_clock.then(thread_cpu_ns).flatten()) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
+            _ => f64::NAN,
+        };
+        // Let every connection of this round end (flow-end work is part of the next replay).
         self.now += 10_000_000;
-        frames.len() as f64 / start.elapsed().as_secs_f64()
+        (wall, cpu)
     }
 }
 
@@ -204,49 +264,109 @@ impl Drop for Bench {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The calling thread's on-CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec)
+        .ok()?
+        .checked_mul(1_000_000_000)?
+        .checked_add(u64::try_from(t.tv_nsec).ok()?)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
+/// Minimum and maximum of the per-round ratios `a[i] / b[i]`.
+fn ratio_range(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let r = a.iter().zip(b).map(|(x, y)| x / y);
+    (
+        r.clone().fold(f64::INFINITY, f64::min),
+        r.fold(0.0, f64::max),
+    )
+}
+
+/// One configuration's measured rounds: wall-clock and on-CPU packets per second.
+struct Rates {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let frames = traffic(args.flows, args.packets_per_flow);
-    let mut benches = SETUPS
+    let frames = traffic(args.flows, args.packets_per_flow, args.clients);
+    let setups: Vec<Setup> = SETUPS
         .iter()
-        .map(|&s| Ok((s, Bench::new(s, args.flows, args.one_in)?, Vec::new())))
+        .copied()
+        .filter(|s| args.only.as_deref().is_none_or(|o| o == s.name()))
+        .collect();
+    let mut benches = setups
+        .iter()
+        .map(|&s| {
+            let rates = Rates {
+                wall: Vec::new(),
+                cpu: Vec::new(),
+            };
+            Ok((s, Bench::new(s, args.flows, args.one_in)?, rates))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // Warm-up round each, then interleaved measured rounds.
+    // Warm-up round each, then interleaved measured rounds in a rotating order.
     for (_, b, _) in &mut benches {
-        b.round(&frames);
+        b.round(&frames, 1, false);
     }
-    for _ in 0..args.rounds {
-        for (_, b, rates) in &mut benches {
-            rates.push(b.round(&frames));
+    let n = benches.len();
+    for round in 0..args.rounds {
+        for k in 0..n {
+            let (_, b, rates) = &mut benches[(round + k) % n];
+            let (wall, cpu) = b.round(&frames, args.repeat.max(1), args.only.is_none());
+            rates.wall.push(wall);
+            rates.cpu.push(cpu);
         }
     }
     let mut line = format!(
-        "bench=pipeline flows={} packets_per_flow={} packets_per_round={} one_in={} rounds={}",
+        "bench=pipeline flows={} packets_per_flow={} packets_per_round={} one_in={} rounds={} \
+         clients={}",
         args.flows,
         frames.len() / args.flows,
-        frames.len(),
+        frames.len() * args.repeat.max(1),
         args.one_in,
-        args.rounds
+        args.rounds,
+        if args.clients == 0 {
+            args.flows
+        } else {
+            args.clients
+        },
     );
-    let mut base = 0.0;
-    for (setup, b, rates) in &mut benches {
-        let r = median(rates);
-        if *setup == Setup::Base {
-            base = r;
-        }
-        line += &format!(" {}_mpps={:.3}", setup.name(), r / 1e6);
+    for (setup, b, rates) in &benches {
+        line += &format!(" {}_mpps={:.3}", setup.name(), median(&rates.wall) / 1e6);
         let s = Stats::collect([&**b.worker.counters()]);
         if s.total_drops() > 0 {
             anyhow::bail!("{}: packets were dropped: {s}", setup.name());
         }
     }
-    for (setup, _, rates) in &mut benches {
-        if *setup != Setup::Base {
-            line += &format!(" ratio_{}={:.3}", setup.name(), median(rates) / base);
+    let cpu_ok = benches
+        .iter()
+        .all(|(_, _, r)| r.cpu.iter().all(|&c| c.is_finite() && c > 0.0));
+    if let Some((_, _, base)) = benches.iter().find(|(s, _, _)| *s == Setup::Base) {
+        for (setup, _, rates) in &benches {
+            if *setup == Setup::Base {
+                continue;
+            }
+            let name = setup.name();
+            let (lo, hi) = ratio_range(&rates.wall, &base.wall);
+            line += &format!(
+                " ratio_{name}={:.3} ratio_{name}_min={lo:.3} ratio_{name}_max={hi:.3}",
+                median(&rates.wall) / median(&base.wall)
+            );
+            if cpu_ok {
+                let (lo, hi) = ratio_range(&rates.cpu, &base.cpu);
+                line += &format!(
+                    " cpu_ratio_{name}={:.3} cpu_ratio_{name}_min={lo:.3} \
+                     cpu_ratio_{name}_max={hi:.3}",
+                    median(&rates.cpu) / median(&base.cpu)
+                );
+            }
         }
     }
     for (setup, b, _) in &benches {

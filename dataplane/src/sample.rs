@@ -34,11 +34,15 @@
 //! [`crate::events`]); `septa_ml::rings` makes them and hands the receivers to the inference
 //! thread.
 //!
-//! Cost: `septa-bench pipeline` (the worker's packet rate with sampling on and off, same run).
+//! Cost: `septa-bench pipeline` (the worker's packet rate with sampling on and off, same run;
+//! numbers in `docs/ml.md`). Under a flood of new sources the spread sketches are the cost
+//! (four cold cache lines per new flow), hence their updates wait in a batch
+//! ([`Sampler::flush`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
+use arrayvec::ArrayVec;
 use septa_classifier::{Family, FlowKey};
 use septa_features::{
     EmitReason, FUNCTION_CLASSES, FeatureRecord, FunctionClass, HEAD_PACKETS, HeadStats, L7Proto,
@@ -47,7 +51,7 @@ use septa_features::{
 
 use crate::flow::{Direction, FlowEntry, L7Slot};
 use crate::l7::FunctionTally;
-use crate::l7::inspect::identify_into;
+use crate::l7::inspect::{IDENTIFY_TRIES, identify_into};
 use crate::parse::ParsedPacket;
 
 /// Sampler tuning.
@@ -241,6 +245,15 @@ impl<const W: usize> SketchTable<W> {
         (&mut s.bits, evicted)
     }
 
+    /// Loads the first and the last word of hashed key `h`'s slot (every cache line of a slot
+    /// of up to two lines), so that the lines are on their way before the update needs them.
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        let (i, _) = place(h);
+        let s = &self.slots[i & self.mask];
+        u64::from(s.tag) ^ s.bits[W - 1]
+    }
+
     /// The bitmap words of hashed key `h` in `window` (`None` when its slot holds another key
     /// or another window).
     fn get(&self, h: u64, window: u32) -> Option<&[u64; W]> {
@@ -271,9 +284,12 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// One word of an address: `mix(low ^ mix(high))`. For IPv4 (and any address whose high half is
+/// 0) that is `mix(low)`, since `mix(0) == 0`: the second mix is skipped, same value.
 #[inline]
 fn addr_word(a: u128) -> u64 {
-    mix((a as u64) ^ mix((a >> 64) as u64))
+    let hi = (a >> 64) as u64;
+    mix((a as u64) ^ if hi == 0 { 0 } else { mix(hi) })
 }
 
 /// Hashes of a flow key for the spread sketches: source, destination, destination
@@ -299,6 +315,16 @@ fn spread_keys(key: &FlowKey) -> SpreadKeys {
         port,
         src_port: mix(src ^ port),
     }
+}
+
+/// New flows whose sketch updates wait in a batch ([`Sampler::flush`]).
+const PENDING: usize = 64;
+
+/// A new flow's sketch update, deferred until the batch is full or a record reads the sketches.
+#[derive(Clone, Copy)]
+struct Pending {
+    keys: SpreadKeys,
+    window: u32,
 }
 
 /// The three spread tables of a sampler: fan-out per source (hosts and ports), fan-in per
@@ -338,6 +364,20 @@ impl Spread3 {
         let (b, e3) = self.by_src_port.slot(k.src_port, window);
         set(b, bit_of(k.dst, (ONE_WORDS * 64) as u32));
         u64::from(e1) + u64::from(e2) + u64::from(e3)
+    }
+
+    /// The new flows of `batch`, in order: the same result as one [`Self::add`] after another.
+    /// All their slots are loaded first (independent loads of a short loop: their cache misses
+    /// overlap instead of following one another), then updated. Returns the evictions.
+    fn add_batch(&mut self, batch: &[Pending]) -> u64 {
+        let mut lines = 0;
+        for p in batch {
+            lines ^= self.by_src.touch(p.keys.src)
+                ^ self.by_dst.touch(p.keys.dst)
+                ^ self.by_src_port.touch(p.keys.src_port);
+        }
+        std::hint::black_box(lines);
+        batch.iter().map(|p| self.add(p.keys, p.window)).sum()
     }
 
     /// `[src_hosts, src_ports, src_hosts_on_port, dst_sources]` of a flow key in `window`
@@ -397,6 +437,8 @@ pub struct Sampler {
     /// New flows until the next sampled one.
     countdown: u32,
     spread: Spread3,
+    /// New flows not yet in the spread sketches ([`Self::flush`]).
+    pending: ArrayVec<Pending, PENDING>,
     ring: SyncSender<FeatureRecord>,
     counters: SamplerCounters,
 }
@@ -447,13 +489,16 @@ impl Sampler {
             free_len: cfg.flows,
             countdown: 1,
             spread: Spread3::new(cfg.spread_slots),
+            pending: ArrayVec::new(),
             cfg,
             ring,
             counters: SamplerCounters::default(),
         })
     }
 
-    /// Counters (single writer: the worker; read them between polls).
+    /// Counters (single writer: the worker; read them between polls). `sketch_evictions`
+    /// counts the sketch updates applied so far: up to [`PENDING`] new flows wait in a batch
+    /// ([`Self::flush`]).
     pub fn counters(&self) -> SamplerCounters {
         self.counters
     }
@@ -474,12 +519,39 @@ impl Sampler {
         (now / self.cfg.window_us) as u32
     }
 
+    /// A new flow for the spread sketches in the window of `now`: queued, applied by
+    /// [`Self::flush`] when the batch is full or before a record reads the sketches.
+    #[inline]
+    fn spread_add(&mut self, key: &FlowKey, now: u64) {
+        if self.pending.is_full() {
+            self.flush();
+        }
+        let p = Pending {
+            keys: spread_keys(key),
+            window: self.window(now),
+        };
+        // Not full: flushed above.
+        let _ = self.pending.try_push(p);
+    }
+
+    /// Applies the queued sketch updates, in their order. Each new flow updates three slots
+    /// (four cache lines) spread over the tables, which a worker under a flood of new sources
+    /// finds cold: added one by one, every flow waits for its own misses; added in a batch,
+    /// the misses of up to [`PENDING`] flows overlap. Every record flushes before it reads the
+    /// sketches, so what it reads is what one update per flow would give.
+    #[inline]
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.counters.sketch_evictions += self.spread.add_batch(&self.pending);
+            self.pending.clear();
+        }
+    }
+
     /// A flow was inserted into the flow table: it feeds the spread sketches and, one in
     /// [`SamplerConfig::one_in`], is sampled from now on (`slot.sample` set).
     #[inline]
     pub fn start(&mut self, slot: &mut L7Slot, key: &FlowKey, now: u64) {
-        let window = self.window(now);
-        self.counters.sketch_evictions += self.spread.add(spread_keys(key), window);
+        self.spread_add(key, now);
         self.counters.flows += 1;
         slot.sample = 0;
         self.countdown -= 1;
@@ -555,8 +627,7 @@ impl Sampler {
     /// 5-tuple count again as flows, but the sketches count distinct hosts and ports, so the
     /// spread features do not grow with them. No allocation.
     pub fn denied(&mut self, key: &FlowKey, l3_len: u16, tcp_flags: u8, now: u64) {
-        let window = self.window(now);
-        self.counters.sketch_evictions += self.spread.add(spread_keys(key), window);
+        self.spread_add(key, now);
         self.counters.flows += 1;
         self.counters.denied += 1;
         self.countdown -= 1;
@@ -580,6 +651,7 @@ impl Sampler {
 
     /// Builds the record of `f` for `flow` and offers it to the ring.
     fn offer(&mut self, f: &FlowSample, flow: &FlowView, reason: EmitReason) {
+        self.flush();
         let key = &flow.key;
         let [hosts, ports, on_port, sources] = self
             .spread
@@ -648,11 +720,17 @@ impl Sampler {
         }
     }
 
-    /// [`Self::start`] for a flow just inserted into the flow table.
+    /// [`Self::start`] for a flow just inserted into the flow table from `pkt`, its first packet.
+    /// The entry's key is the packet's (same originator), except for ICMP, whose ports
+    /// conntrack rewrites to its pairing ids: only then is the entry's key rebuilt.
     #[inline]
-    pub fn flow_start<S>(&mut self, e: &mut FlowEntry<S>, now: u64) {
-        let key = e.key();
-        self.start(&mut e.l7, &key, now);
+    pub fn flow_start<S>(&mut self, e: &mut FlowEntry<S>, pkt: &ParsedPacket, now: u64) {
+        if matches!(pkt.key.proto, 1 | 58) {
+            let key = e.key();
+            self.start(&mut e.l7, &key, now);
+        } else {
+            self.start(&mut e.l7, &pkt.key, now);
+        }
     }
 
     /// A forwarded packet of a tracked flow, after conntrack accepted it and the verdict is known
@@ -678,11 +756,18 @@ impl Sampler {
         frame: &[u8],
         now: u64,
     ) {
-        let key = e.key();
-        if pkt.key.proto != key.proto {
-            return; // an ICMP error about the flow
+        // The entry's key (some 40 instructions to rebuild) only when it is needed: an ICMP
+        // packet may be an error about the flow (another protocol), and identification wants
+        // the original direction until it is done. Any other packet found the flow by its own
+        // protocol.
+        let identifying = e.l7.proto == 0 && e.l7.tries < IDENTIFY_TRIES;
+        if identifying || matches!(pkt.key.proto, 1 | 58) {
+            let key = e.key();
+            if pkt.key.proto != key.proto {
+                return; // an ICMP error about the flow
+            }
+            identify_into(&mut e.l7, &key, pkt, frame);
         }
-        identify_into(&mut e.l7, &key, pkt, frame);
         let len = u16::try_from(pkt.l3_end - pkt.l3_offset).unwrap_or(u16::MAX);
         if let Some(reason) = self.packet(&e.l7, len, pkt.tcp_flags.0, now) {
             self.emit(&e.l7, &FlowView::of(e), reason);

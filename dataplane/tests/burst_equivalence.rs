@@ -5,11 +5,13 @@
 //! in receive order) and takes a fast path for established packets in pass 3. None of that may
 //! change a result: the same interleaved stream (allowed and denied TCP sessions with data,
 //! retransmissions, out-of-window RSTs, FIN closes and reopening SYNs; UDP queries and
-//! replies; ICMP echo; a fragmented datagram; a few malformed frames) is run through one worker
-//! in full bursts and through another one packet per poll. Every forwarded frame, every
-//! observed verdict, every counter, every event and the flow table must be the same.
+//! replies; ICMP echo; a fragmented datagram; a few malformed frames) is run through a worker
+//! with the direct pass switched off, one packet per poll (the reference: only the staged
+//! passes, one packet at a time), and through workers in full bursts and one packet per poll
+//! with the direct pass on and off. Every forwarded frame, every observed verdict, every
+//! counter, every event and the flow table must be the same.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use septa_classifier::{
     Action, AddrMatch, FlowKey, PortRange, Prefix, Rule, RuleTable, TableCell, compile,
@@ -25,12 +27,14 @@ use septa_dataplane::{
 };
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 1);
 
 fn client(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a01_0000 + i)
 }
 
-/// Allow TCP/443, UDP/53 and ICMP to the server's /16; deny the rest.
+/// Allow TCP/443, UDP/53 and ICMP to the server's /16 and TCP/443 and UDP/53 to the IPv6
+/// server's /64; deny the rest.
 fn policy() -> RuleTable {
     let to = |id: u32, proto: u8, lo: u16, hi: u16| Rule {
         dst: AddrMatch::prefix(Prefix::v4(Ipv4Addr::new(10, 2, 0, 0), 16)),
@@ -38,13 +42,25 @@ fn policy() -> RuleTable {
         dport: PortRange { lo, hi },
         ..Rule::any(id, Action::Allow)
     };
+    let to6 = |id: u32, proto: u8, port: u16| Rule {
+        dst: AddrMatch::prefix(Prefix::v6(Ipv6Addr::new(0xfd00, 0, 0, 2, 0, 0, 0, 0), 64)),
+        proto: Some(proto),
+        dport: PortRange { lo: port, hi: port },
+        ..Rule::any(id, Action::Allow)
+    };
     compile(&[
         to(1, 6, 443, 443),
         to(2, 17, 53, 53),
         to(3, 1, 0, u16::MAX),
+        to6(4, 6, 443),
+        to6(5, 17, 53),
         Rule::any(9, Action::Deny),
     ])
     .unwrap()
+}
+
+fn client6(i: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, i as u16)
 }
 
 /// Per-flow frame sequences (each in its own order), to be interleaved.
@@ -69,6 +85,33 @@ fn flows() -> Vec<Vec<Vec<u8>>> {
             f.push(s.raw(Side::Client, TcpFlags::SYN, 77, 0));
         }
         out.push(f);
+    }
+    // IPv6 (the fast parse) and VLAN-tagged (the general parse) sessions, some denied.
+    for i in 0..10u32 {
+        let port = if i % 5 == 4 { 22 } else { 443 };
+        let mut s = if i < 6 {
+            TcpSession::v6(client6(i), 2100 + i as u16, SERVER6, port)
+        } else {
+            TcpSession::v4(client(400 + i), 2100 + i as u16, SERVER, port).map(|b| b.vlan(7))
+        };
+        let mut f = s.handshake();
+        for k in 0..5 {
+            f.push(s.data(Side::Client, 10 + k));
+            f.push(s.data(Side::Server, 100));
+        }
+        f.extend(s.close(Side::Server));
+        out.push(f);
+    }
+    for i in 0..4u32 {
+        let dport = if i == 3 { 161 } else { 53 };
+        let c = client6(100 + i);
+        let q = FrameBuilder::new().ipv6(c, SERVER6).udp(3000, dport);
+        let r = FrameBuilder::new().ipv6(SERVER6, c).udp(dport, 3000);
+        out.push(
+            (0..6)
+                .map(|k| [&q, &r][k % 2].clone().seq(k as u64).build())
+                .collect(),
+        );
     }
     for i in 0..16u32 {
         let dport = if i % 4 == 3 { 161 } else { 53 };
@@ -164,8 +207,9 @@ struct Outcome {
     half_open: usize,
 }
 
-/// Runs `frames` through a fresh worker, `per_poll` frames made available per poll.
-fn run(frames: &[Vec<u8>], per_poll: usize) -> Outcome {
+/// Runs `frames` through a fresh worker, `per_poll` frames made available per poll, with the
+/// direct pass on or off.
+fn run(frames: &[Vec<u8>], per_poll: usize, direct: bool) -> Outcome {
     let (sink, source) = events::ring(1 << 16);
     let cell = TableCell::new(policy());
     let mut w = Worker::with_state(
@@ -174,6 +218,7 @@ fn run(frames: &[Vec<u8>], per_poll: usize) -> Outcome {
         WorkerState::new(&StateConfig::new(1 << 12), sink).unwrap(),
     );
     w.state_mut().set_now(1_000);
+    w.state_mut().set_direct_pass(direct);
     let mut io = MemoryIo::new(2);
     let mut seen = Recorder::default();
     for chunk in frames.chunks(per_poll) {
@@ -201,29 +246,52 @@ fn run(frames: &[Vec<u8>], per_poll: usize) -> Outcome {
 fn bursts_give_the_results_of_one_packet_per_poll() {
     let frames = stream();
     assert!(frames.len() > 600, "{} frames", frames.len());
-    let one = run(&frames, 1);
-    let burst = run(&frames, frames.len());
+    let one = run(&frames, 1, false);
     // The stream exercises every path: forwards, drops of several reasons, flows opened.
     assert!(one.tx.len() > 300, "{} forwarded", one.tx.len());
     assert!(one.stats.total_drops() > 50, "{:?}", one.stats);
     assert!(one.flows > 30);
     assert!(one.events.len() > 30);
-    assert_eq!(burst.tx.len(), one.tx.len(), "forwarded frame counts");
+    for (per_poll, direct) in [(frames.len(), true), (frames.len(), false), (1, true)] {
+        let burst = run(&frames, per_poll, direct);
+        same(
+            &burst,
+            &one,
+            &format!("{per_poll} per poll, direct pass {direct}"),
+        );
+    }
+}
+
+/// `burst` equals the reference `one` in everything observable.
+fn same(burst: &Outcome, one: &Outcome, what: &str) {
+    assert_eq!(
+        burst.tx.len(),
+        one.tx.len(),
+        "{what}: forwarded frame counts"
+    );
     let first = |a: &[Vec<u8>], b: &[Vec<u8>]| a.iter().zip(b).position(|(x, y)| x != y);
     assert_eq!(
         first(&burst.tx, &one.tx),
         None,
-        "first forwarded frame that differs"
+        "{what}: first forwarded frame that differs"
     );
-    assert_eq!(burst.seen.0.len(), one.seen.0.len(), "observed packets");
+    assert_eq!(
+        burst.seen.0.len(),
+        one.seen.0.len(),
+        "{what}: observed packets"
+    );
     let diff = burst.seen.0.iter().zip(&one.seen.0).find(|(x, y)| x != y);
     assert_eq!(
         diff, None,
-        "first observation that differs (bursts, one by one)"
+        "{what}: first observation that differs (this run, reference)"
     );
-    assert_eq!(burst.stats, one.stats);
-    assert_eq!(burst.events, one.events);
-    assert_eq!((burst.flows, burst.half_open), (one.flows, one.half_open));
+    assert_eq!(burst.stats, one.stats, "{what}");
+    assert_eq!(burst.events, one.events, "{what}");
+    assert_eq!(
+        (burst.flows, burst.half_open),
+        (one.flows, one.half_open),
+        "{what}"
+    );
 }
 
 /// The same policy with TCP/443 denied.
@@ -263,7 +331,7 @@ fn feed(
 /// not only that the flow is tracked and was allowed): one packet per poll and in full bursts.
 #[test]
 fn a_publish_reaches_established_flows_in_the_direct_pass() {
-    for per_poll in [1, 64] {
+    for (per_poll, direct) in [(1, true), (64, true), (64, false)] {
         let (sink, _source) = events::ring(1 << 16);
         let cell = TableCell::new(policy());
         let mut w = Worker::with_state(
@@ -272,6 +340,7 @@ fn a_publish_reaches_established_flows_in_the_direct_pass() {
             WorkerState::new(&StateConfig::new(1 << 12), sink).unwrap(),
         );
         w.state_mut().set_now(1_000);
+        w.state_mut().set_direct_pass(direct);
         let mut io = MemoryIo::new(2);
         let mut seen = Recorder::default();
         let mut sessions: Vec<TcpSession> = (0..16u32)

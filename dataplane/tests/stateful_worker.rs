@@ -134,6 +134,51 @@ fn syn_flood_evicts_half_open_first_and_never_established_flows() {
     assert_eq!(s.total_drops(), 500, "only the refused SYNs: {s}");
 }
 
+/// The same flood with a feature sampler that samples every new flow: each evicted half-open
+/// flow gives its sample slot back (`Sampler::evicted`, the only reclaim of an evicted flow's
+/// slot: an eviction has no expiry callback), so the slab never fills and every new flow is
+/// sampled; only the flows still in the table hold slots.
+#[test]
+fn a_syn_flood_under_the_half_open_cap_gives_sample_slots_back() {
+    use septa_dataplane::sample::{Sampler, SamplerConfig};
+
+    let cell = TableCell::new(policy(0, 80));
+    let mut cfg = StateConfig::new(64);
+    cfg.flows.max_half_open = 8;
+    let (mut w, _) = worker(Decision::Table(cell.reader()), &cfg);
+    let (tx, _records) = std::sync::mpsc::sync_channel(4096);
+    let mut sc = SamplerConfig::new(16);
+    sc.one_in = 1;
+    w.state_mut().set_sampler(Sampler::new(7, sc, tx).unwrap());
+    let mut io = MemoryIo::new(2);
+
+    // Two established connections, sampled too, and kept: they are never evicted.
+    let mut conns: Vec<TcpSession> = (0..2).map(|i| session(30_000 + i)).collect();
+    let hs: Vec<Vec<u8>> = conns.iter_mut().flat_map(TcpSession::handshake).collect();
+    assert_eq!(run(&mut w, &mut io, hs).len(), 6);
+
+    let flood: Vec<Vec<u8>> = (0..200u16)
+        .map(|i| session(1000 + i).segment(Side::Client, 0x02, 0))
+        .collect();
+    assert_eq!(run(&mut w, &mut io, flood).len(), 200, "SYNs are admitted");
+    let f = *w.state().flows().stats();
+    assert_eq!(f.evicted_half_open, 200 - 8, "{f:?}");
+    assert_eq!(w.state().flows().len(), 2 + 8);
+    let smp = w.state().sampler().unwrap();
+    let c = smp.counters();
+    assert_eq!(c.sampled, 2 + 200, "{c:?}");
+    assert_eq!(c.slab_full, 0, "{c:?}");
+    assert_eq!(c.evicted, 200 - 8, "{c:?}");
+    assert_eq!(smp.active(), 2 + 8, "only live flows hold sample slots");
+
+    // The established connections still pass, both ways.
+    let data: Vec<Vec<u8>> = conns
+        .iter_mut()
+        .flat_map(|c| [c.data(Side::Client, 10), c.data(Side::Server, 10)])
+        .collect();
+    assert_eq!(run(&mut w, &mut io, data).len(), 4, "{}", stats(&w));
+}
+
 /// Records every packet's verdict and decision in receive order.
 #[derive(Default)]
 struct Log(Vec<(Verdict, Option<RuleDecision>, FlowKey)>);

@@ -112,6 +112,9 @@ pub struct TcpSegment {
 impl TcpSegment {
     /// Read the segment of a parsed TCP packet (not a non-first fragment). `None` if the packet
     /// has no parsed TCP header.
+    ///
+    /// Inlined, so a caller's parse result is not forced out of registers by taking its address.
+    #[inline(always)]
     pub fn from_packet(pkt: &ParsedPacket, frame: &[u8]) -> Option<Self> {
         let l4 = pkt.l4_offset?;
         let payload = pkt.payload_offset?;
@@ -121,28 +124,11 @@ impl TcpSegment {
         }
         let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
         let flags = h[13];
-        let mut wscale = None;
-        if flags & TcpFlags::SYN != 0 {
-            // Options: bounded by the 40 option bytes; each step advances at least one byte.
-            let opts = &h[20..];
-            let mut i = 0;
-            while i < opts.len() {
-                match opts[i] {
-                    0 => break,
-                    1 => i += 1,
-                    kind => {
-                        let len = usize::from(*opts.get(i + 1).unwrap_or(&0));
-                        if len < 2 || i + len > opts.len() {
-                            break;
-                        }
-                        if kind == 3 && len == 3 {
-                            wscale = Some(opts[i + 2].min(MAX_WSCALE));
-                        }
-                        i += len;
-                    }
-                }
-            }
-        }
+        let wscale = if flags & TcpFlags::SYN != 0 {
+            wscale_option(&h[20..])
+        } else {
+            None
+        };
         Some(TcpSegment {
             flags,
             seq: be32(4),
@@ -154,17 +140,44 @@ impl TcpSegment {
         })
     }
 
+    #[inline(always)]
     fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
 
     /// Sequence space the segment occupies (SYN and FIN count one each).
+    #[inline(always)]
     fn end(&self) -> u32 {
         self.seq
             .wrapping_add(self.len)
             .wrapping_add(u32::from(self.has(TcpFlags::SYN)))
             .wrapping_add(u32::from(self.has(TcpFlags::FIN)))
     }
+}
+
+/// The window-scale option among a SYN's TCP options, if present (clamped to
+/// [`MAX_WSCALE`]). Bounded by the 40 option bytes; each step advances at least one byte.
+#[inline(never)]
+fn wscale_option(opts: &[u8]) -> Option<u8> {
+    let mut wscale = None;
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*opts.get(i + 1).unwrap_or(&0));
+                if len < 2 || i + len > opts.len() {
+                    break;
+                }
+                if kind == 3 && len == 3 {
+                    wscale = Some(opts[i + 2].min(MAX_WSCALE));
+                }
+                i += len;
+            }
+        }
+    }
+    wscale
 }
 
 /// Flag classes the state machine distinguishes.
@@ -248,7 +261,33 @@ impl TcpConn {
     }
 
     /// Track one segment travelling in `dir`. On `Err` the state is unchanged.
+    ///
+    /// The most common segment, an ACK (with or without data, PSH, URG, ECE, CWR) on an
+    /// established connection, is handled inline: the state stays, only the window is checked
+    /// and advanced, exactly as [`Self::track_general`] does for it.
+    #[inline(always)]
     pub fn track(&mut self, dir: Direction, seg: &TcpSegment) -> Result<TcpTracked, DropReason> {
+        let ignored = TcpFlags::PSH | TcpFlags::ECE | TcpFlags::CWR | TcpFlags::URG;
+        if self.state == TcpState::Established && seg.flags & !ignored == TcpFlags::ACK {
+            let (d, o) = (dir.index(), dir.reverse().index());
+            if !in_window(&mut self.peers, d, o, seg) {
+                return Err(DropReason::TcpOutOfWindow);
+            }
+            return Ok(TcpTracked {
+                state: TcpState::Established,
+                reopened: false,
+            });
+        }
+        self.track_general(dir, seg)
+    }
+
+    /// [`Self::track`] for every state and segment.
+    #[inline(never)]
+    fn track_general(
+        &mut self,
+        dir: Direction,
+        seg: &TcpSegment,
+    ) -> Result<TcpTracked, DropReason> {
         let k = kind(seg.flags)?;
         let d = dir.index();
         let o = dir.reverse().index();
@@ -351,6 +390,21 @@ impl TcpConn {
             // after a reset.
             _ => return Err(DropReason::TcpInvalidState),
         }
+        if !init_sender && next != TcpState::SynRecv {
+            // Most segments (established data and ACKs) leave the window state as it is until
+            // the check passes: check and update in place, without a copy to commit.
+            if !in_window(&mut self.peers, d, o, seg) {
+                return Err(DropReason::TcpOutOfWindow);
+            }
+            self.state = next;
+            if next == TcpState::FinWait && state != TcpState::FinWait {
+                self.fin_dir = d as u8;
+            }
+            return Ok(TcpTracked {
+                state: next,
+                reopened: false,
+            });
+        }
         let mut peers = self.peers;
         if init_sender {
             peers[d] = TcpPeer::init(seg);
@@ -390,7 +444,8 @@ impl TcpConn {
     }
 }
 
-/// nftables' `tcp_in_window`, on a copy of the peers (committed only if it passes).
+/// nftables' `tcp_in_window`: checks first and changes `peers` only if the segment passes.
+#[inline(always)]
 fn in_window(peers: &mut [TcpPeer; 2], d: usize, o: usize, seg: &TcpSegment) -> bool {
     let is_syn = seg.has(TcpFlags::SYN);
     let (sender, receiver) = (peers[d], peers[o]);

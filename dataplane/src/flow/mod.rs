@@ -284,11 +284,16 @@ pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
     } else {
         (key.src, key.dst)
     };
-    let (sport, dport) = if swapped {
-        (key.dport, key.sport)
+    // The ports as one value, swapped by a rotation: a select between the two fields' loads
+    // would become a load from a selected address, which keeps the caller's key (and the parse
+    // result around it) in memory.
+    let ports = u32::from(key.sport) | u32::from(key.dport) << 16;
+    let ports = if swapped {
+        ports.rotate_left(16)
     } else {
-        (key.sport, key.dport)
+        ports
     };
+    let (sport, dport) = (ports as u16, (ports >> 16) as u16);
     let k = FlowKey {
         src,
         dst,

@@ -558,13 +558,15 @@ proptest! {
 fn fast_path_candidates() -> impl Strategy<Value = Vec<u8>> {
     (
         any::<bool>(),
+        any::<bool>(),
         any::<u16>(),
         any::<u16>(),
         any::<u8>(),
         0usize..64,
     )
-        .prop_map(|(tcp, sp, dp, flags, pay)| {
-            let b = FrameBuilder::new().ipv4(A4, B4).payload_len(pay);
+        .prop_map(|(v6, tcp, sp, dp, flags, pay)| {
+            let b = FrameBuilder::new();
+            let b = if v6 { b.ipv6(A6, B6) } else { b.ipv4(A4, B4) }.payload_len(pay);
             if tcp {
                 b.tcp(sp, dp, flags)
             } else {
@@ -580,22 +582,22 @@ proptest! {
     #[test]
     fn fast_path_agrees_with_general_parser(
         frame in fast_path_candidates(),
-        flips in proptest::collection::vec((0usize..80, any::<u8>()), 0..4),
-        cut in proptest::option::of(0usize..90),
+        flips in proptest::collection::vec((0usize..100, any::<u8>()), 0..4),
+        cut in proptest::option::of(0usize..130),
     ) {
         let mut f = frame;
         for (i, v) in flips {
             if let Some(b) = f.get_mut(i) { *b = v; }
         }
         if let Some(c) = cut { f.truncate(c); }
-        if let Some(fast) = parse_ipv4_fast(&f) {
+        if let Some(fast) = parse_fast(&f) {
             prop_assert_eq!(Ok(fast), parse_general(&f));
         }
     }
 
-    /// Well-formed IPv4 TCP/UDP frames take the fast path.
+    /// Well-formed IPv4 and IPv6 TCP/UDP frames take the fast path.
     #[test]
-    fn plain_ipv4_tcp_udp_take_the_fast_path(frame in fast_path_candidates()) {
-        prop_assert!(parse_ipv4_fast(&frame).is_some());
+    fn plain_tcp_udp_take_the_fast_path(frame in fast_path_candidates()) {
+        prop_assert!(parse_fast(&frame).is_some());
     }
 }

@@ -354,3 +354,107 @@ fn saturated_sketches_report_their_ceiling_and_collisions_never_overstate() {
             .all(|r| r.spread.src_hosts <= 3 && r.spread.dst_sources <= 70)
     );
 }
+
+#[test]
+fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fills() {
+    // One source reaches 40 hosts on 445: no record is read until the last flow ends, and
+    // that record sees all 40 (the batch is applied before any record reads the sketches).
+    let (mut s, rx) = sampler(4096);
+    let mut flows: Vec<Flow> = (0..40u32)
+        .map(|h| Flow::start(&mut s, key(1, h, 445, 6), 1_000_000))
+        .collect();
+    assert_eq!(rx.try_iter().count(), 0);
+    let mut last = flows.pop().unwrap();
+    last.end(&mut s);
+    let rec = rx.try_recv().expect("a record");
+    assert!(
+        within(rec.spread.src_hosts_on_port, 40, 8),
+        "{:?}",
+        rec.spread
+    );
+    // Records in between see exactly the flows started before them, as one update per flow
+    // would: the first flow's end record after 39 of them, then one more source on host 0.
+    flows[0].end(&mut s);
+    assert!(within(rx.try_recv().unwrap().spread.src_hosts, 40, 8));
+    let mut late = Flow::start(&mut s, key(2, 0, 445, 6), 1_000_001);
+    late.end(&mut s);
+    assert_eq!(rx.try_recv().unwrap().spread.dst_sources, 2);
+
+    // A tiny table and more new flows than a batch holds, with no record: the batch is applied
+    // when it fills (the evictions are counted without any record being read).
+    let (tx, _rx) = sync_channel(16);
+    let mut c = SamplerConfig::new(1);
+    c.one_in = u32::MAX;
+    c.spread_slots = 16;
+    let mut s = Sampler::new(0, c, tx).unwrap();
+    for src in 0..=PENDING as u32 {
+        let k = FlowKey::v4(
+            Ipv4Addr::from(0x0a00_0000 + src),
+            Ipv4Addr::new(10, 1, 0, 1),
+            6,
+            40000,
+            80,
+        );
+        s.start(&mut L7Slot::default(), &k, 1_000_000);
+    }
+    assert_eq!(s.counters().flows, PENDING as u64 + 1);
+    assert!(s.counters().sketch_evictions > 0);
+}
+
+proptest::proptest! {
+    /// Batching the sketch updates changes nothing a record or a counter says: the same
+    /// sequence of new flows, refused flows and ends through a sampler that applies every update
+    /// at once (`flush` after each) and one that batches them gives the same records, in a
+    /// small table (collisions, evictions) across several windows.
+    #[test]
+    fn batched_updates_give_the_records_of_one_update_per_flow(
+        ops in proptest::collection::vec((0u8..4, 0u32..40, 0u32..40, 0u16..6, 0u64..3), 1..400)
+    ) {
+        let mk = || {
+            let (tx, rx) = sync_channel(4096);
+            let mut c = SamplerConfig::new(64);
+            c.one_in = 3;
+            c.spread_slots = 16;
+            (Sampler::new(0, c, tx).unwrap(), rx)
+        };
+        let (mut eager, rx_eager) = mk();
+        let (mut batched, rx_batched) = mk();
+        let mut open: Vec<(Flow, Flow)> = Vec::new();
+        for (i, &(op, src, dst, port, w)) in ops.iter().enumerate() {
+            let now = w * 10_000_000 + i as u64;
+            let k = FlowKey::v4(
+                Ipv4Addr::from(0x0a00_0000 + src),
+                Ipv4Addr::from(0x0a01_0000 + dst),
+                6,
+                40000,
+                80 + port,
+            );
+            match op {
+                0 | 1 => {
+                    let a = Flow::start(&mut eager, k, now);
+                    open.push((a, Flow::start(&mut batched, k, now)));
+                }
+                2 => {
+                    eager.denied(&k, 60, 0x02, now);
+                    batched.denied(&k, 60, 0x02, now);
+                }
+                _ => {
+                    if let Some((mut a, mut b)) = open.pop() {
+                        a.end(&mut eager);
+                        b.end(&mut batched);
+                    }
+                }
+            }
+            eager.flush();
+        }
+        for (mut a, mut b) in open.drain(..) {
+            a.end(&mut eager);
+            b.end(&mut batched);
+        }
+        batched.flush();
+        let ra: Vec<_> = rx_eager.try_iter().collect();
+        let rb: Vec<_> = rx_batched.try_iter().collect();
+        proptest::prop_assert_eq!(ra, rb);
+        proptest::prop_assert_eq!(eager.counters(), batched.counters());
+    }
+}

@@ -42,7 +42,7 @@ use crate::flow::{
 use crate::frag::{FragConfig, FragTable, fragment_info};
 use crate::io::{BURST, Burst, PacketBuf, PortId};
 use crate::l7::{FunctionTally, L7Inspector, L7Judgement};
-use crate::parse::{Fragment, ParsedPacket, parse};
+use crate::parse::{self, Fragment, ParsedPacket, parse};
 use crate::sample::Sampler;
 
 /// Ticks of the worker clock per second: the clock counts microseconds.
@@ -123,6 +123,8 @@ pub struct WorkerState {
     events: EventSink,
     l7: L7Inspector,
     sampler: Option<Sampler>,
+    /// Run bursts through the direct pass first ([`WorkerState::set_direct_pass`]).
+    direct: bool,
     fail_open: bool,
     budget: usize,
     clock: Clock,
@@ -149,6 +151,7 @@ impl WorkerState {
             events,
             l7: L7Inspector::new(cfg.l7_flows),
             sampler: None,
+            direct: true,
             fail_open: cfg.fail_open,
             budget: cfg.expire_budget.max(1),
             clock: Clock::Monotonic(Instant::now()),
@@ -185,6 +188,13 @@ impl WorkerState {
     /// Sample flow features for ML with `sampler` from now on (`sample.rs`).
     pub fn set_sampler(&mut self, sampler: Sampler) {
         self.sampler = Some(sampler);
+    }
+
+    /// Start bursts with the direct pass (the default) or send every packet through the staged
+    /// passes. The results are the same either way (`tests/burst_equivalence.rs` compares
+    /// them); switching it off is for that comparison and for measuring the direct pass.
+    pub fn set_direct_pass(&mut self, on: bool) {
+        self.direct = on;
     }
 
     /// The feature sampler, if one is set.
@@ -258,7 +268,12 @@ impl WorkerState {
         debug_assert!(self.flows.entry(id).decision.action == ACT_ALLOW);
         conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now)?;
         if let Some(s) = &mut self.sampler {
-            s.on_packet(self.flows.entry_mut(id), pkt, frame, self.now);
+            let e = self.flows.entry_mut(id);
+            if e.l7.sample != 0 {
+                // Only the sampled flows pay for reading the frame again: passing `pkt` out of
+                // line would force the direct pass's parse result out of registers.
+                sample_reparsed(s, e, pkt.key.in_port, frame, self.now);
+            }
         }
         Ok(())
     }
@@ -473,7 +488,7 @@ impl WorkerState {
                     e.decision = cache(&d, t.epoch());
                     if let Some(s) = &mut self.sampler {
                         s.evicted(evicted);
-                        s.flow_start(e, now);
+                        s.flow_start(e, pkt, now);
                         s.on_packet(e, pkt, frame, now);
                         if !tally.is_empty() {
                             s.functions(&e.l7, &tally);
@@ -516,6 +531,22 @@ impl WorkerState {
                 (v, Some(d), None)
             }
         }
+    }
+}
+
+/// [`Sampler::on_packet`] for a forwarded packet of a sampled flow in the fast path, from the
+/// frame (parsed again, as the caller parsed it, `in_port` included).
+#[inline(never)]
+fn sample_reparsed(
+    s: &mut Sampler,
+    e: &mut FlowEntry<Conn>,
+    in_port: PortId,
+    frame: &[u8],
+    now: u64,
+) {
+    if let Ok(mut p) = parse(frame) {
+        p.key.in_port = in_port;
+        s.on_packet(e, &p, frame, now);
     }
 }
 
@@ -656,9 +687,72 @@ fn classifier_key(orig: &FlowKey) -> FlowKey {
     k
 }
 
+/// The packet that ended the direct pass, as far as the direct pass got with it: the general
+/// parser's result (`None` when the fast parse read it: that one is cheaper to read again than
+/// to keep in memory for every packet) and, if it was looked up under its own key, the lookup
+/// (still exact: the direct pass inserts and removes nothing). Pass 1 starts from it instead
+/// of parsing (generally) and probing again.
+type Handover = (Option<Result<ParsedPacket, DropReason>>, Option<Found>);
+
+/// One packet of the direct pass, parsed (`in_port` set): its verdict if it is a packet (not a
+/// fragment, not ICMP) of a tracked flow whose cached decision is a current allow, observed;
+/// otherwise the lookup made for it (`None` if it was not looked up), and nothing changed.
+#[inline(always)]
+fn direct_packet<O: Observer>(
+    state: &mut WorkerState,
+    epoch: u64,
+    port: PortId,
+    p: &ParsedPacket,
+    frame: &[u8],
+    obs: &mut O,
+) -> Result<Verdict, Option<Found>> {
+    if !conntrack::keyed_by_packet(p) || p.fragment != Fragment::None {
+        return Err(None);
+    }
+    let found = Found::hashed(&state.flows, &state.flows.hash_key(&p.key), false);
+    let Some(id) = found.at.id() else {
+        return Err(Some(found));
+    };
+    let d = &state.flows.entry(id).decision;
+    if !d.is_current(epoch) || d.action != ACT_ALLOW {
+        return Err(Some(found));
+    }
+    let (v, rule) = match state.established(id, found.at.dir(), p, frame) {
+        Ok(()) => (
+            Verdict::Forward,
+            Some(uncache(&state.flows.entry(id).decision)),
+        ),
+        Err(reason) => (Verdict::Drop(reason), None),
+    };
+    obs.packet(port, frame.len(), Some(p), v, rule.as_ref());
+    Ok(v)
+}
+
+/// [`direct_packet`] for a frame the fast parse declined (VLAN tags, IPv4 options, IPv6
+/// extension headers, ICMP, fragments, malformed frames). Out of line: inlined, the compiler
+/// merges it with the fast case and the fast parse result goes through memory again.
+// The handover is large, but it is built in the caller's slot, once per burst at most.
+#[allow(clippy::result_large_err)]
+#[inline(never)]
+fn direct_general<O: Observer>(
+    state: &mut WorkerState,
+    epoch: u64,
+    port: PortId,
+    frame: &[u8],
+    obs: &mut O,
+) -> Result<Verdict, Handover> {
+    match parse::parse_general(frame) {
+        Ok(mut p) => {
+            p.key.in_port = port;
+            direct_packet(state, epoch, port, &p, frame, obs).map_err(|f| (Some(Ok(p)), f))
+        }
+        Err(r) => Err((Some(Err(r)), None)),
+    }
+}
+
 /// Pass 0 of [`stateful_burst`]: the verdicts of the burst's leading packets of established
-/// flows with a current allow, in `verdicts`, each observed; returns how many. Stops at the
-/// first packet that is not one (it is parsed and looked up again by pass 1).
+/// flows with a current allow, in `verdicts`, each observed; returns how many, and what it
+/// learnt of the packet that ended it (see [`Handover`]).
 #[inline(always)]
 fn established_prefix<B: PacketBuf, O: Observer>(
     table: Option<&RuleTable>,
@@ -668,44 +762,66 @@ fn established_prefix<B: PacketBuf, O: Observer>(
     rx: &Burst<B>,
     verdicts: &mut [Verdict; BURST],
     obs: &mut O,
-) -> usize {
-    let (Some(t), Some(_)) = (table, peer) else {
-        return 0;
+) -> (usize, Option<Handover>) {
+    let (Some(t), Some(_), true) = (table, peer, state.direct) else {
+        return (0, None);
     };
     let epoch = t.epoch();
     let mut n = 0;
-    for pkt in rx {
-        let frame = pkt.data();
-        // Bound by reference: the parse result is not moved again.
-        let mut parsed = parse(frame);
-        let Ok(p) = &mut parsed else {
-            break;
-        };
-        if !conntrack::keyed_by_packet(p) || p.fragment != Fragment::None {
-            break;
+    loop {
+        let (at, stop) = direct_fast_run(state, epoch, port, rx, n, verdicts, obs);
+        n = at;
+        match stop {
+            FastStop::End => return (n, None),
+            FastStop::Ended(found) => return (n, Some((None, found))),
+            FastStop::Declined => match direct_general(state, epoch, port, rx[n].data(), obs) {
+                Ok(v) => {
+                    verdicts[n] = v;
+                    n += 1;
+                }
+                Err(handover) => return (n, Some(handover)),
+            },
         }
-        p.key.in_port = port;
-        let p = &*p;
-        let at = state.flows.find_hashed(&state.flows.hash_key(&p.key));
-        let Some(id) = at.id() else {
-            break;
-        };
-        let d = &state.flows.entry(id).decision;
-        if !d.is_current(epoch) || d.action != ACT_ALLOW {
-            break;
-        }
-        let (v, rule) = match state.established(id, at.dir(), p, frame) {
-            Ok(()) => (
-                Verdict::Forward,
-                Some(uncache(&state.flows.entry(id).decision)),
-            ),
-            Err(reason) => (Verdict::Drop(reason), None),
-        };
-        obs.packet(port, frame.len(), Some(p), v, rule.as_ref());
-        verdicts[n] = v;
-        n += 1;
     }
-    n
+}
+
+/// Why [`direct_fast_run`] stopped.
+enum FastStop {
+    /// At the end of the burst.
+    End,
+    /// At a packet the fast parse declined.
+    Declined,
+    /// At a fast-parsed packet that ends the direct pass (with its lookup, if one was made).
+    Ended(Option<Found>),
+}
+
+/// The direct pass over the packets from `from` on while the fast parse reads them; returns
+/// where and why it stopped. Out of line, apart from the general parser's case, so the fast
+/// parse result stays in registers (merged with the general one, the compiler stores it to
+/// the stack field by field for every packet).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn direct_fast_run<B: PacketBuf, O: Observer>(
+    state: &mut WorkerState,
+    epoch: u64,
+    port: PortId,
+    rx: &Burst<B>,
+    from: usize,
+    verdicts: &mut [Verdict; BURST],
+    obs: &mut O,
+) -> (usize, FastStop) {
+    for (i, pkt) in rx.iter().enumerate().skip(from) {
+        let frame = pkt.data();
+        let Some(mut p) = parse::parse_fast(frame) else {
+            return (i, FastStop::Declined);
+        };
+        p.key.in_port = port;
+        match direct_packet(state, epoch, port, &p, frame, obs) {
+            Ok(v) => verdicts[i] = v,
+            Err(found) => return (i, FastStop::Ended(found)),
+        }
+    }
+    (rx.len(), FastStop::End)
 }
 
 /// What pass 1b found a packet needs.
@@ -769,7 +885,7 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
     // read the table and a fast-path packet inserts and removes nothing). The first packet
     // that is anything else ends the prefix; it and the rest take passes 1 to 3.
     let mut verdicts = [Verdict::Forward; BURST];
-    let prefix = established_prefix(table, state, port, peer, rx, &mut verdicts, obs);
+    let (prefix, handover) = established_prefix(table, state, port, peer, rx, &mut verdicts, obs);
     let (mut rx_bytes, mut tx_bytes) = (0, 0);
     for (pkt, verdict) in rx.drain(..prefix).zip(verdicts) {
         let len = pkt.data().len();
@@ -783,14 +899,15 @@ pub(super) fn stateful_burst<B: PacketBuf, O: Observer>(
         }
     }
     if !rx.is_empty() {
-        let (r, t) = staged_burst(table, state, counters, port, peer, rx, tx, obs);
+        let (r, t) = staged_burst(table, state, counters, port, peer, rx, tx, handover, obs);
         rx_bytes += r;
         tx_bytes += t;
     }
     (rx_bytes, tx_bytes)
 }
 
-/// Passes 1 to 3 of [`stateful_burst`] over the packets after the established prefix.
+/// Passes 1 to 3 of [`stateful_burst`] over the packets after the established prefix; `first`
+/// is what the direct pass learnt of the first of them.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn staged_burst<B: PacketBuf, O: Observer>(
@@ -801,6 +918,7 @@ fn staged_burst<B: PacketBuf, O: Observer>(
     peer: Option<PortId>,
     rx: &mut Burst<B>,
     tx: &mut Burst<B>,
+    mut first: Option<Handover>,
     obs: &mut O,
 ) -> (usize, usize) {
     // Parsed in place (the parse result is not moved again).
@@ -816,7 +934,14 @@ fn staged_burst<B: PacketBuf, O: Observer>(
     // (no table memory touched yet).
     let mut hashed: ArrayVec<(u8, HashedKey), BURST> = ArrayVec::new();
     for (i, pkt) in rx.iter().enumerate() {
-        parsed[i] = parse(pkt.data());
+        let mut probed = None;
+        parsed[i] = match first.take() {
+            Some((p, f)) => {
+                probed = f;
+                p.unwrap_or_else(|| parse(pkt.data()))
+            }
+            None => parse(pkt.data()),
+        };
         match &mut parsed[i] {
             Err(reason) => early[i] = Some(Verdict::Drop(*reason)),
             Ok(p) => {
@@ -825,6 +950,9 @@ fn staged_burst<B: PacketBuf, O: Observer>(
                     early[i] = Some(Verdict::Drop(DropReason::NoPeerPort));
                 } else if !p.is_ip() {
                     early[i] = Some(non_ip_verdict(p.l3));
+                } else if let Some(f) = probed {
+                    // Looked up by the direct pass (at this generation).
+                    found[i] = Some(f);
                 } else if conntrack::keyed_by_packet(p) {
                     // i < BURST = 32, so it fits in a byte.
                     hashed.push((i as u8, state.flows.hash_key(&p.key)));
