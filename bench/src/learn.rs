@@ -15,6 +15,8 @@
 
 #[path = "learn_core.rs"]
 mod learn_core;
+#[path = "learn_feed.rs"]
+mod learn_feed;
 
 /// Arguments of `septa-bench recommend`.
 #[derive(clap::Args)]
@@ -63,6 +65,27 @@ pub fn recommend_run(a: RecommendArgs) -> anyhow::Result<()> {
 pub fn history_run(a: HistoryArgs) -> anyhow::Result<()> {
     let line = learn_core::history_line(a.zones, a.hosts, a.records, a.batch, a.seed)
         .map_err(|e| anyhow::anyhow!("history benchmark: {e}"))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Arguments of `septa-bench learn-feed` (see `learn_feed.rs`).
+#[derive(clap::Args)]
+pub struct FeedArgs {
+    /// Connections per replay (each a new history key).
+    #[arg(long, default_value_t = 8192)]
+    flows: usize,
+    /// Measured rounds per configuration.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Replays of the traffic per round.
+    #[arg(long, default_value_t = 8)]
+    repeat: usize,
+}
+
+pub fn learn_feed_run(a: FeedArgs) -> anyhow::Result<()> {
+    let line = learn_feed::learn_feed_line(a.flows, a.rounds, a.repeat)
+        .map_err(|e| anyhow::anyhow!("learn-feed benchmark: {e}"))?;
     println!("{line}");
     Ok(())
 }

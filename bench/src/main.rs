@@ -26,6 +26,8 @@ enum Command {
     Recommend(learn::RecommendArgs),
     /// Flow-history ingest rate (SQLite) against plain inserts.
     History(learn::HistoryArgs),
+    /// The worker's packet rate with and without the learning feed (flow history) behind it.
+    LearnFeed(learn::FeedArgs),
     /// ML inference rows/s at batch 1/32/256 and the feature sampler's per-packet cost.
     Ml(ml::Args),
     /// The stateful worker's packet rate with L7 inspection and feature sampling on vs off.
@@ -38,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Forward(args) => forward::run(args),
         Command::Recommend(args) => learn::recommend_run(args),
         Command::History(args) => learn::history_run(args),
+        Command::LearnFeed(args) => learn::learn_feed_run(args),
         Command::Ml(args) => ml::run(args),
         Command::Pipeline(args) => pipeline::run(args),
     }

@@ -110,9 +110,30 @@ pub struct SyslogConfig {
     /// TLS: the name the receiver's certificate must carry (default: the target's address).
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Private enterprise number of the RFC 5424 SD-ID (`[septa@PEN ...]`). Default: the
+    /// `[export.ipfix]` `enterprise_number` when IPFIX is configured (see
+    /// [`ExportConfig::inherit_enterprise_number`]), else [`ipfix::SEPTA_PEN`] (32473, RFC
+    /// 5612's documentation number) until the project registers one. Zero is rejected.
+    #[serde(default)]
+    pub enterprise_number: Option<NonZeroU32>,
+}
+
+impl ExportConfig {
+    /// Gives `[export.syslog]` without an `enterprise_number` the one of `[export.ipfix]`, so
+    /// both exports name the same enterprise. Called when the configuration is checked.
+    pub fn inherit_enterprise_number(&mut self) {
+        if let (Some(s), Some(i)) = (&mut self.syslog, &self.ipfix) {
+            s.enterprise_number.get_or_insert(i.enterprise_number);
+        }
+    }
 }
 
 impl SyslogConfig {
+    /// The SD-ID's private enterprise number: the configured one, else [`ipfix::SEPTA_PEN`].
+    pub fn enterprise_number(&self) -> NonZeroU32 {
+        self.enterprise_number.unwrap_or_else(default_pen)
+    }
+
     /// Checks the settings when the configuration is loaded: relative certificate paths are
     /// made relative to `dir` (the configuration file's folder), TLS settings without `tls` are
     /// refused, and with `tls` the files are read once. `Err((key, message))` names the key.

@@ -3,8 +3,10 @@
 //! same octet-counted frames inside TLS 1.2/1.3, rustls; the receiver's certificate is checked
 //! against `ca_file`, an optional client certificate authenticates the appliance).
 //!
-//! Header: `<PRI>1 TIMESTAMP HOSTNAME septa - MSGID [septa@32473 seq=".." hash=".."] MSG`, with
-//! facility 13 (log audit) for audit records and 14 (log alert) for alerts. The structured data
+//! Header: `<PRI>1 TIMESTAMP HOSTNAME septa - MSGID [septa@PEN seq=".." hash=".."] MSG`, with
+//! facility 13 (log audit) for audit records and 14 (log alert) for alerts. `PEN` is
+//! `[export.syslog] enterprise_number`, else `[export.ipfix] enterprise_number`, else 32473
+//! (RFC 5612's documentation number, until the project registers one). The structured data
 //! carries the audit record's sequence number and hash so a receiver can match a message to
 //! the signed log.
 
@@ -125,8 +127,10 @@ pub fn alert_message(a: &Alert, format: SyslogFormat) -> String {
     }
 }
 
-/// A whole RFC 5424 line (no trailing newline).
+/// A whole RFC 5424 line (no trailing newline); the SD-ID is `septa@{pen}`.
+#[allow(clippy::too_many_arguments)]
 pub fn frame(
+    pen: u32,
     facility: u8,
     severity: u8,
     ts_ms: i64,
@@ -144,7 +148,7 @@ pub fn frame(
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", sd_value(v)))
             .collect();
-        format!("[septa@32473 {}]", params.join(" "))
+        format!("[septa@{pen} {}]", params.join(" "))
     };
     format!(
         "<{pri}>1 {} {host} septa - {msgid} {sd} {msg}",
@@ -283,18 +287,27 @@ pub struct SyslogExporter {
     target: SocketAddr,
     format: SyslogFormat,
     hostname: String,
+    /// Private enterprise number of the SD-ID.
+    pen: u32,
 }
 
 impl SyslogExporter {
     /// Connects (TCP, TLS) or binds (UDP) as `[export.syslog]` says.
     pub fn from_config(cfg: &SyslogConfig, hostname: &str) -> Result<Self, ExportError> {
-        match cfg.transport {
+        let ex = match cfg.transport {
             SyslogTransport::Tls => {
                 let tls = SyslogTls::from_config(cfg)?;
                 Self::new_tls(cfg.target, &tls, cfg.format, hostname)
             }
             t => Self::new(cfg.target, t, cfg.format, hostname),
-        }
+        }?;
+        Ok(ex.with_enterprise_number(cfg.enterprise_number()))
+    }
+
+    /// Names `pen` in the SD-ID (`[septa@PEN ...]`) instead of [`super::ipfix::SEPTA_PEN`].
+    pub fn with_enterprise_number(mut self, pen: std::num::NonZeroU32) -> Self {
+        self.pen = pen.get();
+        self
     }
 
     /// Connects over TLS and completes the handshake (a certificate the CA does not vouch for
@@ -319,6 +332,7 @@ impl SyslogExporter {
             target,
             format,
             hostname: hostname.to_owned(),
+            pen: super::ipfix::SEPTA_PEN,
         })
     }
 
@@ -351,6 +365,7 @@ impl SyslogExporter {
             target,
             format,
             hostname: hostname.to_owned(),
+            pen: super::ipfix::SEPTA_PEN,
         })
     }
 
@@ -374,6 +389,7 @@ impl SyslogExporter {
     pub fn audit(&mut self, r: &Record) -> Result<(), ExportError> {
         let severity = if r.result == "ok" { 5 } else { 4 };
         let line = frame(
+            self.pen,
             13,
             severity,
             r.ts_ms,
@@ -395,6 +411,7 @@ impl SyslogExporter {
             _ => 5,
         };
         let line = frame(
+            self.pen,
             14,
             severity,
             a.ts_ms,

@@ -289,6 +289,46 @@ fn syslog_udp_cef_reaches_a_loopback_receiver() {
 }
 
 #[test]
+fn syslog_sd_id_follows_the_configured_enterprise_number() {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let addr = rx.local_addr().unwrap();
+    let sd_id = |json: String| -> String {
+        let mut cfg: ExportConfig = serde_json::from_str(&json).unwrap();
+        cfg.inherit_enterprise_number();
+        let mut ex = SyslogExporter::from_config(cfg.syslog.as_ref().unwrap(), "gw1").unwrap();
+        ex.audit(&audit_record(4, "ok")).unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = rx.recv_from(&mut buf).unwrap();
+        let line = std::str::from_utf8(&buf[..n]).unwrap().to_owned();
+        let at = line.find("[septa@").expect("an SD element");
+        line[at + 1..at + line[at..].find(' ').unwrap()].to_owned()
+    };
+    let syslog = format!(r#""syslog": {{"target": "{addr}", "transport": "udp", "format": "cef""#);
+    let ipfix = r#""ipfix": {"collector": "192.0.2.10:4739", "enterprise_number": 4242}"#;
+    assert_eq!(
+        sd_id(format!("{{{syslog}}}}}")),
+        format!("septa@{SEPTA_PEN}"),
+        "neither configured: the documentation PEN"
+    );
+    assert_eq!(
+        sd_id(format!("{{{syslog}}}, {ipfix}}}")),
+        "septa@4242",
+        "IPFIX's number when syslog has none"
+    );
+    assert_eq!(
+        sd_id(format!(
+            r#"{{{syslog}, "enterprise_number": 777}}, {ipfix}}}"#
+        )),
+        "septa@777",
+        "syslog's own number first"
+    );
+    let zero =
+        serde_json::from_str::<ExportConfig>(&format!(r#"{{{syslog}, "enterprise_number": 0}}}}"#));
+    assert!(zero.is_err(), "0 is not an enterprise number");
+}
+
+#[test]
 fn syslog_tcp_json_uses_octet_counting_frames() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -488,6 +528,7 @@ fn syslog_feed_sends_new_audit_records_and_alerts_over_udp() {
         client_cert: None,
         client_key: None,
         server_name: None,
+        enterprise_number: None,
     };
     let feed = SyslogFeed::spawn(
         cfg,
@@ -623,6 +664,7 @@ fn tls_config(target: std::net::SocketAddr, p: &Pki) -> SyslogConfig {
         client_cert: Some(p.client_cert.clone()),
         client_key: Some(p.client_key.clone()),
         server_name: None,
+        enterprise_number: None,
     }
 }
 

@@ -1,31 +1,47 @@
 //! The learning feed: observed flows from the data plane's event drain into the flow history,
 //! the rule-usage counters and the configured flow exporters (IPFIX, JSON-lines flow log), on
-//! one thread of its own (`septa-learn`).
+//! two threads of its own: `septa-learn` aggregates, `septa-learn-db` writes.
 //!
 //! **Never slows the data plane.** Producers (the thread draining the workers' event rings)
-//! call [`FlowFeed::offer`], a `try_send` into a bounded channel: when the feed thread falls
-//! behind (slow disk, slow collector) records are dropped and counted
-//! ([`FeedStats::dropped`]), never queued without bound and never waited for.
+//! call [`FlowFeed::offer`], a `try_send` into a bounded channel: when the feed falls behind
+//! (slow disk, slow collector) records are dropped and counted ([`FeedStats::dropped`]), never
+//! queued without bound and never waited for.
 //!
-//! **Batches.** The thread collects up to [`FeedConfig::batch`] records or
-//! [`FeedConfig::flush`] worth of time, then writes the batch in one history transaction,
-//! counts the hits of its decisions per policy clause (through a [`RevisionSource`] that maps
-//! a revision hash to its compiled policy), and hands it to every [`FlowSink`]. A failing
-//! sink is counted and retried with the next batch; it never stops the others.
+//! **Aggregate in memory, write in windows.** `septa-learn` takes records off the channel and
+//! folds them into a [`Window`] (one entry per history key, rule hits per rule id; no
+//! allocation per record), and collects them for the exporters. Every [`FeedConfig::flush`],
+//! or sooner when the window holds [`FeedConfig::window_keys`] keys, the window goes to
+//! `septa-learn-db`, which writes it to the history in one transaction (one appended row per
+//! key, a prepared statement) and its rule hits to the usage counters (through a
+//! [`RevisionSource`] that maps a revision hash to its compiled policy); exporters get batches
+//! of up to [`FeedConfig::batch`] records on the same thread. Meanwhile `septa-learn` keeps
+//! draining the channel into a fresh window, so a write never stalls the queue. One window
+//! waits at most (a bounded hand-off): if the writer is still busy with the one before,
+//! aggregation pauses, the channel fills and further offers are dropped and counted. A
+//! failing sink is counted and retried with the next batch; it never stops the others.
+//! Memory is bounded: a window takes about 120 bytes a key (some 4 MB at the default 32,768
+//! keys) and at most four exist (filling, queued, being written, kept for reuse), plus the
+//! channel's records.
 //!
-//! **Stopping.** [`FeedHandle::stop`] (or dropping every [`FlowFeed`]) makes the thread write
-//! what it holds and exit; [`FeedHandle::stop`] then joins it.
+//! **Durability.** History is observational, not the audit log: `history.db` runs in WAL mode
+//! with `synchronous=NORMAL`, so a crash or power loss loses at most the window in memory (up
+//! to one `flush`, 1 s by default) and the transactions not yet checkpointed since the last
+//! sync; it never corrupts the file. Stopping writes what is held.
+//!
+//! **Stopping.** [`FeedHandle::stop`] (or dropping every [`FlowFeed`]) makes the threads write
+//! what they hold and exit; [`FeedHandle::stop`] then joins them.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{FlowHistory, ObservedFlow};
+use super::{FlowHistory, ObservedFlow, Window};
 use crate::CompiledPolicy;
 use crate::export::ipfix::IpfixExporter;
 use crate::export::{ExportError, FlowLog};
@@ -35,9 +51,11 @@ use crate::export::{ExportError, FlowLog};
 pub struct FeedConfig {
     /// Records the channel holds; beyond, offers are dropped and counted.
     pub capacity: usize,
-    /// Most records per batch.
+    /// Most records per exporter delivery.
     pub batch: usize,
-    /// Longest a record waits before its batch is written.
+    /// Most distinct history keys aggregated in memory before the window is written.
+    pub window_keys: usize,
+    /// Longest a record waits before its window (and its exporter batch) is written.
     pub flush: Duration,
 }
 
@@ -46,6 +64,7 @@ impl Default for FeedConfig {
         FeedConfig {
             capacity: 65_536,
             batch: 8192,
+            window_keys: 32_768,
             flush: Duration::from_secs(1),
         }
     }
@@ -195,7 +214,7 @@ impl FlowFeed {
     }
 }
 
-/// The feed thread.
+/// The feed's threads.
 #[derive(Debug)]
 pub struct FeedHandle {
     stop: Arc<AtomicBool>,
@@ -209,7 +228,7 @@ impl FeedHandle {
         &self.stats
     }
 
-    /// Writes what is queued and joins the thread.
+    /// Writes what is queued and joins the threads.
     pub fn stop(mut self) {
         self.stop_and_join();
     }
@@ -228,7 +247,7 @@ impl Drop for FeedHandle {
     }
 }
 
-/// What the feed thread writes to.
+/// What the feed writes to.
 pub struct FeedTargets {
     /// The history (`None`: exporters only).
     pub history: Option<FlowHistory>,
@@ -238,21 +257,50 @@ pub struct FeedTargets {
     pub sinks: Vec<Box<dyn FlowSink>>,
 }
 
-/// Starts the feed thread; returns its producing end and its handle.
+/// Work for `septa-learn-db`.
+enum Job {
+    /// A window for the history and rule usage.
+    History(Box<Window>),
+    /// Records for the exporters.
+    Sinks(Vec<ObservedFlow>),
+}
+
+/// Starts the feed threads; returns the producing end and the handle.
 pub fn spawn(targets: FeedTargets, cfg: FeedConfig) -> std::io::Result<(FlowFeed, FeedHandle)> {
     let (tx, rx) = sync_channel(cfg.capacity.max(1));
+    // One job queued while one is written: a bounded hand-off.
+    let (jobs_tx, jobs_rx) = sync_channel(1);
+    // Written windows come back to be reused (their maps keep their capacity).
+    let (spare_tx, spare_rx) = sync_channel(1);
     let stats = Arc::new(FeedStats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = Consumer {
+    let mut aggregator = Aggregator {
         rx,
-        targets,
+        jobs: Some(jobs_tx),
+        spare: spare_rx,
+        history: targets.history.is_some(),
+        sinks: !targets.sinks.is_empty(),
         cfg,
         stats: Arc::clone(&stats),
         stop: Arc::clone(&stop),
     };
+    let mut writer = Writer {
+        jobs: jobs_rx,
+        spare: spare_tx,
+        targets,
+        stats: Arc::clone(&stats),
+    };
+    let writer = std::thread::Builder::new()
+        .name("septa-learn-db".into())
+        .spawn(move || writer.run())?;
     let thread = std::thread::Builder::new()
         .name("septa-learn".into())
-        .spawn(move || worker.run())?;
+        .spawn(move || {
+            aggregator.run();
+            // The writer ends once the aggregator's end of the hand-off is gone.
+            drop(aggregator);
+            let _ = writer.join();
+        })?;
     Ok((
         FlowFeed {
             tx,
@@ -266,47 +314,57 @@ pub fn spawn(targets: FeedTargets, cfg: FeedConfig) -> std::io::Result<(FlowFeed
     ))
 }
 
-struct Consumer {
+/// `septa-learn`: channel → window (+ exporter records) → hand-off.
+struct Aggregator {
     rx: Receiver<ObservedFlow>,
-    targets: FeedTargets,
+    jobs: Option<SyncSender<Job>>,
+    spare: Receiver<Window>,
+    history: bool,
+    sinks: bool,
     cfg: FeedConfig,
     stats: Arc<FeedStats>,
     stop: Arc<AtomicBool>,
 }
 
-impl Consumer {
+impl Aggregator {
     fn run(&mut self) {
         let batch_max = self.cfg.batch.max(1);
-        let mut batch = Vec::with_capacity(batch_max);
+        let keys_max = self.cfg.window_keys.max(1);
+        let mut window = Window::with_capacity(if self.history { keys_max } else { 0 });
+        let mut pending: Vec<ObservedFlow> = Vec::new();
         let mut since = Instant::now();
         // Short waits so a stop request is seen promptly even with a long flush interval.
         let tick = self.cfg.flush.min(Duration::from_millis(100));
         loop {
-            let closed = match self.rx.recv_timeout(tick) {
+            let mut closed = false;
+            match self.rx.recv_timeout(tick) {
                 Ok(f) => {
-                    batch.push(f);
-                    while batch.len() < batch_max {
+                    self.take(f, &mut window, &mut pending);
+                    // Drain what is there, stopping at a bound to hand work off.
+                    while pending.len() < batch_max && window.keys() < keys_max {
                         match self.rx.try_recv() {
-                            Ok(f) => batch.push(f),
-                            Err(_) => break,
+                            Ok(f) => self.take(f, &mut window, &mut pending),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
                         }
                     }
-                    false
                 }
-                Err(RecvTimeoutError::Timeout) => false,
-                Err(RecvTimeoutError::Disconnected) => true,
-            };
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
             let stopping = closed || self.stop.load(Ordering::Relaxed);
-            if batch.len() >= batch_max || since.elapsed() >= self.cfg.flush || stopping {
-                if stopping {
-                    while let Ok(f) = self.rx.try_recv() {
-                        batch.push(f);
-                        if batch.len() >= batch_max {
-                            self.write(&mut batch);
-                        }
-                    }
+            if stopping {
+                while let Ok(f) = self.rx.try_recv() {
+                    self.take(f, &mut window, &mut pending);
+                    self.hand_off(&mut window, &mut pending, batch_max, keys_max, false);
                 }
-                self.write(&mut batch);
+            }
+            let due = since.elapsed() >= self.cfg.flush || stopping;
+            self.hand_off(&mut window, &mut pending, batch_max, keys_max, due);
+            if due {
                 since = Instant::now();
             }
             if stopping {
@@ -315,53 +373,121 @@ impl Consumer {
         }
     }
 
-    fn write(&mut self, batch: &mut Vec<ObservedFlow>) {
-        if batch.is_empty() {
-            return;
+    fn take(&self, f: ObservedFlow, window: &mut Window, pending: &mut Vec<ObservedFlow>) {
+        if self.history {
+            window.add(&f);
         }
-        let stats = Arc::clone(&self.stats);
-        if let Some(h) = &mut self.targets.history {
-            match h.ingest(batch) {
-                Ok(rep) => {
-                    stats.ingested.fetch_add(rep.records, Ordering::Relaxed);
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
+        if self.sinks {
+            pending.push(f);
+        }
+    }
+
+    /// Hands full parts (or, when `due`, every non-empty part) to the writer.
+    fn hand_off(
+        &mut self,
+        window: &mut Window,
+        pending: &mut Vec<ObservedFlow>,
+        batch_max: usize,
+        keys_max: usize,
+        due: bool,
+    ) {
+        if pending.len() >= batch_max || (due && !pending.is_empty()) {
+            let records = std::mem::replace(pending, Vec::with_capacity(batch_max));
+            self.send(Job::Sinks(records));
+        }
+        if window.keys() >= keys_max || (due && !window.is_empty()) {
+            let fresh = self
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Window::with_capacity(keys_max));
+            self.send(Job::History(Box::new(std::mem::replace(window, fresh))));
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        let lost = match self.jobs.as_ref().map(|j| j.send(job)) {
+            Some(Ok(())) => return,
+            Some(Err(e)) => match e.0 {
+                Job::History(w) => w.records(),
+                Job::Sinks(r) => r.len() as u64,
+            },
+            None => 0,
+        };
+        // The writer is gone (it panicked): stop handing off; what it would have written is
+        // counted as a history error.
+        self.jobs = None;
+        self.stats.error(
+            &self.stats.history_errors,
+            format!("the learning writer stopped; {lost} records not written"),
+        );
+    }
+}
+
+/// `septa-learn-db`: windows → history and rule usage; records → exporters.
+struct Writer {
+    jobs: Receiver<Job>,
+    spare: SyncSender<Window>,
+    targets: FeedTargets,
+    stats: Arc<FeedStats>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        while let Ok(job) = self.jobs.recv() {
+            match job {
+                Job::History(mut w) => {
+                    self.history(&w);
+                    w.clear();
+                    let _ = self.spare.try_send(*w);
                 }
-                Err(e) => stats.error(&stats.history_errors, format!("history: {e}")),
+                Job::Sinks(records) => self.sinks(&records),
             }
-            // Decisions grouped by the revision that made them.
-            let mut by_rev: BTreeMap<&str, Vec<ObservedFlow>> = BTreeMap::new();
-            for f in batch.iter().filter(|f| f.flows > 0) {
-                by_rev.entry(&f.revision).or_default().push(f.clone());
+        }
+    }
+
+    fn history(&mut self, w: &Window) {
+        let stats = &self.stats;
+        let Some(h) = &mut self.targets.history else {
+            return;
+        };
+        match h.write(w) {
+            Ok(rep) => {
+                stats.ingested.fetch_add(rep.records, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
             }
-            for (rev, flows) in by_rev {
-                let Some(compiled) = self.targets.revisions.compiled(rev) else {
+            Err(e) => stats.error(&stats.history_errors, format!("history: {e}")),
+        }
+        // Decisions, summed per rule id, by the revision that made them.
+        for (rev, hits) in w.rule_hits() {
+            let Some(compiled) = self.targets.revisions.compiled(rev) else {
+                let n: u64 = hits.iter().map(|h| h.hits).sum();
+                stats.usage_unattributed.fetch_add(n, Ordering::Relaxed);
+                continue;
+            };
+            match h.record_rule_hits(&compiled, rev, &hits) {
+                Ok(u) => {
+                    stats
+                        .usage_attributed
+                        .fetch_add(u.attributed, Ordering::Relaxed);
                     stats
                         .usage_unattributed
-                        .fetch_add(flows.len() as u64, Ordering::Relaxed);
-                    continue;
-                };
-                match h.record_usage(&compiled, rev, &flows) {
-                    Ok(u) => {
-                        stats
-                            .usage_attributed
-                            .fetch_add(u.attributed, Ordering::Relaxed);
-                        stats
-                            .usage_unattributed
-                            .fetch_add(u.unattributed, Ordering::Relaxed);
-                    }
-                    Err(e) => stats.error(&stats.history_errors, format!("rule usage: {e}")),
+                        .fetch_add(u.unattributed, Ordering::Relaxed);
                 }
+                Err(e) => stats.error(&stats.history_errors, format!("rule usage: {e}")),
             }
         }
+    }
+
+    fn sinks(&mut self, records: &[ObservedFlow]) {
+        let stats = &self.stats;
         for s in &mut self.targets.sinks {
-            match s.write(batch) {
+            match s.write(records) {
                 Ok(()) => {
                     stats.exported.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => stats.error(&stats.export_errors, format!("{}: {e}", s.name())),
             }
         }
-        batch.clear();
     }
 }
 
@@ -430,6 +556,7 @@ mod tests {
         let cfg = FeedConfig {
             capacity: 1000,
             batch: 3,
+            window_keys: 4,
             flush: Duration::from_millis(50),
         };
         let (feed, handle) = spawn(targets, cfg).unwrap();
@@ -490,6 +617,7 @@ mod tests {
         let cfg = FeedConfig {
             capacity: 4,
             batch: 1,
+            window_keys: 1,
             flush: Duration::from_millis(1),
         };
         let (feed, handle) = spawn(targets, cfg).unwrap();
@@ -504,8 +632,9 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "offer never waits"
         );
-        // At most the queue plus the batch the blocked thread holds.
-        assert!(accepted <= 4 + 1, "{accepted}");
+        // At most the queue plus what the two threads hold: the batch the blocked writer has,
+        // the one queued for it, and the one the aggregator waits to hand off.
+        assert!(accepted <= 4 + 3, "{accepted}");
         let s = feed.stats().snapshot();
         assert_eq!(s.offered + s.dropped, 100);
         assert_eq!(s.dropped, 100 - accepted);

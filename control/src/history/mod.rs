@@ -14,7 +14,10 @@
 //! newer build is refused.
 //!
 //! **Layout: append-only batch aggregates.** An ingest batch is aggregated in memory and its
-//! aggregates are *appended* (one row per key per batch); reads merge the rows of a key. Updating
+//! aggregates are *appended* (one row per key per batch); reads merge the rows of a key. Each
+//! batch's row-id range is kept in `flow_batch` (one row per batch) for retention, so rows carry
+//! no index besides their row id (an index on the batch time cost about a fifth of each
+//! insert). Updating
 //! one row per key in place was measured first: with high-cardinality traffic each batch then
 //! rewrites pages all over the B-tree (WAL write amplification) and ingest ran at ~20 k
 //! records/s; appending keeps writes sequential. The cost moves to reads (a sort and merge), which
@@ -75,6 +78,17 @@ const MIGRATIONS: &[&str] = &[
         last_revision TEXT  NOT NULL,
         PRIMARY KEY (policy, clause)
      ) WITHOUT ROWID;",
+    // 2: retention finds batches in a small table of row-id ranges instead of an index on every
+    // row (the index cost about a fifth of each insert). Existing rows are grouped by batch.
+    "CREATE TABLE flow_batch (
+        first_id    INTEGER PRIMARY KEY,
+        last_id     INTEGER NOT NULL,
+        batch_ms    INTEGER NOT NULL
+     );
+     INSERT INTO flow_batch (first_id, last_id, batch_ms)
+        SELECT min(id), max(id), batch_ms FROM flow_agg GROUP BY batch_ms;
+     CREATE INDEX flow_batch_ms ON flow_batch (batch_ms);
+     DROP INDEX flow_agg_batch;",
 ];
 
 /// A history (or rule-usage) database operation failed.
@@ -270,48 +284,107 @@ impl FlowAggregate {
 
 /// Aggregates flow records in memory, in key order (what one ingest batch writes; also the
 /// recommender's input when flows come from elsewhere than the database).
-///
-/// Keys borrow the records' L7 labels and revisions are interned per batch (a batch carries a
-/// handful of distinct revisions), so no string is copied per record, only once per aggregate.
 pub fn aggregate(flows: &[ObservedFlow]) -> Vec<FlowAggregate> {
-    #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-    struct Key<'a> {
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-        dport: u16,
-        l7: &'a str,
-    }
-    struct Acc {
-        first_ms: i64,
-        last_ms: i64,
-        flows: u64,
-        packets: u64,
-        bytes: u64,
-        allowed: u64,
-        denied: u64,
-        would_deny: u64,
-        last_rule: u32,
-        last_revision: usize,
-    }
-    let mut revisions: Vec<&str> = Vec::new();
-    let mut agg: HashMap<Key<'_>, Acc> = HashMap::new();
+    let mut w = Window::default();
     for f in flows {
-        let rev = match revisions.iter().rposition(|r| *r == f.revision) {
-            Some(i) => i,
-            None => {
-                revisions.push(&f.revision);
-                revisions.len() - 1
-            }
+        w.add(f);
+    }
+    w.aggregates()
+}
+
+/// The aggregation key inside a [`Window`]: L7 labels interned, so a key is `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct WindowKey {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    dport: u16,
+    /// Index into [`Window::labels`] (0: no label).
+    l7: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Acc {
+    first_ms: i64,
+    last_ms: i64,
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    allowed: u64,
+    denied: u64,
+    would_deny: u64,
+    last_rule: u32,
+    /// Index into [`Window::revisions`].
+    last_revision: u32,
+}
+
+/// An in-memory aggregation window: flow records folded per key as they arrive, written to
+/// the history as one batch ([`FlowHistory::write`]) and reused ([`Window::clear`] keeps the
+/// map's capacity).
+///
+/// No allocation per record: the key is a copy of the record's addresses, protocol and port
+/// with its L7 label and revision interned (a window sees a handful of each); only a label or
+/// revision not seen before is copied. Rule hits are summed per (revision, rule id) alongside,
+/// for rule usage.
+#[derive(Debug, Default)]
+pub struct Window {
+    map: HashMap<WindowKey, Acc>,
+    /// Interned L7 labels; index 0 is the empty label.
+    labels: Vec<String>,
+    /// Interned revision hashes.
+    revisions: Vec<String>,
+    /// Decisions per (revision index, rule id).
+    hits: HashMap<(u32, u32), usage::RuleHits>,
+    records: u64,
+    newest: i64,
+}
+
+fn intern(list: &mut Vec<String>, s: &str) -> u32 {
+    let i = match list.iter().rposition(|x| x == s) {
+        Some(i) => i,
+        None => {
+            list.push(s.to_owned());
+            list.len() - 1
+        }
+    };
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl Window {
+    /// An empty window with room for `keys` keys (no rehashing while it fills).
+    pub fn with_capacity(keys: usize) -> Self {
+        Window {
+            map: HashMap::with_capacity(keys),
+            ..Window::default()
+        }
+    }
+
+    /// Folds one record in.
+    pub fn add(&mut self, f: &ObservedFlow) {
+        if self.labels.is_empty() {
+            self.labels.push(String::new());
+        }
+        let l7 = if f.l7.is_empty() {
+            0
+        } else {
+            intern(&mut self.labels, &f.l7)
         };
-        let key = Key {
+        let rev = match self.revisions.last() {
+            Some(r) if *r == f.revision => u32::try_from(self.revisions.len() - 1).unwrap_or(0),
+            _ => intern(&mut self.revisions, &f.revision),
+        };
+        if self.records == 0 || f.ts_ms > self.newest {
+            self.newest = f.ts_ms;
+        }
+        self.records += 1;
+        let key = WindowKey {
             src: f.src,
             dst: f.dst,
             proto: f.proto,
             dport: f.dport,
-            l7: &f.l7,
+            l7,
         };
-        let a = agg.entry(key).or_insert(Acc {
+        let a = self.map.entry(key).or_insert(Acc {
             first_ms: f.ts_ms,
             last_ms: f.ts_ms,
             flows: 0,
@@ -338,31 +411,104 @@ pub fn aggregate(flows: &[ObservedFlow]) -> Vec<FlowAggregate> {
             FlowVerdict::Denied => a.denied = a.denied.saturating_add(n),
             FlowVerdict::WouldDeny => a.would_deny = a.would_deny.saturating_add(n),
         }
+        // Records that only report a counted flow's end are not decisions: not hits.
+        if f.flows > 0 {
+            self.hits
+                .entry((rev, f.rule))
+                .or_insert(usage::RuleHits {
+                    rule: f.rule,
+                    hits: 0,
+                    first_ms: f.ts_ms,
+                    last_ms: f.ts_ms,
+                })
+                .add(f.ts_ms, 1);
+        }
     }
-    // Deterministic order (also keeps B-tree inserts local); same order as `FlowKeyAgg`'s.
-    let mut rows: Vec<(Key<'_>, Acc)> = agg.into_iter().collect();
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    rows.into_iter()
-        .map(|(k, a)| FlowAggregate {
-            key: FlowKeyAgg {
-                src: k.src,
-                dst: k.dst,
-                proto: k.proto,
-                dport: k.dport,
-                l7: k.l7.to_owned(),
-            },
-            first_ms: a.first_ms,
-            last_ms: a.last_ms,
-            flows: a.flows,
-            packets: a.packets,
-            bytes: a.bytes,
-            allowed: a.allowed,
-            denied: a.denied,
-            would_deny: a.would_deny,
-            last_rule: a.last_rule,
-            last_revision: revisions[a.last_revision].to_owned(),
-        })
-        .collect()
+
+    /// Distinct keys held.
+    pub fn keys(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Records folded in since the last [`Window::clear`].
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether no record was folded in.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The newest record's timestamp (Unix ms), if any.
+    pub fn newest_ms(&self) -> Option<i64> {
+        (self.records > 0).then_some(self.newest)
+    }
+
+    /// Rule hits per revision hash: `(revision, hits per rule id)`.
+    pub fn rule_hits(&self) -> Vec<(&str, Vec<usage::RuleHits>)> {
+        let mut out: Vec<(&str, Vec<usage::RuleHits>)> = Vec::new();
+        for (&(rev, _), h) in &self.hits {
+            let name = self.revisions[rev as usize].as_str();
+            match out.iter_mut().find(|(r, _)| *r == name) {
+                Some((_, v)) => v.push(*h),
+                None => out.push((name, vec![*h])),
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (_, v) in &mut out {
+            v.sort_unstable_by_key(|h| h.rule);
+        }
+        out
+    }
+
+    /// Empties the window, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.hits.clear();
+        self.revisions.clear();
+        self.labels.truncate(1);
+        self.records = 0;
+        self.newest = 0;
+    }
+
+    /// The keys in order (deterministic; also keeps B-tree inserts local).
+    fn sorted(&self) -> Vec<(WindowKey, Acc)> {
+        let mut rows: Vec<(WindowKey, Acc)> = self.map.iter().map(|(k, a)| (*k, *a)).collect();
+        // Same order as `FlowKeyAgg`'s: the label's text, not its index.
+        rows.sort_unstable_by(|a, b| {
+            (a.0.src, a.0.dst, a.0.proto, a.0.dport)
+                .cmp(&(b.0.src, b.0.dst, b.0.proto, b.0.dport))
+                .then_with(|| self.labels[a.0.l7 as usize].cmp(&self.labels[b.0.l7 as usize]))
+        });
+        rows
+    }
+
+    /// The aggregates, in key order.
+    pub fn aggregates(&self) -> Vec<FlowAggregate> {
+        self.sorted()
+            .into_iter()
+            .map(|(k, a)| FlowAggregate {
+                key: FlowKeyAgg {
+                    src: k.src,
+                    dst: k.dst,
+                    proto: k.proto,
+                    dport: k.dport,
+                    l7: self.labels[k.l7 as usize].clone(),
+                },
+                first_ms: a.first_ms,
+                last_ms: a.last_ms,
+                flows: a.flows,
+                packets: a.packets,
+                bytes: a.bytes,
+                allowed: a.allowed,
+                denied: a.denied,
+                would_deny: a.would_deny,
+                last_rule: a.last_rule,
+                last_revision: self.revisions[a.last_revision as usize].clone(),
+            })
+            .collect()
+    }
 }
 
 /// Bounds of the history.
@@ -527,19 +673,29 @@ impl FlowHistory {
         self.rows == 0
     }
 
-    /// Ingests a batch in one transaction: records are aggregated in memory first, then each
-    /// aggregate is inserted or merged; then retention and the row bound are applied.
+    /// Ingests a batch in one transaction: records are aggregated in memory first (a
+    /// [`Window`]), then written with [`FlowHistory::write`].
     pub fn ingest(&mut self, batch: &[ObservedFlow]) -> Result<IngestReport, HistoryError> {
-        let newest = batch.iter().map(|f| f.ts_ms).max().unwrap_or(i64::MIN);
-        let rows = aggregate(batch);
+        let mut w = Window::default();
+        for f in batch {
+            w.add(f);
+        }
+        self.write(&w)
+    }
+
+    /// Writes a window in one transaction: one appended row per key (prepared statement, keys
+    /// in order), then retention and the row bound are applied.
+    pub fn write(&mut self, w: &Window) -> Result<IngestReport, HistoryError> {
         let mut rep = IngestReport {
-            records: batch.len() as u64,
+            records: w.records(),
             ..IngestReport::default()
         };
-        if batch.is_empty() {
+        let Some(newest) = w.newest_ms() else {
             return Ok(rep);
-        }
+        };
+        let rows = w.sorted();
         let tx = self.conn.transaction()?;
+        let mut first_id = None;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO flow_agg (batch_ms, src, dst, proto, dport, l7, first_ms, last_ms,
@@ -547,14 +703,14 @@ impl FlowHistory {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let (mut sb, mut db) = ([0u8; 16], [0u8; 16]);
-            for a in &rows {
+            for (i, (k, a)) in rows.iter().enumerate() {
                 insert.execute(params![
                     newest,
-                    octets(a.key.src, &mut sb),
-                    octets(a.key.dst, &mut db),
-                    a.key.proto,
-                    a.key.dport,
-                    a.key.l7,
+                    octets(k.src, &mut sb),
+                    octets(k.dst, &mut db),
+                    k.proto,
+                    k.dport,
+                    w.labels[k.l7 as usize],
                     a.first_ms,
                     a.last_ms,
                     i64_of(a.flows),
@@ -564,13 +720,34 @@ impl FlowHistory {
                     i64_of(a.denied),
                     i64_of(a.would_deny),
                     a.last_rule,
-                    a.last_revision,
+                    w.revisions[a.last_revision as usize],
                 ])?;
+                if i == 0 {
+                    first_id = Some(tx.last_insert_rowid());
+                }
             }
         }
         rep.rows = rows.len() as u64;
+        if let Some(first) = first_id {
+            tx.prepare_cached(
+                "INSERT INTO flow_batch (first_id, last_id, batch_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![first, tx.last_insert_rowid(), newest])?;
+        }
         let cutoff = newest.saturating_sub(self.cfg.retention_ms);
-        rep.expired = tx.execute("DELETE FROM flow_agg WHERE batch_ms < ?1", [cutoff])? as u64;
+        {
+            let mut expired =
+                tx.prepare_cached("SELECT first_id, last_id FROM flow_batch WHERE batch_ms < ?1")?;
+            let ranges = expired
+                .query_map([cutoff], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM flow_agg WHERE id BETWEEN ?1 AND ?2")?;
+            for (a, b) in ranges {
+                rep.expired += delete.execute([a, b])? as u64;
+            }
+        }
+        tx.execute("DELETE FROM flow_batch WHERE batch_ms < ?1", [cutoff])?;
         let rows_now = (self.rows + rep.rows).saturating_sub(rep.expired);
         if rows_now > self.cfg.max_rows {
             let excess = i64_of(rows_now - self.cfg.max_rows);
@@ -578,6 +755,11 @@ impl FlowHistory {
                 "DELETE FROM flow_agg WHERE id IN (SELECT id FROM flow_agg ORDER BY id LIMIT ?1)",
                 [excess],
             )? as u64;
+            tx.execute(
+                "DELETE FROM flow_batch
+                 WHERE last_id < (SELECT coalesce(min(id), 9223372036854775807) FROM flow_agg)",
+                [],
+            )?;
         }
         tx.commit()?;
         self.rows = rows_now - rep.evicted;

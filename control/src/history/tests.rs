@@ -173,6 +173,65 @@ fn retention_and_row_bound_are_enforced_on_every_batch() {
 }
 
 #[test]
+fn a_version_1_database_is_migrated_and_its_batches_still_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A history written by the previous schema: rows indexed by batch time, no batch table.
+        let conn = Connection::open(dir.path().join(HISTORY_DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let (src, dst): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for (ts, port) in [(100, 1), (100, 2), (200, 3)] {
+            let (mut sb, mut db) = ([0u8; 16], [0u8; 16]);
+            conn.execute(
+                "INSERT INTO flow_agg (batch_ms, src, dst, proto, dport, l7, first_ms, last_ms,
+                    flows, packets, bytes, allowed, denied, would_deny, last_rule, last_revision)
+                 VALUES (?1, ?2, ?3, 6, ?4, '', ?1, ?1, 1, 3, 300, 1, 0, 0, 1, 'rev-a')",
+                params![ts, octets(src, &mut sb), octets(dst, &mut db), port],
+            )
+            .unwrap();
+        }
+    }
+    let cfg = HistoryConfig {
+        max_rows: 100,
+        retention_ms: 1_000,
+    };
+    let mut h = open(dir.path(), cfg);
+    assert_eq!(h.len(), 3);
+    let version: i64 = h
+        .conn()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    let batches: i64 = h
+        .conn()
+        .query_row("SELECT count(*) FROM flow_batch", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(batches, 2, "the old rows grouped into their two batches");
+    // 1,150: the batch of 100 is beyond the retention, the one of 200 is not.
+    let rep = h
+        .ingest(&[flow(
+            1_150,
+            "10.0.0.1",
+            "10.0.0.2",
+            4,
+            FlowVerdict::Allowed,
+            1,
+        )])
+        .unwrap();
+    assert_eq!((rep.rows, rep.expired), (1, 2));
+    let ports: Vec<u16> = h
+        .query(0, i64::MAX, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.key.dport)
+        .collect();
+    assert_eq!(ports, vec![3, 4]);
+    assert_eq!(h.len(), 2);
+}
+
+#[test]
 fn a_database_from_a_newer_build_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), HistoryConfig::default()));

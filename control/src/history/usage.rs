@@ -7,7 +7,7 @@
 //! names do not, so counters survive revisions and restarts. A data-plane rule id is mapped to
 //! its clause with the compiled policy of the revision that made the decision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::params;
 use septa_classifier::RuleId;
@@ -38,6 +38,28 @@ pub struct UsageReport {
     pub attributed: u64,
     /// Flows decided by another revision or an unknown rule id (not counted).
     pub unattributed: u64,
+}
+
+/// Hits of one rule id over a span of time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleHits {
+    /// The data plane's rule id.
+    pub rule: u32,
+    /// Decisions it made.
+    pub hits: u64,
+    /// First of them (Unix ms).
+    pub first_ms: i64,
+    /// Last of them (Unix ms).
+    pub last_ms: i64,
+}
+
+impl RuleHits {
+    /// Adds `n` hits at `ts_ms`.
+    pub fn add(&mut self, ts_ms: i64, n: u64) {
+        self.hits = self.hits.saturating_add(n);
+        self.first_ms = self.first_ms.min(ts_ms);
+        self.last_ms = self.last_ms.max(ts_ms);
+    }
 }
 
 /// One clause's usage.
@@ -81,25 +103,53 @@ impl FlowHistory {
         revision: &str,
         flows: &[ObservedFlow],
     ) -> Result<UsageReport, HistoryError> {
+        let mut by_rule: HashMap<u32, RuleHits> = HashMap::new();
+        let mut other = 0;
+        // Records that only report a counted flow's end are not decisions: not hits.
+        for f in flows.iter().filter(|f| f.flows > 0) {
+            if f.revision != revision {
+                other += 1;
+                continue;
+            }
+            by_rule
+                .entry(f.rule)
+                .or_insert(RuleHits {
+                    rule: f.rule,
+                    hits: 0,
+                    first_ms: f.ts_ms,
+                    last_ms: f.ts_ms,
+                })
+                .add(f.ts_ms, 1);
+        }
+        let mut rep = self.record_rule_hits(compiled, revision, by_rule.values())?;
+        rep.unattributed += other;
+        Ok(rep)
+    }
+
+    /// Counts hits already summed per rule id (what the learning feed's window keeps) against
+    /// the clauses of `compiled`, the compiled form of `revision`, in one transaction. Rule ids
+    /// `compiled` does not know are counted as unattributed.
+    pub fn record_rule_hits<'a>(
+        &mut self,
+        compiled: &CompiledPolicy,
+        revision: &str,
+        rules: impl IntoIterator<Item = &'a RuleHits>,
+    ) -> Result<UsageReport, HistoryError> {
         let mut rep = UsageReport::default();
         // (policy, key) -> (clause, hits, first, last)
         let mut hits: BTreeMap<(String, String), (&Clause, u64, i64, i64)> = BTreeMap::new();
-        // Records that only report a counted flow's end are not decisions: not hits.
-        for f in flows.iter().filter(|f| f.flows > 0) {
-            let clause = (f.revision == revision)
-                .then(|| compiled.clause_of(RuleId(f.rule)))
-                .flatten();
-            let Some(c) = clause else {
-                rep.unattributed += 1;
+        for r in rules {
+            let Some(c) = compiled.clause_of(RuleId(r.rule)) else {
+                rep.unattributed += r.hits;
                 continue;
             };
-            rep.attributed += 1;
+            rep.attributed += r.hits;
             let e = hits
                 .entry((c.policy.clone(), clause_key(&c.kind)))
-                .or_insert((c, 0, f.ts_ms, f.ts_ms));
-            e.1 += 1;
-            e.2 = e.2.min(f.ts_ms);
-            e.3 = e.3.max(f.ts_ms);
+                .or_insert((c, 0, r.first_ms, r.last_ms));
+            e.1 += r.hits;
+            e.2 = e.2.min(r.first_ms);
+            e.3 = e.3.max(r.last_ms);
         }
         let tx = self.conn_mut().transaction()?;
         {
