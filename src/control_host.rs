@@ -108,6 +108,9 @@ pub struct RawControl {
     /// Seconds over which access decisions are aggregated into one record per (flow, clause).
     #[serde(default)]
     audit_interval: Option<u64>,
+    /// Seconds without a poll after which `/api/v1/health` reports a worker stalled.
+    #[serde(default)]
+    worker_stall_after: Option<u64>,
 }
 
 /// The checked `[control]` section.
@@ -125,6 +128,8 @@ pub struct ControlConfig {
     pub audit_allow_sample: u64,
     /// Aggregation interval of access-decision audit records.
     pub audit_interval: Duration,
+    /// A worker whose poll counter stands still this long is reported stalled.
+    pub worker_stall_after: Duration,
     /// The checked `[export]` section (set by the configuration loader; none by default).
     pub export: ExportConfig,
 }
@@ -198,6 +203,13 @@ impl ControlConfig {
                 format!("{interval} s is outside 1..=3600"),
             ));
         }
+        let stall = raw.worker_stall_after.unwrap_or(3);
+        if !(1..=600).contains(&stall) {
+            return Err((
+                "control.worker_stall_after".into(),
+                format!("{stall} s is outside 1..=600"),
+            ));
+        }
         Ok(Some(ControlConfig {
             listen,
             data_dir,
@@ -205,6 +217,7 @@ impl ControlConfig {
             cert_names,
             audit_allow_sample: raw.audit_allow_sample.unwrap_or(1000),
             audit_interval: Duration::from_secs(interval),
+            worker_stall_after: Duration::from_secs(stall),
             export: ExportConfig::default(),
         }))
     }
@@ -254,6 +267,7 @@ pub fn check_export(
         concrete("export.syslog.target", &s.target)?;
         s.check(dir)?;
     }
+    e.inherit_enterprise_number();
     if let Some(f) = &mut e.flow_log {
         if f.path.as_os_str().is_empty() {
             return Err(("export.flow_log.path".into(), "must not be empty".into()));
@@ -466,10 +480,44 @@ impl CountersSource for WorkerCountersSource {
     }
 }
 
+/// A probe of the inference thread for `/api/v1/health` (see `ml_host::MlProbe`).
+pub type InferenceProbe = Box<dyn Fn() -> api::InferenceSample + Send + Sync>;
+
+/// `/api/v1/health` over the workers' poll counters and the inference thread's probe.
+pub struct HostHealth {
+    counters: Arc<WorkerCountersSource>,
+    lcores: OnceLock<Vec<u32>>,
+    inference: OnceLock<Option<InferenceProbe>>,
+}
+
+impl api::HealthSource for HostHealth {
+    fn workers(&self) -> Option<Vec<api::WorkerSample>> {
+        let lcores = self.lcores.get();
+        let workers = self.counters.workers.get().map_or(&[][..], Vec::as_slice);
+        Some(
+            workers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| api::WorkerSample {
+                    id: u16::try_from(i).unwrap_or(u16::MAX),
+                    lcore: lcores.and_then(|l| l.get(i).copied()),
+                    polls: c.polls(),
+                    stopped: c.is_stopped(),
+                })
+                .collect(),
+        )
+    }
+
+    fn inference(&self) -> Option<api::InferenceSample> {
+        self.inference.get()?.as_ref().map(|probe| probe())
+    }
+}
+
 /// The running control plane. Dropping it stops the API (in-flight requests get two seconds).
 pub struct ControlHost {
     slot: PolicySlot,
     counters: Arc<WorkerCountersSource>,
+    health: Arc<HostHealth>,
     flows: Arc<FlowStore>,
     labels: EpochLabels,
     decisions: Arc<Mutex<DecisionAggregator>>,
@@ -533,6 +581,13 @@ impl ControlHost {
         opts.flows = Arc::clone(&flows) as Arc<dyn api::FlowSource>;
         opts.anomalies = Arc::clone(&anomalies);
         opts.learn = Arc::new(learn_state);
+        let health = Arc::new(HostHealth {
+            counters: Arc::clone(&counters),
+            lcores: OnceLock::new(),
+            inference: OnceLock::new(),
+        });
+        opts.health = Arc::clone(&health) as Arc<dyn api::HealthSource>;
+        opts.stall_after = cfg.worker_stall_after;
         let (state, first_password) = {
             let _guard = runtime.enter();
             AppState::new(svc, clock, opts).context("starting the control API")?
@@ -597,6 +652,7 @@ impl ControlHost {
         Ok(ControlHost {
             slot,
             counters,
+            health,
             flows,
             labels,
             decisions,
@@ -616,6 +672,14 @@ impl ControlHost {
     /// ignored).
     pub fn attach_counters(&self, workers: &[Arc<WorkerCounters>]) {
         let _ = self.counters.workers.set(workers.to_vec());
+    }
+
+    /// Hands `/api/v1/health` the workers' lcores (in the order of [`Self::attach_counters`])
+    /// and the inference thread's probe (`None`: ML not configured). Once; later calls are
+    /// ignored.
+    pub fn attach_health(&self, lcores: &[u32], inference: Option<InferenceProbe>) {
+        let _ = self.health.lcores.set(lcores.to_vec());
+        let _ = self.health.inference.set(inference);
     }
 
     /// The adapter from the workers' event rings into the flow store. Make it right before the
@@ -843,6 +907,22 @@ pub struct FlowAdapter {
     decisions: Option<Arc<Mutex<DecisionAggregator>>>,
     /// The learning feed (history, rule usage, flow exports); offers never block.
     learn: Option<FlowFeed>,
+}
+
+/// After the workers stopped: drains what they flushed after the monitor's last pass (the
+/// ends of every flow still in their tables) into `events` and, with `[control]`, into the flow
+/// records and the learning feed (history, rule usage, exports) like every other event.
+pub fn drain_final(
+    drain: &mut septa_dataplane::events::EventDrain,
+    events: &mut septa_dataplane::events::EventCounts,
+    mut flows: Option<&mut FlowAdapter>,
+) {
+    drain.drain(usize::MAX, |_, ev| {
+        events.add(&ev);
+        if let Some(f) = &mut flows {
+            f.on_event(&ev);
+        }
+    });
 }
 
 impl FlowAdapter {
@@ -1116,6 +1196,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.scheme(), "https");
         assert!(c.cert_names.contains(&"localhost".to_owned()));
+        assert_eq!(c.worker_stall_after, Duration::from_secs(3));
     }
 
     #[test]
@@ -1152,6 +1233,7 @@ mod tests {
                 "control.plain_http",
             ),
             ("cert_names = []", "control.cert_names"),
+            ("worker_stall_after = 0", "control.worker_stall_after"),
         ] {
             let (k, msg) = ControlConfig::from_raw(raw(text), None).unwrap_err();
             assert_eq!(k, key, "{text}: {msg}");
@@ -1236,6 +1318,43 @@ mod tests {
             septa_classifier::Action::Deny,
             "fail closed"
         );
+    }
+
+    #[test]
+    fn health_reads_each_workers_polls_lcore_and_stop_and_the_inference_probe() {
+        use septa_control::api::HealthSource;
+        let counters = Arc::new(WorkerCountersSource::new(vec!["p0".into()]));
+        let health = HostHealth {
+            counters: Arc::clone(&counters),
+            lcores: OnceLock::new(),
+            inference: OnceLock::new(),
+        };
+        assert_eq!(
+            health.workers(),
+            Some(Vec::new()),
+            "before the workers exist"
+        );
+        assert_eq!(health.inference(), None);
+        let w: Vec<_> = (0..2).map(|_| Arc::new(WorkerCounters::new(1))).collect();
+        let _ = counters.workers.set(w.clone());
+        let _ = health.lcores.set(vec![3, 5]);
+        let probe: InferenceProbe = Box::new(|| api::InferenceSample {
+            mode: "shadow".into(),
+            batches: 7,
+            ..api::InferenceSample::default()
+        });
+        let _ = health.inference.set(Some(probe));
+        w[0].polled();
+        w[0].polled();
+        w[1].set_stopped();
+        let got = health.workers().unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|s| (s.id, s.lcore, s.polls, s.stopped))
+                .collect::<Vec<_>>(),
+            [(0, Some(3), 2, false), (1, Some(5), 0, true)]
+        );
+        assert_eq!(health.inference().unwrap().batches, 7);
     }
 
     #[test]
@@ -1435,6 +1554,73 @@ mod tests {
         );
         assert_eq!(audit[0].reason, "default (no rule matched)");
         assert_eq!(audit[2].after.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_workers_final_flush_reaches_the_history_after_the_monitor_stopped() {
+        use septa_dataplane::events::{
+            self, EndReason, EventCounts, EventDrain, FlowEnd, FlowStart,
+        };
+        let dir = std::env::temp_dir().join(format!("septa-final-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let targets = FeedTargets {
+            history: Some(FlowHistory::open(&dir, HistoryConfig::default()).unwrap()),
+            revisions: Box::new(|_: &str| None),
+            sinks: Vec::new(),
+        };
+        let (feed, handle) = feed::spawn(targets, FeedConfig::default()).unwrap();
+        let mut a = FlowAdapter::new(
+            Arc::new(FlowStore::new(10)),
+            EpochLabels::default(),
+            1_000_000,
+        );
+        a.learn = Some(feed.clone());
+        let (sink, source) = events::ring(16);
+        let mut drain = EventDrain::default();
+        drain.push(source);
+        let key = FlowKey::v4([10, 1, 0, 1].into(), [10, 2, 0, 1].into(), 6, 4000, 443);
+        let allow = EventDecision {
+            rule: Some(2),
+            source: Some(0),
+            epoch: 0,
+            action: EventAction::Allow,
+            monitor: false,
+        };
+        // The flow's start reaches the monitor's last pass ...
+        sink.emit(FlowEvent::Start(FlowStart {
+            key,
+            at: 0,
+            decision: allow,
+        }));
+        drain.drain(usize::MAX, |_, ev| a.on_event(&ev));
+        // ... its end comes from the worker's final flush, after the monitor stopped.
+        sink.emit(FlowEvent::End(FlowEnd {
+            key,
+            first_seen: 0,
+            last_seen: 1,
+            at: 2,
+            packets: [3, 2],
+            bytes: [300, 200],
+            reason: EndReason::Flushed,
+            decision: allow,
+            l7: septa_dataplane::l7::L7Proto::Unknown,
+        }));
+        let mut counts = EventCounts::default();
+        drain_final(&mut drain, &mut counts, Some(&mut a));
+        assert_eq!(counts.flow_end, 1);
+        drop(a);
+        drop(feed);
+        handle.stop();
+        let h = FlowHistory::open(&dir, HistoryConfig::default()).unwrap();
+        let aggs = h.query(0, i64::MAX, 10).unwrap();
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(aggs.len(), 1, "{aggs:?}");
+        assert_eq!(
+            (aggs[0].flows, aggs[0].packets, aggs[0].bytes),
+            (1, 5, 500),
+            "the final flush's flow end (packets, bytes) reached the history"
+        );
     }
 
     #[test]

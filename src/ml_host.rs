@@ -17,16 +17,19 @@
 #![cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use septa_control::api::anomalies::{AnomalyFlow, AnomalyStore, FeatureContribution, NewAnomaly};
+use septa_control::api::{InferenceSample, ModelInfo};
 use septa_dataplane::sample::{Sampler, SamplerConfig};
 use septa_features::FeatureRecord;
-use septa_ml::{Alert, Engine, Health, MlConfig, MlEvent, Mode, QuarantineRequest, Service};
+use septa_ml::{
+    Alert, Engine, Health, MlConfig, MlEvent, Mode, QuarantineRequest, Service, ServiceStats,
+};
 use serde::Deserialize;
 
 /// `[ml]` as written.
@@ -167,6 +170,57 @@ pub struct MlTally {
     pub proposals: AtomicU64,
     /// Health reports (restarts, stalls, panics).
     pub health: AtomicU64,
+    /// The models of the engine built last (at start and after each restart).
+    pub models: Mutex<Vec<ModelInfo>>,
+    /// Why the last restart failed, until one succeeds.
+    pub restart_error: Mutex<Option<String>>,
+}
+
+/// What `/api/v1/health` shows of the inference thread: a running service's counters and
+/// models, or why it did not start.
+#[derive(Clone)]
+pub struct MlProbe {
+    mode: String,
+    running: Option<(Arc<ServiceStats>, Arc<MlTally>)>,
+    start_error: Option<String>,
+}
+
+impl MlProbe {
+    /// The inference thread's state now (relaxed loads and two short locks).
+    pub fn sample(&self) -> InferenceSample {
+        let mut s = InferenceSample {
+            mode: self.mode.clone(),
+            error: self.start_error.clone(),
+            ..InferenceSample::default()
+        };
+        if let Some((stats, tally)) = &self.running {
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            s.records = n(&stats.records);
+            s.batches = n(&stats.batches);
+            s.events_dropped = n(&stats.events_dropped);
+            s.lost_records = n(&stats.lost_records);
+            s.score_errors = n(&stats.score_errors);
+            s.panics = n(&stats.panics);
+            s.stalls = n(&stats.stalls);
+            s.restarts = n(&stats.restarts);
+            s.models = tally
+                .models
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            s.error = tally
+                .restart_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|e| format!("restart failed: {e}"));
+        }
+        s
+    }
+}
+
+fn mode_name(m: Mode) -> String {
+    format!("{m:?}").to_lowercase()
 }
 
 /// The running ML side: the service, the samplers for the workers, the drain thread.
@@ -199,9 +253,23 @@ impl MlHost {
     ) -> Result<Self, septa_ml::MlError> {
         let (events_tx, events_rx) = sync_channel(1024);
         let cfg = s.engine.clone();
+        let tally = Arc::new(MlTally::default());
+        let loaded = Arc::clone(&tally);
         let service = Service::start(
             rings,
-            Box::new(move || Ok(Box::new(Engine::load(cfg.clone())?) as _)),
+            Box::new(move || {
+                let engine = Engine::load(cfg.clone())?;
+                *loaded.models.lock().unwrap_or_else(PoisonError::into_inner) = engine
+                    .models()
+                    .into_iter()
+                    .map(|(id, hash, threshold)| ModelInfo {
+                        id,
+                        hash,
+                        threshold,
+                    })
+                    .collect();
+                Ok(Box::new(engine) as _)
+            }),
             events_tx,
             septa_ml::ServiceConfig::default(),
         )?;
@@ -212,7 +280,6 @@ impl MlHost {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| septa_ml::MlError::Config(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(MlTally::default());
         let drain = {
             let (stop, tally) = (Arc::clone(&stop), Arc::clone(&tally));
             std::thread::Builder::new()
@@ -227,6 +294,15 @@ impl MlHost {
             stop,
             tally,
         })
+    }
+
+    /// For `/api/v1/health`: the service's counters and models.
+    pub fn probe(&self, mode: Mode) -> MlProbe {
+        MlProbe {
+            mode: mode_name(mode),
+            running: Some((self.service.stats(), Arc::clone(&self.tally))),
+            start_error: None,
+        }
     }
 
     /// The samplers, one per worker, in worker order (taken once).
@@ -257,22 +333,31 @@ impl MlHost {
 
 /// Starts ML for `septa run` when `[ml]` is configured: alerts go to the control plane's store
 /// (`control`), else to a private one. A model that does not load turns ML off with a message;
-/// the workers then run without samplers.
-pub fn start_for_run(
+/// the workers then run without samplers. The probe (`Some` when `[ml]` is configured) is what
+/// `/api/v1/health` reads; it carries the reason when ML did not start.
+pub fn start_for_run_probed(
     settings: Option<&MlSettings>,
     workers: usize,
     control: Option<Arc<AnomalyStore>>,
-) -> Option<MlHost> {
-    let s = settings?;
+) -> (Option<MlHost>, Option<MlProbe>) {
+    let Some(s) = settings else {
+        return (None, None);
+    };
     let store = control.unwrap_or_else(|| Arc::new(AnomalyStore::default()));
     match MlHost::start(s, workers, store) {
         Ok(h) => {
             eprintln!("septa: ml: {}", s.describe());
-            Some(h)
+            let probe = h.probe(s.engine.mode);
+            (Some(h), Some(probe))
         }
         Err(e) => {
             eprintln!("septa: ml is off: {e} (forwarding and enforcement are unaffected)");
-            None
+            let probe = MlProbe {
+                mode: mode_name(s.engine.mode),
+                running: None,
+                start_error: Some(format!("did not start: {e}")),
+            };
+            (None, Some(probe))
         }
     }
 }
@@ -348,8 +433,16 @@ fn drain_events(rx: &Receiver<MlEvent>, store: &AnomalyStore, tally: &MlTally, s
             }
             Ok(MlEvent::Health(h)) => {
                 tally.health.fetch_add(1, Ordering::Relaxed);
+                let mut failed = tally
+                    .restart_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 match h {
-                    Health::Restarted { .. } => {}
+                    Health::Restarted { .. } => *failed = None,
+                    Health::RestartFailed { error } => {
+                        eprintln!("septa: ml: restart failed: {error}");
+                        *failed = Some(error);
+                    }
                     other => eprintln!("septa: ml: {other:?}"),
                 }
             }
@@ -420,6 +513,18 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("/nonexistent/models"), "{e}");
+        // The health probe carries the reason; no settings, no probe.
+        let (host, probe) = start_for_run_probed(Some(&s), 1, None);
+        assert!(host.is_none());
+        let sample = probe.unwrap().sample();
+        assert_eq!(sample.mode, "shadow");
+        assert!(sample.models.is_empty());
+        let error = sample.error.unwrap();
+        assert!(
+            error.starts_with("did not start: ") && error.contains("/nonexistent/models"),
+            "{error}"
+        );
+        assert!(start_for_run_probed(None, 1, None).1.is_none());
     }
 
     /// The committed models, fed by a worker-side sampler through the real rings: held-out
@@ -442,6 +547,16 @@ mod tests {
         let tx = senders.pop().unwrap();
         let host = MlHost::start_on(&s, senders, rings, Arc::clone(&store)).unwrap();
         assert_eq!(host.samplers.len(), 1);
+        let probe = host.probe(s.engine.mode);
+        let before = probe.sample();
+        assert!(
+            !before.models.is_empty() && before.error.is_none(),
+            "{before:?}"
+        );
+        assert!(
+            before.models.iter().all(|m| m.hash.len() == 64),
+            "{before:?}"
+        );
         let attacks = rows.iter().filter(|r| r.label == 1).count();
         for (i, r) in rows.iter().enumerate() {
             tx.try_send(r.record(i)).unwrap();
@@ -452,6 +567,8 @@ mod tests {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
+        let scored = probe.sample();
+        assert!(scored.records > 0 && scored.batches > 0, "{scored:?}");
         let line = host.stop();
         let listed = store.list(None, usize::MAX).items;
         assert!(

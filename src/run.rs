@@ -302,7 +302,7 @@ mod imp {
         // Made right before the workers, whose event clocks start at 0 when they are made.
         let flows = control.map(ControlHost::flow_adapter);
         let mut inline_worker: Option<(Worker, DpdkIo)> = None;
-        let mut ml = crate::ml_host::start_for_run(
+        let (mut ml, ml_probe) = crate::ml_host::start_for_run_probed(
             config.ml.as_ref(),
             lcores.len(),
             control.map(ControlHost::anomalies),
@@ -348,6 +348,9 @@ mod imp {
         }
         if let Some(c) = control {
             c.attach_counters(&counters);
+            let probe = ml_probe
+                .map(|p| -> crate::control_host::InferenceProbe { Box::new(move || p.sample()) });
+            c.attach_health(&lcores, probe);
         }
         eprintln!(
             "septa: {} worker(s) on lcore(s) {:?}, {} pair(s), {}; stop with Ctrl-C",
@@ -380,12 +383,7 @@ mod imp {
         let forwarding = started.elapsed();
         // The workers' final flush (flow ends at stop) reaches the flow records and the learning
         // feed (history, rule usage, exports) like every other event.
-        drain.drain(usize::MAX, |_, ev| {
-            events.add(&ev);
-            if let Some(f) = &mut flows {
-                f.on_event(&ev);
-            }
-        });
+        crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
         events.lost = drain.lost();
 
         stop_ports(&infos).context("stopping the ports")?;

@@ -23,7 +23,8 @@ use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly
 use septa_control::api::auth::TokenInfo;
 use septa_control::api::{
     ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
-    FlowRecord, FlowSource, PasswordCost, PortCounters, Role, ServeConfig, TlsMode, serve,
+    FlowRecord, FlowSource, HealthSource, InferenceSample, ModelInfo, PasswordCost, PortCounters,
+    Role, ServeConfig, TlsMode, WorkerSample, serve,
 };
 use septa_control::audit::Actor;
 use septa_control::clock::{Clock, SystemClock};
@@ -119,6 +120,50 @@ impl CountersSource for Counters {
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default()
+    }
+}
+
+/// Simulated health: two workers on lcores 1 and 2 polling 1.4 and 1.1 million times a
+/// second, and an inference thread in shadow mode with one model
+/// scoring batches that grow with the simulated traffic.
+struct Health {
+    started: std::time::Instant,
+    sim: Arc<Simulated>,
+}
+
+impl HealthSource for Health {
+    fn workers(&self) -> Option<Vec<WorkerSample>> {
+        let us = self.started.elapsed().as_micros() as u64;
+        Some(
+            [(1u32, 14u64), (2, 11)]
+                .iter()
+                .enumerate()
+                .map(|(i, &(lcore, tenths_per_us))| WorkerSample {
+                    id: i as u16,
+                    lcore: Some(lcore),
+                    polls: us * tenths_per_us / 10,
+                    stopped: false,
+                })
+                .collect(),
+        )
+    }
+
+    fn inference(&self) -> Option<InferenceSample> {
+        // Stands in for sampled flows: grows with the simulated traffic.
+        let flows = self.sim.counters.lock().map_or(0, |c| {
+            c.ports.iter().map(|p| p.rx_packets).sum::<u64>() / 20
+        });
+        Some(InferenceSample {
+            mode: "shadow".into(),
+            models: vec![ModelInfo {
+                id: "demo-flow-if-v1".into(),
+                hash: "d".repeat(64),
+                threshold: 0.62,
+            }],
+            records: flows / 16 * 16,
+            batches: flows / 16,
+            ..InferenceSample::default()
+        })
     }
 }
 
@@ -331,6 +376,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     opts.flows = Arc::new(Flows(Arc::clone(&sim)));
     opts.counters = Arc::new(Counters(Arc::clone(&sim)));
+    opts.health = Arc::new(Health {
+        started: std::time::Instant::now(),
+        sim: Arc::clone(&sim),
+    });
     let (state, pw) = AppState::new(svc, clock.clone(), opts)?;
     if let Some(pw) = pw {
         println!("first login: admin / {pw}");

@@ -7,7 +7,7 @@
 //! reader's loads do not bounce the lines the writer is using more than necessary.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
 
@@ -39,6 +39,10 @@ pub struct WorkerCounters {
     non_ip_forwarded: CachePadded<AtomicU64>,
     /// IP packets a monitor-mode deny forwarded (what enforcing would have dropped).
     would_deny: CachePadded<AtomicU64>,
+    /// Poll-loop iterations (the liveness signal: it moves on an idle worker too).
+    polls: CachePadded<AtomicU64>,
+    /// Set when the worker's run loop has returned.
+    stopped: AtomicBool,
 }
 
 impl WorkerCounters {
@@ -51,6 +55,8 @@ impl WorkerCounters {
             drops: CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))),
             non_ip_forwarded: CachePadded::new(AtomicU64::new(0)),
             would_deny: CachePadded::new(AtomicU64::new(0)),
+            polls: CachePadded::new(AtomicU64::new(0)),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -98,6 +104,28 @@ impl WorkerCounters {
     /// Drops counted under `reason` so far.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()].load(Relaxed)
+    }
+
+    /// Count one poll-loop iteration (writer only; once per poll, busy or idle).
+    #[inline]
+    pub fn polled(&self) {
+        bump(&self.polls, 1);
+    }
+
+    /// Poll-loop iterations so far: a reader that sees it stand still for seconds knows the
+    /// worker is stuck (per-port counters stand still on an idle worker too).
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Relaxed)
+    }
+
+    /// Mark the worker's run loop as returned (writer only, once at exit).
+    pub fn set_stopped(&self) {
+        self.stopped.store(true, Relaxed);
+    }
+
+    /// Whether the worker's run loop has returned.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Relaxed)
     }
 }
 

@@ -334,6 +334,7 @@ impl Worker {
     /// Receive one burst on every port of the bridge, process it and transmit to the peers,
     /// then age flows and fragments a bounded amount. Returns the number of packets received.
     pub fn poll<IO: PacketIo, O: Observer>(&mut self, io: &mut IO, obs: &mut O) -> usize {
+        self.counters.polled();
         self.state.tick();
         if let Decision::Awaiting(slot) = &self.decision
             && let Some(cell) = slot.cell()
@@ -428,6 +429,7 @@ impl Worker {
                 std::hint::spin_loop();
             }
         }
+        self.counters.set_stopped();
     }
 
     /// End every tracked flow now (flow-end records with reason `flushed` unless closed or

@@ -91,6 +91,16 @@ describe('console', () => {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=active-flows]')?.textContent) > 0);
     await page.waitForTimeout(4500);
     assert.match(await page.textContent('main'), /port0/);
+    // Health: both simulated workers and the inference thread run, with rates measured.
+    await page.waitForSelector('[data-testid=health-panel][data-status=ok]');
+    const workers = await page.$$eval('[data-testid=health-worker]', (rows) => rows.map((r) => [r.dataset.state, r.textContent]));
+    assert.equal(workers.length, 2, JSON.stringify(workers));
+    assert.ok(workers.every(([state, text]) => state === 'running' && /polls\/s/.test(text)), JSON.stringify(workers));
+    assert.match(workers[1][1], /worker 1 · lcore 2/);
+    const inference = await page.textContent('[data-testid=health-inference]');
+    assert.match(inference, /inference · shadow/);
+    assert.equal(await page.getAttribute('[data-testid=health-inference]', 'data-state'), 'running');
+    assert.match(await page.textContent('[data-testid=health-models]'), /demo-flow-if-v1/);
     await shot('02-dashboard');
   });
 

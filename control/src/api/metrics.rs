@@ -146,6 +146,14 @@ impl ApiMetrics {
         ApiMetrics { registry, denied }
     }
 
+    /// Adds the workers' and the inference thread's health (`septa_health_status`,
+    /// `septa_worker_*`, `septa_inference_*`).
+    pub fn with_health(mut self, health: Arc<super::health::HealthTracker>) -> Self {
+        self.registry
+            .register_collector(Box::new(super::health::HealthCollector(health)));
+        self
+    }
+
     /// Counts one refused request.
     pub fn denied(&self) {
         self.denied.inc();

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod flows;
+pub mod health;
 pub mod learn;
 pub mod metrics;
 pub mod openapi;
@@ -47,6 +48,7 @@ use crate::store::{PendingConfirm, RevisionInfo};
 
 pub use auth::{AuthStore, PasswordCost, Principal};
 pub use flows::{FlowFilter, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
+pub use health::{HealthSource, HealthTracker, InferenceSample, ModelInfo, NoHealth, WorkerSample};
 pub use metrics::{CountersSnapshot, CountersSource, DropCount, NoCounters, PortCounters};
 pub use problem::Problem;
 pub use routes::{Access, ROUTES, Role, RouteSpec};
@@ -257,6 +259,10 @@ pub struct ApiOptions {
     pub anomalies: Arc<anomalies::AnomalyStore>,
     /// The learning feed's counters and the configured exports (`/learn/status`).
     pub learn: Arc<learn::LearnState>,
+    /// Workers and inference thread (`/api/v1/health`).
+    pub health: Arc<dyn HealthSource>,
+    /// A worker whose poll counter stands still this long is reported stalled.
+    pub stall_after: std::time::Duration,
 }
 
 impl ApiOptions {
@@ -270,6 +276,8 @@ impl ApiOptions {
             counters: Arc::new(NoCounters),
             anomalies: Arc::new(anomalies::AnomalyStore::default()),
             learn: Arc::new(learn::LearnState::default()),
+            health: Arc::new(NoHealth),
+            stall_after: std::time::Duration::from_secs(3),
         }
     }
 }
@@ -316,6 +324,8 @@ pub struct AppState {
     pub anomalies: Arc<anomalies::AnomalyStore>,
     /// Recommendations and the learning feed's status.
     pub learn: Arc<learn::LearnState>,
+    /// Worker and inference-thread health.
+    pub health: Arc<HealthTracker>,
     requests: Arc<Semaphore>,
     streams: Arc<Semaphore>,
 }
@@ -335,10 +345,19 @@ impl AppState {
             opts.limits.login,
             clock.now_ms(),
         )?;
+        let health = Arc::new(HealthTracker::new(
+            opts.health,
+            Arc::clone(&clock),
+            opts.stall_after,
+        ));
         let state = AppState {
             core: Core::new(svc),
             auth: Arc::new(auth),
-            metrics: Arc::new(metrics::ApiMetrics::new(Arc::clone(&opts.counters))),
+            metrics: Arc::new(
+                metrics::ApiMetrics::new(Arc::clone(&opts.counters))
+                    .with_health(Arc::clone(&health)),
+            ),
+            health,
             flows: opts.flows,
             counters: opts.counters,
             clock,
@@ -364,6 +383,7 @@ pub fn app(state: AppState) -> Router {
         .merge(audit::router())
         .merge(flows::router())
         .merge(metrics::counters_router())
+        .merge(health::router())
         .merge(learn::router())
         .merge(anomalies::router());
     Router::new()

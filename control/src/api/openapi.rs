@@ -12,7 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::SESSION_COOKIE;
 use super::problem::PROBLEM_JSON;
-use super::{AppState, anomalies, audit, flows, learn, metrics, policy, principals};
+use super::{AppState, anomalies, audit, flows, health, learn, metrics, policy, principals};
 
 struct Security;
 
@@ -234,7 +234,7 @@ impl Modify for TypedDecisions {
             Errors are RFC 9457 problem+json. Cookie-authenticated mutations need X-CSRF-Token."
     ),
     paths(
-        metrics::healthz, metrics::readyz, metrics::prometheus, metrics::counters,
+        metrics::healthz, metrics::readyz, metrics::prometheus, metrics::counters, health::health,
         policy::get_policy, policy::get_zones, policy::get_conduits, policy::commit,
         policy::stage, policy::rollback, policy::confirm, policy::decide, policy::impact,
         policy::list_revisions, policy::get_revision, policy::get_revision_source, policy::get_diff,
@@ -259,7 +259,7 @@ impl Modify for TypedDecisions {
         (name = "auth", description = "Sessions"),
         (name = "users", description = "Local users"),
         (name = "tokens", description = "API tokens"),
-        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "health", description = "Liveness, readiness, metrics, worker and inference-thread health"),
         (name = "learn", description = "Recommendations from flow history, rule usage, evidence packs"),
         (name = "anomalies", description = "Alerts of the inference thread and their triage"),
     )

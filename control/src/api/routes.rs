@@ -217,6 +217,7 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Roles(READERS),
         false,
     ),
+    r(Method::GET, "/api/v1/health", Access::Roles(READERS), false),
     // audit
     r(
         Method::GET,

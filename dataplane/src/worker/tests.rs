@@ -530,3 +530,24 @@ fn l7_conduit_verdicts_map_to_worker_verdicts() {
         Some(DropReason::L7Malformed)
     );
 }
+
+#[test]
+fn every_poll_counts_busy_or_idle_and_run_marks_the_worker_stopped() {
+    let mut io = MemoryIo::new(2);
+    io.push_rx(0, tcp(0));
+    let mut w = worker(Decision::AllowAll);
+    assert_eq!(w.counters().polls(), 0);
+    w.poll(&mut io, &mut ());
+    w.poll(&mut io, &mut ());
+    w.poll(&mut io, &mut ());
+    assert_eq!(w.counters().polls(), 3, "idle polls count too");
+    assert!(!w.counters().is_stopped());
+    let stop = AtomicBool::new(true);
+    w.run(&mut io, &stop);
+    assert!(w.counters().is_stopped(), "run marks its return");
+    assert_eq!(
+        w.counters().polls(),
+        3,
+        "a stop set before the loop polls nothing"
+    );
+}

@@ -317,6 +317,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The health of the data-plane workers and of the inference thread, with an overall status
+         *     and its reasons. Always 200: the status is in the body (`/healthz` is the liveness probe).
+         */
+        get: operations["health"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/learn/status": {
         parameters: {
             query?: never;
@@ -1352,6 +1372,40 @@ export interface components {
             /** @description `ok`. */
             status: string;
         };
+        /** @description `GET /api/v1/health`. */
+        HealthReport: {
+            /** @description Whether this process runs a data plane (false: the API alone; `workers` is empty). */
+            dataplane: boolean;
+            /** @description The inference thread. */
+            inference: components["schemas"]["InferenceHealth"];
+            /**
+             * @description Why the status is not `ok`, one sentence each ("worker 1 (lcore 3) has not polled for
+             *     7 s").
+             */
+            reasons: string[];
+            /**
+             * Format: int64
+             * @description A worker or the inference thread is `stalled` after this long without progress.
+             */
+            stall_after_ms: number;
+            /**
+             * @description Overall status: `down` when no worker runs, `degraded` when a worker is stalled or
+             *     stopped or the inference thread is not healthy, else `ok`.
+             */
+            status: components["schemas"]["HealthStatus"];
+            /**
+             * Format: int64
+             * @description When this report was made (Unix ms).
+             */
+            ts_ms: number;
+            /** @description Each worker. */
+            workers: components["schemas"]["WorkerHealth"][];
+        };
+        /**
+         * @description Overall status.
+         * @enum {string}
+         */
+        HealthStatus: "ok" | "degraded" | "down";
         /** @description A flow decided differently. */
         ImpactItem: {
             candidate: components["schemas"]["Explanation"];
@@ -1367,6 +1421,72 @@ export interface components {
              */
             revision: number;
         };
+        /** @description The inference thread's health. */
+        InferenceHealth: {
+            /**
+             * Format: int64
+             * @description Batches scored.
+             */
+            batches: number;
+            /** @description Why it is not running, when it is not. */
+            error?: string | null;
+            /**
+             * Format: int64
+             * @description Alerts and proposals dropped because the event queue was full.
+             */
+            events_dropped: number;
+            /**
+             * Format: int64
+             * @description Milliseconds since a batch was last seen scored; `null` if none was seen yet.
+             */
+            last_inference_age_ms?: number | null;
+            /**
+             * Format: int64
+             * @description Records lost with a thread that panicked or stalled.
+             */
+            lost_records: number;
+            /** @description `monitor`, `shadow` or `act` (empty when off). */
+            mode: string;
+            /** @description Models loaded. */
+            models: components["schemas"]["ModelInfo"][];
+            /**
+             * Format: int64
+             * @description Thread panics.
+             */
+            panics: number;
+            /**
+             * Format: int64
+             * @description Records scored.
+             */
+            records: number;
+            /**
+             * Format: double
+             * @description Records scored per second over the last measured window (≥ 1 s); `null` until one.
+             */
+            records_per_s?: number | null;
+            /**
+             * Format: int64
+             * @description Thread restarts.
+             */
+            restarts: number;
+            /**
+             * Format: int64
+             * @description Batches the model failed to score.
+             */
+            score_errors: number;
+            /**
+             * Format: int64
+             * @description Thread stalls.
+             */
+            stalls: number;
+            /** @description Derived state. */
+            state: components["schemas"]["InferenceState"];
+        };
+        /**
+         * @description The inference thread's state.
+         * @enum {string}
+         */
+        InferenceState: "off" | "running" | "degraded" | "failed";
         /** @description The learning feed and exports. */
         LearnStatus: {
             /** @description Configured exports; empty means nothing observed leaves the appliance. */
@@ -1398,6 +1518,18 @@ export interface components {
             actor: string;
             /** @description Role. */
             role: components["schemas"]["Role"];
+        };
+        /** @description A loaded model. */
+        ModelInfo: {
+            /** @description SHA-256 of the model file. */
+            hash: string;
+            /** @description The model's id. */
+            id: string;
+            /**
+             * Format: float
+             * @description The score threshold in force.
+             */
+            threshold: number;
         };
         /** @description What the inference thread reports (the input of [`AnomalyStore::push`]). */
         NewAnomaly: {
@@ -1799,6 +1931,41 @@ export interface components {
             /** @description The verifier's report, when it verifies. */
             report?: Record<string, never> | null;
         };
+        /** @description One worker's health. */
+        WorkerHealth: {
+            /**
+             * Format: int32
+             * @description Worker index.
+             */
+            id: number;
+            /**
+             * Format: int64
+             * @description Milliseconds since its poll counter was last seen to move.
+             */
+            last_progress_age_ms: number;
+            /**
+             * Format: int32
+             * @description The lcore it runs on, when known.
+             */
+            lcore?: number | null;
+            /**
+             * Format: int64
+             * @description Poll-loop iterations so far.
+             */
+            polls: number;
+            /**
+             * Format: double
+             * @description Poll iterations per second over the last measured window (≥ 1 s); `null` until one.
+             */
+            polls_per_s?: number | null;
+            /** @description Derived state. */
+            state: components["schemas"]["WorkerState"];
+        };
+        /**
+         * @description A worker's state.
+         * @enum {string}
+         */
+        WorkerState: "running" | "stalled" | "stopped";
         /** @description The result of a commit, stage, rollback or confirm. */
         WriteResult: {
             pending?: null | components["schemas"]["PendingView"];
@@ -3156,6 +3323,70 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    health: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthReport"];
+                };
+            };
+            /** @description Invalid parameter or malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Role not allowed, or CSRF token missing */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Overloaded or the policy core is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;

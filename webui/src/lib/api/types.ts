@@ -43,6 +43,10 @@ export type Permissions = S['Permissions'];
 export type RecommendationSummary = S['RecommendationSummary'];
 export type RecommendationDetail = S['RecommendationDetail'];
 export type LearnStatus = S['LearnStatus'];
+export type HealthReport = S['HealthReport'];
+export type WorkerHealth = S['WorkerHealth'];
+export type InferenceHealth = S['InferenceHealth'];
+export type ModelInfo = S['ModelInfo'];
 
 export type Explanation = S['Explanation'];
 export type Clause = S['Clause'];

@@ -1,0 +1,772 @@
+//! `GET /api/v1/health`: the liveness of the data-plane workers and of the inference thread,
+//! with an overall status (`ok`, `degraded`, `down`) and the reasons behind it.
+//!
+//! The composition root supplies raw samples through [`HealthSource`] (each worker's poll
+//! counter, whether its loop has returned; the inference service's counters and models). The
+//! [`HealthTracker`] turns them into states: a worker whose poll counter has not moved for
+//! `stall_after` is `stalled`. It remembers when each counter last moved, as observed at its
+//! reads (the API's, `/metrics`' and the console's polls), on the API's [`Clock`], so tests
+//! drive it with a manual clock and never sleep.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::clock::Clock;
+
+/// One worker as the composition root reads it (relaxed loads of its counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSample {
+    /// Worker index (the order workers were started in).
+    pub id: u16,
+    /// The lcore (CPU) it runs on, when known.
+    pub lcore: Option<u32>,
+    /// Poll-loop iterations so far.
+    pub polls: u64,
+    /// Its run loop has returned.
+    pub stopped: bool,
+}
+
+/// A loaded model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct ModelInfo {
+    /// The model's id.
+    pub id: String,
+    /// SHA-256 of the model file.
+    pub hash: String,
+    /// The score threshold in force.
+    pub threshold: f32,
+}
+
+/// The inference service as the composition root reads it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InferenceSample {
+    /// `monitor`, `shadow` or `act`.
+    pub mode: String,
+    /// Models loaded (empty: none).
+    pub models: Vec<ModelInfo>,
+    /// Why the service is not running (it did not start, or a restart failed); `None` while
+    /// it runs.
+    pub error: Option<String>,
+    /// Records scored.
+    pub records: u64,
+    /// Batches scored.
+    pub batches: u64,
+    /// Alerts and proposals the event queue could not take.
+    pub events_dropped: u64,
+    /// Records lost with a thread that panicked or stalled.
+    pub lost_records: u64,
+    /// Batches the model failed to score.
+    pub score_errors: u64,
+    /// Inference-thread panics.
+    pub panics: u64,
+    /// Inference-thread stalls (replaced by the supervisor).
+    pub stalls: u64,
+    /// Threads started after a panic or stall.
+    pub restarts: u64,
+}
+
+/// Raw health samples; implemented by the composition root over the running workers and
+/// inference service. Both calls must be cheap (relaxed loads): they run on every read.
+pub trait HealthSource: Send + Sync + 'static {
+    /// The workers, or `None` when this process has no data plane (the API alone).
+    fn workers(&self) -> Option<Vec<WorkerSample>>;
+    /// The inference service, or `None` when ML is not configured.
+    fn inference(&self) -> Option<InferenceSample>;
+}
+
+/// No data plane and no inference thread (tests, the API alone).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHealth;
+
+impl HealthSource for NoHealth {
+    fn workers(&self) -> Option<Vec<WorkerSample>> {
+        None
+    }
+    fn inference(&self) -> Option<InferenceSample> {
+        None
+    }
+}
+
+/// Overall status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Everything that is configured runs.
+    Ok,
+    /// Something is wrong but packets are still handled (a stalled or stopped worker among
+    /// running ones, the inference thread without a model).
+    Degraded,
+    /// No worker handles packets.
+    Down,
+}
+
+impl HealthStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Down => "down",
+        }
+    }
+}
+
+/// A worker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Its poll counter moved within `stall_after`.
+    Running,
+    /// Its poll counter has not moved for `stall_after` or longer.
+    Stalled,
+    /// Its run loop returned (shutdown).
+    Stopped,
+}
+
+/// One worker's health.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct WorkerHealth {
+    /// Worker index.
+    pub id: u16,
+    /// The lcore it runs on, when known.
+    pub lcore: Option<u32>,
+    /// Derived state.
+    pub state: WorkerState,
+    /// Poll-loop iterations so far.
+    pub polls: u64,
+    /// Poll iterations per second over the last measured window (≥ 1 s); `null` until one.
+    pub polls_per_s: Option<f64>,
+    /// Milliseconds since its poll counter was last seen to move.
+    pub last_progress_age_ms: u64,
+}
+
+/// The inference thread's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceState {
+    /// Not configured (`[ml]` absent or `mode = "off"`).
+    Off,
+    /// Running with at least one model.
+    Running,
+    /// Running without a model, or restarting after a failure.
+    Degraded,
+    /// Not running (it did not start; forwarding is unaffected).
+    Failed,
+}
+
+/// The inference thread's health.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct InferenceHealth {
+    /// Derived state.
+    pub state: InferenceState,
+    /// `monitor`, `shadow` or `act` (empty when off).
+    pub mode: String,
+    /// Models loaded.
+    pub models: Vec<ModelInfo>,
+    /// Why it is not running, when it is not.
+    pub error: Option<String>,
+    /// Records scored.
+    pub records: u64,
+    /// Batches scored.
+    pub batches: u64,
+    /// Records scored per second over the last measured window (≥ 1 s); `null` until one.
+    pub records_per_s: Option<f64>,
+    /// Milliseconds since a batch was last seen scored; `null` if none was seen yet.
+    pub last_inference_age_ms: Option<u64>,
+    /// Alerts and proposals dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Records lost with a thread that panicked or stalled.
+    pub lost_records: u64,
+    /// Batches the model failed to score.
+    pub score_errors: u64,
+    /// Thread panics.
+    pub panics: u64,
+    /// Thread stalls.
+    pub stalls: u64,
+    /// Thread restarts.
+    pub restarts: u64,
+}
+
+impl InferenceHealth {
+    fn off() -> Self {
+        InferenceHealth {
+            state: InferenceState::Off,
+            mode: String::new(),
+            models: Vec::new(),
+            error: None,
+            records: 0,
+            batches: 0,
+            records_per_s: None,
+            last_inference_age_ms: None,
+            events_dropped: 0,
+            lost_records: 0,
+            score_errors: 0,
+            panics: 0,
+            stalls: 0,
+            restarts: 0,
+        }
+    }
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// Overall status: `down` when no worker runs, `degraded` when a worker is stalled or
+    /// stopped or the inference thread is not healthy, else `ok`.
+    pub status: HealthStatus,
+    /// Why the status is not `ok`, one sentence each ("worker 1 (lcore 3) has not polled for
+    /// 7 s").
+    pub reasons: Vec<String>,
+    /// Whether this process runs a data plane (false: the API alone; `workers` is empty).
+    pub dataplane: bool,
+    /// Each worker.
+    pub workers: Vec<WorkerHealth>,
+    /// The inference thread.
+    pub inference: InferenceHealth,
+    /// A worker or the inference thread is `stalled` after this long without progress.
+    pub stall_after_ms: u64,
+    /// When this report was made (Unix ms).
+    pub ts_ms: i64,
+}
+
+/// What the tracker remembers of one counter.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    value: u64,
+    moved_ms: i64,
+    window_value: u64,
+    window_ms: i64,
+    rate: Option<f64>,
+}
+
+impl Seen {
+    fn new(value: u64, now: i64) -> Self {
+        Seen {
+            value,
+            moved_ms: now,
+            window_value: value,
+            window_ms: now,
+            rate: None,
+        }
+    }
+
+    /// Records an observation; returns the age of the last movement in ms.
+    fn observe(&mut self, value: u64, now: i64) -> u64 {
+        if value != self.value {
+            self.value = value;
+            self.moved_ms = now;
+        }
+        let span = now - self.window_ms;
+        if span >= 1000 {
+            let delta = value.saturating_sub(self.window_value);
+            self.rate = Some(delta as f64 * 1000.0 / span as f64);
+            self.window_value = value;
+            self.window_ms = now;
+        }
+        u64::try_from(now - self.moved_ms).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    workers: HashMap<u16, Seen>,
+    batches: Option<Seen>,
+    records: Option<Seen>,
+    scored_once: bool,
+}
+
+/// Derives states from samples over time (see the module documentation).
+pub struct HealthTracker {
+    source: Arc<dyn HealthSource>,
+    clock: Arc<dyn Clock>,
+    stall_after: Duration,
+    memory: Mutex<Memory>,
+}
+
+impl fmt::Debug for HealthTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthTracker")
+            .field("stall_after", &self.stall_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(ms: u64) -> String {
+    format!("{} s", ms / 1000)
+}
+
+impl HealthTracker {
+    /// A tracker over `source` on `clock`; a worker is stalled after `stall_after` without a
+    /// poll.
+    pub fn new(
+        source: Arc<dyn HealthSource>,
+        clock: Arc<dyn Clock>,
+        stall_after: Duration,
+    ) -> Self {
+        HealthTracker {
+            source,
+            clock,
+            stall_after,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// Samples the source now and derives the report.
+    pub fn report(&self) -> HealthReport {
+        let now = self.clock.now_ms();
+        let workers = self.source.workers();
+        let inference = self.source.inference();
+        let mut mem = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+        derive(&mut mem, now, self.stall_after, workers, inference)
+    }
+}
+
+fn derive(
+    mem: &mut Memory,
+    now: i64,
+    stall_after: Duration,
+    workers: Option<Vec<WorkerSample>>,
+    inference: Option<InferenceSample>,
+) -> HealthReport {
+    let stall_ms = u64::try_from(stall_after.as_millis()).unwrap_or(u64::MAX);
+    let mut reasons = Vec::new();
+    let dataplane = workers.is_some();
+    let workers: Vec<WorkerHealth> = workers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| {
+            let seen = mem
+                .workers
+                .entry(w.id)
+                .or_insert_with(|| Seen::new(w.polls, now));
+            let age = seen.observe(w.polls, now);
+            let state = if w.stopped {
+                WorkerState::Stopped
+            } else if age >= stall_ms {
+                WorkerState::Stalled
+            } else {
+                WorkerState::Running
+            };
+            let name = match w.lcore {
+                Some(l) => format!("worker {} (lcore {l})", w.id),
+                None => format!("worker {}", w.id),
+            };
+            match state {
+                WorkerState::Stalled => {
+                    reasons.push(format!("{name} has not polled for {}", secs(age)));
+                }
+                WorkerState::Stopped => reasons.push(format!("{name} has stopped")),
+                WorkerState::Running => {}
+            }
+            WorkerHealth {
+                id: w.id,
+                lcore: w.lcore,
+                state,
+                polls: w.polls,
+                polls_per_s: seen.rate,
+                last_progress_age_ms: age,
+            }
+        })
+        .collect();
+    let running = workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Running)
+        .count();
+    let mut status = if dataplane && running == 0 {
+        if workers.is_empty() {
+            reasons.push("the data plane has no workers".to_owned());
+        }
+        HealthStatus::Down
+    } else if reasons.is_empty() {
+        HealthStatus::Ok
+    } else {
+        HealthStatus::Degraded
+    };
+
+    let inference = match inference {
+        None => InferenceHealth::off(),
+        Some(s) => {
+            let batches = mem.batches.get_or_insert_with(|| Seen::new(s.batches, now));
+            let batch_age = batches.observe(s.batches, now);
+            if s.batches > 0 && batch_age == 0 {
+                mem.scored_once = true;
+            }
+            let records = mem.records.get_or_insert_with(|| Seen::new(s.records, now));
+            records.observe(s.records, now);
+            let state = if s.error.is_some() && s.models.is_empty() {
+                InferenceState::Failed
+            } else if s.error.is_some() || s.models.is_empty() {
+                InferenceState::Degraded
+            } else {
+                InferenceState::Running
+            };
+            match (&s.error, s.models.is_empty()) {
+                (Some(e), _) => reasons.push(format!("inference thread: {e}")),
+                (None, true) => reasons.push("inference thread: no model loaded".to_owned()),
+                (None, false) => {}
+            }
+            if state != InferenceState::Running {
+                status = status.max(HealthStatus::Degraded);
+            }
+            InferenceHealth {
+                state,
+                mode: s.mode,
+                models: s.models,
+                error: s.error,
+                records: s.records,
+                batches: s.batches,
+                records_per_s: records.rate,
+                last_inference_age_ms: mem.scored_once.then_some(batch_age),
+                events_dropped: s.events_dropped,
+                lost_records: s.lost_records,
+                score_errors: s.score_errors,
+                panics: s.panics,
+                stalls: s.stalls,
+                restarts: s.restarts,
+            }
+        }
+    };
+    HealthReport {
+        status,
+        reasons,
+        dataplane,
+        workers,
+        inference,
+        stall_after_ms: stall_ms,
+        ts_ms: now,
+    }
+}
+
+/// `/api/v1/health` (nested under `/api/v1`).
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/health", get(health))
+}
+
+/// The health of the data-plane workers and of the inference thread, with an overall status
+/// and its reasons. Always 200: the status is in the body (`/healthz` is the liveness probe).
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, body = HealthReport)))]
+pub async fn health(State(st): State<AppState>) -> Response {
+    let tracker = Arc::clone(&st.health);
+    match tokio::task::spawn_blocking(move || tracker.report()).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => Problem::internal("reading health", &e).into_response(),
+    }
+}
+
+/// `/metrics` part: the same report as gauges and counters.
+pub(crate) struct HealthCollector(pub(crate) Arc<HealthTracker>);
+
+impl fmt::Debug for HealthCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HealthCollector")
+    }
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let r = self.0.report();
+        let status = match r.status {
+            HealthStatus::Ok => 0i64,
+            HealthStatus::Degraded => 1,
+            HealthStatus::Down => 2,
+        };
+        let mut m = enc.encode_descriptor(
+            "health_status",
+            "Overall health: 0 ok, 1 degraded, 2 down (reasons: GET /api/v1/health).",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&status)?;
+        let worker_label = |w: &WorkerHealth| {
+            [
+                ("worker", w.id.to_string()),
+                ("lcore", w.lcore.map_or_else(String::new, |l| l.to_string())),
+            ]
+        };
+        let mut m = enc.encode_descriptor(
+            "worker_polls",
+            "Poll-loop iterations per worker (moves on an idle worker too).",
+            None,
+            MetricType::Counter,
+        )?;
+        for w in &r.workers {
+            let labels = worker_label(w);
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&w.polls, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "worker_up",
+            "1 while a worker polls, 0 when stalled or stopped.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for w in &r.workers {
+            let labels = worker_label(w);
+            m.encode_family(&labels)?
+                .encode_gauge(&i64::from(w.state == WorkerState::Running))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "worker_last_progress_age_seconds",
+            "Seconds since a worker's poll counter was last seen to move.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for w in &r.workers {
+            let labels = worker_label(w);
+            m.encode_family(&labels)?
+                .encode_gauge(&(w.last_progress_age_ms as f64 / 1000.0))?;
+        }
+        let inf = &r.inference;
+        let mut m = enc.encode_descriptor(
+            "inference_up",
+            "1 while the inference thread runs with a model, 0 otherwise (also when ML is off).",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&i64::from(inf.state == InferenceState::Running))?;
+        let mut m = enc.encode_descriptor(
+            "inference_models_loaded",
+            "Models the inference thread has loaded.",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_gauge(&(inf.models.len() as i64))?;
+        let counters: [(&str, &str, u64); 8] = [
+            ("inference_records", "Records scored.", inf.records),
+            ("inference_batches", "Batches scored.", inf.batches),
+            (
+                "inference_events_dropped",
+                "Alerts and proposals dropped because the event queue was full.",
+                inf.events_dropped,
+            ),
+            (
+                "inference_lost_records",
+                "Records lost with an inference thread that panicked or stalled.",
+                inf.lost_records,
+            ),
+            (
+                "inference_score_errors",
+                "Batches the model failed to score.",
+                inf.score_errors,
+            ),
+            ("inference_panics", "Inference-thread panics.", inf.panics),
+            ("inference_stalls", "Inference-thread stalls.", inf.stalls),
+            (
+                "inference_restarts",
+                "Inference threads started after a panic or stall.",
+                inf.restarts,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            m.encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// Samples set by the test.
+    #[derive(Default)]
+    struct Fake(Mutex<(Option<Vec<WorkerSample>>, Option<InferenceSample>)>);
+
+    impl HealthSource for Fake {
+        fn workers(&self) -> Option<Vec<WorkerSample>> {
+            self.0.lock().unwrap().0.clone()
+        }
+        fn inference(&self) -> Option<InferenceSample> {
+            self.0.lock().unwrap().1.clone()
+        }
+    }
+
+    fn w(id: u16, polls: u64) -> WorkerSample {
+        WorkerSample {
+            id,
+            lcore: Some(u32::from(id) + 1),
+            polls,
+            stopped: false,
+        }
+    }
+
+    fn setup() -> (Arc<Fake>, Arc<ManualClock>, HealthTracker) {
+        let src = Arc::new(Fake::default());
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let t = HealthTracker::new(src.clone(), clock.clone(), Duration::from_secs(3));
+        (src, clock, t)
+    }
+
+    #[test]
+    fn a_worker_whose_polls_stand_still_is_stalled_after_the_threshold_then_recovers() {
+        let (src, clock, t) = setup();
+        src.0.lock().unwrap().0 = Some(vec![w(0, 10), w(1, 10)]);
+        let r = t.report();
+        assert_eq!(r.status, HealthStatus::Ok, "{:?}", r.reasons);
+        assert!(r.reasons.is_empty() && r.dataplane);
+        assert_eq!(r.workers[0].polls_per_s, None, "no window measured yet");
+
+        // Worker 0 keeps polling, worker 1 stands still.
+        for step in 1..=7u64 {
+            clock.advance(1000);
+            src.0.lock().unwrap().0 = Some(vec![w(0, 10 + step * 500), w(1, 10)]);
+            let r = t.report();
+            assert_eq!(r.workers[0].state, WorkerState::Running);
+            assert_eq!(r.workers[0].polls_per_s, Some(500.0));
+            assert_eq!(r.workers[1].last_progress_age_ms, step * 1000);
+            let stalled = step >= 3;
+            assert_eq!(
+                r.workers[1].state == WorkerState::Stalled,
+                stalled,
+                "step {step}"
+            );
+            assert_eq!(
+                r.status,
+                if stalled {
+                    HealthStatus::Degraded
+                } else {
+                    HealthStatus::Ok
+                }
+            );
+        }
+        let r = t.report();
+        assert_eq!(r.reasons, ["worker 1 (lcore 2) has not polled for 7 s"]);
+
+        // One poll later it runs again.
+        clock.advance(200);
+        src.0.lock().unwrap().0 = Some(vec![w(0, 4000), w(1, 11)]);
+        let r = t.report();
+        assert_eq!(r.workers[1].state, WorkerState::Running);
+        assert_eq!(r.workers[1].last_progress_age_ms, 0);
+        assert_eq!(r.status, HealthStatus::Ok);
+    }
+
+    #[test]
+    fn no_running_worker_is_down_and_a_stopped_one_is_named() {
+        let (src, clock, t) = setup();
+        let mut stopped = w(0, 5);
+        stopped.stopped = true;
+        src.0.lock().unwrap().0 = Some(vec![stopped.clone(), w(1, 5)]);
+        let r = t.report();
+        assert_eq!(r.workers[0].state, WorkerState::Stopped);
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert_eq!(r.reasons, ["worker 0 (lcore 1) has stopped"]);
+        clock.advance(5000);
+        let r = t.report();
+        assert_eq!(r.status, HealthStatus::Down, "{:?}", r.reasons);
+        assert_eq!(r.reasons.len(), 2);
+
+        src.0.lock().unwrap().0 = Some(Vec::new());
+        let r = t.report();
+        assert_eq!(r.status, HealthStatus::Down);
+        assert_eq!(r.reasons, ["the data plane has no workers"]);
+    }
+
+    #[test]
+    fn without_a_data_plane_or_ml_the_report_is_ok_and_says_so() {
+        let (_src, _clock, t) = setup();
+        let r = t.report();
+        assert_eq!(r.status, HealthStatus::Ok);
+        assert!(!r.dataplane && r.workers.is_empty());
+        assert_eq!(r.inference.state, InferenceState::Off);
+    }
+
+    #[test]
+    fn inference_states_rates_and_last_inference_age() {
+        let (src, clock, t) = setup();
+        src.0.lock().unwrap().0 = Some(vec![w(0, 1)]);
+        let model = ModelInfo {
+            id: "flow-if-v1".into(),
+            hash: "ab".repeat(32),
+            threshold: 0.5,
+        };
+        let mut s = InferenceSample {
+            mode: "shadow".into(),
+            models: vec![model],
+            ..InferenceSample::default()
+        };
+        src.0.lock().unwrap().1 = Some(s.clone());
+        let r = t.report();
+        assert_eq!(r.inference.state, InferenceState::Running);
+        assert_eq!(
+            r.inference.last_inference_age_ms, None,
+            "nothing scored yet"
+        );
+        clock.advance(1000);
+        src.0.lock().unwrap().0 = Some(vec![w(0, 2)]);
+        s.batches = 2;
+        s.records = 300;
+        src.0.lock().unwrap().1 = Some(s.clone());
+        let r = t.report();
+        assert_eq!(r.status, HealthStatus::Ok);
+        assert_eq!(r.inference.last_inference_age_ms, Some(0));
+        assert_eq!(r.inference.records_per_s, Some(300.0));
+        clock.advance(2500);
+        src.0.lock().unwrap().0 = Some(vec![w(0, 3)]);
+        let r = t.report();
+        assert_eq!(r.inference.last_inference_age_ms, Some(2500));
+
+        // No model: degraded with the reason; did not start: failed.
+        s.models.clear();
+        src.0.lock().unwrap().1 = Some(s.clone());
+        let r = t.report();
+        assert_eq!(r.inference.state, InferenceState::Degraded);
+        assert_eq!(r.status, HealthStatus::Degraded);
+        assert_eq!(r.reasons, ["inference thread: no model loaded"]);
+        s.error = Some("model directory /x: not found".into());
+        src.0.lock().unwrap().1 = Some(s);
+        let r = t.report();
+        assert_eq!(r.inference.state, InferenceState::Failed);
+        assert_eq!(
+            r.reasons,
+            ["inference thread: model directory /x: not found"]
+        );
+        assert_eq!(
+            r.status,
+            HealthStatus::Degraded,
+            "forwarding goes on without ML"
+        );
+    }
+
+    #[test]
+    fn metrics_carry_the_health() {
+        let (src, clock, t) = setup();
+        src.0.lock().unwrap().0 = Some(vec![w(0, 10), w(1, 10)]);
+        let t = Arc::new(t);
+        let m = super::super::metrics::ApiMetrics::new(Arc::new(super::super::NoCounters))
+            .with_health(Arc::clone(&t));
+        t.report();
+        clock.advance(4000);
+        src.0.lock().unwrap().0 = Some(vec![w(0, 99), w(1, 10)]);
+        let text = m.encode().unwrap();
+        for line in [
+            "septa_health_status 1",
+            "septa_worker_polls_total{worker=\"0\",lcore=\"1\"} 99",
+            "septa_worker_up{worker=\"0\",lcore=\"1\"} 1",
+            "septa_worker_up{worker=\"1\",lcore=\"2\"} 0",
+            "septa_worker_last_progress_age_seconds{worker=\"1\",lcore=\"2\"} 4.0",
+            "septa_inference_up 0",
+            "septa_inference_records_total 0",
+            "# HELP septa_worker_polls Poll-loop iterations",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `GET /api/v1/health` over the router (`oneshot`, no socket, no DPDK): workers and the
+//! inference thread from a scripted [`HealthSource`], stalled detection on the manual clock,
+//! the degraded and down cases with their reasons, the viewer's access, `/metrics`, and the
+//! schema in the OpenAPI document.
+
+mod api_support;
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use api_support::{Harness, NullPublisher};
+use septa_control::api::{
+    ApiOptions, AppState, DynPublisher, HealthSource, InferenceSample, ModelInfo, PasswordCost,
+    Role, WorkerSample, app,
+};
+use septa_control::clock::ManualClock;
+use septa_control::lifecycle::{PolicyService, ServiceConfig};
+
+#[derive(Default)]
+struct Scripted(Mutex<(Vec<WorkerSample>, Option<InferenceSample>)>);
+
+impl HealthSource for Scripted {
+    fn workers(&self) -> Option<Vec<WorkerSample>> {
+        Some(self.0.lock().unwrap().0.clone())
+    }
+    fn inference(&self) -> Option<InferenceSample> {
+        self.0.lock().unwrap().1.clone()
+    }
+}
+
+impl Scripted {
+    fn set(&self, polls: [u64; 2], inference: Option<InferenceSample>) {
+        let workers = polls
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| WorkerSample {
+                id: i as u16,
+                lcore: Some(i as u32 + 1),
+                polls: p,
+                stopped: false,
+            })
+            .collect();
+        *self.0.lock().unwrap() = (workers, inference);
+    }
+}
+
+fn harness(source: Arc<Scripted>) -> Harness {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let svc = PolicyService::open(
+        ServiceConfig::new(tmp.path()),
+        DynPublisher(Arc::new(NullPublisher)),
+        clock.clone(),
+    )
+    .unwrap();
+    let mut opts = ApiOptions::new(tmp.path());
+    opts.password_cost = PasswordCost::insecure_fast_for_tests();
+    opts.health = source;
+    opts.stall_after = std::time::Duration::from_secs(5);
+    let (state, pw) = AppState::new(svc, clock.clone(), opts).unwrap();
+    let app = app(state.clone());
+    Harness {
+        tmp,
+        clock,
+        state,
+        app,
+        admin_password: pw.unwrap(),
+    }
+}
+
+fn inference() -> InferenceSample {
+    InferenceSample {
+        mode: "shadow".into(),
+        models: vec![ModelInfo {
+            id: "flow-if-v1".into(),
+            hash: "0".repeat(64),
+            threshold: 0.6,
+        }],
+        records: 1000,
+        batches: 10,
+        ..InferenceSample::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_running_then_a_stalled_worker_and_a_missing_model() {
+    let src = Arc::new(Scripted::default());
+    let h = harness(Arc::clone(&src));
+    src.set([100, 100], Some(inference()));
+    assert_eq!(
+        h.call(Method::GET, "/api/v1/health", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let viewer = h.token(Role::Viewer);
+    let r = h
+        .call(Method::GET, "/api/v1/health", Some(&viewer), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "ok", "{}", r.body);
+    assert_eq!(r.body["reasons"], json!([]));
+    assert_eq!(r.body["dataplane"], true);
+    assert_eq!(r.body["stall_after_ms"], 5000);
+    assert_eq!(r.body["workers"][1]["state"], "running");
+    assert_eq!(r.body["workers"][1]["lcore"], 2);
+    assert_eq!(r.body["inference"]["state"], "running");
+    assert_eq!(r.body["inference"]["mode"], "shadow");
+    assert_eq!(r.body["inference"]["models"][0]["id"], "flow-if-v1");
+
+    // Worker 0 keeps polling, worker 1 does not; 7 s later it is stalled.
+    h.clock.advance(7000);
+    src.set([9000, 100], Some(inference()));
+    let r = h
+        .call(Method::GET, "/api/v1/health", Some(&viewer), None)
+        .await;
+    assert_eq!(r.body["status"], "degraded", "{}", r.body);
+    assert_eq!(
+        r.body["reasons"],
+        json!(["worker 1 (lcore 2) has not polled for 7 s"])
+    );
+    assert_eq!(r.body["workers"][0]["state"], "running");
+    assert_eq!(r.body["workers"][1]["state"], "stalled");
+    assert_eq!(r.body["workers"][1]["last_progress_age_ms"], 7000);
+    assert_eq!(r.body["inference"]["last_inference_age_ms"], 7000);
+
+    // Both stand still: down. The inference thread lost its model: named too.
+    h.clock.advance(6000);
+    let mut no_model = inference();
+    no_model.models.clear();
+    src.set([9000, 100], Some(no_model));
+    let r = h
+        .call(Method::GET, "/api/v1/health", Some(&viewer), None)
+        .await;
+    assert_eq!(r.body["status"], "down", "{}", r.body);
+    let reasons: Vec<&str> = r.body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"worker 0 (lcore 1) has not polled for 6 s"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"inference thread: no model loaded"),
+        "{reasons:?}"
+    );
+    assert_eq!(r.body["inference"]["state"], "degraded");
+
+    let m = h.call(Method::GET, "/metrics", Some(&viewer), None).await;
+    let text = String::from_utf8(m.raw).unwrap();
+    assert!(text.contains("septa_health_status 2"), "{text}");
+    assert!(
+        text.contains("septa_worker_polls_total{worker=\"0\",lcore=\"1\"} 9000"),
+        "{text}"
+    );
+    assert!(text.contains("septa_inference_models_loaded 0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_data_plane_health_is_ok_and_the_schema_is_documented() {
+    let h = Harness::new();
+    let viewer = h.token(Role::Viewer);
+    let r = h
+        .call(Method::GET, "/api/v1/health", Some(&viewer), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ok");
+    assert_eq!(r.body["dataplane"], false);
+    assert_eq!(r.body["inference"]["state"], "off");
+
+    let doc = h
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .body;
+    let op = &doc["paths"]["/api/v1/health"]["get"];
+    assert_eq!(
+        op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/HealthReport",
+        "{op}"
+    );
+    let schemas = &doc["components"]["schemas"];
+    for s in [
+        "HealthReport",
+        "WorkerHealth",
+        "InferenceHealth",
+        "ModelInfo",
+    ] {
+        assert!(schemas[s].is_object(), "{s} missing");
+    }
+    assert_eq!(
+        schemas["HealthStatus"]["enum"],
+        json!(["ok", "degraded", "down"]),
+        "{}",
+        schemas["HealthStatus"]
+    );
+}
