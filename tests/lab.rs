@@ -11,6 +11,11 @@
 //! (`SEPTA_LAB_NO_HUGE=1`). Needs root and a `--features dpdk` build; skips with a message
 //! otherwise.
 //!
+//! First the lab's lock (`/run/septa-lab-labtest.lock`): while another process holds it, `septa
+//! lab up` refuses with the holder's pid and builds nothing; once that holder is dead, `septa lab
+//! down` takes the lock over; then the test holds it for its whole run, so a second run on the
+//! same machine stops at once instead of tearing this one's lab down.
+//!
 //! Then, with real clients we did not write (nc, nmap, curl, psql) and the API:
 //! * nc and nmap from the office to the PLC: no connection, nmap reports 502/tcp `filtered`
 //!   (silently dropped), while the same tools from the HMI see it open;
@@ -44,6 +49,17 @@ const MODBUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/lab/modbus.py
 const POLICY: &str = include_str!("../configs/lab/policy.yaml");
 const API: &str = "https://127.0.0.1:18080";
 const PLC: &str = "10.30.1.10";
+/// The lab's lock (src/lab.rs, `lock_path`): held by `septa lab up|down|restart` and by this test
+/// for its whole run, so two runs on one machine cannot tear down each other's lab.
+const LOCK: &str = "/run/septa-lab-labtest.lock";
+/// Holds the lock as another process would (a non-ancestor of the `septa` commands it spawns):
+/// flock, its pid into the file, "held" on stdout, then sleep.
+const HOLD_LOCK: &str = "import fcntl, os, sys, time\n\
+f = open(sys.argv[1], 'a+')\n\
+fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+f.truncate(0); f.write(f'{os.getpid()}\\n'); f.flush()\n\
+print('held', flush=True)\n\
+time.sleep(120)\n";
 
 fn septa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_septa"))
@@ -940,12 +956,74 @@ fn audit_log_verifies_and_tampering_is_found(api: &Api) {
     );
 }
 
+/// This test's hold on the lab's lock for its whole run; `septa` commands it runs are its
+/// descendants and run under it.
+fn hold_lab_lock() -> std::fs::File {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(LOCK)
+        .expect("open the lab lock");
+    if let Err(e) = file.try_lock() {
+        let holder = std::fs::read_to_string(LOCK).unwrap_or_default();
+        panic!(
+            "lab `{NAME}` is in use ({e}): {LOCK} names pid {}; another lab test runs on this \
+             machine",
+            holder.lines().next().unwrap_or("?")
+        );
+    }
+    file.set_len(0).expect("truncate the lab lock");
+    writeln!(file, "{}", std::process::id()).expect("write the lab lock");
+    file
+}
+
+/// Another process holding the lab's lock: `septa lab up` refuses, naming its pid, and changes
+/// nothing; once the holder is dead (its pid still in the file), `septa lab down` takes over.
+fn a_held_lock_refuses_and_a_dead_holder_is_taken_over() {
+    let mut holder = Command::new("python3")
+        .args(["-c", HOLD_LOCK, LOCK])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held", "the lock holder did not start");
+    let pid = holder.id();
+    let up = septa(&["lab", "up"]);
+    let refused = !up.status.success()
+        && text(&up).contains(&format!("lab `{NAME}` is in use by pid {pid} ("));
+    let left = leftovers();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(refused, "lab up beside a lock holder:\n{}", text(&up));
+    assert!(left.is_empty(), "a refused lab up built: {left:#?}");
+    let down = septa(&["lab", "down"]);
+    assert!(
+        down.status.success()
+            && text(&down).contains(&format!("took over the lock of pid {pid}, which is no")),
+        "lab down after the lock holder died:\n{}",
+        text(&down)
+    );
+}
+
 #[test]
 fn lab_up_routes_through_septa_enforces_and_down_cleans_up() {
     if !is_root() {
         eprintln!("lab test skipped: needs root (network namespaces)");
         return;
     }
+    // Another run holding the lab stops this one here, naming its pid. Then whatever a crashed
+    // run left, and the lock: refused beside a holder, taken over from a dead one, and held by
+    // this test from here on.
+    drop(hold_lab_lock());
+    let _ = septa(&["lab", "down"]);
+    a_held_lock_refuses_and_a_dead_holder_is_taken_over();
+    let _lock = hold_lab_lock();
     let up = septa(&["lab", "up"]);
     if !up.status.success() {
         let out = text(&up);
