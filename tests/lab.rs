@@ -35,7 +35,9 @@
 //!   host's (monitor zone: forwarded, so sampled and scored) raise anomalies with explanations
 //!   at `/api/v1/anomalies`, and so does the office's blocked scan (refused first packets are
 //!   sampled too);
-//! * `septa audit verify` accepts the lab's audit log and refuses a copy with one edited record.
+//! * `septa audit verify` accepts the lab's audit log and refuses a copy with one edited record;
+//! * `septa evidence` builds a pack from the running lab, `septa evidence verify` accepts it and
+//!   refuses it once its report is edited.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -956,6 +958,66 @@ fn audit_log_verifies_and_tampering_is_found(api: &Api) {
     );
 }
 
+/// `septa evidence` writes a pack from the running lab's data directory (its report carries this
+/// test's commit reasons), `septa evidence verify` accepts it, and refuses it once the report
+/// has one reason edited.
+fn evidence_pack_verifies_and_tampering_is_found() {
+    let data = format!("{STATE}/septa/state");
+    let pack = std::env::temp_dir().join(format!("septa-{NAME}-{}-evidence", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pack);
+    let p = pack.to_str().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let from = (now_ms - 3_600_000).to_string();
+    let made = septa(&["evidence", "--data-dir", &data, "--from", &from, "--out", p]);
+    assert!(
+        made.status.success(),
+        "evidence from the lab:\n{}",
+        text(&made)
+    );
+    let html = std::fs::read_to_string(pack.join("report.html")).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(pack.join("evidence.json")).unwrap())
+            .unwrap();
+    let ok = septa(&["evidence", "verify", p, "--data-dir", &data]);
+    let edited = html.contains("must revert");
+    if edited {
+        std::fs::write(
+            pack.join("report.html"),
+            html.replacen("must revert", "may persist", 1),
+        )
+        .unwrap();
+    }
+    let bad = septa(&["evidence", "verify", p, "--data-dir", &data]);
+    let _ = std::fs::remove_dir_all(&pack);
+    assert!(
+        json["statements"].as_array().is_some_and(|s| !s.is_empty()),
+        "the lab's evidence pack has no statements: {json}"
+    );
+    assert!(
+        ok.status.success(),
+        "evidence verify of the lab's pack:\n{}",
+        text(&ok)
+    );
+    assert!(
+        edited,
+        "the lab's report does not show the commit-confirm's reason"
+    );
+    assert!(
+        !bad.status.success() && text(&bad).contains("does not verify"),
+        "evidence verify accepted an edited report:\n{}",
+        text(&bad)
+    );
+    eprintln!(
+        "lab test: evidence: {}\n  verify: {}\n  edited report: {}",
+        text(&made).trim(),
+        text(&ok).trim(),
+        text(&bad).trim()
+    );
+}
+
 /// This test's hold on the lab's lock for its whole run; `septa` commands it runs are its
 /// descendants and run under it.
 fn hold_lab_lock() -> std::fs::File {
@@ -1124,6 +1186,7 @@ fn lab_up_routes_through_septa_enforces_and_down_cleans_up() {
         kill_and_restart_never_leaks(&api);
         scan_and_lateral_raise_anomalies(&api);
         audit_log_verifies_and_tampering_is_found(&api);
+        evidence_pack_verifies_and_tampering_is_found();
     };
     let result = std::panic::catch_unwind(checks);
     let down = septa(&["lab", "down"]);
