@@ -300,6 +300,31 @@ describe('console', () => {
     await shot('09-audit');
   });
 
+  test('audit: an evidence pack over a window of days downloads with its statements', async () => {
+    await page.goto(srv.url + '/#/audit');
+    await page.waitForSelector('[data-testid=evidence] input[name=evidence-from]').catch(async (e) => {
+      await shot('09b-evidence-missing');
+      throw e;
+    });
+    // A window that holds the demo's commits, as evidence.json.
+    const today = new Date().toISOString().slice(0, 10);
+    await page.fill('input[name=evidence-from]', '2020-01-01');
+    await page.fill('input[name=evidence-to]', today);
+    await page.selectOption('select[name=evidence-format]', 'json');
+    assert.equal(await page.inputValue('input[name=evidence-to]'), today);
+    const [pack] = await Promise.all([
+      page.waitForEvent('download', { timeout: 15_000 }).catch(async (e) => {
+        throw new Error(`no evidence download: ${await page.textContent('[data-testid=evidence]')}\n${e}`);
+      }),
+      page.click('[data-testid=evidence] button[type=submit]'),
+    ]);
+    assert.match(pack.suggestedFilename(), new RegExp(`septa-evidence-2020-01-01-${today}\\.json`));
+    const evidence = JSON.parse(readFileSync(await pack.path(), 'utf8'));
+    assert.ok(Array.isArray(evidence.statements) && evidence.statements.length > 0, 'the pack has statements');
+    assert.match(JSON.stringify(evidence), /demo policy/, 'the pack carries the demo commit and its reason');
+    await shot('09c-evidence');
+  });
+
   test('anomalies: listed with their explanation, acknowledged, dismissed only with a reason', async () => {
     await page.goto(srv.url + '/#/anomalies');
     await page.waitForSelector('[data-testid=anomaly-row]');
