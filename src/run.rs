@@ -369,16 +369,28 @@ mod imp {
                 .spawn(move || monitor(&stop, &counters, idle, drain, flows))
                 .context("starting the monitor thread")?
         };
-        if let Some((mut worker, mut io)) = inline_worker {
+        let inline_worker = inline_worker.map(|(mut worker, mut io)| {
             worker.run(&mut io, &stop);
             report_router(&worker);
-            while worker.flush(1024) > 0 {}
-        }
+            worker
+        });
         // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
         // spins, and a spinning main lcore would steal cycles from a worker on a sibling hyperthread.
         let (mut drain, mut events, mut flows) = monitor
             .join()
             .map_err(|_| anyhow::anyhow!("the monitor thread panicked"))?;
+        // The main lcore's worker flushes its flows (their ends) only now, with the ring drained
+        // before every part: the monitor has stopped draining, and ends written into a ring
+        // still full of the last denies would be lost (counted, but missing from the history).
+        if let Some(mut worker) = inline_worker {
+            let budget = config.event_ring.clamp(1, 1024);
+            loop {
+                crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
+                if worker.flush(budget) == 0 {
+                    break;
+                }
+            }
+        }
         eal.wait_all();
         let forwarding = started.elapsed();
         // The workers' final flush (flow ends at stop) reaches the flow records and the learning
