@@ -10,13 +10,8 @@ use std::sync::{Arc, Mutex};
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
-use api_support::{Harness, NullPublisher};
-use septa_control::api::{
-    ApiOptions, AppState, DynPublisher, HealthSource, InferenceSample, ModelInfo, PasswordCost,
-    Role, WorkerSample, app,
-};
-use septa_control::clock::ManualClock;
-use septa_control::lifecycle::{PolicyService, ServiceConfig};
+use api_support::Harness;
+use septa_control::api::{HealthSource, InferenceSample, ModelInfo, Role, WorkerSample};
 
 #[derive(Default)]
 struct Scripted(Mutex<(Vec<WorkerSample>, Option<InferenceSample>)>);
@@ -47,27 +42,10 @@ impl Scripted {
 }
 
 fn harness(source: Arc<Scripted>) -> Harness {
-    let tmp = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let svc = PolicyService::open(
-        ServiceConfig::new(tmp.path()),
-        DynPublisher(Arc::new(NullPublisher)),
-        clock.clone(),
-    )
-    .unwrap();
-    let mut opts = ApiOptions::new(tmp.path());
-    opts.password_cost = PasswordCost::insecure_fast_for_tests();
-    opts.health = source;
-    opts.stall_after = std::time::Duration::from_secs(5);
-    let (state, pw) = AppState::new(svc, clock.clone(), opts).unwrap();
-    let app = app(state.clone());
-    Harness {
-        tmp,
-        clock,
-        state,
-        app,
-        admin_password: pw.unwrap(),
-    }
+    Harness::with_options(|opts| {
+        opts.health = source;
+        opts.stall_after = std::time::Duration::from_secs(5);
+    })
 }
 
 fn inference() -> InferenceSample {

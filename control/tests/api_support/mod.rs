@@ -72,6 +72,11 @@ impl Harness {
     }
 
     pub fn with_limits(limits: Limits) -> Self {
+        Self::with_options(|opts| opts.limits = limits)
+    }
+
+    /// A harness whose API options `edit` adjusts after the test defaults are set.
+    pub fn with_options(edit: impl FnOnce(&mut ApiOptions)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let svc = PolicyService::open(
@@ -82,7 +87,7 @@ impl Harness {
         .unwrap();
         let mut opts = ApiOptions::new(tmp.path());
         opts.password_cost = PasswordCost::insecure_fast_for_tests();
-        opts.limits = limits;
+        edit(&mut opts);
         let (state, pw) = AppState::new(svc, clock.clone(), opts).unwrap();
         let app = app(state.clone());
         Harness {
