@@ -144,12 +144,12 @@ mod imp {
 
 #[cfg(feature = "dpdk")]
 mod imp {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     use anyhow::{Context, bail};
     use septa_dataplane::counters::{Stats, WorkerCounters};
-    use septa_dataplane::events::{self, EventCounts, EventDrain};
+    use septa_dataplane::events::{self, EventCounts, EventDrain, RingWatch};
     use septa_dataplane::io::dpdk::{
         DpdkIo, DpdkPorts, Eal, Mbuf, Mempool, MempoolConfig, PortInfo, PortSetup, PortSpec,
         close_ports, mbufs_needed, setup_ports, stop_ports,
@@ -301,7 +301,7 @@ mod imp {
         let mut drain = EventDrain::default();
         // Made right before the workers, whose event clocks start at 0 when they are made.
         let flows = control.map(ControlHost::flow_adapter);
-        let mut inline_worker: Option<(Worker, DpdkIo)> = None;
+        let mut inline_worker: Option<(Worker, DpdkIo, RingWatch, FlushDone)> = None;
         let (mut ml, ml_probe) = crate::ml_host::start_for_run_probed(
             config.ml.as_ref(),
             lcores.len(),
@@ -313,8 +313,11 @@ mod imp {
             .unwrap_or_default()
             .into_iter();
         let started = Instant::now();
+        // Workers whose final flush is not done yet: the monitor drains until it reaches 0.
+        let flushing = Arc::new(AtomicUsize::new(lcores.len()));
         for (lcore, mut io) in lcores.iter().copied().zip(ios.drain(..)) {
             let (sink, source) = events::ring(config.event_ring);
+            let watch = sink.watch();
             drain.push(source);
             let mut state = WorkerState::new(&config.state, sink).with_context(|| {
                 format!(
@@ -332,16 +335,17 @@ mod imp {
                 worker.set_router(router);
             }
             counters.push(Arc::clone(worker.counters()));
+            let done = FlushDone(Arc::clone(&flushing));
             if lcore == eal.main_lcore() {
-                inline_worker = Some((worker, io));
+                inline_worker = Some((worker, io, watch, done));
                 continue;
             }
             let stop = Arc::clone(&stop);
             eal.launch(lcore, move || {
                 worker.run(&mut io, &stop);
                 report_router(&worker);
-                // The monitor (or main) drains concurrently; a ring overflow is counted.
-                while worker.flush(1024) > 0 {}
+                final_flush(&mut worker, &watch);
+                drop(done);
                 0
             })
             .with_context(|| format!("launching the worker on lcore {lcore}"))?;
@@ -364,33 +368,24 @@ mod imp {
             let stop = Arc::clone(&stop);
             let counters = counters.clone();
             let idle = opts.until_idle.map(Duration::from_millis);
+            let flushing = Arc::clone(&flushing);
             std::thread::Builder::new()
                 .name("septa-monitor".into())
-                .spawn(move || monitor(&stop, &counters, idle, drain, flows))
+                .spawn(move || monitor(&stop, &flushing, &counters, idle, drain, flows))
                 .context("starting the monitor thread")?
         };
-        let inline_worker = inline_worker.map(|(mut worker, mut io)| {
+        if let Some((mut worker, mut io, watch, done)) = inline_worker {
             worker.run(&mut io, &stop);
             report_router(&worker);
-            worker
-        });
-        // The monitor returns once `stop` is set. Only then wait for the lcores: DPDK's wait
-        // spins, and a spinning main lcore would steal cycles from a worker on a sibling hyperthread.
+            final_flush(&mut worker, &watch);
+            drop(done);
+        }
+        // The monitor returns once `stop` is set and every worker's final flush is drained.
+        // Only then wait for the lcores: DPDK's wait spins, and a spinning main lcore would
+        // steal cycles from a worker on a sibling hyperthread.
         let (mut drain, mut events, mut flows) = monitor
             .join()
             .map_err(|_| anyhow::anyhow!("the monitor thread panicked"))?;
-        // The main lcore's worker flushes its flows (their ends) only now, with the ring drained
-        // before every part: the monitor has stopped draining, and ends written into a ring
-        // still full of the last denies would be lost (counted, but missing from the history).
-        if let Some(mut worker) = inline_worker {
-            let budget = config.event_ring.clamp(1, 1024);
-            loop {
-                crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
-                if worker.flush(budget) == 0 {
-                    break;
-                }
-            }
-        }
         eal.wait_all();
         let forwarding = started.elapsed();
         // The workers' final flush (flow ends at stop) reaches the flow records and the learning
@@ -448,11 +443,46 @@ mod imp {
         }
     }
 
+    /// How long a stopping worker waits in all for room in its event ring during its final
+    /// flush, and (plus a second) how long the monitor keeps draining for the workers' flushes.
+    const FINAL_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+    /// Counts a worker's final flush as done when dropped (also when its launch failed).
+    struct FlushDone(Arc<AtomicUsize>);
+
+    impl Drop for FlushDone {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Ends every flow of a stopped worker (flow-end records with their counters, which the
+    /// history, rule usage and exports need), in parts of at most the ring's capacity, each
+    /// written once the monitor has made room for it: a ring still full of the last denies
+    /// would otherwise lose them (counted, but missing from the history). After
+    /// [`FINAL_FLUSH_WAIT`] it stops waiting and what does not fit is lost and counted.
+    fn final_flush(worker: &mut Worker, watch: &RingWatch) {
+        let budget = match watch.capacity() {
+            0 => 1024,
+            c => c.min(1024),
+        };
+        let give_up = Instant::now() + FINAL_FLUSH_WAIT;
+        loop {
+            watch.wait_for_room(budget, give_up);
+            if worker.flush(budget) == 0 {
+                break;
+            }
+        }
+    }
+
     /// Sets `stop` on a signal (already wired to the flag) or after `idle` without new packets,
     /// and consumes the workers' events meanwhile (counted, and with `[control]` fed to the
-    /// API's recent-flows store through `flows`). Returns the drain and what it counted.
+    /// API's recent-flows store through `flows`); after `stop`, keeps consuming until every
+    /// worker's final flush is done (`flushing` at 0, bounded by [`FINAL_FLUSH_WAIT`]).
+    /// Returns the drain and what it counted.
     fn monitor(
         stop: &AtomicBool,
+        flushing: &AtomicUsize,
         counters: &[Arc<WorkerCounters>],
         idle: Option<Duration>,
         mut drain: EventDrain,
@@ -482,6 +512,15 @@ mod imp {
             } else if rx > 0 && last_change.elapsed() >= idle {
                 stop.store(true, Ordering::Relaxed);
             }
+        }
+        let give_up = Instant::now() + FINAL_FLUSH_WAIT + Duration::from_secs(1);
+        loop {
+            let done = flushing.load(Ordering::Acquire) == 0;
+            crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
+            if done || Instant::now() >= give_up {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         (drain, events, flows)
     }

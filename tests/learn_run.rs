@@ -321,3 +321,128 @@ fn export_without_control_is_refused_with_its_key() {
         assert!(err.contains(key), "{extra}: {err}");
     }
 }
+
+/// A worker on an EAL lcore of its own (not the main one) ends its flows at stop while the
+/// denied flow keeps its tiny event ring full: the flow ends still reach the history, because
+/// the worker writes them only as the monitor makes room and the monitor drains until every
+/// worker's final flush is done. (Before, the lcore worker flushed into the full ring as the
+/// monitor exited, and the ends were lost: counted, but missing from the history.)
+#[test]
+fn a_worker_on_its_own_lcore_gets_its_flow_ends_into_the_history_past_a_full_ring() {
+    let dir = scratch("lcore");
+    let mut frames = Vec::new();
+    // Mostly the denied flow (one deny record per packet), a few packets of three allowed ones.
+    for seq in 0..400u64 {
+        let i = if seq % 20 < 3 { (seq % 20) as u8 } else { 3 };
+        let dport = if i == 3 { 6000 } else { 5000 };
+        frames.push(
+            FrameBuilder::new()
+                .ipv4([10, 1, 0, 1 + i].into(), [10, 2, 0, 1].into())
+                .udp(4000 + u16::from(i), dport)
+                .seq(seq)
+                .build(),
+        );
+    }
+    testgen::write_pcap(&dir.join("in.pcap"), frames).unwrap();
+    testgen::write_pcap(&dir.join("empty.pcap"), Vec::<Vec<u8>>::new()).unwrap();
+    std::fs::write(dir.join("seed.yaml"), ALLOW).unwrap();
+    let prefix = format!("septa-lcore-{}-{}", std::process::id(), free_port());
+    let config = format!(
+        r#"[dpdk]
+eal_args = ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--no-telemetry", "--file-prefix", "{prefix}",
+            "--vdev=net_pcap0,rx_pcap={inp},infinite_rx=1", "--vdev=net_pcap1,rx_pcap={empty}"]
+mempool_size = 4095
+mempool_cache = 64
+rx_descriptors = 256
+tx_descriptors = 256
+
+[[ports]]
+name = "net_pcap0"
+[[ports]]
+name = "net_pcap1"
+
+[[pairs]]
+ports = ["net_pcap0", "net_pcap1"]
+
+[dataplane]
+policy = "seed.yaml"
+worker_lcores = [1]
+event_ring = 16
+
+[control]
+listen = "127.0.0.1:{port}"
+data_dir = "state"
+plain_http = true
+"#,
+        inp = dir.join("in.pcap").display(),
+        empty = dir.join("empty.pcap").display(),
+        port = free_port(),
+    );
+    let cfg = dir.join("gw.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_septa"))
+        .args(["run", "--json", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&stderr);
+    let pipe = child.stderr.take().unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains("worker(s) on lcore(s) [1]") {
+                let _ = started_tx.send(());
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let report = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let pid = child.id();
+    struct Kill(std::process::Child, String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.1));
+        }
+    }
+    let mut child = Kill(child, prefix);
+    started
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("septa did not start: {:#?}", stderr.lock().unwrap()));
+    // Let the capture loop many times: the ring overflows with denies long before the stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}: {:#?}", stderr.lock().unwrap());
+    let report: serde_json::Value = serde_json::from_str(&report.join().unwrap()).unwrap();
+    let events = &report["events"];
+    // The scenario did what it is for: the ring was full (denies lost and counted).
+    assert!(events["lost"].as_u64().unwrap() > 0, "{events}");
+    assert!(events["flow_end"].as_u64().unwrap() >= 3, "{events}");
+
+    let h = FlowHistory::open(&dir.join("state"), HistoryConfig::default()).unwrap();
+    let aggs = h.query(0, i64::MAX, 100).unwrap();
+    let dst: IpAddr = [10, 2, 0, 1].into();
+    for i in 0..3u8 {
+        let src: IpAddr = [10, 1, 0, 1 + i].into();
+        let a = aggs
+            .iter()
+            .find(|a| a.key.src == src && a.key.dst == dst)
+            .unwrap_or_else(|| panic!("no history for {src}: {aggs:#?}"));
+        assert_eq!((a.allowed, a.flows), (1, 1), "{a:?}");
+        assert!(
+            a.packets > 0 && a.bytes > 0,
+            "flow end of {src} in history: {a:?}"
+        );
+    }
+}

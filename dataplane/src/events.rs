@@ -17,7 +17,9 @@
 //! **What it never does.** A full ring never blocks or slows the worker: the record is
 //! dropped and counted in [`EventDrain::lost`]. Sending allocates nothing (the ring is an
 //! array allocated when the channel is made) and takes no lock (the consumer only ever uses
-//! `try_recv`, so no receiver is parked for the sender to wake).
+//! `try_recv`, so no receiver is parked for the sender to wake). Off the packet path, a
+//! stopping worker about to write all its flow ends at once waits for room through
+//! [`RingWatch`] instead of losing them.
 //!
 //! **Implementation.** `std::sync::mpsc::sync_channel(capacity)`: for a non-zero capacity it
 //! is the bounded array channel (crossbeam-channel's design, vendored into std), a
@@ -183,6 +185,8 @@ pub struct EventSink {
     tx: Option<SyncSender<FlowEvent>>,
     lost: Arc<CachePadded<AtomicU64>>,
     sent: Arc<CachePadded<AtomicU64>>,
+    taken: Arc<CachePadded<AtomicU64>>,
+    capacity: usize,
 }
 
 impl EventSink {
@@ -192,6 +196,19 @@ impl EventSink {
             tx: None,
             lost: Arc::default(),
             sent: Arc::default(),
+            taken: Arc::default(),
+            capacity: 0,
+        }
+    }
+
+    /// A handle that tells how full this ring is (see [`RingWatch`]); take it before the sink
+    /// goes to its worker.
+    pub fn watch(&self) -> RingWatch {
+        RingWatch {
+            enabled: self.enabled(),
+            sent: Arc::clone(&self.sent),
+            taken: Arc::clone(&self.taken),
+            capacity: self.capacity,
         }
     }
 
@@ -220,21 +237,76 @@ pub struct EventSource {
     rx: Receiver<FlowEvent>,
     lost: Arc<CachePadded<AtomicU64>>,
     sent: Arc<CachePadded<AtomicU64>>,
+    taken: Arc<CachePadded<AtomicU64>>,
 }
 
 /// A ring of `capacity` records (at least 1): the worker's sink and the control side's source.
 pub fn ring(capacity: usize) -> (EventSink, EventSource) {
-    let (tx, rx) = sync_channel(capacity.max(1));
+    let capacity = capacity.max(1);
+    let (tx, rx) = sync_channel(capacity);
     let lost = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let sent = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let taken = Arc::new(CachePadded::new(AtomicU64::new(0)));
     (
         EventSink {
             tx: Some(tx),
             lost: Arc::clone(&lost),
             sent: Arc::clone(&sent),
+            taken: Arc::clone(&taken),
+            capacity,
         },
-        EventSource { rx, lost, sent },
+        EventSource {
+            rx,
+            lost,
+            sent,
+            taken,
+        },
     )
+}
+
+/// How full one worker's ring is, from any thread: records accepted by the ring minus records
+/// the drain has taken. Used off the packet path only, by a worker that is about to write many
+/// records at once (the flow ends of its final flush at shutdown): it waits for room instead of
+/// losing them to a ring still full of the last denies.
+#[derive(Clone, Debug)]
+pub struct RingWatch {
+    enabled: bool,
+    sent: Arc<CachePadded<AtomicU64>>,
+    taken: Arc<CachePadded<AtomicU64>>,
+    capacity: usize,
+}
+
+impl RingWatch {
+    /// The ring's capacity (0 for a disabled sink).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Records in the ring now: exact from the producing thread between its sends, approximate
+    /// (off by the records in flight) from any other thread.
+    pub fn queued(&self) -> usize {
+        let sent = self.sent.load(Ordering::Acquire);
+        let taken = self.taken.load(Ordering::Acquire);
+        usize::try_from(sent.saturating_sub(taken)).unwrap_or(usize::MAX)
+    }
+
+    /// Waits (yielding the CPU) until the ring has room for `n` records (at most its capacity)
+    /// or `give_up` has passed. Returns whether there is room; a disabled sink always has.
+    pub fn wait_for_room(&self, n: usize, give_up: std::time::Instant) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        let n = n.min(self.capacity);
+        loop {
+            if self.capacity - self.queued().min(self.capacity) >= n {
+                return true;
+            }
+            if std::time::Instant::now() >= give_up {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
 }
 
 /// The control side's view of every worker's ring. Poll it from any thread, as often as
@@ -275,6 +347,7 @@ impl EventDrain {
     pub fn drain(&mut self, max: usize, mut f: impl FnMut(usize, FlowEvent)) -> usize {
         let mut n = 0;
         for (w, s) in self.sources.iter().enumerate() {
+            let before = n;
             while n < max {
                 match s.rx.try_recv() {
                     Ok(ev) => {
@@ -283,6 +356,11 @@ impl EventDrain {
                     }
                     Err(_) => break,
                 }
+            }
+            if n > before {
+                // The only writer of `taken`: plain load + store.
+                let taken = s.taken.load(Ordering::Relaxed) + (n - before) as u64;
+                s.taken.store(taken, Ordering::Release);
             }
         }
         n
@@ -361,6 +439,66 @@ mod tests {
             },
             l7: septa_l7::L7Proto::Unknown,
         })
+    }
+
+    #[test]
+    fn the_watch_counts_what_the_ring_holds_and_gives_up_at_the_deadline() {
+        let (sink, source) = ring(2);
+        let watch = sink.watch();
+        let mut drain = EventDrain::new(vec![source]);
+        assert_eq!((watch.capacity(), watch.queued()), (2, 0));
+        sink.emit(end());
+        sink.emit(end());
+        assert_eq!(watch.queued(), 2);
+        let soon = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert!(!watch.wait_for_room(1, soon), "a full ring has no room");
+        assert_eq!(drain.drain(1, |_, _| {}), 1);
+        assert_eq!(watch.queued(), 1);
+        assert!(watch.wait_for_room(1, soon));
+        // More than the capacity is asked as the capacity: never an endless wait.
+        assert_eq!(drain.drain(usize::MAX, |_, _| {}), 1);
+        assert!(watch.wait_for_room(100, std::time::Instant::now()));
+        assert!(
+            EventSink::disabled()
+                .watch()
+                .wait_for_room(1, std::time::Instant::now())
+        );
+    }
+
+    #[test]
+    fn a_producer_that_waits_for_room_loses_nothing_to_a_slow_drain() {
+        const RECORDS: usize = 2_000;
+        let (sink, source) = ring(8);
+        let watch = sink.watch();
+        let producer = std::thread::spawn(move || {
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            for part in 0..RECORDS / 4 {
+                assert!(
+                    watch.wait_for_room(4, give_up),
+                    "part {part}: the drain stalled"
+                );
+                for _ in 0..4 {
+                    sink.emit(end());
+                }
+            }
+        });
+        let mut drain = EventDrain::new(vec![source]);
+        let mut got = 0;
+        loop {
+            // A drain slower than the producer: a few records per pass, with pauses.
+            let n = drain.drain(3, |_, _| {});
+            got += n;
+            if n == 0 && producer.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        producer.join().unwrap();
+        got += drain.drain(usize::MAX, |_, _| {});
+        assert_eq!(
+            (got, drain.lost(), drain.sent()),
+            (RECORDS, 0, RECORDS as u64)
+        );
     }
 
     #[test]
