@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: a fresh Debian 12 machine (Rust and cargo installed) to a running
-# lab, as root. The Debian packages install while cargo already compiles the crates that need
-# none of them (all but the DPDK bindings, dpdk-sys, and what uses them); then the rest is built
-# and `septa lab up` starts the lab.
+# lab, as root. The Debian packages install (DPDK first; no clang: the DPDK bindings are checked
+# in) while cargo already compiles the crates that need none of them (all but dpdk-sys, which
+# links DPDK, and what uses it); then the rest is built and `septa lab up` starts the lab.
 #
 # Usage: sudo bash configs/lab/quickstart.sh
 set -euo pipefail
@@ -14,11 +14,11 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 command -v cargo >/dev/null || { log "cargo is not installed (https://rustup.rs)" >&2; exit 1; }
 
-# --keep-going: if cargo reaches dpdk-sys before apt has installed libdpdk-dev and libclang,
+# --keep-going: if cargo reaches dpdk-sys before apt has installed libdpdk-dev,
 # that one build script fails (a failure is not cached: the second cargo runs it again) and
 # everything that does not depend on it is still built.
 early_log=$(mktemp /tmp/septa-quickstart.XXXXXX.log)
-cargo build --features dpdk --keep-going >"$early_log" 2>&1 &
+cargo build -p septa --features dpdk --keep-going >"$early_log" 2>&1 &
 early=$!
 trap 'kill "$early" 2>/dev/null || true' EXIT
 log "building in the background (log: $early_log) while the Debian packages install"
@@ -38,4 +38,4 @@ fi
 log "packages done; waiting for the build"
 wait "$early" || true
 trap - EXIT
-cargo run --features dpdk -- lab up
+cargo run -p septa --features dpdk -- lab up
