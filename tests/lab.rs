@@ -37,7 +37,13 @@
 //!   sampled too);
 //! * `septa audit verify` accepts the lab's audit log and refuses a copy with one edited record;
 //! * `septa evidence` builds a pack from the running lab, `septa evidence verify` accepts it and
-//!   refuses it once its report is edited.
+//!   refuses it once its report is edited;
+//! * the web console in Chromium (webui/e2e/lab.mjs, playwright-core) against this lab's `septa`:
+//!   login, dashboard and its first meaningful paint, the denied Modbus writes with their reasons,
+//!   the map's zones, hosts and edges, a policy edit refused at its line then fixed, what-if,
+//!   commit with a confirm deadline then Confirm, rollback to the lab policy; screenshots in
+//!   `$SEPTA_UI_ARTIFACTS/lab`. Skipped, saying why, without Node.js, Chromium, the npm packages
+//!   or `webui/dist`, except in CI (`CI` set), where it must run.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -187,6 +193,14 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
+/// The administrator's first-login password, as `septa lab up` printed it.
+fn first_login_password(up: &str) -> &str {
+    up.split("with password ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no first-login password in:\n{up}"))
+}
+
 /// A session on the lab's API (curl; the certificate is the lab's self-signed one).
 struct Api {
     jar: std::path::PathBuf,
@@ -202,11 +216,7 @@ impl Drop for Api {
 impl Api {
     /// Logs in as `admin` with the first-login password `septa lab up` printed.
     fn login(up: &str) -> Api {
-        let password = up
-            .split("with password ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no first-login password in:\n{up}"));
+        let password = first_login_password(up);
         let jar = std::env::temp_dir().join(format!("septa-{NAME}-{}.cookies", std::process::id()));
         let mut api = Api {
             jar,
@@ -467,6 +477,140 @@ fn deny_records_name_the_clause(api: &Api) {
             eprintln!("lab test: the HMI's write: {}", rec["l7_reason"]);
         }
     }
+}
+
+/// The web console's directory (its build in `dist/` is what the debug binary serves).
+const WEBUI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/webui");
+
+/// What the console's Chromium pass needs and this machine lacks, with how to get it.
+fn console_e2e_missing() -> Vec<String> {
+    let mut missing = Vec::new();
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        missing.push("Node.js 20.19+ (bash webui/setup.sh)".to_owned());
+    }
+    if !std::path::Path::new(WEBUI)
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        missing
+            .push("the console's npm packages, playwright-core (bash webui/setup.sh)".to_owned());
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !std::path::Path::new(&chromium).exists() {
+        missing.push(format!("Chromium at {chromium} (bash webui/setup.sh)"));
+    }
+    if !std::path::Path::new(WEBUI).join("dist/index.html").exists() {
+        missing.push(
+            "the console build webui/dist, which the lab's debug binary serves \
+             (cd webui && npm run build)"
+                .to_owned(),
+        );
+    }
+    missing
+}
+
+/// The operator console in Chromium against the lab's `septa` process (webui/e2e/lab.mjs,
+/// playwright-core driving Debian's Chromium): login, the dashboard and its first meaningful
+/// paint, the denied Modbus writes with their reasons on the Flows page, the map with the lab's
+/// zones, hosts and edges (the HMI's denied write clicked: its refused function in the details),
+/// a policy edit refused at its line then fixed and staged, what-if, commit with a confirm
+/// deadline then Confirm, rollback to the lab policy, the audit and anomaly pages. Screenshots
+/// and metrics.json in `$SEPTA_UI_ARTIFACTS/lab` (default /tmp/septa-ui-artifacts/lab). Runs
+/// after [`deny_records_name_the_clause`] (the writes are recorded) and leaves the lab's policy
+/// running (checked here). Without Node.js, Chromium, the npm packages or the console build it
+/// says what is missing and skips, except in CI (`CI` set), which installs them all and must run it.
+fn console_in_chromium(api: &Api, up: &str) {
+    let missing = console_e2e_missing();
+    if !missing.is_empty() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let msg = format!(
+            "the console's Chromium pass on the lab cannot run; missing:\n  {}",
+            missing.join("\n  ")
+        );
+        assert!(
+            !ci,
+            "{msg}\n(CI installs them: .ci/run, then .ci/test builds the console)"
+        );
+        eprintln!("lab test: {msg}\nlab test: console step skipped");
+        return;
+    }
+    let before = api.running_hash();
+    // The office host whose Modbus write the default deny refused (the records name it).
+    let page = api.get(&format!(
+        "/api/v1/flows?dst={PLC}&port=502&action=deny&limit=1000"
+    ));
+    let office = page["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .filter_map(|r| r["src"].as_str())
+                .find(|s| s.starts_with("10.10.1."))
+        })
+        .unwrap_or_else(|| panic!("no deny record from the office to the PLC: {page}"))
+        .to_owned();
+    let hmi = "10.30.2.10";
+    let write = r"modbus function \d+ \(write_\w+\) not allowed";
+    let expect = json!({
+        "zones": ["it", "ehr-app", "ehr-db", "ot-plc", "ot-hmi", "management"],
+        "edges": [
+            // The background web traffic (lab.sh traffic-loop), the two refused writes.
+            {"src": "10.10.1.10", "dst": "10.20.1.20", "verdict": "allowed"},
+            {"src": hmi, "dst": PLC, "verdict": "denied"},
+            {"src": office, "dst": PLC, "verdict": "denied"},
+        ],
+        "denied": [
+            {"src": hmi, "dst": PLC, "port": 502,
+             "reason": format!("denied by conduit hmi-reads-plc .*: {write}, rule \\d+")},
+            {"src": office, "dst": PLC, "port": 502, "reason": r"denied by default deny, rule \d+"},
+        ],
+        "edgeDetails": {"src": hmi, "dst": PLC, "verdict": "denied",
+                        "reason": format!("L7 refused: {write}")},
+        "whatif": {"src": office, "dst": PLC, "port": 502,
+                   "result": r"deny · enforce[\s\S]*default deny"},
+        "edit": {"at": "10.20.0.0/24", "bad": "10.20.0.0/33",
+                 "fixFrom": "description: the septa lab hospital campus",
+                 "fixTo": "description: the septa lab hospital campus, edited in the console"},
+    });
+    let out = Command::new("timeout")
+        .args(["300", "node", "--test", "--test-reporter=spec"])
+        .arg("e2e/lab.mjs")
+        .current_dir(WEBUI)
+        .env("SEPTA_E2E_URL", API)
+        .env("SEPTA_E2E_USER", "admin")
+        .env("SEPTA_E2E_PASSWORD", first_login_password(up))
+        .env("SEPTA_E2E_EXPECT", expect.to_string())
+        .output()
+        .expect("run node");
+    let report = text(&out);
+    assert!(
+        out.status.success(),
+        "the console in Chromium on the lab ({}):\n{report}",
+        out.status
+    );
+    for line in report.lines().filter(|l| {
+        l.starts_with("dashboard on the lab") || l.starts_with("map:") || l.starts_with("flows:")
+    }) {
+        eprintln!("lab test: console: {line}");
+    }
+    // The browser's commits reached the real process: they are in its history with their
+    // reasons, and the rollback left the lab's policy running.
+    let revisions = api.get("/api/v1/revisions?limit=1000").to_string();
+    for reason in [
+        "lab console test: description edited",
+        "lab console test: back to the lab policy",
+    ] {
+        assert!(
+            revisions.contains(reason),
+            "no revision {reason:?}: {revisions}"
+        );
+    }
+    assert_eq!(
+        api.running_hash(),
+        before,
+        "the console's rollback did not restore the lab policy"
+    );
 }
 
 /// Stage, then commit with a reason, the policy without the HMI's read conduit, while the HMI
@@ -1181,6 +1325,7 @@ fn lab_up_routes_through_septa_enforces_and_down_cleans_up() {
         denied_with_nc_and_nmap();
         let api = Api::login(&text(&up));
         deny_records_name_the_clause(&api);
+        console_in_chromium(&api, &text(&up));
         policy_change_reaches_an_established_flow(&api);
         commit_confirm_reverts_in_place(&api);
         kill_and_restart_never_leaks(&api);

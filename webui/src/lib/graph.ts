@@ -189,3 +189,24 @@ export const VERDICT_COLOURS: Record<Verdict, string> = {
   'would-deny': '#d98e04',
   denied: '#c62828',
 };
+
+/** An alert as the map needs it (`Anomaly` from /api/v1/anomalies). */
+export interface MapAnomaly {
+  flow: { src: string; dst: string };
+  state: string;
+  summary: string;
+  model_id: string;
+}
+
+/**
+ * The details line about the anomalies of an edge (`src` -> `dst`) or of a host (`dst`
+ * undefined: flows from or to it). `list` null: the appliance reports no anomalies
+ * (no /api/v1/anomalies, or not readable).
+ */
+export function anomalyLine(list: MapAnomaly[] | null, src: string, dst?: string): string {
+  if (list === null) return 'anomalies: none reported (no anomaly source on this appliance)';
+  const hits = list.filter((a) => (dst === undefined ? a.flow.src === src || a.flow.dst === src : a.flow.src === src && a.flow.dst === dst));
+  if (!hits.length) return 'anomalies: none';
+  const open = hits.filter((a) => a.state === 'open').length;
+  return `anomalies: ${hits.length} (${open} open), latest: ${hits[0].summary} (${hits[0].model_id})`;
+}

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { contains, parseIp, parsePrefix } from './cidr';
 import { marks, offsetOf } from './editorErrors';
 import { age, clauseParts, conduitIndex, countdown, flowKeyText, flowSpec, reasonOf, timeWindow, verdictOf } from './format';
-import { buildMap, edgeWidth, filterFlows } from './graph';
+import { anomalyLine, buildMap, edgeWidth, filterFlows } from './graph';
 import { positions } from './layout';
 import { dropRates, portRates, Series, top } from './rates';
 import { can, navFor } from './roles';
@@ -97,6 +97,22 @@ describe('map model', () => {
     expect(edgeWidth(0)).toBe(1);
     expect(edgeWidth(1e6)).toBeGreaterThan(edgeWidth(1e3));
     expect(edgeWidth(1e15)).toBe(8);
+  });
+});
+
+describe('map anomalies', () => {
+  const a = (src: string, dst: string, state: string, summary: string) => ({ flow: { src, dst }, state, summary, model_id: 'm1' });
+  const list = [a('10.0.0.1', '10.0.0.2', 'open', 'newest'), a('10.0.0.1', '10.0.0.2', 'dismissed', 'older'), a('10.0.0.3', '10.0.0.1', 'open', 'inbound')];
+  it('counts the alerts of an edge, newest first', () => {
+    expect(anomalyLine(list, '10.0.0.1', '10.0.0.2')).toBe('anomalies: 2 (1 open), latest: newest (m1)');
+    expect(anomalyLine(list, '10.0.0.2', '10.0.0.1')).toBe('anomalies: none');
+  });
+  it('counts a host\'s alerts in both directions', () => {
+    expect(anomalyLine(list, '10.0.0.1')).toBe('anomalies: 3 (2 open), latest: newest (m1)');
+    expect(anomalyLine(list, '10.0.0.9')).toBe('anomalies: none');
+  });
+  it('says when the appliance reports none', () => {
+    expect(anomalyLine(null, '10.0.0.1')).toMatch(/no anomaly source/);
   });
 });
 
