@@ -1,11 +1,13 @@
 //! Cache hints for the per-packet path.
 //!
-//! A burst's flow-table buckets and sampler slots live in tables far larger than the cache; the
-//! worker can ask for their lines a few packets before it reads them, so the misses of a burst
-//! overlap instead of queueing (VPP's dual/quad loops do the same). A prefetch never faults and
-//! never changes what the program computes, only when the line arrives: it takes a reference, so
-//! the address is always one the program may read anyway. On x86_64 it is `PREFETCHT0` through
-//! `safe_arch` (no unsafe block in this crate); elsewhere it compiles to nothing.
+//! Some per-flow state lives in tables far larger than the cache (the sampler's sketch slots of a
+//! new flow are four random lines); the worker can ask for those lines before it reads them, so
+//! their misses overlap with other work instead of stalling it. A prefetch never faults and never
+//! changes what the program computes, only when the line arrives: it takes a reference, so the
+//! address is always one the program may read anyway. On x86_64 it is `PREFETCHT0`/`PREFETCHW`
+//! through `safe_arch`, so this crate needs no exception to its lint; elsewhere it compiles to
+//! nothing. (A burst-wide prefetch of flow-table buckets was measured and lost: see
+//! docs/dataplane-state.md.)
 
 /// Asks for the cache line holding `value` to be loaded into every cache level, for reading.
 #[inline(always)]

@@ -205,13 +205,23 @@ fn run_stops_when_asked() {
     (0..8).for_each(|i| io.push_rx(0, tcp(i)));
     let stop = AtomicBool::new(false);
     let mut w = worker(Decision::AllowAll);
+    let counters = Arc::clone(w.counters());
     std::thread::scope(|s| {
         s.spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Stop once the worker has forwarded the ring's packets at least once (a fixed
+            // sleep raced a descheduled worker); the bound only keeps a broken loop from
+            // hanging the test, the assertions below then fail.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while Stats::collect([&*counters]).ports[1].tx_packets < 8
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         w.run(&mut io, &stop);
     });
+    assert!(counters.is_stopped(), "run returned after the stop");
     assert!(stats(&w).ports[1].tx_packets >= 8);
     assert_eq!(io.rx_pending(0), 8, "ring mode conserves packets");
 }
