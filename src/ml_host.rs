@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use septa_control::api::anomalies::{AnomalyFlow, AnomalyStore, FeatureContribution, NewAnomaly};
 use septa_control::api::{InferenceSample, ModelInfo};
-use septa_dataplane::sample::{Sampler, SamplerConfig};
+use septa_dataplane::sample::{Sampler, SamplerConfig, SharedSamplerCounters};
 use septa_features::FeatureRecord;
 use septa_ml::{
     Alert, Engine, Health, MlConfig, MlEvent, Mode, QuarantineRequest, Service, ServiceStats,
@@ -59,6 +59,15 @@ pub struct RawMl {
     /// Records each worker's ring holds.
     #[serde(default)]
     ring: Option<u64>,
+    /// Shadow/act mode: records scored before the site calibration is derived (0: never).
+    #[serde(default)]
+    warmup_records: Option<u64>,
+    /// A site calibration lifts a model's threshold at most this many times (1..=100).
+    #[serde(default)]
+    max_threshold_lift: Option<f32>,
+    /// Seconds during which a flow that alerted does not alert again with the same model.
+    #[serde(default)]
+    repeat_window_s: Option<u64>,
 }
 
 /// `[ml]`, checked.
@@ -115,6 +124,33 @@ impl MlSettings {
                 return Err(("ml.act_threshold".into(), format!("{t} is outside (0, 1]")));
             }
             engine.act_threshold = t;
+        }
+        if let Some(n) = raw.warmup_records {
+            if n > 100_000_000 {
+                return Err((
+                    "ml.warmup_records".into(),
+                    format!("{n} is outside 0..=100000000"),
+                ));
+            }
+            engine.warmup_records = n;
+        }
+        if let Some(x) = raw.max_threshold_lift {
+            if !(1.0..=100.0).contains(&x) {
+                return Err((
+                    "ml.max_threshold_lift".into(),
+                    format!("{x} is outside 1..=100"),
+                ));
+            }
+            engine.max_threshold_lift = x;
+        }
+        if let Some(n) = raw.repeat_window_s {
+            if n > 86_400 {
+                return Err((
+                    "ml.repeat_window_s".into(),
+                    format!("{n} is outside 0..=86400"),
+                ));
+            }
+            engine.repeat_window_s = n;
         }
         let mut sampler = SamplerConfig::new((flow_capacity / 8).max(1));
         if let Some(k) = raw.sample_one_in {
@@ -183,6 +219,8 @@ pub struct MlProbe {
     mode: String,
     running: Option<(Arc<ServiceStats>, Arc<MlTally>)>,
     start_error: Option<String>,
+    /// The workers' sampler counters (published by the workers every `sample::PUBLISH_US`).
+    samplers: Vec<Arc<SharedSamplerCounters>>,
 }
 
 impl MlProbe {
@@ -203,6 +241,13 @@ impl MlProbe {
             s.panics = n(&stats.panics);
             s.stalls = n(&stats.stalls);
             s.restarts = n(&stats.restarts);
+            for c in &self.samplers {
+                let c = c.load();
+                s.sampler_records += c.emitted;
+                s.sampler_ring_full += c.ring_full;
+                s.sampler_sketch_evictions += c.sketch_evictions;
+                s.sampler_slab_full += c.slab_full;
+            }
             s.models = tally
                 .models
                 .lock()
@@ -227,6 +272,8 @@ fn mode_name(m: Mode) -> String {
 pub struct MlHost {
     service: Service,
     samplers: Vec<Sampler>,
+    /// Their counters as the workers publish them (kept after the samplers are taken).
+    sampler_counters: Vec<Arc<SharedSamplerCounters>>,
     drain: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     tally: Arc<MlTally>,
@@ -289,6 +336,7 @@ impl MlHost {
         };
         Ok(MlHost {
             service,
+            sampler_counters: samplers.iter().map(Sampler::shared_counters).collect(),
             samplers,
             drain: Some(drain),
             stop,
@@ -302,6 +350,7 @@ impl MlHost {
             mode: mode_name(mode),
             running: Some((self.service.stats(), Arc::clone(&self.tally))),
             start_error: None,
+            samplers: self.sampler_counters.clone(),
         }
     }
 
@@ -356,6 +405,7 @@ pub fn start_for_run_probed(
                 mode: mode_name(s.engine.mode),
                 running: None,
                 start_error: Some(format!("did not start: {e}")),
+                samplers: Vec::new(),
             };
             (None, Some(probe))
         }
@@ -446,6 +496,24 @@ fn drain_events(rx: &Receiver<MlEvent>, store: &AnomalyStore, tally: &MlTally, s
                     other => eprintln!("septa: ml: {other:?}"),
                 }
             }
+            Ok(MlEvent::Calibrated(c)) => {
+                // The health page shows the threshold in force.
+                let mut models = tally.models.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut was = None;
+                for m in models.iter_mut().filter(|m| m.id == c.model_id) {
+                    was = Some(m.threshold);
+                    m.threshold = c.threshold;
+                }
+                eprintln!(
+                    "septa: ml: site calibration of {} from {} scores: threshold {} (model {}; site median {}, quantile {})",
+                    c.model_id,
+                    c.samples,
+                    c.threshold,
+                    was.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+                    c.median,
+                    c.quantile
+                );
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -482,6 +550,19 @@ mod tests {
         assert_eq!(s.engine.mode, Mode::Monitor);
         assert_eq!(s.engine.model_dir, PathBuf::from("/etc/septa/models"));
         assert_eq!((s.sampler.one_in, s.sampler.flows), (4, 10));
+        let t = MlSettings::from_raw(
+            raw("warmup_records = 50\nmax_threshold_lift = 2.5\nrepeat_window_s = 0"),
+            None,
+            1000,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let e = &t.engine;
+        assert_eq!(
+            (e.warmup_records, e.max_threshold_lift, e.repeat_window_s),
+            (50, 2.5, 0)
+        );
         assert!(s.describe().contains("monitor"), "{}", s.describe());
         assert_eq!(
             MlSettings::from_raw(raw("mode = \"off\""), None, 10, false),
@@ -494,6 +575,9 @@ mod tests {
             ("sample_one_in = 0", "ml.sample_one_in"),
             ("sample_flows = 11", "ml.sample_flows"),
             ("ring = 0", "ml.ring"),
+            ("warmup_records = 100000001", "ml.warmup_records"),
+            ("max_threshold_lift = 0.5", "ml.max_threshold_lift"),
+            ("repeat_window_s = 90000", "ml.repeat_window_s"),
         ] {
             let e = MlSettings::from_raw(raw(bad), None, 10, false).unwrap_err();
             assert_eq!(e.0, key, "{bad}: {e:?}");

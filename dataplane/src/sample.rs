@@ -40,6 +40,8 @@
 //! ([`Sampler::flush`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use arrayvec::ArrayVec;
@@ -50,6 +52,7 @@ use septa_features::{
 };
 
 use crate::flow::{Direction, FlowEntry, L7Slot};
+use crate::hint::prefetch_write;
 use crate::l7::FunctionTally;
 use crate::l7::inspect::{IDENTIFY_TRIES, identify_into};
 use crate::parse::ParsedPacket;
@@ -96,6 +99,55 @@ pub enum SamplerConfigError {
     OneIn,
 }
 
+/// How often (worker clock, microseconds) a sampler publishes its counters to
+/// [`SharedSamplerCounters`].
+pub const PUBLISH_US: u64 = 100_000;
+
+/// A sampler's counters as other threads read them (the control side's health and metrics):
+/// relaxed atomics on cache lines of their own, which the worker stores every [`PUBLISH_US`]
+/// ([`Sampler::publish`], called between polls), never per packet. A reader sees values at
+/// most that old (plus up to [`PENDING`] new flows for `sketch_evictions`).
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub struct SharedSamplerCounters {
+    words: [AtomicU64; 9],
+}
+
+impl SharedSamplerCounters {
+    /// The counters last published.
+    pub fn load(&self) -> SamplerCounters {
+        let w = |i: usize| self.words[i].load(Ordering::Relaxed);
+        SamplerCounters {
+            flows: w(0),
+            sampled: w(1),
+            slab_full: w(2),
+            emitted: w(3),
+            ring_full: w(4),
+            sketch_evictions: w(5),
+            evicted: w(6),
+            denied: w(7),
+            reopened: w(8),
+        }
+    }
+
+    fn store(&self, c: &SamplerCounters) {
+        let v = [
+            c.flows,
+            c.sampled,
+            c.slab_full,
+            c.emitted,
+            c.ring_full,
+            c.sketch_evictions,
+            c.evicted,
+            c.denied,
+            c.reopened,
+        ];
+        for (w, v) in self.words.iter().zip(v) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Counters of one sampler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SamplerCounters {
@@ -117,19 +169,31 @@ pub struct SamplerCounters {
     /// New flows refused at their first packet (never admitted): they feed the spread sketches
     /// too, and the sampled ones are emitted at once ([`Sampler::denied`]).
     pub denied: u64,
+    /// Sampled flows whose entry a new connection reopened ([`Sampler::reopened`]): the earlier
+    /// connection's final record was emitted and sampling started again.
+    pub reopened: u64,
 }
 
 /// Per-flow feature state of a sampled flow, fixed size. What the flow entry already has
-/// (counts, first/last seen, protocol) is not repeated here.
+/// (counts, first/last seen, protocol) is not repeated here, except where the entry's counts of
+/// this connection start: after a reopen ([`Sampler::reopened`]) the entry goes on counting
+/// from the earlier connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlowSample {
     last_emit: u64,
     /// Tick of the latest head packet (for gaps).
     head_last: u64,
+    /// Tick of the latest packet.
+    last: u64,
     head: HeadStats,
     tcp: TcpFlagCounts,
     functions: [u32; FUNCTION_CLASSES],
     head_emitted: bool,
+    /// The entry's packet and byte counts and the tick where this connection began, when it
+    /// reopened the entry (0 otherwise).
+    base_packets: [u64; 2],
+    base_bytes: [u64; 2],
+    base_first_seen: u64,
 }
 
 impl FlowSample {
@@ -137,6 +201,7 @@ impl FlowSample {
     /// the head lasts, TCP flag counts always.
     #[inline]
     fn count(&mut self, l3_len: u16, tcp_flags: u8, now: u64) {
+        self.last = now;
         let h = &mut self.head;
         if h.count < HEAD_PACKETS {
             if h.count > 0 {
@@ -254,6 +319,20 @@ impl<const W: usize> SketchTable<W> {
         u64::from(s.tag) ^ s.bits[W - 1]
     }
 
+    /// Asks for every cache line of hashed key `h`'s slot, for writing (a slot spans one line,
+    /// or two for the per-source slot: its first and its last word), without waiting for them:
+    /// issued when a new flow is queued, so the lines arrive while the worker goes on with its
+    /// burst, and the batch's update finds them loaded.
+    #[inline]
+    fn prefetch(&self, h: u64) {
+        let (i, _) = place(h);
+        let s = &self.slots[i & self.mask];
+        prefetch_write(&s.tag);
+        if size_of::<SketchSlot<W>>() > 64 {
+            prefetch_write(&s.bits[W - 1]);
+        }
+    }
+
     /// The bitmap words of hashed key `h` in `window` (`None` when its slot holds another key
     /// or another window).
     fn get(&self, h: u64, window: u32) -> Option<&[u64; W]> {
@@ -349,6 +428,14 @@ impl Spread3 {
             + 2 * self.by_dst.slots.len() * size_of::<SketchSlot<ONE_WORDS>>()
     }
 
+    /// Prefetches the four cache lines a new flow's [`Self::add`] will write.
+    #[inline]
+    fn prefetch(&self, k: SpreadKeys) {
+        self.by_src.prefetch(k.src);
+        self.by_dst.prefetch(k.dst);
+        self.by_src_port.prefetch(k.src_port);
+    }
+
     /// One new flow: three slot updates (four bits). Returns the evictions.
     #[inline]
     fn add(&mut self, k: SpreadKeys, window: u32) -> u64 {
@@ -441,6 +528,10 @@ pub struct Sampler {
     pending: ArrayVec<Pending, PENDING>,
     ring: SyncSender<FeatureRecord>,
     counters: SamplerCounters,
+    /// Where [`Self::publish`] stores the counters for other threads.
+    shared: Arc<SharedSamplerCounters>,
+    /// Worker tick of the next publication.
+    next_publish: u64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -493,7 +584,30 @@ impl Sampler {
             cfg,
             ring,
             counters: SamplerCounters::default(),
+            shared: Arc::default(),
+            next_publish: 0,
         })
+    }
+
+    /// The counters as other threads read them (published by [`Self::publish`]).
+    pub fn shared_counters(&self) -> Arc<SharedSamplerCounters> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Stores the counters into [`Self::shared_counters`] when [`PUBLISH_US`] have passed since
+    /// the last time (the worker calls it between polls: one comparison when not due).
+    #[inline]
+    pub fn publish(&mut self, now: u64) {
+        if now >= self.next_publish {
+            self.next_publish = now.saturating_add(PUBLISH_US);
+            self.shared.store(&self.counters);
+        }
+    }
+
+    /// Stores the counters now (at shutdown, after the final flush).
+    pub fn publish_now(&mut self) {
+        self.next_publish = 0;
+        self.shared.store(&self.counters);
     }
 
     /// Counters (single writer: the worker; read them between polls). `sketch_evictions`
@@ -530,6 +644,8 @@ impl Sampler {
             keys: spread_keys(key),
             window: self.window(now),
         };
+        // The update waits in the batch: its lines can be on their way meanwhile.
+        self.spread.prefetch(p.keys);
         // Not full: flushed above.
         let _ = self.pending.try_push(p);
     }
@@ -598,6 +714,43 @@ impl Sampler {
         };
         f.last_emit = now;
         Some(reason)
+    }
+
+    /// A SYN without ACK going `dir` (`l3_len` bytes, already in `flow`'s counts) on sampled
+    /// flow `slot`, before [`Self::packet`] counts it. If the flow's connection had closed (a
+    /// FIN or RST seen), conntrack reopened the entry for a new connection on the same
+    /// addresses and ports (clients reuse a port the server closed first): the earlier
+    /// connection gets its final record, and the sample starts again for the new one, its
+    /// counts taken from here on. Otherwise (a retransmitted SYN) nothing happens.
+    pub fn reopened(
+        &mut self,
+        slot: &L7Slot,
+        flow: &FlowView,
+        dir: Direction,
+        l3_len: u16,
+        now: u64,
+    ) {
+        let Some(&f) = self.slab.get(slot.sample.wrapping_sub(1) as usize) else {
+            return;
+        };
+        if f.tcp.fin == 0 && f.tcp.rst == 0 {
+            return;
+        }
+        let mut before = *flow;
+        let d = dir.index();
+        before.packets[d] = before.packets[d].saturating_sub(1);
+        before.bytes[d] = before.bytes[d].saturating_sub(u64::from(l3_len));
+        before.last_seen = f.last;
+        self.counters.reopened += 1;
+        self.offer(&f, &before, EmitReason::FlowEnd);
+        self.slab[slot.sample as usize - 1] = FlowSample {
+            last_emit: now,
+            head_last: now,
+            base_packets: before.packets,
+            base_bytes: before.bytes,
+            base_first_seen: now,
+            ..FlowSample::default()
+        };
     }
 
     /// L7 inspection counted request messages of a sampled flow by function class (allowed or
@@ -669,9 +822,13 @@ impl Sampler {
                 proto: key.proto,
             },
             l7,
-            duration_us: flow.last_seen.saturating_sub(flow.first_seen),
-            packets: flow.packets.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-            bytes: flow.bytes,
+            duration_us: flow
+                .last_seen
+                .saturating_sub(flow.first_seen.max(f.base_first_seen)),
+            packets: [0, 1].map(|d| {
+                u32::try_from(flow.packets[d].saturating_sub(f.base_packets[d])).unwrap_or(u32::MAX)
+            }),
+            bytes: [0, 1].map(|d| flow.bytes[d].saturating_sub(f.base_bytes[d])),
             head: f.head,
             tcp: f.tcp,
             functions: f.functions,
@@ -769,6 +926,16 @@ impl Sampler {
             identify_into(&mut e.l7, &key, pkt, frame);
         }
         let len = u16::try_from(pkt.l3_end - pkt.l3_offset).unwrap_or(u16::MAX);
+        if pkt.tcp_flags.0 & 0x12 == 0x02 && pkt.key.proto == 6 {
+            // A SYN: a new connection on a closed one's addresses and ports?
+            let view = FlowView::of(e);
+            let dir = if pkt.key.src == view.key.src && pkt.key.sport == view.key.sport {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
+            self.reopened(&e.l7, &view, dir, len, now);
+        }
         if let Some(reason) = self.packet(&e.l7, len, pkt.tcp_flags.0, now) {
             self.emit(&e.l7, &FlowView::of(e), reason);
         }

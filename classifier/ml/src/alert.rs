@@ -90,4 +90,7 @@ pub enum MlEvent {
     Alert(Alert),
     Quarantine(QuarantineRequest),
     Health(Health),
+    /// A site calibration was derived and is in force from now on (end of the warm-up, or a
+    /// monitor-mode refresh).
+    Calibrated(crate::calibration::SiteCalibration),
 }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use septa_features::{FEATURE_GROUPS, FeatureRecord, N_FEATURES, SCHEMA_VERSION, featurize};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ use crate::model::{Model, ModelKind};
 pub const MAX_BASELINE_HOSTS: usize = 65_536;
 /// Hosts for which a quarantine was already proposed in this run.
 pub const MAX_PROPOSED_HOSTS: usize = 4_096;
+/// Flows remembered for repeat suppression (bounded memory; see [`MlConfig::repeat_window_s`]).
+pub const MAX_RECENT_ALERTS: usize = 65_536;
 
 fn default_models() -> Vec<String> {
     vec![
@@ -33,6 +36,15 @@ fn default_min_samples() -> u64 {
 }
 fn default_max_reasons() -> usize {
     3
+}
+fn default_warmup() -> u64 {
+    1_000
+}
+fn default_max_lift() -> f32 {
+    4.0
+}
+fn default_repeat_window() -> u64 {
+    60
 }
 
 /// The `[ml]` section of the gateway config.
@@ -52,11 +64,26 @@ pub struct MlConfig {
     /// Classifier score at or above which act mode proposes a quarantine.
     #[serde(default = "default_act_threshold")]
     pub act_threshold: f32,
-    /// Scores needed before a monitor-mode calibration is written.
+    /// Scores needed before a monitor-mode calibration is written (and again each time this
+    /// many more were seen: monitor mode keeps refining it).
     #[serde(default = "default_min_samples")]
     pub min_calibration_samples: u64,
     #[serde(default = "default_max_reasons")]
     pub max_reasons: usize,
+    /// Shadow and act mode, for a model without a stored site calibration: after this many
+    /// scored records (the warm-up; alerts use the model's threshold meanwhile) the site's
+    /// calibration is derived from them, applied and, with `calibration_dir`, written. 0: never.
+    #[serde(default = "default_warmup")]
+    pub warmup_records: u64,
+    /// A site calibration never lifts a threshold above this multiple of the model's own (an
+    /// attack under way during the warm-up cannot teach the engine to ignore attacks).
+    #[serde(default = "default_max_lift")]
+    pub max_threshold_lift: f32,
+    /// An alert of a model on a flow (5-tuple) that already alerted with that model within this
+    /// many seconds is counted (`EngineCounters::repeats`), not raised again: a flow's first-
+    /// packets, periodic and final records are one finding. 0: every record alerts.
+    #[serde(default = "default_repeat_window")]
+    pub repeat_window_s: u64,
 }
 
 impl MlConfig {
@@ -69,6 +96,9 @@ impl MlConfig {
             act_threshold: default_act_threshold(),
             min_calibration_samples: default_min_samples(),
             max_reasons: default_max_reasons(),
+            warmup_records: default_warmup(),
+            max_threshold_lift: default_max_lift(),
+            repeat_window_s: default_repeat_window(),
         }
     }
 }
@@ -77,7 +107,12 @@ struct Slot {
     model: Model,
     threshold: f32,
     learner: Learner,
+    /// A site calibration is in force (loaded, or derived after the warm-up).
+    calibrated: bool,
 }
+
+/// A flow that alerted, per model slot (repeat suppression).
+type RecentKey = (usize, IpAddr, IpAddr, u16, u16, u8);
 
 /// Counters the engine keeps (read by the service for metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +121,10 @@ pub struct EngineCounters {
     pub alerts: u64,
     pub wrong_schema: u64,
     pub quarantine_proposals: u64,
+    /// Alerts not raised again: the same model on the same flow within `repeat_window_s`.
+    pub repeats: u64,
+    /// Site calibrations derived and applied in this run (warm-up or monitor mode).
+    pub calibrations: u64,
 }
 
 /// Scores batches of records. Not `Sync`: it lives on the inference thread.
@@ -94,6 +133,7 @@ pub struct Engine {
     cfg: MlConfig,
     baselines: HashMap<IpAddr, f32>,
     proposed: HashSet<IpAddr>,
+    recent: HashMap<RecentKey, Instant>,
     pub counters: EngineCounters,
     feats: Vec<[f32; N_FEATURES]>,
     out: Vec<f32>,
@@ -133,9 +173,16 @@ impl Engine {
 
     /// Builds an engine from already loaded models (tests, benches).
     pub fn with_models(models: Vec<Model>, cfg: MlConfig) -> Result<Self, MlError> {
+        if !(cfg.max_threshold_lift >= 1.0 && cfg.max_threshold_lift.is_finite()) {
+            return Err(MlError::Config(format!(
+                "max_threshold_lift {} is not a finite number >= 1",
+                cfg.max_threshold_lift
+            )));
+        }
         let mut slots = Vec::with_capacity(models.len());
         for model in models {
             let mut threshold = model.meta.threshold;
+            let mut calibrated = false;
             if let Some(dir) = &cfg.calibration_dir
                 && let Some(cal) = SiteCalibration::load(
                     &Self::calibration_path(dir, &model.meta.model_id),
@@ -144,11 +191,13 @@ impl Engine {
                 )?
             {
                 threshold = cal.threshold;
+                calibrated = true;
             }
             slots.push(Slot {
                 model,
                 threshold,
                 learner: Learner::default(),
+                calibrated,
             });
         }
         Ok(Self {
@@ -156,6 +205,7 @@ impl Engine {
             cfg,
             baselines: HashMap::new(),
             proposed: HashSet::new(),
+            recent: HashMap::new(),
             counters: EngineCounters::default(),
             feats: Vec::new(),
             out: Vec::new(),
@@ -180,27 +230,96 @@ impl Engine {
             .collect()
     }
 
-    /// Monitor mode: the calibrations learned so far (those with enough samples), written to
-    /// `calibration_dir` when one is configured; they take effect immediately.
+    /// The calibrations learned so far (those with at least `min_calibration_samples` scores),
+    /// written to `calibration_dir` when one is configured; they take effect immediately.
+    /// Monitor mode calls it each time another `min_calibration_samples` scores were seen.
     pub fn finish_calibration(&mut self) -> Result<Vec<SiteCalibration>, MlError> {
         let mut done = Vec::new();
-        for s in &mut self.slots {
-            let m = &s.model.meta;
-            if let Some(cal) = s.learner.finish(
-                &m.model_id,
-                &m.onnx_sha256,
-                m.threshold,
-                m.target_fpr,
-                self.cfg.min_calibration_samples,
-            ) {
-                if let Some(dir) = &self.cfg.calibration_dir {
-                    cal.save(&Self::calibration_path(dir, &m.model_id))?;
-                }
-                s.threshold = cal.threshold;
+        for si in 0..self.slots.len() {
+            if let Some(cal) = self.calibrate(si, self.cfg.min_calibration_samples)? {
                 done.push(cal);
             }
         }
         Ok(done)
+    }
+
+    /// Derives slot `si`'s site calibration from its learner (if it saw `min_samples` scores),
+    /// capped at `max_threshold_lift` times the model's threshold, applies it and writes it.
+    fn calibrate(
+        &mut self,
+        si: usize,
+        min_samples: u64,
+    ) -> Result<Option<SiteCalibration>, MlError> {
+        let s = &mut self.slots[si];
+        let m = &s.model.meta;
+        let Some(mut cal) = s.learner.finish(
+            &m.model_id,
+            &m.onnx_sha256,
+            m.threshold,
+            m.target_fpr,
+            min_samples,
+        ) else {
+            return Ok(None);
+        };
+        cal.threshold = cal.threshold.min(m.threshold * self.cfg.max_threshold_lift);
+        s.threshold = cal.threshold;
+        s.calibrated = true;
+        self.counters.calibrations += 1;
+        if let Some(dir) = &self.cfg.calibration_dir {
+            cal.save(&Self::calibration_path(dir, &m.model_id))?;
+        }
+        Ok(Some(cal))
+    }
+
+    /// Learns `scores` of slot `si` and derives the site calibration when it is due: monitor
+    /// mode every `min_calibration_samples` scores; shadow/act mode once, after the warm-up, for
+    /// a model that had no stored calibration.
+    fn learn_site(
+        &mut self,
+        si: usize,
+        scores: &[f32],
+    ) -> Result<Option<SiteCalibration>, MlError> {
+        let (monitor, warmup) = (self.cfg.mode == Mode::Monitor, self.cfg.warmup_records);
+        let every = if monitor {
+            self.cfg.min_calibration_samples.max(1)
+        } else if warmup > 0 && !self.slots[si].calibrated {
+            warmup
+        } else {
+            return Ok(None);
+        };
+        let learner = &mut self.slots[si].learner;
+        let before = learner.seen() / every;
+        scores.iter().for_each(|&s| learner.learn(s));
+        if learner.seen() / every > before {
+            return self.calibrate(si, every);
+        }
+        Ok(None)
+    }
+
+    /// Whether an alert of slot `si` on `r`'s flow repeats one raised within the window (and if
+    /// not, remembers this one).
+    fn repeated(&mut self, si: usize, r: &FeatureRecord, now: Instant) -> bool {
+        let window = Duration::from_secs(self.cfg.repeat_window_s);
+        if window.is_zero() {
+            return false;
+        }
+        let k = r.key;
+        let key = (si, k.src, k.dst, k.src_port, k.dst_port, k.proto);
+        if let Some(t) = self.recent.get_mut(&key) {
+            if now.duration_since(*t) < window {
+                return true;
+            }
+            *t = now;
+            return false;
+        }
+        if self.recent.len() >= MAX_RECENT_ALERTS {
+            self.recent.retain(|_, t| now.duration_since(*t) < window);
+            if self.recent.len() >= MAX_RECENT_ALERTS {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(key, now);
+        false
     }
 
     /// Scores `records`, appending alerts and quarantine proposals to `events`.
@@ -232,15 +351,28 @@ impl Engine {
                 .chunks_exact(width)
                 .map(|c| slot.model.score_of(c))
                 .collect();
+            // The threshold in force for this batch (a calibration derived from it applies to
+            // the next one).
+            let threshold = self.slots[si].threshold;
+            if let Some(cal) = self.learn_site(si, &scores)? {
+                events.push(MlEvent::Calibrated(cal));
+            }
             if self.cfg.mode == Mode::Monitor {
-                let learner = &mut self.slots[si].learner;
-                scores.iter().for_each(|&s| learner.learn(s));
                 continue;
             }
-            let threshold = self.slots[si].threshold;
-            let hits: Vec<usize> = (0..scores.len())
-                .filter(|&i| scores[i] > threshold)
-                .collect();
+            let now = Instant::now();
+            let mut hits = Vec::new();
+            for i in 0..scores.len() {
+                if scores[i] > threshold {
+                    // Counted as alarmed either way: a repeat stays out of the host baselines.
+                    alarmed[i] = true;
+                    if self.repeated(si, recs[i], now) {
+                        self.counters.repeats += 1;
+                    } else {
+                        hits.push(i);
+                    }
+                }
+            }
             if hits.is_empty() {
                 continue;
             }
@@ -252,7 +384,6 @@ impl Engine {
                     .collect(),
             };
             for (&i, w) in hits.iter().zip(weights) {
-                alarmed[i] = true;
                 let alert = self.alert(si, recs[i], scores[i], threshold, &w);
                 if self.cfg.mode == Mode::Act
                     && kind == ModelKind::Classifier

@@ -100,6 +100,20 @@ pub(crate) fn describe(g: usize, r: &FeatureRecord, ctx: &Context<'_>) -> String
     let port = format!("{}/{}", k.dst_port, proto_name(k.proto));
     let pkts = u64::from(r.packets[0]) + u64::from(r.packets[1]);
     match g {
+        group::FAN_OUT
+            if r.spread.src_ports >= 4 && r.spread.src_ports > r.spread.src_hosts_on_port =>
+        {
+            // More ports than hosts on this one: a port scan rather than a sweep.
+            let s = &r.spread;
+            format!(
+                "{} ports on {} {} contacted in {} s ({} on {port})",
+                s.src_ports,
+                s.src_hosts,
+                if s.src_hosts == 1 { "host" } else { "hosts" },
+                s.window_s,
+                s.src_hosts_on_port,
+            )
+        }
         group::FAN_OUT => {
             let s = &r.spread;
             let now = s.src_hosts_on_port as f32;
@@ -218,6 +232,17 @@ mod tests {
         assert_eq!(
             text,
             "fan-out to 212 hosts on 445/tcp in 10 s, 40× this host's baseline (215 hosts and 2 ports overall)"
+        );
+        r.spread.src_hosts_on_port = 1;
+        r.spread.src_hosts = 1;
+        r.spread.src_ports = 16;
+        let ctx = Context {
+            medians: &medians,
+            host_fan_out: None,
+        };
+        assert_eq!(
+            describe(group::FAN_OUT, &r, &ctx),
+            "16 ports on 1 host contacted in 10 s (1 on 445/tcp)"
         );
     }
 

@@ -297,7 +297,12 @@ fn monitor_mode_learns_a_site_calibration() {
     let mut e = Engine::load(cfg.clone()).unwrap();
     let mut ev = Vec::new();
     e.score_batch(&normal, &mut ev).unwrap();
-    assert!(ev.is_empty(), "monitor mode never alerts");
+    assert!(
+        ev.iter().all(|e| matches!(e, MlEvent::Calibrated(_))),
+        "monitor mode never alerts"
+    );
+    // past 200 scores each model's calibration is derived and announced (once per batch)
+    assert_eq!(ev.len(), 2);
     let cals = e.finish_calibration().unwrap();
     assert_eq!(cals.len(), 2);
     let ae = cals
@@ -312,6 +317,132 @@ fn monitor_mode_learns_a_site_calibration() {
         let c = cals.iter().find(|c| c.model_id == id).unwrap();
         assert_eq!(thr, c.threshold);
     }
+}
+
+/// Shadow mode without a stored calibration: the model thresholds hold during the warm-up, then
+/// the site's own score quantile (capped at `max_threshold_lift` times the model's) takes over,
+/// is written to `calibration_dir` and loaded by the next start.
+#[test]
+fn shadow_mode_calibrates_after_the_warm_up_with_a_capped_lift() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows();
+    let normal: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.label == 0)
+        .map(|(i, r)| r.record(i))
+        .collect();
+    assert!(normal.len() > 400);
+    let mut cfg = MlConfig::new(model_dir());
+    cfg.calibration_dir = Some(dir.path().to_path_buf());
+    cfg.warmup_records = 300;
+    cfg.max_threshold_lift = 1.5;
+    let mut e = Engine::load(cfg.clone()).unwrap();
+    let floors: Vec<_> = e.models().into_iter().map(|(id, _, t)| (id, t)).collect();
+    // A site where every record scores as if it were abnormal: the warm-up learns that.
+    let site: Vec<_> = normal
+        .iter()
+        .map(|r| {
+            let mut r = *r;
+            r.tcp.rst = r.packets[0] + r.packets[1];
+            r
+        })
+        .collect();
+    let mut ev = Vec::new();
+    e.score_batch(&site[..299], &mut ev).unwrap();
+    assert_eq!(e.counters.calibrations, 0, "still warming up");
+    assert_eq!(
+        e.models()
+            .into_iter()
+            .map(|(id, _, t)| (id, t))
+            .collect::<Vec<_>>(),
+        floors
+    );
+    let during = ev.iter().filter(|e| matches!(e, MlEvent::Alert(_))).count();
+    let mark = ev.len();
+    e.score_batch(&site[299..300], &mut ev).unwrap();
+    assert_eq!(
+        e.counters.calibrations, 2,
+        "both models calibrated at 300 records"
+    );
+    let announced: Vec<_> = ev[mark..]
+        .iter()
+        .filter_map(|e| match e {
+            MlEvent::Calibrated(c) => Some((c.model_id.clone(), c.samples)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(announced.len(), 2, "{announced:?}");
+    assert!(announced.iter().all(|(_, n)| *n == 300));
+    for (id, _, t) in e.models() {
+        let floor = floors.iter().find(|f| f.0 == id).unwrap().1;
+        assert!(
+            t >= floor && t <= floor * 1.5 + 1e-6,
+            "{id}: {t} vs {floor}"
+        );
+        assert!(dir.path().join(format!("{id}.calibration.json")).exists());
+    }
+    ev.clear();
+    e.score_batch(&site[300..], &mut ev).unwrap();
+    let rate_after = ev.len() as f64 / (site.len() - 300) as f64;
+    let rate_during = during as f64 / 299.0;
+    assert!(
+        during > 0,
+        "the altered records alert under the model thresholds"
+    );
+    assert!(
+        rate_after < rate_during,
+        "alert rate {rate_during:.3} during the warm-up, {rate_after:.3} after"
+    );
+    // the next start loads it and does not warm up again
+    let e2 = Engine::load(cfg).unwrap();
+    assert_eq!(e2.models(), e.models());
+}
+
+/// A flow that keeps alerting (first packets, periodic, final records) is one alert per model
+/// within the repeat window; the rest are counted.
+#[test]
+fn a_flow_alerts_once_per_model_within_the_repeat_window() {
+    let rows = rows();
+    let (i, row) = rows
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.profile == "tcp_scan")
+        .unwrap();
+    let rec = row.record(i);
+    let mut e = engine(Mode::Shadow);
+    let mut ev = Vec::new();
+    e.score_batch(&[rec, rec, rec], &mut ev).unwrap();
+    e.score_batch(&[rec], &mut ev).unwrap();
+    let per_model = |ev: &[MlEvent]| {
+        let mut ids: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                MlEvent::Alert(a) => Some(a.model_id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let ids = per_model(&ev);
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert!(!ids.is_empty() && ids == unique, "{ids:?}");
+    assert_eq!(e.counters.repeats, 4 * ids.len() as u64 - ids.len() as u64);
+    // another flow of the same source still alerts; with the window off, every record does
+    let mut other = rec;
+    other.key.src_port = other.key.src_port.wrapping_add(1);
+    ev.clear();
+    e.score_batch(&[other], &mut ev).unwrap();
+    assert_eq!(per_model(&ev), ids);
+    let mut cfg = MlConfig::new(model_dir());
+    cfg.repeat_window_s = 0;
+    let mut e = Engine::load(cfg).unwrap();
+    ev.clear();
+    e.score_batch(&[rec, rec], &mut ev).unwrap();
+    assert_eq!(per_model(&ev).len(), 2 * ids.len());
+    assert_eq!(e.counters.repeats, 0);
 }
 
 fn copy_models(to: &Path) {

@@ -22,6 +22,7 @@ SEED = 20261125
 N_NORMAL, N_ATTACK = 30000, 9000
 TARGET_FPR = 0.01
 HELDOUT_ROWS = 1000
+AE_HIDDEN = (32, 8, 32)
 
 
 def scaler(x):
@@ -117,7 +118,7 @@ def main(out):
                         n_iter_no_change=60)
     clf.fit(S(X[tr]), y[tr])
     ae_tr = tr[y[tr] == 0]
-    ae = MLPRegressor(hidden_layer_sizes=(24, 8, 24), activation="relu", alpha=1e-4, batch_size=256,
+    ae = MLPRegressor(hidden_layer_sizes=AE_HIDDEN, activation="relu", alpha=1e-4, batch_size=256,
                       learning_rate_init=1e-3, max_iter=80, random_state=SEED, shuffle=True, tol=1e-6,
                       n_iter_no_change=80)
     ae.fit(S(X[ae_tr]), S(X[ae_tr]))
@@ -158,6 +159,7 @@ def main(out):
             "feature_medians": [float(v) for v in medians],
             "training": {"seed": SEED, "rows": len(rows), "normal": N_NORMAL, "attack": N_ATTACK,
                          "data_sha256": data_hash, "generator": "classifier/ml/training/generate.py",
+                         "generator_version": generate.GENERATOR_VERSION,
                          "sklearn": __import__("sklearn").__version__, "numpy": np.__version__,
                          "onnx": onnx.__version__},
             "metrics_test": met,

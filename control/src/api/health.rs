@@ -77,6 +77,14 @@ pub struct InferenceSample {
     pub stalls: u64,
     /// Threads started after a panic or stall.
     pub restarts: u64,
+    /// The workers' feature samplers, summed: records sent to the inference thread.
+    pub sampler_records: u64,
+    /// Records the samplers dropped because a ring was full.
+    pub sampler_ring_full: u64,
+    /// Spread-sketch slots taken over by another key within their window.
+    pub sampler_sketch_evictions: u64,
+    /// New flows picked for sampling but skipped: every sampling slot was in use.
+    pub sampler_slab_full: u64,
 }
 
 /// Raw health samples; implemented by the composition root over the running workers and
@@ -199,6 +207,15 @@ pub struct InferenceHealth {
     pub stalls: u64,
     /// Thread restarts.
     pub restarts: u64,
+    /// The workers' feature samplers, summed (published every 100 ms): records sent to the
+    /// inference thread.
+    pub sampler_records: u64,
+    /// Records the samplers dropped because a ring was full.
+    pub sampler_ring_full: u64,
+    /// Spread-sketch slots taken over by another key within their window.
+    pub sampler_sketch_evictions: u64,
+    /// New flows picked for sampling but skipped: every sampling slot was in use.
+    pub sampler_slab_full: u64,
 }
 
 impl InferenceHealth {
@@ -218,6 +235,10 @@ impl InferenceHealth {
             panics: 0,
             stalls: 0,
             restarts: 0,
+            sampler_records: 0,
+            sampler_ring_full: 0,
+            sampler_sketch_evictions: 0,
+            sampler_slab_full: 0,
         }
     }
 }
@@ -437,6 +458,10 @@ fn derive(
                 panics: s.panics,
                 stalls: s.stalls,
                 restarts: s.restarts,
+                sampler_records: s.sampler_records,
+                sampler_ring_full: s.sampler_ring_full,
+                sampler_sketch_evictions: s.sampler_sketch_evictions,
+                sampler_slab_full: s.sampler_slab_full,
             }
         }
     };
@@ -546,7 +571,7 @@ impl Collector for HealthCollector {
             MetricType::Gauge,
         )?;
         m.encode_gauge(&(inf.models.len() as i64))?;
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 12] = [
             ("inference_records", "Records scored.", inf.records),
             ("inference_batches", "Batches scored.", inf.batches),
             (
@@ -570,6 +595,26 @@ impl Collector for HealthCollector {
                 "inference_restarts",
                 "Inference threads started after a panic or stall.",
                 inf.restarts,
+            ),
+            (
+                "sampler_records",
+                "Feature records the workers' samplers sent to the inference thread.",
+                inf.sampler_records,
+            ),
+            (
+                "sampler_ring_full",
+                "Feature records dropped because a worker's ring was full.",
+                inf.sampler_ring_full,
+            ),
+            (
+                "sampler_sketch_evictions",
+                "Spread-sketch slots taken over by another key within their window.",
+                inf.sampler_sketch_evictions,
+            ),
+            (
+                "sampler_slab_full",
+                "New flows picked for sampling but skipped: every sampling slot was in use.",
+                inf.sampler_slab_full,
             ),
         ];
         for (name, help, v) in counters {
@@ -713,9 +758,15 @@ mod tests {
         src.0.lock().unwrap().0 = Some(vec![w(0, 2)]);
         s.batches = 2;
         s.records = 300;
+        s.sampler_records = 310;
+        s.sampler_ring_full = 10;
         src.0.lock().unwrap().1 = Some(s.clone());
         let r = t.report();
         assert_eq!(r.status, HealthStatus::Ok);
+        assert_eq!(
+            (r.inference.sampler_records, r.inference.sampler_ring_full),
+            (310, 10)
+        );
         assert_eq!(r.inference.last_inference_age_ms, Some(0));
         assert_eq!(r.inference.records_per_s, Some(300.0));
         clock.advance(2500);
@@ -764,6 +815,7 @@ mod tests {
             "septa_worker_last_progress_age_seconds{worker=\"1\",lcore=\"2\"} 4.0",
             "septa_inference_up 0",
             "septa_inference_records_total 0",
+            "septa_sampler_ring_full_total 0",
             "# HELP septa_worker_polls Poll-loop iterations",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

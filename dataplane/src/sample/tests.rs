@@ -458,3 +458,100 @@ proptest::proptest! {
         proptest::prop_assert_eq!(eager.counters(), batched.counters());
     }
 }
+
+#[test]
+fn counters_are_published_for_other_threads_at_most_every_publish_us() {
+    let (mut s, rx) = sampler(1);
+    let shared = s.shared_counters();
+    let reader = std::thread::spawn({
+        let shared = Arc::clone(&shared);
+        move || shared.load()
+    });
+    assert_eq!(reader.join().unwrap(), SamplerCounters::default());
+    let mut f = Flow::start(&mut s, key(1, 1, 80, 6), 0);
+    s.publish(0);
+    assert_eq!(shared.load().flows, 1);
+    assert_eq!(shared.load().sampled, 1);
+    // a ring of one record: the first record goes through, the second is counted as dropped
+    for t in 0..8 {
+        f.packet(&mut s, Direction::Original, 60, 0x02, t);
+    }
+    f.end(&mut s);
+    assert_eq!((s.counters().emitted, s.counters().ring_full), (1, 1));
+    s.publish(PUBLISH_US - 1);
+    assert_eq!(
+        shared.load().emitted,
+        0,
+        "not due yet: the last publication stands"
+    );
+    s.publish(PUBLISH_US);
+    let seen = std::thread::spawn(move || shared.load()).join().unwrap();
+    assert_eq!(seen, s.counters());
+    assert_eq!((seen.emitted, seen.ring_full), (1, 1));
+    drop(rx);
+}
+
+/// Clients reuse a port the server closed first: conntrack reopens the entry, which goes on
+/// counting. The first connection gets its final record, the second is sampled from its SYN
+/// with its own counts, flags and duration (not the two connections' sums).
+#[test]
+fn a_reopened_connection_is_sampled_as_a_new_one() {
+    let (mut s, rx) = sampler(16);
+    let mut f = Flow::start(&mut s, key(1, 1, 80, 6), 0);
+    let conn: [(Direction, u16, u8); 9] = [
+        (Direction::Original, 60, 0x02),
+        (Direction::Reply, 60, 0x12),
+        (Direction::Original, 52, 0x10),
+        (Direction::Original, 130, 0x18),
+        (Direction::Reply, 240, 0x18),
+        (Direction::Reply, 52, 0x11),
+        (Direction::Original, 52, 0x11),
+        (Direction::Reply, 52, 0x10),
+        (Direction::Original, 52, 0x10),
+    ];
+    // A reopen is the SYN seen after the FIN: the worker (sampled_packet) asks first.
+    let send = |f: &mut Flow, s: &mut Sampler, d: Direction, len: u16, flags: u8, t: u64| {
+        let i = d.index();
+        f.view.packets[i] += 1;
+        f.view.bytes[i] += u64::from(len);
+        f.view.last_seen = t;
+        if flags & 0x12 == 0x02 {
+            s.reopened(&f.slot, &f.view, d, len, t);
+        }
+        if let Some(r) = s.packet(&f.slot, len, flags, t) {
+            s.emit(&f.slot, &f.view, r);
+        }
+    };
+    for (i, &(d, len, flags)) in conn.iter().enumerate() {
+        send(&mut f, &mut s, d, len, flags, 1_000 * i as u64);
+    }
+    let first: Vec<_> = rx.try_iter().collect();
+    assert_eq!(first.len(), 1, "the first connection's first packets");
+    assert_eq!(s.counters().reopened, 0, "its own SYN reopens nothing");
+    // the same 5-tuple, 2 s later
+    for (i, &(d, len, flags)) in conn.iter().enumerate() {
+        send(&mut f, &mut s, d, len, flags, 2_000_000 + 1_000 * i as u64);
+    }
+    let recs: Vec<_> = rx.try_iter().collect();
+    assert_eq!(s.counters().reopened, 1);
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    let (end1, head2) = (&recs[0], &recs[1]);
+    assert_eq!(end1.reason, EmitReason::FlowEnd);
+    assert_eq!(end1.packets, [5, 4]);
+    assert_eq!(end1.bytes, [60 + 52 + 130 + 52 + 52, 60 + 240 + 52 + 52]);
+    assert_eq!(end1.duration_us, 8_000);
+    assert_eq!((end1.tcp.syn, end1.tcp.fin), (2, 2));
+    assert_eq!(head2.reason, EmitReason::FirstPackets);
+    assert_eq!(head2.packets, [4, 4], "the second connection's own counts");
+    assert_eq!(head2.duration_us, 7_000);
+    assert_eq!((head2.tcp.syn, head2.tcp.syn_ack), (2, 1));
+    f.end(&mut s);
+    let end2 = rx.try_recv().unwrap();
+    assert_eq!((end2.packets, end2.bytes), (end1.packets, end1.bytes));
+    assert_eq!(end2.tcp, end1.tcp);
+    // a retransmitted SYN of an open connection is not a reopen
+    let mut g = Flow::start(&mut s, key(2, 1, 80, 6), 0);
+    send(&mut g, &mut s, Direction::Original, 60, 0x02, 0);
+    send(&mut g, &mut s, Direction::Original, 60, 0x02, 1_000_000);
+    assert_eq!(s.counters().reopened, 1);
+}

@@ -236,6 +236,10 @@ impl WorkerState {
             events.emit(FlowEvent::End(flow_end(e, now, None)));
         });
         self.frags.expire(now, self.budget);
+        if let Some(s) = &mut self.sampler {
+            // Its counters for the control side, every `sample::PUBLISH_US` (one comparison).
+            s.publish(now);
+        }
     }
 
     /// Remove up to `budget` flows, reporting each; returns how many were removed.

@@ -10,7 +10,8 @@ const worker = (o: Partial<WorkerHealth>): WorkerHealth => ({
 const inference = (o: Partial<InferenceHealth>): InferenceHealth => ({
   state: 'running', mode: 'shadow', models: [{ id: 'flow-if-v1', hash: 'ab', threshold: 0.6 }], error: null,
   records: 4096, batches: 16, records_per_s: 250, last_inference_age_ms: 400, events_dropped: 0, lost_records: 0,
-  score_errors: 0, panics: 0, stalls: 0, restarts: 0, ...o,
+  score_errors: 0, panics: 0, stalls: 0, restarts: 0,
+  sampler_records: 4100, sampler_ring_full: 0, sampler_sketch_evictions: 0, sampler_slab_full: 0, ...o,
 });
 const report = (o: Partial<HealthReport>): HealthReport => ({
   status: 'ok', reasons: [], dataplane: true, workers: [worker({}), worker({ id: 1, lcore: 2 })],
@@ -77,6 +78,15 @@ describe('health panel', () => {
     expect(rows(failed, 'inference')[0][1]).toContain('badge bad');
     expect(html(null, 'HTTP 500')).toContain('Health: HTTP 500');
     expect(html(null)).toContain('Checking workers and inference');
+  });
+
+  it("counts the workers' sampled records and warns when their rings to the inference thread overflow", () => {
+    const quiet = html(report({}));
+    expect(quiet).toContain('4,100 sampled');
+    expect(quiet).not.toContain('dropped by full sampler rings');
+    const full = html(report({ inference: inference({ sampler_records: 9000, sampler_ring_full: 1234 }) }));
+    expect(full).toContain('9,000 sampled');
+    expect(full).toMatch(/color:var\(--warn\)"[^>]*>1,234 dropped by full sampler rings/);
   });
 
   it('formats ages', () => {

@@ -1471,6 +1471,27 @@ export interface components {
             restarts: number;
             /**
              * Format: int64
+             * @description The workers' feature samplers, summed (published every 100 ms): records sent to the
+             *     inference thread.
+             */
+            sampler_records: number;
+            /**
+             * Format: int64
+             * @description Records the samplers dropped because a ring was full.
+             */
+            sampler_ring_full: number;
+            /**
+             * Format: int64
+             * @description Spread-sketch slots taken over by another key within their window.
+             */
+            sampler_sketch_evictions: number;
+            /**
+             * Format: int64
+             * @description New flows picked for sampling but skipped: every sampling slot was in use.
+             */
+            sampler_slab_full: number;
+            /**
+             * Format: int64
              * @description Batches the model failed to score.
              */
             score_errors: number;
