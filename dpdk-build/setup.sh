@@ -14,6 +14,8 @@ PACKAGES=(dpdk dpdk-dev libdpdk-dev pkg-config libpcap-dev)
 if [[ "${SEPTA_DPDK_BINDGEN:-1}" != 0 ]]; then
     PACKAGES+=(clang libclang-dev)
 fi
+# Not needed to build, only faster: .cargo/cc-link.sh links with mold when it is installed.
+OPTIONAL=(mold)
 WANT_PAGES="${SEPTA_HUGEPAGES:-256}"
 HUGE_DIR=/dev/hugepages
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,6 +40,13 @@ if ((${#missing[@]})); then
 else
     log "packages present: ${PACKAGES[*]}"
 fi
+for pkg in "${OPTIONAL[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' &&
+        [[ $(id -u) -eq 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" ||
+            log "could not install $pkg (optional: a faster linker); builds use the default one"
+    fi
+done
 if ! version="$(pkg-config --modversion libdpdk 2>/dev/null)"; then
     log "pkg-config cannot find libdpdk after installation; check libdpdk-dev" >&2
     exit 1
