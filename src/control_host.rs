@@ -909,10 +909,10 @@ pub struct FlowAdapter {
     learn: Option<FlowFeed>,
 }
 
-/// After the workers stopped: drains what they flushed after the monitor's last pass (the
-/// ends of every flow still in their tables) into `events` and, with `[control]`, into the flow
-/// records and the learning feed (history, rule usage, exports) like every other event.
-pub fn drain_final(
+/// Drains every worker's event ring into `events` and, with `[control]`, into the flow records
+/// and the learning feed (history, rule usage, exports): the monitor's passes while forwarding,
+/// its passes during the workers' final flush, and once more after the workers stopped.
+pub fn drain_events(
     drain: &mut septa_dataplane::events::EventDrain,
     events: &mut septa_dataplane::events::EventCounts,
     mut flows: Option<&mut FlowAdapter>,
@@ -1606,7 +1606,7 @@ mod tests {
             l7: septa_dataplane::l7::L7Proto::Unknown,
         }));
         let mut counts = EventCounts::default();
-        drain_final(&mut drain, &mut counts, Some(&mut a));
+        drain_events(&mut drain, &mut counts, Some(&mut a));
         assert_eq!(counts.flow_end, 1);
         drop(a);
         drop(feed);

@@ -390,7 +390,7 @@ mod imp {
         let forwarding = started.elapsed();
         // The workers' final flush (flow ends at stop) reaches the flow records and the learning
         // feed (history, rule usage, exports) like every other event.
-        crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
+        crate::control_host::drain_events(&mut drain, &mut events, flows.as_mut());
         events.lost = drain.lost();
 
         stop_ports(&infos).context("stopping the ports")?;
@@ -498,12 +498,7 @@ mod imp {
         let mut events = EventCounts::default();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(tick);
-            drain.drain(usize::MAX, |_, ev| {
-                events.add(&ev);
-                if let Some(f) = &mut flows {
-                    f.on_event(&ev);
-                }
-            });
+            crate::control_host::drain_events(&mut drain, &mut events, flows.as_mut());
             let Some(idle) = idle else { continue };
             let rx = Stats::collect(counters.iter().map(|c| &**c)).rx_packets();
             if rx != last {
@@ -516,7 +511,7 @@ mod imp {
         let give_up = Instant::now() + FINAL_FLUSH_WAIT + Duration::from_secs(1);
         loop {
             let done = flushing.load(Ordering::Acquire) == 0;
-            crate::control_host::drain_final(&mut drain, &mut events, flows.as_mut());
+            crate::control_host::drain_events(&mut drain, &mut events, flows.as_mut());
             if done || Instant::now() >= give_up {
                 break;
             }

@@ -87,6 +87,84 @@ fn ipfix_sets(msg: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
+/// `septa run --json --config CFG` in the background: its stderr lines collected, its JSON report
+/// read when it exits; killed (and its DPDK runtime directory removed) when dropped.
+struct Septa {
+    child: std::process::Child,
+    prefix: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+    started: std::sync::mpsc::Receiver<()>,
+    report: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Septa {
+    /// Starts septa on `cfg`, whose EAL arguments use `--file-prefix PREFIX`.
+    fn run(cfg: &Path, prefix: String) -> Septa {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_septa"))
+            .args(["run", "--json", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("worker(s) on lcore(s)") {
+                    let _ = started_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let report = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+        Septa {
+            child,
+            prefix,
+            stderr,
+            started,
+            report: Some(report),
+        }
+    }
+
+    /// What septa wrote to stderr so far.
+    fn log(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the workers are running.
+    fn wait_started(&self) {
+        self.started
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("septa did not start: {:#?}", self.log()));
+    }
+
+    /// SIGTERM, then the exit (which must be a success) and the JSON report.
+    fn stop(&mut self) -> serde_json::Value {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}: {:#?}", self.log());
+        let report = self.report.take().unwrap().join().unwrap();
+        serde_json::from_str(&report).unwrap_or_else(|e| panic!("report: {e}: {report}"))
+    }
+}
+
+impl Drop for Septa {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+    }
+}
+
 #[test]
 fn run_feeds_history_usage_ipfix_syslog_and_the_flow_log() {
     let dir = scratch("exports");
@@ -159,32 +237,7 @@ flow_log = {{ path = "flows.jsonl" }}
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ipfix -> 127.0.0.1"), "{text}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_septa"))
-        .args(["run", "--json", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let lines = Arc::clone(&stderr);
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
-    struct Kill(std::process::Child, String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            if self.0.try_wait().ok().flatten().is_none() {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.1));
-        }
-    }
-    let mut child = Kill(child, prefix);
+    let mut septa = Septa::run(&cfg, prefix);
 
     // IPFIX: a template set and data records for the allowed and the denied flows.
     let msgs = collect(&ipfix, Duration::from_secs(60), |got| {
@@ -197,7 +250,7 @@ flow_log = {{ path = "flows.jsonl" }}
     assert!(
         !msgs.is_empty(),
         "no IPFIX from septa run: {:#?}",
-        stderr.lock().unwrap()
+        septa.log()
     );
     let sets: Vec<(u16, Vec<u8>)> = msgs
         .iter()
@@ -236,12 +289,7 @@ flow_log = {{ path = "flows.jsonl" }}
         "{logs:#?}"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(status.success(), "{status}: {:#?}", stderr.lock().unwrap());
+    septa.stop();
 
     // History: every flow, with the right verdicts; usage: the conduit's hits.
     let h = FlowHistory::open(&dir.join("state"), HistoryConfig::default()).unwrap();
@@ -380,51 +428,16 @@ plain_http = true
     );
     let cfg = dir.join("gw.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_septa"))
-        .args(["run", "--json", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let lines = Arc::clone(&stderr);
-    let pipe = child.stderr.take().unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if line.contains("worker(s) on lcore(s) [1]") {
-                let _ = started_tx.send(());
-            }
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let stdout = child.stdout.take().unwrap();
-    let report = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let pid = child.id();
-    struct Kill(std::process::Child, String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            if self.0.try_wait().ok().flatten().is_none() {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.1));
-        }
-    }
-    let mut child = Kill(child, prefix);
-    started
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("septa did not start: {:#?}", stderr.lock().unwrap()));
+    let mut septa = Septa::run(&cfg, prefix);
+    septa.wait_started();
+    let log = septa.log();
+    assert!(
+        log.iter().any(|l| l.contains("worker(s) on lcore(s) [1]")),
+        "the worker runs on lcore 1: {log:#?}"
+    );
     // Let the capture loop many times: the ring overflows with denies long before the stop.
     std::thread::sleep(Duration::from_millis(1500));
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(status.success(), "{status}: {:#?}", stderr.lock().unwrap());
-    let report: serde_json::Value = serde_json::from_str(&report.join().unwrap()).unwrap();
+    let report = septa.stop();
     let events = &report["events"];
     // The scenario did what it is for: the ring was full (denies lost and counted).
     assert!(events["lost"].as_u64().unwrap() > 0, "{events}");

@@ -604,12 +604,6 @@ impl Sampler {
         }
     }
 
-    /// Stores the counters now (at shutdown, after the final flush).
-    pub fn publish_now(&mut self) {
-        self.next_publish = 0;
-        self.shared.store(&self.counters);
-    }
-
     /// Counters (single writer: the worker; read them between polls). `sketch_evictions`
     /// counts the sketch updates applied so far: up to [`PENDING`] new flows wait in a batch
     /// ([`Self::flush`]).
