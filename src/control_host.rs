@@ -61,6 +61,8 @@ use septa_dataplane::PolicySlot;
 use septa_dataplane::counters::{Stats, WorkerCounters};
 use septa_dataplane::drop::DropReason;
 use septa_dataplane::events::{EventAction, EventDecision, FlowEvent};
+use septa_dataplane::flow::{FlowTableSnapshot, SharedFlowTableStats};
+use septa_dataplane::route::{RouterSnapshot, SharedRouterStats};
 use septa_dataplane::worker::TICKS_PER_SECOND;
 
 /// Records `/api/v1/flows` holds (most recent first; older ones are evicted).
@@ -483,17 +485,57 @@ impl CountersSource for WorkerCountersSource {
 /// A probe of the inference thread for `/api/v1/health` (see `ml_host::MlProbe`).
 pub type InferenceProbe = Box<dyn Fn() -> api::InferenceSample + Send + Sync>;
 
+/// A worker's flow-table and router counters as the worker publishes them (every
+/// `sample::PUBLISH_US` of its clock), for `/api/v1/health` and `/metrics`.
+pub struct WorkerTables {
+    /// Its flow table's counters and occupancy.
+    pub flows: Arc<SharedFlowTableStats>,
+    /// Its router's counters (routed mode only).
+    pub router: Option<Arc<SharedRouterStats>>,
+}
+
+fn flow_table_health(s: FlowTableSnapshot) -> api::FlowTableHealth {
+    api::FlowTableHealth {
+        active: s.active,
+        half_open: s.half_open,
+        capacity: s.capacity,
+        inserted: s.stats.inserted,
+        expired: s.stats.expired,
+        evicted_half_open: s.stats.evicted_half_open,
+    }
+}
+
+fn router_health(s: RouterSnapshot) -> api::RouterHealth {
+    let r = s.stats;
+    api::RouterHealth {
+        local_frames: r.local,
+        echo_replies: r.echo_replies,
+        arp_replies: r.arp_replies,
+        neighbour_adverts: r.neighbour_adverts,
+        time_exceeded_sent: r.icmp_errors,
+        time_exceeded_suppressed: r.icmp_suppressed,
+        solicitations: r.solicitations,
+        tx_ring_full: r.tx_ring_full,
+        neighbours_learnt: r.neighbours_learnt,
+        neighbours: s.neighbours,
+        neighbour_capacity: s.neighbour_capacity,
+    }
+}
+
 /// `/api/v1/health` over the workers' poll counters and the inference thread's probe.
 pub struct HostHealth {
     counters: Arc<WorkerCountersSource>,
     lcores: OnceLock<Vec<u32>>,
     inference: OnceLock<Option<InferenceProbe>>,
+    /// Per worker, in the order of the counters.
+    tables: OnceLock<Vec<WorkerTables>>,
 }
 
 impl api::HealthSource for HostHealth {
     fn workers(&self) -> Option<Vec<api::WorkerSample>> {
         let lcores = self.lcores.get();
         let workers = self.counters.workers.get().map_or(&[][..], Vec::as_slice);
+        let tables = self.tables.get().map_or(&[][..], Vec::as_slice);
         Some(
             workers
                 .iter()
@@ -503,6 +545,11 @@ impl api::HealthSource for HostHealth {
                     lcore: lcores.and_then(|l| l.get(i).copied()),
                     polls: c.polls(),
                     stopped: c.is_stopped(),
+                    flows: tables.get(i).map(|t| flow_table_health(t.flows.load())),
+                    router: tables
+                        .get(i)
+                        .and_then(|t| t.router.as_ref())
+                        .map(|r| router_health(r.load())),
                 })
                 .collect(),
         )
@@ -585,6 +632,7 @@ impl ControlHost {
             counters: Arc::clone(&counters),
             lcores: OnceLock::new(),
             inference: OnceLock::new(),
+            tables: OnceLock::new(),
         });
         opts.health = Arc::clone(&health) as Arc<dyn api::HealthSource>;
         opts.stall_after = cfg.worker_stall_after;
@@ -672,6 +720,12 @@ impl ControlHost {
     /// ignored).
     pub fn attach_counters(&self, workers: &[Arc<WorkerCounters>]) {
         let _ = self.counters.workers.set(workers.to_vec());
+    }
+
+    /// Hands `/api/v1/health` and `/metrics` the workers' flow-table and router counters (in
+    /// the order of [`Self::attach_counters`]). Once; later calls are ignored.
+    pub fn attach_tables(&self, tables: Vec<WorkerTables>) {
+        let _ = self.health.tables.set(tables);
     }
 
     /// Hands `/api/v1/health` the workers' lcores (in the order of [`Self::attach_counters`])
@@ -1328,6 +1382,7 @@ mod tests {
             counters: Arc::clone(&counters),
             lcores: OnceLock::new(),
             inference: OnceLock::new(),
+            tables: OnceLock::new(),
         };
         assert_eq!(
             health.workers(),
@@ -1355,6 +1410,53 @@ mod tests {
             [(0, Some(3), 2, false), (1, Some(5), 0, true)]
         );
         assert_eq!(health.inference().unwrap().batches, 7);
+        assert_eq!(got[0].flows, None, "no tables attached yet");
+
+        // Each worker's flow table as published; a router on worker 0 only.
+        use septa_dataplane::flow::{FlowTable, FlowTableConfig, Lookup, TimeoutClass};
+        use septa_dataplane::route::{RoutedPort, Router, RouterConfig};
+        let tables: Vec<FlowTable<u8>> = (0..2)
+            .map(|i| {
+                let mut t = FlowTable::new(&FlowTableConfig::new(16, 1000), [1, 2]).unwrap();
+                for port in 0..=i {
+                    let key = FlowKey::v4([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 17, port, 53);
+                    let Lookup::Miss(v) = t.lookup(&key) else {
+                        panic!("new key")
+                    };
+                    t.insert(v, 0, TimeoutClass::Other, 0).unwrap();
+                }
+                t.publish(0, 100);
+                t
+            })
+            .collect();
+        let port = RoutedPort {
+            port: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+            v4: Some("10.0.0.1/24".parse().unwrap()),
+            v6: None,
+        };
+        let mut router = Router::new(&RouterConfig::new(vec![port], Vec::new()), 0).unwrap();
+        router.poll(0);
+        let _ = health.tables.set(vec![
+            WorkerTables {
+                flows: tables[0].shared_stats(),
+                router: Some(router.shared_stats()),
+            },
+            WorkerTables {
+                flows: tables[1].shared_stats(),
+                router: None,
+            },
+        ]);
+        let got = health.workers().unwrap();
+        let flows = |i: usize| got[i].flows.clone().unwrap();
+        assert_eq!(
+            (flows(0).active, flows(0).inserted, flows(0).capacity),
+            (1, 1, 16)
+        );
+        assert_eq!((flows(1).active, flows(1).inserted), (2, 2));
+        let r = got[0].router.clone().expect("worker 0 routes");
+        assert_eq!(r.neighbour_capacity, router.neighbours().capacity() as u64);
+        assert_eq!(got[1].router, None, "worker 1 does not route");
     }
 
     #[test]

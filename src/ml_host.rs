@@ -241,6 +241,8 @@ impl MlProbe {
             s.panics = n(&stats.panics);
             s.stalls = n(&stats.stalls);
             s.restarts = n(&stats.restarts);
+            s.repeats = n(&stats.repeats);
+            s.calibrations = n(&stats.calibrations);
             for c in &self.samplers {
                 let c = c.load();
                 s.sampler_records += c.emitted;
@@ -625,6 +627,8 @@ mod tests {
             .unwrap()
             .unwrap();
         s.engine.model_dir = dir;
+        // The site calibration (shadow mode's warm-up) lands in the second pass below.
+        s.engine.warmup_records = rows.len() as u64 * 3 / 2;
         let store = Arc::new(AnomalyStore::new(10_000));
         // Two rings: one for the worker's sampler, one this test writes held-out records into.
         let (mut senders, rings) = septa_ml::rings(2, rows.len());
@@ -653,8 +657,35 @@ mod tests {
         }
         let scored = probe.sample();
         assert!(scored.records > 0 && scored.batches > 0, "{scored:?}");
+        assert_eq!((scored.repeats, scored.calibrations), (0, 0), "{scored:?}");
+        // The same flows again within repeat_window_s: the alerts are counted as repeats, not
+        // raised; the warm-up ends half-way and each model's site calibration is counted.
+        let total = 2 * rows.len() as u64;
+        let wait = |what: &str, done: &dyn Fn(&InferenceSample) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = probe.sample();
+                if done(&s) {
+                    return s;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: {s:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait("the first pass scored", &|s| s.records == rows.len() as u64);
+        for (i, r) in rows.iter().enumerate() {
+            tx.try_send(r.record(i)).unwrap();
+        }
+        let again = wait("the second pass scored", &|s| s.records == total);
+        assert!(again.repeats > 0, "{again:?}");
+        assert_eq!(again.calibrations, again.models.len() as u64, "{again:?}");
         let line = host.stop();
         let listed = store.list(None, usize::MAX).items;
+        assert!(
+            again.repeats <= listed.len() as u64,
+            "a repeat is of an alert raised: {again:?}, {} raised",
+            listed.len()
+        );
         assert!(
             listed.len() >= attacks / 2,
             "{line}: {} anomalies",

@@ -298,6 +298,7 @@ mod imp {
             }
         }
         let mut counters: Vec<Arc<WorkerCounters>> = Vec::with_capacity(lcores.len());
+        let mut tables = Vec::with_capacity(lcores.len());
         let mut drain = EventDrain::default();
         // Made right before the workers, whose event clocks start at 0 when they are made.
         let flows = control.map(ControlHost::flow_adapter);
@@ -335,6 +336,10 @@ mod imp {
                 worker.set_router(router);
             }
             counters.push(Arc::clone(worker.counters()));
+            tables.push(crate::control_host::WorkerTables {
+                flows: worker.state().flows().shared_stats(),
+                router: worker.router().map(Router::shared_stats),
+            });
             let done = FlushDone(Arc::clone(&flushing));
             if lcore == eal.main_lcore() {
                 inline_worker = Some((worker, io, watch, done));
@@ -352,6 +357,7 @@ mod imp {
         }
         if let Some(c) = control {
             c.attach_counters(&counters);
+            c.attach_tables(tables);
             let probe = ml_probe
                 .map(|p| -> crate::control_host::InferenceProbe { Box::new(move || p.sample()) });
             c.attach_health(&lcores, probe);
@@ -408,9 +414,13 @@ mod imp {
         if let Some(r) = worker.router() {
             let s = r.stats();
             eprintln!(
-                "septa: router: {} frames to the gateway, {} time exceeded sent ({} suppressed), \
+                "septa: router: {} frames to the gateway ({} echo replies, {} ARP replies, {} \
+                 neighbour advertisements sent), {} time exceeded sent ({} suppressed), \
                  {} solicitations, {} neighbours learnt, {} generated frames lost (ring full)",
                 s.local,
+                s.echo_replies,
+                s.arp_replies,
+                s.neighbour_adverts,
                 s.icmp_errors,
                 s.icmp_suppressed,
                 s.solicitations,

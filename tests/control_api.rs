@@ -68,8 +68,38 @@ struct Gateway {
     prefix: String,
 }
 
+/// Two ports bridged.
+const BRIDGED: &str = r#"[[ports]]
+name = "net_pcap0"
+[[ports]]
+name = "net_pcap1"
+
+[[pairs]]
+ports = ["net_pcap0", "net_pcap1"]
+"#;
+
+/// Two ports routed: the gateway owns 10.1.0.1 (port 0) and 10.2.0.1 (port 1).
+const ROUTED: &str = r#"[[ports]]
+name = "net_pcap0"
+address = "10.1.0.1/24"
+mac = "02:ee:00:00:00:10"
+[[ports]]
+name = "net_pcap1"
+address = "10.2.0.1/24"
+mac = "02:ee:00:00:00:11"
+
+[[pairs]]
+ports = ["net_pcap0", "net_pcap1"]
+mode = "routed"
+"#;
+
 impl Gateway {
     fn start(dir: &Path, port: u16) -> Gateway {
+        Self::start_with(dir, port, BRIDGED)
+    }
+
+    /// `septa run` with `ports` (the `[[ports]]` and `[[pairs]]` sections).
+    fn start_with(dir: &Path, port: u16, ports: &str) -> Gateway {
         let prefix = format!("septa-ctl-{}-{}", std::process::id(), free_port());
         let config = format!(
             r#"[dpdk]
@@ -80,14 +110,7 @@ mempool_cache = 64
 rx_descriptors = 256
 tx_descriptors = 256
 
-[[ports]]
-name = "net_pcap0"
-[[ports]]
-name = "net_pcap1"
-
-[[pairs]]
-ports = ["net_pcap0", "net_pcap1"]
-
+{ports}
 [dataplane]
 policy = "seed.yaml"
 
@@ -297,6 +320,23 @@ impl Client {
         }
     }
 
+    /// Logs in as `admin` with the password `gw` printed at its first start.
+    fn first_login(gw: &mut Gateway, dir: &Path, port: u16) -> (Client, String) {
+        let pw_line = gw.wait_line("created user `admin` with password ");
+        let password = pw_line
+            .split("password ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        gw.wait_line("worker(s) on lcore(s)");
+        let mut c = Client::new(port, &dir.join("state/tls/cert.pem"));
+        c.login(&password);
+        (c, password)
+    }
+
     fn login(&mut self, password: &str) {
         let r = self.request(
             "POST",
@@ -434,18 +474,7 @@ fn api_commit_and_rollback_drive_the_workers_and_the_store_wins_on_restart() {
     gw.wait_line("control API on https://");
     let seeded = gw.wait_line("empty store seeded");
     assert!(seeded.contains("revision 1"), "{seeded}");
-    let pw_line = gw.wait_line("created user `admin` with password ");
-    let password = pw_line
-        .split("password ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    gw.wait_line("worker(s) on lcore(s)");
-    let mut c = Client::new(port, &dir.join("state/tls/cert.pem"));
-    c.login(&password);
+    let (c, password) = Client::first_login(&mut gw, &dir, port);
 
     eventually("traffic through the seeded allow policy", || c.tx1() > 1000);
     assert_eq!(c.policy_drops(), 0);
@@ -454,6 +483,35 @@ fn api_commit_and_rollback_drive_the_workers_and_the_store_wins_on_restart() {
         0,
         "the policy was installed before traffic"
     );
+    // The worker's flow table as it publishes it (every 100 ms): the one UDP flow, in
+    // /metrics and in /api/v1/health; no router series without routed mode.
+    let worker = "worker=\"0\",lcore=\"0\"";
+    eventually("the flow table's series", || {
+        c.metric("septa_flow_table_flows", worker) == 1
+    });
+    assert_eq!(c.metric("septa_flow_table_inserted_total", worker), 1);
+    // No reply ever comes: the UDP flow stays half-open (evictable).
+    assert_eq!(c.metric("septa_flow_table_half_open_flows", worker), 1);
+    assert_eq!(
+        c.metric("septa_flow_table_evicted_half_open_total", worker),
+        0
+    );
+    assert_eq!(c.metric("septa_flow_table_capacity_flows", worker), 1 << 18);
+    let h = c.request("GET", "/api/v1/health", &[], "");
+    assert_eq!(h.status, 200, "{}", h.body);
+    let w = &h.json()["workers"][0];
+    assert_eq!(
+        (&w["flows"]["active"], &w["flows"]["inserted"], &w["router"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::Value::Null
+        ),
+        "{w}"
+    );
+    let m = c.request("GET", "/metrics", &[], "");
+    assert!(!m.body.contains("septa_router_"), "{}", m.body);
+
     // The workers' event rings feed /api/v1/flows.
     let started = c.flows("port=5000&action=allow");
     let f = &started[0];
@@ -534,4 +592,46 @@ fn api_commit_and_rollback_drive_the_workers_and_the_store_wins_on_restart() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// Routed mode: the gateway answers the pings port 0 replays forever, and its worker's router
+/// counters reach `/metrics` and `/api/v1/health` (published every 100 ms).
+#[test]
+fn routed_mode_publishes_the_routers_counters() {
+    use septa_dataplane::testgen::{MAC_A, arp_request};
+    let dir = scratch("routed");
+    let (host, gw4) = ([10, 1, 0, 10].into(), [10, 1, 0, 1].into());
+    let mut frames = vec![arp_request(MAC_A, host, gw4)];
+    frames.extend((0..4).map(|seq| {
+        FrameBuilder::new()
+            .macs(MAC_A, [0x02, 0xee, 0, 0, 0, 0x10])
+            .ipv4(host, gw4)
+            .icmp(8, 0)
+            .seq(seq)
+            .build()
+    }));
+    testgen::write_pcap(&dir.join("in.pcap"), frames).unwrap();
+    testgen::write_pcap(&dir.join("empty.pcap"), Vec::<Vec<u8>>::new()).unwrap();
+    std::fs::write(dir.join("seed.yaml"), ALLOW).unwrap();
+    let port = free_port();
+    let mut gw = Gateway::start_with(&dir, port, ROUTED);
+    let (c, _) = Client::first_login(&mut gw, &dir, port);
+    let worker = "worker=\"0\",lcore=\"0\"";
+    eventually("pings answered in /metrics", || {
+        c.metric("septa_router_echo_replies_total", worker) > 100
+    });
+    assert!(c.metric("septa_router_arp_replies_total", worker) > 0);
+    assert!(c.metric("septa_router_local_frames_total", worker) > 100);
+    assert_eq!(
+        c.metric("septa_router_neighbours", worker),
+        1,
+        "the pinging host"
+    );
+    let h = c.request("GET", "/api/v1/health", &[], "");
+    assert_eq!(h.status, 200, "{}", h.body);
+    let router = &h.json()["workers"][0]["router"];
+    assert!(router["echo_replies"].as_u64().unwrap() > 100, "{router}");
+    assert_eq!(router["neighbours"], 1, "{router}");
+    let stopped = gw.stop();
+    assert!(stopped["rx_packets"].as_u64().unwrap() > 0, "{stopped}");
 }

@@ -310,6 +310,23 @@ policy = "policy.yaml"
         assert_eq!(drops["ttl_exceeded"], 1, "{json:#}");
         assert_eq!(drops["neighbour_unresolved"], 1, "{json:#}");
         assert_eq!(json["dropped"], 4, "{json:#}");
+        // The router's own counters (what /metrics and /api/v1/health publish per worker),
+        // printed when the worker stops: every ping answered, the two ARP requests too.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let router = stderr
+            .lines()
+            .find(|l| l.starts_with("septa: router: "))
+            .unwrap_or_else(|| panic!("no router line in\n{stderr}"));
+        assert!(
+            router.contains(&format!(
+                "({PINGS} echo replies, 2 ARP replies, 0 neighbour"
+            )),
+            "{router}"
+        );
+        assert!(
+            router.contains(" 1 time exceeded sent (0 suppressed)"),
+            "{router}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -143,6 +143,8 @@ impl HealthSource for Health {
                     lcore: Some(lcore),
                     polls: us * tenths_per_us / 10,
                     stopped: false,
+                    flows: None,
+                    router: None,
                 })
                 .collect(),
         )

@@ -11,7 +11,9 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use api_support::Harness;
-use septa_control::api::{HealthSource, InferenceSample, ModelInfo, Role, WorkerSample};
+use septa_control::api::{
+    FlowTableHealth, HealthSource, InferenceSample, ModelInfo, Role, RouterHealth, WorkerSample,
+};
 
 #[derive(Default)]
 struct Scripted(Mutex<(Vec<WorkerSample>, Option<InferenceSample>)>);
@@ -35,9 +37,40 @@ impl Scripted {
                 lcore: Some(i as u32 + 1),
                 polls: p,
                 stopped: false,
+                flows: Some(flow_table(i as u64)),
+                // Only worker 0 routes.
+                router: (i == 0).then(router),
             })
             .collect();
         *self.0.lock().unwrap() = (workers, inference);
+    }
+}
+
+/// Worker `i`'s flow table: distinct numbers per worker and field.
+fn flow_table(i: u64) -> FlowTableHealth {
+    FlowTableHealth {
+        active: 100 + i,
+        half_open: 10 + i,
+        capacity: 65536,
+        inserted: 5000 + i,
+        expired: 4000 + i,
+        evicted_half_open: 7 + i,
+    }
+}
+
+fn router() -> RouterHealth {
+    RouterHealth {
+        local_frames: 41,
+        echo_replies: 40,
+        arp_replies: 1,
+        neighbour_adverts: 2,
+        time_exceeded_sent: 3,
+        time_exceeded_suppressed: 4,
+        solicitations: 5,
+        tx_ring_full: 6,
+        neighbours_learnt: 7,
+        neighbours: 8,
+        neighbour_capacity: 1024,
     }
 }
 
@@ -58,6 +91,8 @@ fn inference() -> InferenceSample {
         }],
         records: 1000,
         batches: 10,
+        repeats: 12,
+        calibrations: 2,
         ..InferenceSample::default()
     }
 }
@@ -87,6 +122,20 @@ async fn health_reports_running_then_a_stalled_worker_and_a_missing_model() {
     assert_eq!(r.body["inference"]["state"], "running");
     assert_eq!(r.body["inference"]["mode"], "shadow");
     assert_eq!(r.body["inference"]["models"][0]["id"], "flow-if-v1");
+    assert_eq!(r.body["inference"]["repeats"], 12);
+    assert_eq!(r.body["inference"]["calibrations"], 2);
+    // Each worker's flow table; the router only on the routed worker.
+    let flows = &r.body["workers"][1]["flows"];
+    assert_eq!(
+        flows,
+        &json!({"active": 101, "half_open": 11, "capacity": 65536, "inserted": 5001,
+                "expired": 4001, "evicted_half_open": 8}),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["workers"][0]["router"]["echo_replies"], 40);
+    assert_eq!(r.body["workers"][0]["router"]["neighbour_capacity"], 1024);
+    assert_eq!(r.body["workers"][1]["router"], json!(null));
 
     // Worker 0 keeps polling, worker 1 does not; 7 s later it is stalled.
     h.clock.advance(7000);
@@ -137,6 +186,37 @@ async fn health_reports_running_then_a_stalled_worker_and_a_missing_model() {
         "{text}"
     );
     assert!(text.contains("septa_inference_models_loaded 0"), "{text}");
+    for line in [
+        "septa_flow_table_flows{worker=\"0\",lcore=\"1\"} 100",
+        "septa_flow_table_flows{worker=\"1\",lcore=\"2\"} 101",
+        "septa_flow_table_half_open_flows{worker=\"1\",lcore=\"2\"} 11",
+        "septa_flow_table_capacity_flows{worker=\"0\",lcore=\"1\"} 65536",
+        "septa_flow_table_inserted_total{worker=\"1\",lcore=\"2\"} 5001",
+        "septa_flow_table_expired_total{worker=\"0\",lcore=\"1\"} 4000",
+        "septa_flow_table_evicted_half_open_total{worker=\"1\",lcore=\"2\"} 8",
+        "septa_router_local_frames_total{worker=\"0\",lcore=\"1\"} 41",
+        "septa_router_echo_replies_total{worker=\"0\",lcore=\"1\"} 40",
+        "septa_router_arp_replies_total{worker=\"0\",lcore=\"1\"} 1",
+        "septa_router_neighbour_adverts_total{worker=\"0\",lcore=\"1\"} 2",
+        "septa_router_time_exceeded_sent_total{worker=\"0\",lcore=\"1\"} 3",
+        "septa_router_time_exceeded_suppressed_total{worker=\"0\",lcore=\"1\"} 4",
+        "septa_router_solicitations_total{worker=\"0\",lcore=\"1\"} 5",
+        "septa_router_tx_ring_full_total{worker=\"0\",lcore=\"1\"} 6",
+        "septa_router_neighbours_learnt_total{worker=\"0\",lcore=\"1\"} 7",
+        "septa_router_neighbours{worker=\"0\",lcore=\"1\"} 8",
+        "septa_router_neighbour_capacity{worker=\"0\",lcore=\"1\"} 1024",
+        "septa_inference_repeats_total 12",
+        "septa_inference_calibrations_total 2",
+        "# HELP septa_router_echo_replies Echo replies",
+        "# TYPE septa_flow_table_flows gauge",
+        "# TYPE septa_flow_table_expired counter",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert!(
+        !text.contains("septa_router_echo_replies_total{worker=\"1\""),
+        "worker 1 does not route:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +230,14 @@ async fn without_a_data_plane_health_is_ok_and_the_schema_is_documented() {
     assert_eq!(r.body["status"], "ok");
     assert_eq!(r.body["dataplane"], false);
     assert_eq!(r.body["inference"]["state"], "off");
+    // No workers, so no per-worker flow-table or router series (not even their HELP lines).
+    let m = h.call(Method::GET, "/metrics", Some(&viewer), None).await;
+    let text = String::from_utf8(m.raw).unwrap();
+    assert!(
+        !text.contains("septa_flow_table_") && !text.contains("septa_router_"),
+        "{text}"
+    );
+    assert!(text.contains("septa_inference_repeats_total 0"), "{text}");
 
     let doc = h
         .call(Method::GET, "/api/v1/openapi.json", None, None)
@@ -167,6 +255,8 @@ async fn without_a_data_plane_health_is_ok_and_the_schema_is_documented() {
         "WorkerHealth",
         "InferenceHealth",
         "ModelInfo",
+        "FlowTableHealth",
+        "RouterHealth",
     ] {
         assert!(schemas[s].is_object(), "{s} missing");
     }

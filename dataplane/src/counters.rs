@@ -129,6 +129,60 @@ impl WorkerCounters {
     }
 }
 
+/// Counters that a single-threaded owner (a worker's flow table, its router) keeps as plain
+/// integers and copies here for other threads (the control side's health and metrics): relaxed
+/// atomics on cache lines of their own, stored at most once per interval of the owner's clock
+/// ([`PublishTimer`]), between polls, never per packet. A reader sees values at most one
+/// interval old; each word is exact, a snapshot is not atomic across words.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct PublishedWords<const N: usize> {
+    words: [AtomicU64; N],
+}
+
+impl<const N: usize> Default for PublishedWords<N> {
+    fn default() -> Self {
+        PublishedWords {
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl<const N: usize> PublishedWords<N> {
+    /// The words last published (zeros before the first publication).
+    pub fn load(&self) -> [u64; N] {
+        std::array::from_fn(|i| self.words[i].load(Relaxed))
+    }
+
+    /// Publish `values` (the owner only).
+    pub(crate) fn store(&self, values: &[u64; N]) {
+        for (w, v) in self.words.iter().zip(values) {
+            w.store(*v, Relaxed);
+        }
+    }
+}
+
+/// When an owner publishes its counters next ([`PublishedWords`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublishTimer {
+    /// Owner tick of the next publication (0: the first call is due).
+    next: u64,
+}
+
+impl PublishTimer {
+    /// Whether a publication is due at `now`; if so, the next one is due `interval` ticks
+    /// later. One comparison when not due.
+    #[inline]
+    pub fn due(&mut self, now: u64, interval: u64) -> bool {
+        if now >= self.next {
+            self.next = now.saturating_add(interval);
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Totals of one port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortStats {
@@ -298,5 +352,23 @@ mod tests {
         }
         reader.join().unwrap();
         assert_eq!(Stats::collect([&*c]).ports[0].rx_packets, 10_000);
+    }
+
+    #[test]
+    fn published_words_sit_on_their_own_line_and_the_timer_fires_once_per_interval() {
+        let words: PublishedWords<2> = PublishedWords::default();
+        assert_eq!(std::mem::align_of::<PublishedWords<2>>(), 64);
+        assert_eq!(words.load(), [0, 0], "nothing published yet");
+        words.store(&[1, 2]);
+        assert_eq!(words.load(), [1, 2]);
+        let mut t = PublishTimer::default();
+        let fired: Vec<u64> = [5, 6, 50, 104, 105, 106, 204, 205, 1000]
+            .into_iter()
+            .filter(|&now| t.due(now, 100))
+            .collect();
+        assert_eq!(fired, [5, 105, 205, 1000]);
+        // A clock near its end does not wrap into firing on every call.
+        assert!(t.due(u64::MAX - 1, 100));
+        assert!(!t.due(u64::MAX - 1, 100));
     }
 }

@@ -21,7 +21,7 @@ pub mod service;
 
 pub use alert::{Alert, Health, MlEvent, Mode, QuarantineRequest, Reason};
 pub use calibration::SiteCalibration;
-pub use engine::{Engine, MlConfig};
+pub use engine::{Engine, EngineCounters, MlConfig};
 pub use error::MlError;
 pub use model::{Model, ModelKind, ModelMeta};
 pub use service::{Rings, Scorer, ScorerFactory, Service, ServiceConfig, ServiceStats, rings};

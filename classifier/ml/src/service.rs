@@ -25,17 +25,27 @@ use std::time::{Duration, Instant};
 use septa_features::FeatureRecord;
 
 use crate::alert::{Health, MlEvent};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineCounters};
 use crate::error::MlError;
 
 /// Scores a batch. [`Engine`] is the real one; tests inject faulty ones.
 pub trait Scorer: Send {
     fn score(&mut self, batch: &[FeatureRecord], events: &mut Vec<MlEvent>) -> Result<(), MlError>;
+
+    /// The scorer's own counters since it was built (the service adds what they grew by after
+    /// each batch to [`ServiceStats`], so the totals survive a restart). None by default.
+    fn counters(&self) -> EngineCounters {
+        EngineCounters::default()
+    }
 }
 
 impl Scorer for Engine {
     fn score(&mut self, batch: &[FeatureRecord], events: &mut Vec<MlEvent>) -> Result<(), MlError> {
         self.score_batch(batch, events)
+    }
+
+    fn counters(&self) -> EngineCounters {
+        self.counters
     }
 }
 
@@ -96,6 +106,11 @@ pub struct ServiceStats {
     pub restarts: AtomicU64,
     /// Records popped by a thread that then panicked or stalled.
     pub lost_records: AtomicU64,
+    /// Alerts not raised again: the same model on the same flow within `repeat_window_s`
+    /// (summed over the engines of every thread, see [`Scorer::counters`]).
+    pub repeats: AtomicU64,
+    /// Site calibrations derived and applied (warm-up or monitor mode), summed likewise.
+    pub calibrations: AtomicU64,
 }
 
 struct Shared {
@@ -192,6 +207,8 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
     let mut batch: Vec<FeatureRecord> = Vec::with_capacity(sh.cfg.batch_max);
     let mut events = Vec::new();
     let mut next_ring = 0usize;
+    // What this thread's scorer had counted at the last batch (a new scorer starts at zero).
+    let mut counted = scorer.counters();
     let current =
         || !sh.stop.load(Ordering::Acquire) && sh.generation.load(Ordering::Acquire) == generation;
     while current() {
@@ -232,6 +249,16 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
             .records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         sh.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let now = scorer.counters();
+        let grew = |a: u64, b: u64| a.saturating_sub(b);
+        sh.stats
+            .repeats
+            .fetch_add(grew(now.repeats, counted.repeats), Ordering::Relaxed);
+        sh.stats.calibrations.fetch_add(
+            grew(now.calibrations, counted.calibrations),
+            Ordering::Relaxed,
+        );
+        counted = now;
         for ev in events.drain(..) {
             emit(sh, ev);
         }

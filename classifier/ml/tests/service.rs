@@ -229,3 +229,80 @@ fn records_from_rings_become_explained_alerts() {
             .all(|a| !a.reasons.is_empty() && !a.summary.is_empty())
     );
 }
+
+/// Reports a repeat per record and one calibration, like an engine would; the first one built
+/// panics on its second batch.
+struct Repeating {
+    counters: septa_ml::EngineCounters,
+    batches: u32,
+    panics_on_second: bool,
+}
+
+impl Scorer for Repeating {
+    fn score(&mut self, batch: &[FeatureRecord], _: &mut Vec<MlEvent>) -> Result<(), MlError> {
+        self.batches += 1;
+        if self.panics_on_second && self.batches == 2 {
+            panic!("injected fault");
+        }
+        self.counters.repeats += batch.len() as u64;
+        self.counters.calibrations = 1;
+        Ok(())
+    }
+
+    fn counters(&self) -> septa_ml::EngineCounters {
+        self.counters
+    }
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn engine_repeats_and_calibrations_are_summed_across_a_restart() {
+    let (producers, rings) = rings(1, 64);
+    // Waiting before the start: the first batch holds exactly these.
+    push(&producers[0], 5);
+    let (tx, rx) = sync_channel(1024);
+    let builds = Arc::new(Mutex::new(0u32));
+    let svc = Service::start(
+        rings,
+        Box::new(move || {
+            let mut n = builds.lock().unwrap();
+            *n += 1;
+            Ok(Box::new(Repeating {
+                counters: septa_ml::EngineCounters::default(),
+                batches: 0,
+                panics_on_second: *n == 1,
+            }) as Box<dyn Scorer>)
+        }),
+        tx,
+        fast(),
+    )
+    .unwrap();
+    let stats = svc.stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    wait_until("the first batch's counters", || load(&stats.batches) == 1);
+    assert_eq!((load(&stats.repeats), load(&stats.calibrations)), (5, 1));
+    // The next batch kills the first engine; its replacement counts from zero again and scores
+    // what the dead one did not take.
+    push(&producers[0], 3);
+    wait_for(&rx, "restart", |e| {
+        matches!(e, MlEvent::Health(Health::Restarted { .. }))
+    });
+    push(&producers[0], 4);
+    wait_until("every record scored or lost", || {
+        load(&stats.records) + load(&stats.lost_records) == 5 + 3 + 4
+    });
+    assert!(load(&stats.lost_records) >= 1, "the panicking batch");
+    assert_eq!(
+        (load(&stats.repeats), load(&stats.calibrations)),
+        (load(&stats.records), 2),
+        "the totals keep what the first engine counted and add the second's"
+    );
+    svc.stop();
+}

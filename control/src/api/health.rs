@@ -38,6 +38,57 @@ pub struct WorkerSample {
     pub polls: u64,
     /// Its run loop has returned.
     pub stopped: bool,
+    /// Its flow table, as the worker last published it; `None` when not attached.
+    pub flows: Option<FlowTableHealth>,
+    /// Its router's counters (routed mode only; `None` otherwise).
+    pub router: Option<RouterHealth>,
+}
+
+/// A worker's flow table as the worker last published it (every 100 ms of its clock).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FlowTableHealth {
+    /// Flows tracked now.
+    pub active: u64,
+    /// Of them, half-open (embryonic) flows.
+    pub half_open: u64,
+    /// Most flows the table holds.
+    pub capacity: u64,
+    /// Flows created since start.
+    pub inserted: u64,
+    /// Flows ended by their idle timeout (and by the flush at shutdown).
+    pub expired: u64,
+    /// Half-open flows evicted to make room for a new flow (full table or half-open cap).
+    /// New flows refused because nothing was evictable are the drop reason `flow_table_full`.
+    pub evicted_half_open: u64,
+}
+
+/// A routed-mode worker's router as the worker last published it (every 100 ms of its clock).
+/// Its drops (`ttl_exceeded`, `no_route`, `neighbour_unresolved`, ...) are drop reasons.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RouterHealth {
+    /// Frames addressed to the gateway queued for its own stack (ARP, neighbour discovery,
+    /// pings of its addresses).
+    pub local_frames: u64,
+    /// Echo replies (ICMP and ICMPv6) sent: pings of the gateway answered.
+    pub echo_replies: u64,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// Neighbour advertisements sent.
+    pub neighbour_adverts: u64,
+    /// ICMP time-exceeded errors sent.
+    pub time_exceeded_sent: u64,
+    /// Time-exceeded errors not sent (rate limit, or no address to send from).
+    pub time_exceeded_suppressed: u64,
+    /// ARP requests and neighbour solicitations sent for next hops.
+    pub solicitations: u64,
+    /// Frames the gateway generated but could not queue (its transmit ring was full).
+    pub tx_ring_full: u64,
+    /// Neighbour entries learnt or refreshed.
+    pub neighbours_learnt: u64,
+    /// Neighbour entries in use now (resolved or being resolved).
+    pub neighbours: u64,
+    /// Most neighbour entries.
+    pub neighbour_capacity: u64,
 }
 
 /// A loaded model.
@@ -85,6 +136,10 @@ pub struct InferenceSample {
     pub sampler_sketch_evictions: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
+    /// Alerts not raised again: the same model on the same flow within `repeat_window_s`.
+    pub repeats: u64,
+    /// Site calibrations derived and applied (warm-up or monitor mode).
+    pub calibrations: u64,
 }
 
 /// Raw health samples; implemented by the composition root over the running workers and
@@ -160,6 +215,10 @@ pub struct WorkerHealth {
     pub polls_per_s: Option<f64>,
     /// Milliseconds since its poll counter was last seen to move.
     pub last_progress_age_ms: u64,
+    /// Its flow table (published by the worker every 100 ms); `null` when not known.
+    pub flows: Option<FlowTableHealth>,
+    /// Its router (published every 100 ms); `null` unless the worker routes (routed mode).
+    pub router: Option<RouterHealth>,
 }
 
 /// The inference thread's state.
@@ -216,6 +275,10 @@ pub struct InferenceHealth {
     pub sampler_sketch_evictions: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
+    /// Alerts not raised again: the same model on the same flow within `repeat_window_s`.
+    pub repeats: u64,
+    /// Site calibrations derived and applied (warm-up or monitor mode) since start.
+    pub calibrations: u64,
 }
 
 impl InferenceHealth {
@@ -239,6 +302,8 @@ impl InferenceHealth {
             sampler_ring_full: 0,
             sampler_sketch_evictions: 0,
             sampler_slab_full: 0,
+            repeats: 0,
+            calibrations: 0,
         }
     }
 }
@@ -400,6 +465,8 @@ fn derive(
                 polls: w.polls,
                 polls_per_s: seen.rate,
                 last_progress_age_ms: age,
+                flows: w.flows,
+                router: w.router,
             }
         })
         .collect();
@@ -462,6 +529,8 @@ fn derive(
                 sampler_ring_full: s.sampler_ring_full,
                 sampler_sketch_evictions: s.sampler_sketch_evictions,
                 sampler_slab_full: s.sampler_slab_full,
+                repeats: s.repeats,
+                calibrations: s.calibrations,
             }
         }
     };
@@ -571,7 +640,9 @@ impl Collector for HealthCollector {
             MetricType::Gauge,
         )?;
         m.encode_gauge(&(inf.models.len() as i64))?;
-        let counters: [(&str, &str, u64); 12] = [
+        encode_flow_tables(&mut enc, &r.workers, &worker_label)?;
+        encode_routers(&mut enc, &r.workers, &worker_label)?;
+        let counters: [(&str, &str, u64); 14] = [
             ("inference_records", "Records scored.", inf.records),
             ("inference_batches", "Batches scored.", inf.batches),
             (
@@ -616,6 +687,16 @@ impl Collector for HealthCollector {
                 "New flows picked for sampling but skipped: every sampling slot was in use.",
                 inf.sampler_slab_full,
             ),
+            (
+                "inference_repeats",
+                "Alerts not raised again: the same model on the same flow within repeat_window_s.",
+                inf.repeats,
+            ),
+            (
+                "inference_calibrations",
+                "Site calibrations derived and applied (warm-up or monitor mode).",
+                inf.calibrations,
+            ),
         ];
         for (name, help, v) in counters {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -623,6 +704,166 @@ impl Collector for HealthCollector {
         }
         Ok(())
     }
+}
+
+/// `worker` and `lcore` labels of a worker's series.
+type WorkerLabels = [(&'static str, String); 2];
+
+/// A per-worker series: name, help, type and how to read it from the worker's part.
+type Field<P> = (&'static str, &'static str, MetricType, fn(&P) -> u64);
+
+/// One metric family per field, one series per worker that has the part (`part` picks it).
+fn encode_per_worker<P>(
+    enc: &mut DescriptorEncoder,
+    workers: &[WorkerHealth],
+    labels: &dyn Fn(&WorkerHealth) -> WorkerLabels,
+    part: fn(&WorkerHealth) -> Option<&P>,
+    fields: &[Field<P>],
+) -> Result<(), fmt::Error> {
+    if !workers.iter().any(|w| part(w).is_some()) {
+        return Ok(());
+    }
+    for (name, help, kind, get) in fields {
+        let mut m = enc.encode_descriptor(name, help, None, *kind)?;
+        for w in workers {
+            let Some(p) = part(w) else { continue };
+            let labels = labels(w);
+            let mut fam = m.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => fam.encode_counter::<NoLabelSet, _, u64>(&get(p), None)?,
+                _ => fam.encode_gauge(&i64::try_from(get(p)).unwrap_or(i64::MAX))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The workers' flow tables, per worker.
+fn encode_flow_tables(
+    enc: &mut DescriptorEncoder,
+    workers: &[WorkerHealth],
+    labels: &dyn Fn(&WorkerHealth) -> WorkerLabels,
+) -> Result<(), fmt::Error> {
+    let fields: [Field<FlowTableHealth>; 6] = [
+        (
+            "flow_table_flows",
+            "Flows a worker's flow table tracks now.",
+            MetricType::Gauge,
+            |f| f.active,
+        ),
+        (
+            "flow_table_half_open_flows",
+            "Half-open (embryonic) flows a worker's flow table tracks now.",
+            MetricType::Gauge,
+            |f| f.half_open,
+        ),
+        (
+            "flow_table_capacity_flows",
+            "Most flows a worker's flow table holds.",
+            MetricType::Gauge,
+            |f| f.capacity,
+        ),
+        (
+            "flow_table_inserted",
+            "Flows a worker's flow table created.",
+            MetricType::Counter,
+            |f| f.inserted,
+        ),
+        (
+            "flow_table_expired",
+            "Flows ended by their idle timeout (and by the flush at shutdown).",
+            MetricType::Counter,
+            |f| f.expired,
+        ),
+        (
+            "flow_table_evicted_half_open",
+            "Half-open flows evicted to make room for a new flow (new flows refused because \
+             nothing was evictable are dropped under the reason flow_table_full).",
+            MetricType::Counter,
+            |f| f.evicted_half_open,
+        ),
+    ];
+    encode_per_worker(enc, workers, labels, |w| w.flows.as_ref(), &fields)
+}
+
+/// Routed-mode workers' routers, per worker (nothing without routed mode).
+fn encode_routers(
+    enc: &mut DescriptorEncoder,
+    workers: &[WorkerHealth],
+    labels: &dyn Fn(&WorkerHealth) -> WorkerLabels,
+) -> Result<(), fmt::Error> {
+    let c = MetricType::Counter;
+    let fields: [Field<RouterHealth>; 11] = [
+        (
+            "router_local_frames",
+            "Frames addressed to the gateway queued for its own stack (ARP, neighbour \
+             discovery, pings of its addresses).",
+            c,
+            |r| r.local_frames,
+        ),
+        (
+            "router_echo_replies",
+            "Echo replies (ICMP and ICMPv6) the gateway sent: pings of its addresses answered.",
+            c,
+            |r| r.echo_replies,
+        ),
+        (
+            "router_arp_replies",
+            "ARP replies the gateway sent.",
+            c,
+            |r| r.arp_replies,
+        ),
+        (
+            "router_neighbour_adverts",
+            "IPv6 neighbour advertisements the gateway sent.",
+            c,
+            |r| r.neighbour_adverts,
+        ),
+        (
+            "router_time_exceeded_sent",
+            "ICMP time-exceeded errors sent (the expired packets are dropped under the reason \
+             ttl_exceeded).",
+            c,
+            |r| r.time_exceeded_sent,
+        ),
+        (
+            "router_time_exceeded_suppressed",
+            "Time-exceeded errors not sent: rate limit, or no address to send from.",
+            c,
+            |r| r.time_exceeded_suppressed,
+        ),
+        (
+            "router_solicitations",
+            "ARP requests and neighbour solicitations sent for next hops.",
+            c,
+            |r| r.solicitations,
+        ),
+        (
+            "router_tx_ring_full",
+            "Frames the gateway generated but could not queue (its transmit ring was full).",
+            c,
+            |r| r.tx_ring_full,
+        ),
+        (
+            "router_neighbours_learnt",
+            "Neighbour entries learnt or refreshed.",
+            c,
+            |r| r.neighbours_learnt,
+        ),
+        (
+            "router_neighbours",
+            "Neighbour entries in use now (resolved or being resolved).",
+            MetricType::Gauge,
+            |r| r.neighbours,
+        ),
+        (
+            "router_neighbour_capacity",
+            "Most neighbour entries.",
+            MetricType::Gauge,
+            |r| r.neighbour_capacity,
+        ),
+    ];
+    encode_per_worker(enc, workers, labels, |w| w.router.as_ref(), &fields)
 }
 
 #[cfg(test)]
@@ -649,6 +890,8 @@ mod tests {
             lcore: Some(u32::from(id) + 1),
             polls,
             stopped: false,
+            flows: None,
+            router: None,
         }
     }
 

@@ -48,7 +48,10 @@ use crate::store::{PendingConfirm, RevisionInfo};
 
 pub use auth::{AuthStore, PasswordCost, Principal};
 pub use flows::{FlowFilter, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
-pub use health::{HealthSource, HealthTracker, InferenceSample, ModelInfo, NoHealth, WorkerSample};
+pub use health::{
+    FlowTableHealth, HealthSource, HealthTracker, InferenceSample, ModelInfo, NoHealth,
+    RouterHealth, WorkerSample,
+};
 pub use metrics::{CountersSnapshot, CountersSource, DropCount, NoCounters, PortCounters};
 pub use problem::Problem;
 pub use routes::{Access, ROUTES, Role, RouteSpec};

@@ -51,9 +51,11 @@ mod wheel;
 mod tests;
 
 use std::fmt;
+use std::sync::Arc;
 
 use septa_classifier::FlowKey;
 
+use crate::counters::{PublishTimer, PublishedWords};
 use crate::drop::DropReason;
 use entry::KeyWords;
 pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7Slot};
@@ -182,6 +184,57 @@ pub struct FlowTableStats {
     pub full: u64,
 }
 
+/// A flow table's counters and occupancy as another thread reads them
+/// ([`SharedFlowTableStats::load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableSnapshot {
+    /// Event counts.
+    pub stats: FlowTableStats,
+    /// Live flows.
+    pub active: u64,
+    /// Live half-open flows.
+    pub half_open: u64,
+    /// Most flows.
+    pub capacity: u64,
+}
+
+/// Words of a [`FlowTableSnapshot`]: one cache line.
+const SNAPSHOT_WORDS: usize = 8;
+
+/// A flow table's [`FlowTableSnapshot`] as its owner last published it
+/// ([`FlowTable::publish`]): relaxed atomics on a cache line of their own, never written per
+/// packet. All zero before the first publication.
+#[derive(Debug, Default)]
+pub struct SharedFlowTableStats(PublishedWords<SNAPSHOT_WORDS>);
+
+impl SharedFlowTableStats {
+    /// The snapshot last published.
+    pub fn load(&self) -> FlowTableSnapshot {
+        let [
+            inserted,
+            removed,
+            expired,
+            evicted_half_open,
+            full,
+            active,
+            half_open,
+            capacity,
+        ] = self.0.load();
+        FlowTableSnapshot {
+            stats: FlowTableStats {
+                inserted,
+                removed,
+                expired,
+                evicted_half_open,
+                full,
+            },
+            active,
+            half_open,
+            capacity,
+        }
+    }
+}
+
 /// The table. See the module documentation.
 pub struct FlowTable<S> {
     entries: Box<[FlowEntry<S>]>,
@@ -204,6 +257,9 @@ pub struct FlowTable<S> {
     /// Bumped by every insert and removal: a [`Lookup`] made at the same generation is current.
     generation: u64,
     stats: FlowTableStats,
+    /// Where [`FlowTable::publish`] copies `stats` and the occupancy for other threads.
+    shared: Arc<SharedFlowTableStats>,
+    publish_timer: PublishTimer,
 }
 
 impl<S> fmt::Debug for FlowTable<S> {
@@ -393,6 +449,8 @@ impl<S: Copy + Default> FlowTable<S> {
             pending: NIL,
             generation: 0,
             stats: FlowTableStats::default(),
+            shared: Arc::default(),
+            publish_timer: PublishTimer::default(),
         })
     }
 
@@ -433,6 +491,31 @@ impl<S: Copy + Default> FlowTable<S> {
     /// Event counts.
     pub fn stats(&self) -> &FlowTableStats {
         &self.stats
+    }
+
+    /// The counters and occupancy as other threads read them, published by [`Self::publish`].
+    pub fn shared_stats(&self) -> Arc<SharedFlowTableStats> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Copies the event counts and the occupancy into [`Self::shared_stats`] when `interval`
+    /// ticks have passed since the last time (the worker calls it once per poll: one
+    /// comparison when not due). `now` is the caller's monotonic tick.
+    #[inline]
+    pub fn publish(&mut self, now: u64, interval: u64) {
+        if self.publish_timer.due(now, interval) {
+            let st = self.stats;
+            self.shared.0.store(&[
+                st.inserted,
+                st.removed,
+                st.expired,
+                st.evicted_half_open,
+                st.full,
+                self.len as u64,
+                self.half_len as u64,
+                self.entries.len() as u64,
+            ]);
+        }
     }
 
     /// The timeouts in force.

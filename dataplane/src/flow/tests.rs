@@ -349,3 +349,60 @@ fn remove_and_shorten_while_a_slot_is_half_processed() {
     assert_eq!(t.expire(220_200, usize::MAX, |_| {}), 9);
     assert!(t.is_empty());
 }
+
+#[test]
+fn published_stats_are_what_the_table_counted_at_most_once_per_interval() {
+    const EVERY: u64 = 100;
+    let mut t = table(4);
+    let shared = t.shared_stats();
+    assert_eq!(shared.load(), FlowTableSnapshot::default(), "nothing yet");
+    let ids: Vec<FlowId> = (0..4)
+        .map(|i| add(&mut t, &key(i), 0).unwrap().id)
+        .collect();
+    t.mark_established(ids[0]);
+    t.publish(0, EVERY);
+    let first = FlowTableSnapshot {
+        stats: FlowTableStats {
+            inserted: 4,
+            ..FlowTableStats::default()
+        },
+        active: 4,
+        half_open: 3,
+        capacity: 4,
+    };
+    assert_eq!(shared.load(), first);
+    // Two half-open flows evicted, one refused, two expired: none of it shows before the
+    // interval has passed.
+    t.mark_established(ids[1]);
+    add(&mut t, &key(10), 1).unwrap();
+    add(&mut t, &key(11), 2).unwrap();
+    let (a, b) = (hit(&t, &key(10)).unwrap().0, hit(&t, &key(11)).unwrap().0);
+    t.mark_established(a);
+    t.mark_established(b);
+    assert_eq!(add(&mut t, &key(12), 3), Err(FlowTableFull));
+    // Established flows time out after 5 days (nftables): jump past it.
+    let later = 6 * 24 * 3600 * 1000;
+    assert_eq!(t.expire(later, 2, |_| {}), 2);
+    t.publish(EVERY - 1, EVERY);
+    assert_eq!(shared.load(), first, "not due before the interval");
+    t.publish(EVERY, EVERY);
+    let second = shared.load();
+    assert_eq!(second.stats, *t.stats());
+    assert_eq!(
+        second.stats,
+        FlowTableStats {
+            inserted: 6,
+            removed: 0,
+            expired: 2,
+            evicted_half_open: 2,
+            full: 1,
+        }
+    );
+    assert_eq!(
+        (second.active, second.half_open, second.capacity),
+        (2, 0, 4)
+    );
+    t.publish(2 * EVERY - 1, EVERY);
+    t.publish(later, EVERY);
+    assert_eq!(shared.load().active, t.len() as u64);
+}

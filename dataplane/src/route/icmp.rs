@@ -174,3 +174,51 @@ pub fn neighbour_solicit(out: &mut [u8], mac: [u8; 6], ip: Ipv6Addr, target: Ipv
     repr.emit(&ip, &dst, &mut icmp, &ChecksumCapabilities::default());
     total
 }
+
+/// What a frame the gateway's stack queued answers (for the router's counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// An ICMP or ICMPv6 echo reply.
+    EchoReply,
+    /// An ARP reply.
+    ArpReply,
+    /// An ICMPv6 neighbour advertisement.
+    NeighbourAdvert,
+    /// Anything else (smoltcp's own errors, such as port unreachable).
+    Other,
+}
+
+/// Classify a frame the stack queued, read with `smoltcp::wire` views (malformed: `Other`).
+/// Slow path: runs once per answer, in [`super::Router::poll`].
+pub fn classify_answer(frame: &[u8]) -> Answer {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Answer::Other;
+    };
+    match eth.ethertype() {
+        EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()) {
+            Ok(a) if a.operation() == ArpOperation::Reply => Answer::ArpReply,
+            _ => Answer::Other,
+        },
+        EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(eth.payload()) {
+            Ok(ip) if ip.next_header() == IpProtocol::Icmp => {
+                match Icmpv4Packet::new_checked(ip.payload()) {
+                    Ok(m) if m.msg_type() == Icmpv4Message::EchoReply => Answer::EchoReply,
+                    _ => Answer::Other,
+                }
+            }
+            _ => Answer::Other,
+        },
+        // smoltcp sends its answers without extension headers.
+        EthernetProtocol::Ipv6 => match Ipv6Packet::new_checked(eth.payload()) {
+            Ok(ip) if ip.next_header() == IpProtocol::Icmpv6 => {
+                match Icmpv6Packet::new_checked(ip.payload()).map(|m| m.msg_type()) {
+                    Ok(Icmpv6Message::EchoReply) => Answer::EchoReply,
+                    Ok(Icmpv6Message::NeighborAdvert) => Answer::NeighbourAdvert,
+                    _ => Answer::Other,
+                }
+            }
+            _ => Answer::Other,
+        },
+        _ => Answer::Other,
+    }
+}

@@ -24,10 +24,12 @@ pub mod stack;
 mod tests;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smoltcp::wire::{ArpPacket, ArpRepr, ETHERNET_HEADER_LEN, Icmpv6Packet, NdiscRepr};
 
+use crate::counters::{PublishTimer, PublishedWords};
 use crate::drop::DropReason;
 use crate::error::RouteError;
 use crate::io::PortId;
@@ -134,6 +136,67 @@ pub struct RouterStats {
     pub tx_ring_full: u64,
     /// Neighbour entries learnt or refreshed.
     pub neighbours_learnt: u64,
+    /// Echo replies (ICMP and ICMPv6) the gateway's stacks queued: pings of its addresses
+    /// answered.
+    pub echo_replies: u64,
+    /// ARP replies the gateway's stacks queued.
+    pub arp_replies: u64,
+    /// Neighbour advertisements the gateway's stacks queued.
+    pub neighbour_adverts: u64,
+}
+
+/// A router's counters and neighbour-table occupancy as another thread reads them
+/// ([`SharedRouterStats::load`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterSnapshot {
+    /// Slow-path counters.
+    pub stats: RouterStats,
+    /// Neighbour entries in use (resolved or being resolved).
+    pub neighbours: u64,
+    /// Most neighbour entries.
+    pub neighbour_capacity: u64,
+}
+
+const SNAPSHOT_WORDS: usize = 11;
+
+/// A router's [`RouterSnapshot`] as the worker last published it (in [`Router::poll`], every
+/// [`crate::sample::PUBLISH_US`] of the worker clock): relaxed atomics on cache lines of their
+/// own, never written per packet. All zero before the first publication.
+#[derive(Debug, Default)]
+pub struct SharedRouterStats(PublishedWords<SNAPSHOT_WORDS>);
+
+impl SharedRouterStats {
+    /// The snapshot last published.
+    pub fn load(&self) -> RouterSnapshot {
+        let [
+            local,
+            icmp_errors,
+            icmp_suppressed,
+            solicitations,
+            tx_ring_full,
+            neighbours_learnt,
+            echo_replies,
+            arp_replies,
+            neighbour_adverts,
+            neighbours,
+            neighbour_capacity,
+        ] = self.0.load();
+        RouterSnapshot {
+            stats: RouterStats {
+                local,
+                icmp_errors,
+                icmp_suppressed,
+                solicitations,
+                tx_ring_full,
+                neighbours_learnt,
+                echo_replies,
+                arp_replies,
+                neighbour_adverts,
+            },
+            neighbours,
+            neighbour_capacity,
+        }
+    }
 }
 
 /// Token bucket for ICMP errors (RFC 1812 §4.3.2.8 asks routers to rate-limit them).
@@ -189,6 +252,9 @@ pub struct Router {
     solicit_interval: u64,
     neighbour_refresh: u64,
     stats: RouterStats,
+    /// Where [`Router::poll`] publishes `stats` for other threads.
+    shared: Arc<SharedRouterStats>,
+    publish_timer: PublishTimer,
 }
 
 impl Router {
@@ -284,6 +350,8 @@ impl Router {
             solicit_interval: cfg.solicit_interval,
             neighbour_refresh: cfg.neighbour_refresh,
             stats: RouterStats::default(),
+            shared: Arc::default(),
+            publish_timer: PublishTimer::default(),
         })
     }
 
@@ -306,6 +374,12 @@ impl Router {
     /// Slow-path counters.
     pub fn stats(&self) -> &RouterStats {
         &self.stats
+    }
+
+    /// The counters as other threads read them: published by [`Router::poll`] every
+    /// [`crate::sample::PUBLISH_US`] of the worker clock.
+    pub fn shared_stats(&self) -> Arc<SharedRouterStats> {
+        Arc::clone(&self.shared)
     }
 
     /// Decide one frame received on `port`, already parsed by [`crate::parse`]; rewrites it in
@@ -667,11 +741,40 @@ impl Router {
     }
 
     /// Run the gateway's stacks over the frames [`RouteAction::Local`] queued (ARP and
-    /// neighbour-discovery answers, echo replies). Call once per poll, before
-    /// [`Router::drain_tx`]; returns at once when nothing is queued.
+    /// neighbour-discovery answers, echo replies), and publish the counters when
+    /// [`crate::sample::PUBLISH_US`] have passed since the last time ([`Self::shared_stats`]).
+    /// Call once per poll, before [`Router::drain_tx`]; returns at once when nothing is queued
+    /// and no publication is due.
     pub fn poll(&mut self, now: u64) {
         for ps in self.ports.iter_mut().flatten() {
-            ps.stack.poll(now);
+            let answers = ps.stack.poll(now);
+            let tx = &ps.stack.dev.tx;
+            // The stack only appends: its answers are the last `answers` frames of the ring.
+            for i in tx.len() - answers..tx.len() {
+                match tx.get(i).map(icmp::classify_answer) {
+                    Some(icmp::Answer::EchoReply) => self.stats.echo_replies += 1,
+                    Some(icmp::Answer::ArpReply) => self.stats.arp_replies += 1,
+                    Some(icmp::Answer::NeighbourAdvert) => self.stats.neighbour_adverts += 1,
+                    Some(icmp::Answer::Other) | None => {}
+                }
+            }
+        }
+        if self.publish_timer.due(now, crate::sample::PUBLISH_US) {
+            let s = self.stats;
+            self.shared.0.store(&[
+                s.local,
+                s.icmp_errors,
+                s.icmp_suppressed,
+                s.solicitations,
+                s.tx_ring_full,
+                s.neighbours_learnt,
+                s.echo_replies,
+                s.arp_replies,
+                s.neighbour_adverts,
+                // Walks the table (1024 slots by default): fine once per publication.
+                self.neighbours.len() as u64,
+                self.neighbours.capacity() as u64,
+            ]);
         }
     }
 

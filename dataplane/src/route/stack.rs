@@ -96,6 +96,11 @@ impl FrameRing {
         true
     }
 
+    /// The `i`-th frame from the oldest (0: [`Self::front`]), left in the ring.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        (i < self.len).then(|| self.slot((self.head + i) % self.lens.len()))
+    }
+
     /// The oldest frame, left in the ring.
     pub fn front(&self) -> Option<&[u8]> {
         (!self.is_empty()).then(|| self.slot(self.head))
@@ -228,14 +233,18 @@ impl PortStack {
     }
 
     /// Let smoltcp handle the queued frames (answers go to the transmit ring). Cheap when
-    /// nothing is queued.
-    pub fn poll(&mut self, now: u64) {
+    /// nothing is queued. Returns how many frames it appended to the transmit ring (its
+    /// answers, the ring's last frames).
+    pub fn poll(&mut self, now: u64) -> usize {
         if self.dev.rx.is_empty() {
-            return;
+            return 0;
         }
+        let before = self.dev.tx.len();
         let mut storage: [SocketStorage<'_>; 0] = [];
         let mut sockets = SocketSet::new(&mut storage[..]);
         let _ = self.iface.poll(instant(now), &mut self.dev, &mut sockets);
+        // smoltcp only appends to the transmit ring; nothing drains it during a poll.
+        self.dev.tx.len() - before
     }
 }
 

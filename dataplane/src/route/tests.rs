@@ -773,3 +773,106 @@ fn neighbour_table_separates_families() {
     assert_eq!(t.lookup(0x0a01_000a, false).unwrap().mac, MAC_A);
     assert_eq!(t.lookup(0x0a01_000a, true).unwrap().mac, MAC_B);
 }
+
+// ---- counters published for the control side ------------------------------------------------
+
+#[test]
+fn published_counters_are_what_the_router_counted_at_most_every_publish_us() {
+    use crate::sample::PUBLISH_US;
+    let mut r = router();
+    let shared = r.shared_stats();
+    assert_eq!(shared.load(), RouterSnapshot::default(), "nothing yet");
+    // ARP: answered, the sender learnt; published at the first poll.
+    run(&mut r, 0, arp_request(MAC_A, A4, GW0_4), 0);
+    drain(&mut r, 0, 0);
+    let first = shared.load();
+    assert_eq!(
+        (
+            first.stats.arp_replies,
+            first.stats.local,
+            first.stats.echo_replies
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(first.neighbours, 1);
+    assert_eq!(first.neighbour_capacity, r.neighbours().capacity() as u64);
+    // Three pings of the gateway, an NS and a ping over IPv6, a TTL-1 datagram: counted by the
+    // router at once, published only when PUBLISH_US have passed.
+    for seq in 0..3 {
+        let req = FrameBuilder::new()
+            .macs(MAC_A, GW0)
+            .ipv4(A4, GW0_4)
+            .icmp(8, 0)
+            .seq(seq)
+            .build();
+        assert_eq!(run(&mut r, 0, req, 10).0, RouteAction::Local);
+    }
+    let mut ns = vec![0u8; icmp::MAX_FRAME];
+    let n = icmp::neighbour_solicit(&mut ns, MAC_A, A6, GW0_6);
+    ns.truncate(n);
+    run(&mut r, 0, ns, 10);
+    let ping6 = FrameBuilder::new()
+        .macs(MAC_A, GW0)
+        .ipv6(A6, GW0_6)
+        .icmp(128, 0)
+        .build();
+    run(&mut r, 0, ping6, 10);
+    let ttl1 = FrameBuilder::new()
+        .macs(MAC_A, GW0)
+        .ipv4(A4, B4)
+        .udp(5000, 53)
+        .ttl(1)
+        .build();
+    assert_eq!(
+        run(&mut r, 0, ttl1, 10).0,
+        RouteAction::Drop(DropReason::TtlExceeded)
+    );
+    assert_eq!(drain(&mut r, 0, 10).len(), 3 + 2 + 1);
+    let s = *r.stats();
+    assert_eq!(
+        (
+            s.echo_replies,
+            s.neighbour_adverts,
+            s.arp_replies,
+            s.icmp_errors
+        ),
+        (4, 1, 1, 1)
+    );
+    r.poll(PUBLISH_US - 1);
+    assert_eq!(shared.load(), first, "not due before PUBLISH_US");
+    r.poll(PUBLISH_US);
+    let second = shared.load();
+    assert_eq!(second.stats, s, "exactly what the router counted");
+    assert_eq!(second.neighbours, 2, "A over IPv4 and IPv6");
+    // Counted after the publication: visible only at the next one.
+    run(&mut r, 0, arp_request(MAC_A, A4, GW0_4), PUBLISH_US + 1);
+    drain(&mut r, 0, PUBLISH_US + 1);
+    assert_eq!(shared.load().stats.arp_replies, 1);
+    r.poll(2 * PUBLISH_US);
+    assert_eq!(shared.load().stats.arp_replies, 2);
+}
+
+#[test]
+fn answers_are_classified_from_their_headers() {
+    use icmp::{Answer, classify_answer};
+    let mut r = resolved();
+    let ping = FrameBuilder::new()
+        .macs(MAC_A, GW0)
+        .ipv4(A4, GW0_4)
+        .icmp(8, 0)
+        .build();
+    run(&mut r, 0, ping, SEC);
+    let reply = drain(&mut r, 0, SEC).remove(0);
+    assert_eq!(classify_answer(&reply), Answer::EchoReply);
+    let mut arp = vec![0u8; icmp::MAX_FRAME];
+    let n = icmp::arp_request(&mut arp, GW0, GW0_4, A4);
+    assert_eq!(classify_answer(&arp[..n]), Answer::Other, "a request");
+    let request = FrameBuilder::new()
+        .macs(GW0, MAC_A)
+        .ipv4(GW0_4, A4)
+        .icmp(8, 0)
+        .build();
+    assert_eq!(classify_answer(&request), Answer::Other);
+    assert_eq!(classify_answer(&reply[..20]), Answer::Other, "truncated");
+    assert_eq!(classify_answer(&[]), Answer::Other);
+}

@@ -236,6 +236,7 @@ impl WorkerState {
             events.emit(FlowEvent::End(flow_end(e, now, None)));
         });
         self.frags.expire(now, self.budget);
+        self.flows.publish(now, crate::sample::PUBLISH_US);
         if let Some(s) = &mut self.sampler {
             // Its counters for the control side, every `sample::PUBLISH_US` (one comparison).
             s.publish(now);

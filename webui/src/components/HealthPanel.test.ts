@@ -11,7 +11,8 @@ const inference = (o: Partial<InferenceHealth>): InferenceHealth => ({
   state: 'running', mode: 'shadow', models: [{ id: 'flow-if-v1', hash: 'ab', threshold: 0.6 }], error: null,
   records: 4096, batches: 16, records_per_s: 250, last_inference_age_ms: 400, events_dropped: 0, lost_records: 0,
   score_errors: 0, panics: 0, stalls: 0, restarts: 0,
-  sampler_records: 4100, sampler_ring_full: 0, sampler_sketch_evictions: 0, sampler_slab_full: 0, ...o,
+  sampler_records: 4100, sampler_ring_full: 0, sampler_sketch_evictions: 0, sampler_slab_full: 0,
+  repeats: 0, calibrations: 0, ...o,
 });
 const report = (o: Partial<HealthReport>): HealthReport => ({
   status: 'ok', reasons: [], dataplane: true, workers: [worker({}), worker({ id: 1, lcore: 2 })],

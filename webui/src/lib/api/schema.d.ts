@@ -1348,6 +1348,40 @@ export interface components {
             /** @description Source address. */
             src: string;
         };
+        /** @description A worker's flow table as the worker last published it (every 100 ms of its clock). */
+        FlowTableHealth: {
+            /**
+             * Format: int64
+             * @description Flows tracked now.
+             */
+            active: number;
+            /**
+             * Format: int64
+             * @description Most flows the table holds.
+             */
+            capacity: number;
+            /**
+             * Format: int64
+             * @description Half-open flows evicted to make room for a new flow (full table or half-open cap).
+             *     New flows refused because nothing was evictable are the drop reason `flow_table_full`.
+             */
+            evicted_half_open: number;
+            /**
+             * Format: int64
+             * @description Flows ended by their idle timeout (and by the flush at shutdown).
+             */
+            expired: number;
+            /**
+             * Format: int64
+             * @description Of them, half-open (embryonic) flows.
+             */
+            half_open: number;
+            /**
+             * Format: int64
+             * @description Flows created since start.
+             */
+            inserted: number;
+        };
         /** @description Generate a proposal. */
         GenerateRequest: {
             /**
@@ -1428,6 +1462,11 @@ export interface components {
              * @description Batches scored.
              */
             batches: number;
+            /**
+             * Format: int64
+             * @description Site calibrations derived and applied (warm-up or monitor mode) since start.
+             */
+            calibrations: number;
             /** @description Why it is not running, when it is not. */
             error?: string | null;
             /**
@@ -1464,6 +1503,11 @@ export interface components {
              * @description Records scored per second over the last measured window (≥ 1 s); `null` until one.
              */
             records_per_s?: number | null;
+            /**
+             * Format: int64
+             * @description Alerts not raised again: the same model on the same flow within `repeat_window_s`.
+             */
+            repeats: number;
             /**
              * Format: int64
              * @description Thread restarts.
@@ -1836,6 +1880,68 @@ export interface components {
             to: number;
         };
         /**
+         * @description A routed-mode worker's router as the worker last published it (every 100 ms of its clock).
+         *     Its drops (`ttl_exceeded`, `no_route`, `neighbour_unresolved`, ...) are drop reasons.
+         */
+        RouterHealth: {
+            /**
+             * Format: int64
+             * @description ARP replies sent.
+             */
+            arp_replies: number;
+            /**
+             * Format: int64
+             * @description Echo replies (ICMP and ICMPv6) sent: pings of the gateway answered.
+             */
+            echo_replies: number;
+            /**
+             * Format: int64
+             * @description Frames addressed to the gateway queued for its own stack (ARP, neighbour discovery,
+             *     pings of its addresses).
+             */
+            local_frames: number;
+            /**
+             * Format: int64
+             * @description Neighbour advertisements sent.
+             */
+            neighbour_adverts: number;
+            /**
+             * Format: int64
+             * @description Most neighbour entries.
+             */
+            neighbour_capacity: number;
+            /**
+             * Format: int64
+             * @description Neighbour entries in use now (resolved or being resolved).
+             */
+            neighbours: number;
+            /**
+             * Format: int64
+             * @description Neighbour entries learnt or refreshed.
+             */
+            neighbours_learnt: number;
+            /**
+             * Format: int64
+             * @description ARP requests and neighbour solicitations sent for next hops.
+             */
+            solicitations: number;
+            /**
+             * Format: int64
+             * @description ICMP time-exceeded errors sent.
+             */
+            time_exceeded_sent: number;
+            /**
+             * Format: int64
+             * @description Time-exceeded errors not sent (rate limit, or no address to send from).
+             */
+            time_exceeded_suppressed: number;
+            /**
+             * Format: int64
+             * @description Frames the gateway generated but could not queue (its transmit ring was full).
+             */
+            tx_ring_full: number;
+        };
+        /**
          * @description Where a revision's text comes from.
          * @enum {string}
          */
@@ -1954,6 +2060,7 @@ export interface components {
         };
         /** @description One worker's health. */
         WorkerHealth: {
+            flows?: null | components["schemas"]["FlowTableHealth"];
             /**
              * Format: int32
              * @description Worker index.
@@ -1979,6 +2086,7 @@ export interface components {
              * @description Poll iterations per second over the last measured window (≥ 1 s); `null` until one.
              */
             polls_per_s?: number | null;
+            router?: null | components["schemas"]["RouterHealth"];
             /** @description Derived state. */
             state: components["schemas"]["WorkerState"];
         };
