@@ -154,8 +154,9 @@ fn have(tool: &str) -> bool {
 }
 
 /// Everything `up` needs, checked before anything is changed; one message lists all that is
-/// missing and how to get it.
-fn check_prerequisites(router: Router) -> Result<()> {
+/// missing and how to get it. `restart` does not count free hugepages: the Septa it replaces
+/// holds the lab's share until it stops (the new one's EAL says so if they do not come back).
+fn check_prerequisites(router: Router, count_hugepages: bool) -> Result<()> {
     let mut missing = Vec::new();
     for (tool, package) in [
         ("ip", "iproute2"),
@@ -179,7 +180,7 @@ fn check_prerequisites(router: Router) -> Result<()> {
         }
         // The lab's EAL asks for 256 MiB of 2 MiB pages.
         let pages = free_hugepages();
-        if pages < 128 && !no_huge() {
+        if count_hugepages && pages < 128 && !no_huge() {
             missing.push(format!(
                 "hugepages: {pages} free 2 MiB pages, the lab needs 128 (sudo dpdk-build/setup.sh)"
             ));
@@ -403,7 +404,7 @@ pub fn run(command: LabCommand) -> Result<()> {
             Ok(())
         }
         LabCommand::Up { router } => {
-            check_prerequisites(router)?;
+            check_prerequisites(router, true)?;
             let mode = match router {
                 Router::Septa => "septa",
                 Router::Kernel => "kernel",
@@ -421,7 +422,7 @@ pub fn run(command: LabCommand) -> Result<()> {
         LabCommand::Down => lab_sh(&["down"]),
         LabCommand::Status => lab_sh(&["status"]),
         LabCommand::Restart => {
-            check_prerequisites(Router::Septa)?;
+            check_prerequisites(Router::Septa, false)?;
             lab_sh(&["restart"])
         }
         LabCommand::Traffic { scenario } => lab_sh(&["traffic", scenario.arg()]),

@@ -911,7 +911,10 @@ impl Sampler {
         // packet may be an error about the flow (another protocol), and identification wants
         // the original direction until it is done. Any other packet found the flow by its own
         // protocol.
-        let identifying = e.l7.proto == 0 && e.l7.tries < IDENTIFY_TRIES;
+        // Identification only looks at packets with a payload (`identify_into`).
+        let identifying = e.l7.proto == 0
+            && e.l7.tries < IDENTIFY_TRIES
+            && pkt.payload_offset.is_some_and(|o| o < pkt.l3_end);
         if identifying || matches!(pkt.key.proto, 1 | 58) {
             let key = e.key();
             if pkt.key.proto != key.proto {
