@@ -46,7 +46,7 @@ use septa_control::api::anomalies::{AnomalyJournal, AnomalyStore, DEFAULT_ANOMAL
 use septa_control::api::learn::LearnState;
 use septa_control::api::{
     self, ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher,
-    FlowRecord, FlowStore, PortCounters, ServeConfig, TlsMode,
+    FlowKind, FlowRecord, FlowStore, PortCounters, ServeConfig, TlsMode,
 };
 use septa_control::audit::{AccessDecision, Actor, DecisionAggregator, DecisionKind};
 use septa_control::clock::SystemClock;
@@ -946,8 +946,9 @@ fn now_ms() -> i64 {
 
 /// Turns the workers' [`FlowEvent`]s into [`FlowRecord`]s in the [`FlowStore`].
 ///
-/// * a flow start becomes a record with no packets yet (`packets` 0), its end a record with
-///   both directions' packets and bytes summed;
+/// * a flow start becomes a `start` record with no packets yet (`packets` 0: the data plane
+///   reports a flow's counters only when it leaves the table), its end an `end` record with both
+///   directions' packets and bytes summed;
 /// * a deny or would-deny becomes a `deny` record (mode `monitor` for would-deny); a denied
 ///   flow reports every packet, so one record per (flow, epoch) and second is kept;
 /// * `rule` is `u32::MAX` when the table's default decided; `revision` is the content hash of
@@ -1001,9 +1002,10 @@ impl FlowAdapter {
     pub fn on_event(&mut self, ev: &FlowEvent) {
         self.audit(ev);
         let rec = match ev {
-            FlowEvent::Start(s) => self.record(&s.key, s.at, &s.decision, 0, 0),
+            FlowEvent::Start(s) => self.record(FlowKind::Start, &s.key, s.at, &s.decision, 0, 0),
             FlowEvent::End(e) => {
                 let mut r = self.record(
+                    FlowKind::End,
                     &e.key,
                     e.at,
                     &e.decision,
@@ -1037,7 +1039,7 @@ impl FlowAdapter {
                 // write, the FIN) carry no reason of their own: repeat the one that blocked it.
                 let why = d.l7.or(prev.and_then(|(_, w)| w));
                 self.last_deny.insert(k, (at, why));
-                let mut r = self.record(&d.key, d.at, &d.decision, 1, 0);
+                let mut r = self.record(FlowKind::Deny, &d.key, d.at, &d.decision, 1, 0);
                 r.action = "deny".into();
                 if let Some(why) = why {
                     r.l7_reason = why.to_string();
@@ -1090,6 +1092,7 @@ impl FlowAdapter {
 
     fn record(
         &self,
+        kind: FlowKind,
         key: &FlowKey,
         at: u64,
         d: &EventDecision,
@@ -1098,6 +1101,7 @@ impl FlowAdapter {
     ) -> FlowRecord {
         FlowRecord {
             ts_ms: self.wall_ms(at),
+            kind,
             src: addr(key.family, key.src).to_string(),
             dst: addr(key.family, key.dst).to_string(),
             proto: key.proto,
@@ -1619,6 +1623,17 @@ mod tests {
             ("allow", 2, "abc")
         );
         assert_eq!((end.packets, end.bytes, end.ts_ms), (5, 500, 1_003_000));
+        // Each record says what it reports, so a start's 0 bytes read as "not yet counted".
+        assert_eq!(
+            [start.kind, end.kind, deny_rec.kind, would.kind],
+            [
+                FlowKind::Start,
+                FlowKind::End,
+                FlowKind::Deny,
+                FlowKind::Deny
+            ]
+        );
+        assert_eq!((start.packets, start.bytes), (0, 0));
         assert_eq!(
             (deny_rec.action.as_str(), deny_rec.mode.as_str()),
             ("deny", "enforce")

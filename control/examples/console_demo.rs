@@ -23,8 +23,8 @@ use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly
 use septa_control::api::auth::TokenInfo;
 use septa_control::api::{
     ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
-    FlowRecord, FlowSource, HealthSource, InferenceSample, ModelInfo, PasswordCost, PortCounters,
-    Role, ServeConfig, TlsMode, WorkerSample, serve,
+    FlowKind, FlowRecord, FlowSource, HealthSource, InferenceSample, ModelInfo, PasswordCost,
+    PortCounters, Role, ServeConfig, TlsMode, WorkerSample, serve,
 };
 use septa_control::audit::Actor;
 use septa_control::clock::{Clock, SystemClock};
@@ -266,8 +266,14 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
                 continue; // no policy running: the data plane would drop and log nothing here
             };
             let packets = 2 + (n * 7 + i as u64 * 13) % 40;
+            // Each made-up record is a whole (ended or refused) flow with its counters.
             let rec = FlowRecord {
                 ts_ms: clock.now_ms(),
+                kind: if e.action == "deny" {
+                    FlowKind::Deny
+                } else {
+                    FlowKind::End
+                },
                 src: Ipv4Addr::from(*s).to_string(),
                 dst: Ipv4Addr::from(*d).to_string(),
                 proto: *proto,

@@ -28,11 +28,37 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::problem::{Problem, QueryParams};
 
+/// Which data-plane event a [`FlowRecord`] reports, and so what its counters mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    /// The flow was admitted (its first packet): nothing counted yet, `packets` and `bytes` are
+    /// 0 because the data plane reports a flow's counters only when it leaves the flow table.
+    Start,
+    /// The flow left the flow table (idle timeout, or the lingering after a FIN/RST close, e.g.
+    /// TCP's 120 s TIME_WAIT): `packets` and `bytes` are its totals, both directions summed.
+    End,
+    /// A refused (or, in monitor mode, would-be refused) packet: one record per flow and
+    /// second; `bytes` is 0 (deny events carry no packet size).
+    Deny,
+}
+
+impl FlowKind {
+    /// Whether records of this kind carry traffic counters (`false`: the flow's traffic is
+    /// reported by a later record).
+    pub const fn counted(self) -> bool {
+        !matches!(self, FlowKind::Start)
+    }
+}
+
 /// One flow as the data plane reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FlowRecord {
     /// When the record was made (Unix ms).
     pub ts_ms: i64,
+    /// What this record reports: a flow's `start` (no counters yet), its `end` (its totals) or
+    /// a `deny`. Summing a flow's records gives its totals once it has ended.
+    pub kind: FlowKind,
     /// Source address.
     pub src: String,
     /// Destination address.
@@ -51,9 +77,11 @@ pub struct FlowRecord {
     pub rule: u32,
     /// Content hash of the deciding revision.
     pub revision: String,
-    /// Packets seen.
+    /// Packets this record reports (see `kind`): 0 on a `start` record, the flow's total on
+    /// its `end` record, 1 on a `deny` record.
     pub packets: u64,
-    /// Bytes seen.
+    /// IP bytes this record reports (see `kind`): 0 on a `start` record (not yet counted, not
+    /// "no traffic"), the flow's total on its `end` record.
     pub bytes: u64,
     /// The deciding clause in words (`conduit hmi-to-plc (hmi → plc): tcp/502 …`, or `default
     /// (no rule matched)`), resolved when the record is made; empty when the revision's
@@ -405,6 +433,7 @@ mod tests {
     fn rec(dport: u16, action: &str) -> FlowRecord {
         FlowRecord {
             ts_ms: 1,
+            kind: FlowKind::End,
             src: "10.0.0.1".into(),
             dst: "10.0.0.2".into(),
             proto: 6,

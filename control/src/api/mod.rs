@@ -47,7 +47,7 @@ use crate::lifecycle::{PolicyService, Publisher};
 use crate::store::{PendingConfirm, RevisionInfo};
 
 pub use auth::{AuthStore, PasswordCost, Principal};
-pub use flows::{FlowFilter, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
+pub use flows::{FlowFilter, FlowKind, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
 pub use health::{
     FlowTableHealth, HealthSource, HealthTracker, InferenceSample, ModelInfo, NoHealth,
     RouterHealth, WorkerSample,

@@ -248,6 +248,7 @@ fn a_database_from_a_newer_build_is_refused() {
 fn flow_records_convert_and_bad_ones_are_named() {
     let mut r = FlowRecord {
         ts_ms: 7,
+        kind: crate::api::FlowKind::Deny,
         src: "10.0.0.1".into(),
         dst: "fd00::2".into(),
         proto: 17,

@@ -69,6 +69,11 @@ export function flowSpec(f: { src: string; dst: string; proto: number; sport: nu
 }
 
 /** The API's rendering of a flow key (`Explanation.flow`, FlowKey's Display in the classifier). */
+/** One flow's identity across its records (start, end, denies): its 5-tuple. */
+export function flowId(f: { src: string; dst: string; proto: number; sport: number; dport: number }): string {
+  return `${f.src}|${f.dst}|${f.proto}|${f.sport}|${f.dport}`;
+}
+
 export function flowKeyText(f: { src: string; dst: string; proto: number; sport: number; dport: number }): string {
   const icmp = f.proto === 1 || f.proto === 58;
   const [sp, dp] = icmp ? [f.sport, 0] : [f.sport, f.dport];

@@ -3,7 +3,7 @@
 // it is unit-tested without a browser; map.ts turns it into Cytoscape elements.
 import type { FlowRecord, PolicyDoc, Selector, Zone } from './api/types';
 import { contains, parsePrefix, type Prefix } from './cidr';
-import { protoName, verdictOf, type Verdict } from './format';
+import { flowId, protoName, verdictOf, type Verdict } from './format';
 
 export interface ZoneNode {
   id: string;
@@ -151,6 +151,8 @@ export function buildMap(
   // Named endpoints appear even before they talk.
   for (const ep of doc.spec?.endpoints ?? []) if (!filter.zone || zoneOf(ep.address).includes(filter.zone)) host(ep.address);
   const edges = new Map<string, Edge>();
+  // A flow's start and end records are one flow.
+  const flowsOf = new Map<string, Set<string>>();
   for (const f of kept) {
     const verdict = verdictFor?.(f) ?? verdictOf(f.action, f.mode);
     const s = host(f.src);
@@ -161,7 +163,10 @@ export function buildMap(
       e = { id, src: s.id, dst: d.id, verdict, flows: 0, packets: 0, bytes: 0, services: [], rules: [], revisions: [], lastMs: 0 };
       edges.set(id, e);
     }
-    e.flows++;
+    const ids = flowsOf.get(id) ?? new Set<string>();
+    ids.add(flowId(f));
+    flowsOf.set(id, ids);
+    e.flows = ids.size;
     e.packets += f.packets;
     e.bytes += f.bytes;
     e.lastMs = Math.max(e.lastMs, f.ts_ms);

@@ -12,7 +12,7 @@ import { describeProblem, qs, toProblem } from './api/client';
 import type { FlowRecord, PolicyDoc } from './api/types';
 
 const flow = (o: Partial<FlowRecord>): FlowRecord => ({
-  ts_ms: 1000, src: '10.10.1.20', dst: '10.10.5.10', proto: 6, sport: 40000, dport: 443, action: 'allow',
+  ts_ms: 1000, kind: 'end', src: '10.10.1.20', dst: '10.10.5.10', proto: 6, sport: 40000, dport: 443, action: 'allow',
   mode: 'enforce', rule: 3, revision: 'abc', packets: 10, bytes: 1000, clause: '', l7: '', l7_reason: '', ...o,
 });
 
@@ -68,6 +68,9 @@ describe('map model', () => {
     expect(m.edges).toHaveLength(2);
     const allowed = m.edges.find((e) => e.verdict === 'allowed')!;
     expect([allowed.flows, allowed.bytes, allowed.services]).toEqual([2, 1500, ['tcp/443']]);
+    // A flow's start and end are one flow on its edge.
+    const once = buildMap(doc, [flow({ kind: 'start', packets: 0, bytes: 0 }), flow({})]);
+    expect([once.edges[0].flows, once.edges[0].bytes]).toEqual([1, 1000]);
   });
 
   it('filters by zone, protocol, port, verdict and time', () => {
@@ -181,8 +184,33 @@ describe('rates', () => {
     const s = new Series(['a'], 3);
     for (let i = 0; i < 5; i++) s.push(i, [i * 10]);
     expect(s.data()).toEqual([[2, 3, 4], [20, 30, 40]]);
-    const t = top([flow({}), flow({ src: 'b', bytes: 5000 }), flow({})], (f) => f.src, (f) => [f.packets, f.bytes], 1);
-    expect(t).toEqual([{ key: 'b', packets: 10, bytes: 5000, flows: 1 }]);
+    const t = top([flow({}), flow({ src: 'b', bytes: 5000 }), flow({ sport: 40001 })], (f) => f.src, 1);
+    expect(t).toEqual([{ key: 'b', packets: 10, bytes: 5000, flows: 1, pending: 0 }]);
+  });
+
+  it('ranks talkers by the bytes their flows reported, each flow once, open ones pending', () => {
+    // As /api/v1/flows reports a web fetch: a start (no counters yet), then its end (totals).
+    const start = (src: string, sport: number) => flow({ kind: 'start', src, sport, packets: 0, bytes: 0 });
+    const end = (src: string, sport: number, bytes: number) => flow({ kind: 'end', src, sport, packets: 10, bytes });
+    const window = [
+      start('10.10.1.10', 1), start('10.10.1.11', 2), start('10.10.1.10', 3), start('10.10.1.12', 4),
+      end('10.10.1.10', 1, 1500), end('10.10.1.11', 2, 13_000_000), end('10.10.1.10', 3, 1200),
+    ];
+    const t = top(window, (f) => f.src);
+    expect(t.map((x) => [x.key, x.bytes, x.flows, x.pending])).toEqual([
+      ['10.10.1.11', 13_000_000, 1, 0],
+      ['10.10.1.10', 2700, 2, 0],
+      ['10.10.1.12', 0, 1, 1], // open: not counted yet, shown as such rather than "0 B"
+    ]);
+    // A host with an open flow and an ended one: the ended one's bytes, one flow pending.
+    const mixed = top([start('h', 1), start('h', 2), end('h', 1, 800)], (f) => f.src);
+    expect(mixed).toEqual([{ key: 'h', packets: 10, bytes: 800, flows: 2, pending: 1 }]);
+    // Denied pairs carry no bytes: they rank by packets.
+    const deny = (src: string, n: number) => Array.from({ length: n }, () => flow({ kind: 'deny', src, action: 'deny', packets: 1, bytes: 0 }));
+    expect(top([...deny('a', 1), ...deny('z', 3)], (f) => f.src).map((x) => [x.key, x.packets, x.flows])).toEqual([
+      ['z', 3, 1],
+      ['a', 1, 1],
+    ]);
   });
 });
 

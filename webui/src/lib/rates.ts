@@ -1,5 +1,6 @@
 // Rates from two counter snapshots, and a bounded time series for the dashboard's charts.
-import type { CountersSnapshot } from './api/types';
+import type { CountersSnapshot, FlowRecord } from './api/types';
+import { flowId } from './format';
 
 export interface PortRate {
   port: string;
@@ -65,21 +66,38 @@ export interface Tally {
   key: string;
   packets: number;
   bytes: number;
+  /** Distinct flows (5-tuples), however many records each has. */
   flows: number;
+  /** Of those, flows with only a `start` record here: their traffic is not reported yet. */
+  pending: number;
 }
 
-/** Top `n` keys by bytes. */
-export function top<T>(items: T[], key: (x: T) => string | null, weight: (x: T) => [number, number], n = 5): Tally[] {
-  const m = new Map<string, Tally>();
+/**
+ * Top `n` keys by bytes, then packets. Each flow counts once; its packets and bytes are the sum
+ * of its records' (a `start` reports none yet, an `end` the flow's totals), so a flow is not
+ * counted twice when both its start and its end are in `items`. A flow with only a start here
+ * is `pending`: the data plane reports its counters when the flow leaves its table, and showing
+ * it as "0 B" would rank a host by what was not counted yet.
+ */
+export function top(items: FlowRecord[], key: (x: FlowRecord) => string | null, n = 5): Tally[] {
+  const m = new Map<string, { t: Tally; counted: Map<string, boolean> }>();
   for (const x of items) {
     const k = key(x);
     if (k === null) continue;
-    const [packets, bytes] = weight(x);
-    const t = m.get(k) ?? { key: k, packets: 0, bytes: 0, flows: 0 };
-    t.packets += packets;
-    t.bytes += bytes;
-    t.flows++;
-    m.set(k, t);
+    let e = m.get(k);
+    if (!e) {
+      e = { t: { key: k, packets: 0, bytes: 0, flows: 0, pending: 0 }, counted: new Map() };
+      m.set(k, e);
+    }
+    e.t.packets += x.packets;
+    e.t.bytes += x.bytes;
+    const id = flowId(x);
+    e.counted.set(id, (e.counted.get(id) ?? false) || x.kind !== 'start');
   }
-  return [...m.values()].sort((a, b) => b.bytes - a.bytes || a.key.localeCompare(b.key)).slice(0, n);
+  const out = [...m.values()].map(({ t, counted }) => {
+    t.flows = counted.size;
+    t.pending = [...counted.values()].filter((c) => !c).length;
+    return t;
+  });
+  return out.sort((a, b) => b.bytes - a.bytes || b.packets - a.packets || a.key.localeCompare(b.key)).slice(0, n);
 }

@@ -1258,6 +1258,11 @@ export interface components {
             /** @description What is wrong with it. */
             message: string;
         };
+        /**
+         * @description Which data-plane event a [`FlowRecord`] reports, and so what its counters mean.
+         * @enum {string}
+         */
+        FlowKind: "start" | "end" | "deny";
         /** @description A page of flows. */
         FlowPage: {
             /** @description Newest first. */
@@ -1271,7 +1276,8 @@ export interface components {
             action: string;
             /**
              * Format: int64
-             * @description Bytes seen.
+             * @description IP bytes this record reports (see `kind`): 0 on a `start` record (not yet counted, not
+             *     "no traffic"), the flow's total on its `end` record.
              */
             bytes: number;
             /**
@@ -1288,6 +1294,11 @@ export interface components {
             /** @description Destination address. */
             dst: string;
             /**
+             * @description What this record reports: a flow's `start` (no counters yet), its `end` (its totals) or
+             *     a `deny`. Summing a flow's records gives its totals once it has ended.
+             */
+            kind: components["schemas"]["FlowKind"];
+            /**
              * @description L7 protocol and function label (`modbus`, `modbus write_single_register`) when an L7
              *     conduit decided or the data plane reported one; empty otherwise.
              */
@@ -1301,7 +1312,8 @@ export interface components {
             mode: string;
             /**
              * Format: int64
-             * @description Packets seen.
+             * @description Packets this record reports (see `kind`): 0 on a `start` record, the flow's total on
+             *     its `end` record, 1 on a `deny` record.
              */
             packets: number;
             /**
