@@ -23,8 +23,8 @@ use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly
 use septa_control::api::auth::TokenInfo;
 use septa_control::api::{
     ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
-    FlowKind, FlowRecord, FlowSource, HealthSource, InferenceSample, ModelInfo, PasswordCost,
-    PortCounters, Role, ServeConfig, TlsMode, WorkerSample, serve,
+    FlowKind, FlowRecord, FlowSource, FlowTableHealth, HealthSource, InferenceSample, ModelInfo,
+    PasswordCost, PortCounters, Role, RouterHealth, ServeConfig, TlsMode, WorkerSample, serve,
 };
 use septa_control::audit::Actor;
 use septa_control::clock::{Clock, SystemClock};
@@ -124,8 +124,10 @@ impl CountersSource for Counters {
 }
 
 /// Simulated health: two workers on lcores 1 and 2 polling 1.4 and 1.1 million times a
-/// second, and an inference thread in shadow mode with one model
-/// scoring batches that grow with the simulated traffic.
+/// second, each with a flow table of 262,144 flows that fills with the simulated traffic's new
+/// flows, worker 0 also routing (its gateway answering pings, ARP and neighbour discovery), and
+/// an inference thread in shadow mode with one model scoring batches that grow with the
+/// simulated traffic.
 struct Health {
     started: std::time::Instant,
     sim: Arc<Simulated>,
@@ -138,13 +140,37 @@ impl HealthSource for Health {
             [(1u32, 14u64), (2, 11)]
                 .iter()
                 .enumerate()
-                .map(|(i, &(lcore, tenths_per_us))| WorkerSample {
-                    id: i as u16,
-                    lcore: Some(lcore),
-                    polls: us * tenths_per_us / 10,
-                    stopped: false,
-                    flows: None,
-                    router: None,
+                .map(|(i, &(lcore, tenths_per_us))| {
+                    let s = us / 1_000_000;
+                    let inserted = s * (900 + 200 * i as u64);
+                    let active = (1_500 + 400 * i as u64 + s * 3).min(262_144);
+                    WorkerSample {
+                        id: i as u16,
+                        lcore: Some(lcore),
+                        polls: us * tenths_per_us / 10,
+                        stopped: false,
+                        flows: Some(FlowTableHealth {
+                            active,
+                            half_open: 20 + (s % 7),
+                            capacity: 262_144,
+                            inserted: inserted + active,
+                            expired: inserted,
+                            evicted_half_open: 0,
+                        }),
+                        router: (i == 0).then(|| RouterHealth {
+                            local_frames: s * 3 + 12,
+                            echo_replies: s,
+                            arp_replies: s / 30 + 4,
+                            neighbour_adverts: s / 30 + 2,
+                            time_exceeded_sent: s / 60,
+                            time_exceeded_suppressed: 0,
+                            solicitations: 6,
+                            tx_ring_full: 0,
+                            neighbours_learnt: 9,
+                            neighbours: 9,
+                            neighbour_capacity: 1_024,
+                        }),
+                    }
                 })
                 .collect(),
         )
@@ -164,6 +190,9 @@ impl HealthSource for Health {
             }],
             records: flows / 16 * 16,
             batches: flows / 16,
+            // Later records of flows that already alerted, and the one warm-up calibration.
+            repeats: flows / 400,
+            calibrations: u64::from(flows > 1_000),
             ..InferenceSample::default()
         })
     }

@@ -71,6 +71,34 @@ describe('console', () => {
     assert.match(inference, /inference · shadow/);
     assert.equal(await page.getAttribute('[data-testid=health-inference]', 'data-state'), 'running');
     assert.match(await page.textContent('[data-testid=health-models]'), /demo-flow-if-v1/);
+    // Each demo worker's flow table (262,144 flows, filling slowly), worker 0 also routing; the
+    // inference line counts repeats and calibrations.
+    const lines = () =>
+      page.$$eval('[data-testid=health-flows], [data-testid=health-router]', (rows) =>
+        rows.map((r) => [r.dataset.testid, r.dataset.warn, r.textContent.replace(/\s+/g, ' ').trim()]),
+      );
+    let details = await lines();
+    assert.deepEqual(details.map(([id, warn]) => [id, warn]), [['health-flows', 'false'], ['health-router', 'false'], ['health-flows', 'false']], JSON.stringify(details));
+    assert.match(details[0][2], /^flows [\d,]+ \/ 262,144 \(\d\.\d %\) · \d+ half-open · [\d,]+ expired · 0 evicted$/);
+    assert.match(details[1][2], /^router · [\d,]+ pings answered · \d+ ARP \/ \d+ ND answers · time exceeded \d+ sent, 0 suppressed · neighbours 9 \/ 1,024$/);
+    assert.match((await page.textContent('[data-testid=health-models]')).replace(/\s+/g, ' '), /\d+ repeats suppressed · [01] calibrations?/);
+    // A nearly full table on worker 1 and a full transmit ring on worker 0 (the real report,
+    // changed in flight) turn their lines amber.
+    await page.route('**/api/v1/health', async (route) => {
+      const real = await (await route.fetch()).json();
+      real.workers[1].flows = { active: 240000, capacity: 262144, half_open: 100, inserted: 300000, expired: 60000, evicted_half_open: 0 };
+      real.workers[0].router.tx_ring_full = 12;
+      await route.fulfill({ json: real });
+    });
+    await page.waitForSelector('[data-testid=health-router][data-warn=true]');
+    details = await lines();
+    assert.deepEqual(details.map(([, warn]) => warn), ['false', 'true', 'true'], JSON.stringify(details));
+    assert.match(details[1][2], /· 12 tx ring full$/);
+    assert.match(details[2][2], /240,000 \/ 262,144 \(91 %\)/);
+    assert.equal(await page.$eval('[data-testid=health-flows][data-warn=true] span', (e) => getComputedStyle(e).color), 'rgb(217, 142, 4)');
+    await shot('02-dashboard-health-warn');
+    await page.unroute('**/api/v1/health');
+    await page.waitForFunction(() => !document.querySelector('[data-testid=health-panel] [data-warn=true]'));
     await shot('02-dashboard');
   });
 

@@ -45,6 +45,8 @@ export type RecommendationDetail = S['RecommendationDetail'];
 export type LearnStatus = S['LearnStatus'];
 export type HealthReport = S['HealthReport'];
 export type WorkerHealth = S['WorkerHealth'];
+export type FlowTableHealth = S['FlowTableHealth'];
+export type RouterHealth = S['RouterHealth'];
 export type InferenceHealth = S['InferenceHealth'];
 export type ModelInfo = S['ModelInfo'];
 
