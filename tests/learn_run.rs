@@ -113,10 +113,12 @@ impl Septa {
         let (started_tx, started) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.contains("worker(s) on lcore(s)") {
+                let started = line.contains("worker(s) on lcore(s)");
+                // Into the log first: whoever `wait_started` wakes reads the log with this line.
+                lines.lock().unwrap().push(line);
+                if started {
                     let _ = started_tx.send(());
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         let stdout = child.stdout.take().unwrap();
