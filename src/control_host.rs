@@ -486,7 +486,7 @@ impl CountersSource for WorkerCountersSource {
 pub type InferenceProbe = Box<dyn Fn() -> api::InferenceSample + Send + Sync>;
 
 /// A worker's flow-table and router counters as the worker publishes them (every
-/// `sample::PUBLISH_US` of its clock), for `/api/v1/health` and `/metrics`.
+/// `counters::PUBLISH_US` of its clock), for `/api/v1/health` and `/metrics`.
 pub struct WorkerTables {
     /// Its flow table's counters and occupancy.
     pub flows: Arc<SharedFlowTableStats>,

@@ -219,7 +219,7 @@ pub struct MlProbe {
     mode: String,
     running: Option<(Arc<ServiceStats>, Arc<MlTally>)>,
     start_error: Option<String>,
-    /// The workers' sampler counters (published by the workers every `sample::PUBLISH_US`).
+    /// The workers' sampler counters (published by the workers every `counters::PUBLISH_US`).
     samplers: Vec<Arc<SharedSamplerCounters>>,
 }
 

@@ -129,6 +129,10 @@ impl WorkerCounters {
     }
 }
 
+/// How often (worker clock, microseconds) a worker's flow table, router and feature sampler
+/// publish their counters for other threads ([`PublishedWords`], [`PublishTimer`]).
+pub const PUBLISH_US: u64 = 100_000;
+
 /// Counters that a single-threaded owner (a worker's flow table, its router) keeps as plain
 /// integers and copies here for other threads (the control side's health and metrics): relaxed
 /// atomics on cache lines of their own, stored at most once per interval of the owner's clock

@@ -41,7 +41,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use arrayvec::ArrayVec;
@@ -51,6 +50,7 @@ use septa_features::{
     SCHEMA_VERSION, Spread, TcpFlagCounts,
 };
 
+use crate::counters::{PublishTimer, PublishedWords};
 use crate::flow::{Direction, FlowEntry, L7Slot};
 use crate::hint::prefetch_write;
 use crate::l7::FunctionTally;
@@ -99,39 +99,44 @@ pub enum SamplerConfigError {
     OneIn,
 }
 
-/// How often (worker clock, microseconds) a sampler publishes its counters to
-/// [`SharedSamplerCounters`].
-pub const PUBLISH_US: u64 = 100_000;
+pub use crate::counters::PUBLISH_US;
 
 /// A sampler's counters as other threads read them (the control side's health and metrics):
 /// relaxed atomics on cache lines of their own, which the worker stores every [`PUBLISH_US`]
 /// ([`Sampler::publish`], called between polls), never per packet. A reader sees values at
 /// most that old (plus up to [`PENDING`] new flows for `sketch_evictions`).
 #[derive(Debug, Default)]
-#[repr(C, align(64))]
-pub struct SharedSamplerCounters {
-    words: [AtomicU64; 9],
-}
+pub struct SharedSamplerCounters(PublishedWords<9>);
 
 impl SharedSamplerCounters {
     /// The counters last published.
     pub fn load(&self) -> SamplerCounters {
-        let w = |i: usize| self.words[i].load(Ordering::Relaxed);
+        let [
+            flows,
+            sampled,
+            slab_full,
+            emitted,
+            ring_full,
+            sketch_evictions,
+            evicted,
+            denied,
+            reopened,
+        ] = self.0.load();
         SamplerCounters {
-            flows: w(0),
-            sampled: w(1),
-            slab_full: w(2),
-            emitted: w(3),
-            ring_full: w(4),
-            sketch_evictions: w(5),
-            evicted: w(6),
-            denied: w(7),
-            reopened: w(8),
+            flows,
+            sampled,
+            slab_full,
+            emitted,
+            ring_full,
+            sketch_evictions,
+            evicted,
+            denied,
+            reopened,
         }
     }
 
     fn store(&self, c: &SamplerCounters) {
-        let v = [
+        self.0.store(&[
             c.flows,
             c.sampled,
             c.slab_full,
@@ -141,10 +146,7 @@ impl SharedSamplerCounters {
             c.evicted,
             c.denied,
             c.reopened,
-        ];
-        for (w, v) in self.words.iter().zip(v) {
-            w.store(v, Ordering::Relaxed);
-        }
+        ]);
     }
 }
 
@@ -530,8 +532,8 @@ pub struct Sampler {
     counters: SamplerCounters,
     /// Where [`Self::publish`] stores the counters for other threads.
     shared: Arc<SharedSamplerCounters>,
-    /// Worker tick of the next publication.
-    next_publish: u64,
+    /// When [`Self::publish`] stores them next.
+    publish_timer: PublishTimer,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -585,7 +587,7 @@ impl Sampler {
             ring,
             counters: SamplerCounters::default(),
             shared: Arc::default(),
-            next_publish: 0,
+            publish_timer: PublishTimer::default(),
         })
     }
 
@@ -598,8 +600,7 @@ impl Sampler {
     /// the last time (the worker calls it between polls: one comparison when not due).
     #[inline]
     pub fn publish(&mut self, now: u64) {
-        if now >= self.next_publish {
-            self.next_publish = now.saturating_add(PUBLISH_US);
+        if self.publish_timer.due(now, PUBLISH_US) {
             self.shared.store(&self.counters);
         }
     }

@@ -160,7 +160,7 @@ pub struct RouterSnapshot {
 const SNAPSHOT_WORDS: usize = 11;
 
 /// A router's [`RouterSnapshot`] as the worker last published it (in [`Router::poll`], every
-/// [`crate::sample::PUBLISH_US`] of the worker clock): relaxed atomics on cache lines of their
+/// [`crate::counters::PUBLISH_US`] of the worker clock): relaxed atomics on cache lines of their
 /// own, never written per packet. All zero before the first publication.
 #[derive(Debug, Default)]
 pub struct SharedRouterStats(PublishedWords<SNAPSHOT_WORDS>);
@@ -377,7 +377,7 @@ impl Router {
     }
 
     /// The counters as other threads read them: published by [`Router::poll`] every
-    /// [`crate::sample::PUBLISH_US`] of the worker clock.
+    /// [`crate::counters::PUBLISH_US`] of the worker clock.
     pub fn shared_stats(&self) -> Arc<SharedRouterStats> {
         Arc::clone(&self.shared)
     }
@@ -742,7 +742,7 @@ impl Router {
 
     /// Run the gateway's stacks over the frames [`RouteAction::Local`] queued (ARP and
     /// neighbour-discovery answers, echo replies), and publish the counters when
-    /// [`crate::sample::PUBLISH_US`] have passed since the last time ([`Self::shared_stats`]).
+    /// [`crate::counters::PUBLISH_US`] have passed since the last time ([`Self::shared_stats`]).
     /// Call once per poll, before [`Router::drain_tx`]; returns at once when nothing is queued
     /// and no publication is due.
     pub fn poll(&mut self, now: u64) {
@@ -759,7 +759,7 @@ impl Router {
                 }
             }
         }
-        if self.publish_timer.due(now, crate::sample::PUBLISH_US) {
+        if self.publish_timer.due(now, crate::counters::PUBLISH_US) {
             let s = self.stats;
             self.shared.0.store(&[
                 s.local,

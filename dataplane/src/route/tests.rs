@@ -778,7 +778,7 @@ fn neighbour_table_separates_families() {
 
 #[test]
 fn published_counters_are_what_the_router_counted_at_most_every_publish_us() {
-    use crate::sample::PUBLISH_US;
+    use crate::counters::PUBLISH_US;
     let mut r = router();
     let shared = r.shared_stats();
     assert_eq!(shared.load(), RouterSnapshot::default(), "nothing yet");

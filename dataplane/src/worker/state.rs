@@ -236,9 +236,9 @@ impl WorkerState {
             events.emit(FlowEvent::End(flow_end(e, now, None)));
         });
         self.frags.expire(now, self.budget);
-        self.flows.publish(now, crate::sample::PUBLISH_US);
+        self.flows.publish(now, crate::counters::PUBLISH_US);
         if let Some(s) = &mut self.sampler {
-            // Its counters for the control side, every `sample::PUBLISH_US` (one comparison).
+            // Its counters for the control side, every `counters::PUBLISH_US` (one comparison).
             s.publish(now);
         }
     }
