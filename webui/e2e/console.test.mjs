@@ -206,6 +206,45 @@ describe('console', () => {
     await page.waitForFunction(() => !/Computing/.test(document.querySelector('main').textContent));
   });
 
+  test('policy: what-if starts empty with examples from the zones, checks its fields before sending, fills from a recorded flow', async () => {
+    // Nothing prefilled; the examples are the first hosts of the running policy's zones (it, ehr-db).
+    for (const k of ['src', 'dst', 'port']) assert.equal(await page.inputValue(`input[name=wi-${k}]`), '', k);
+    assert.equal(await page.getAttribute('input[name=wi-src]', 'placeholder'), 'e.g. 10.10.0.1');
+    assert.equal(await page.getAttribute('input[name=wi-dst]', 'placeholder'), 'e.g. 10.20.0.1');
+    // Bad fields are named next to them and nothing is sent.
+    const decides = [];
+    const onReq = (r) => r.url().includes('/api/v1/policy/decide') && decides.push(r.url());
+    page.on('request', onReq);
+    await page.fill('input[name=wi-src]', '10.10.1.23');
+    await page.fill('input[name=wi-dst]', '10.30.1.10');
+    await page.fill('input[name=wi-proto]', 'tcpx');
+    await page.fill('input[name=wi-port]', '70000');
+    await page.click('form[aria-label=What-if] button[type=submit]');
+    await page.waitForSelector('input[name=wi-port][aria-invalid=true]');
+    const errs = await page.$$eval('form[aria-label=What-if] .field-error', (es) => es.map((e) => e.textContent));
+    assert.deepEqual(errs, ['"tcpx" is not tcp, udp, icmp, icmpv6 or a protocol number 0–255', '"70000" is not a port: a whole number 0–65535']);
+    page.off('request', onReq);
+    assert.deepEqual(decides, [], 'an invalid question is not sent');
+    // A flow the appliance recorded fills the form; the running policy decides it.
+    await page.waitForSelector('select[name=wi-recent]:not([disabled])');
+    const label = await page.$eval('select[name=wi-recent] option:nth-child(2)', (o) => o.textContent);
+    const [, src, dst, proto, port] = label.match(/^(\S+) → (\S+) (\w+)\/(\d+) \(/);
+    await page.selectOption('select[name=wi-recent]', { index: 1 });
+    assert.deepEqual(
+      await Promise.all(['src', 'dst', 'proto', 'port'].map((k) => page.inputValue(`input[name=wi-${k}]`))),
+      [src, dst, proto, port],
+    );
+    await page.click('form[aria-label=What-if] button[type=submit]');
+    await page.waitForSelector('[data-testid=whatif-result]');
+    assert.match(await page.textContent('[data-testid=whatif-result]'), /(allow|deny|inspect) · (enforce|monitor)/);
+    // Back to an empty question (the answer goes away) for the next test.
+    for (const k of ['src', 'dst', 'port']) await page.fill(`input[name=wi-${k}]`, '');
+    await page.fill('input[name=wi-proto]', 'tcp');
+    await page.click('form[aria-label=What-if] button[type=submit]');
+    await page.waitForSelector('[data-testid=whatif-result]', { state: 'detached' });
+    assert.match(await page.textContent('form[aria-label=What-if]'), /enter a source address/);
+  });
+
   test('policy: what-if explains a decision and names a bad field', async () => {
     await page.fill('input[name=wi-src]', '10.10.1.23');
     await page.fill('input[name=wi-dst]', '10.30.1.10');
@@ -248,9 +287,16 @@ describe('console', () => {
     await page.waitForSelector('[data-testid=diff], .empty:text("No differences")');
     await page.waitForSelector('[data-testid=revision-source][data-origin=submitted]');
     assert.match(await page.textContent('[data-testid=revision-source] pre'), /^# Septa demo policy/);
+    // What a rollback would change, from the API's diff against the running revision.
+    await page.waitForSelector('[data-testid=vs-running]');
+    assert.match(await page.textContent('[data-testid=vs-running]'), /a rollback to it changes:\s+zones \+0 -0 ~1/);
     await page.fill('input[name=rollback-reason]', 'back to the demo policy');
     await page.click('button:text("Roll back to 1")');
     await page.waitForSelector('[data-testid=write-note]:text("Rolled back")');
+    // Revision 1 now has the running revision's content: said so, and no rollback to it is offered.
+    await page.waitForSelector('[data-testid=identical]');
+    assert.match(await page.textContent('[data-testid=identical]'), /Identical to the running revision \d+: same content/);
+    assert.equal(await page.locator('button:text("Roll back to 1")').count(), 0);
     await shot('07-policy-history');
   });
 
@@ -282,6 +328,60 @@ describe('console', () => {
     ]);
     assert.match(dl.suggestedFilename(), /septa-audit-1-3\.json/);
     await shot('09-audit');
+  });
+
+  test('audit: the page fits a 1366×768 screen; long fields are cut or wrapped and all reachable', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+    const p = await ctx.newPage();
+    // Records as long as the lab's (a data-plane record with its clause, JSON and timestamps; a
+    // refused commit with its validation error), added to the real page of records.
+    const hash = 'c0ffee'.repeat(10) + 'abcd';
+    const long = [
+      { seq: 100000, ts_ms: Date.now(), actor: { kind: 'system', name: 'dataplane' }, action: 'access.allow',
+        object: 'tcp 10.30.2.10:38540 -> 10.30.1.10:502 (hmi-station-with-a-long-name)', before: null, after: null,
+        reason: 'conduit hmi-reads-plc (allow) ot-hmi -> ot-plc: tcp/502 {"functions":["read_holding_registers","read_input_registers"]} (septa-lab: spec.conduits[2])',
+        result: 'ok', detail: `5 observation(s) from 1795707984023 to 1795707985999; sha256 ${hash}`, prev_hash: hash, hash },
+      { seq: 100001, ts_ms: Date.now(), actor: { kind: 'user', name: 'a-policy-author-with-a-long-name' }, action: 'policy.stage',
+        object: 'policy/septa-lab', before: `sha256:${hash}`, after: null, reason: 'draft staged from the console',
+        result: 'refused: policy invalid (1 problem(s)): 27:17: spec.zones[2].subnets[0]: "10.20.0.0/33" is not a prefix such as 10.0.0.0/24 or 2001:db8::/32',
+        detail: '', prev_hash: hash, hash: hash.split('').reverse().join('') },
+    ];
+    await p.route('**/api/v1/audit/records?*', async (route) => {
+      const real = await (await route.fetch()).json();
+      await route.fulfill({ json: { ...real, items: [...real.items, ...long] } });
+    });
+    await p.goto(srv.url + '/#/audit');
+    await login(p, 'admin', srv.password);
+    await p.waitForSelector('[data-testid=audit-row][data-seq="100001"]');
+    await p.waitForSelector('[data-testid=verify] .badge');
+    const widths = () =>
+      p.evaluate(() => {
+        const panel = document.querySelector('[data-testid=audit-table]').closest('.panel');
+        const d = document.documentElement;
+        return { page: [d.scrollWidth, d.clientWidth], panel: [panel.scrollWidth, panel.clientWidth] };
+      });
+    let w = await widths();
+    assert.ok(w.page[0] <= w.page[1], `the page scrolls sideways: ${JSON.stringify(w)}`);
+    assert.ok(w.panel[0] <= w.panel[1], `the audit table scrolls sideways: ${JSON.stringify(w)}`);
+    // The long object is cut after two lines, with its full text on hover; the result's why is in
+    // the wrapped column.
+    const row = '[data-testid=audit-row][data-seq="100000"]';
+    assert.equal(await p.getAttribute(`${row} td:nth-child(6)`, 'title'), long[0].object);
+    assert.ok(await p.$eval(`${row} td:nth-child(6) div`, (e) => e.scrollHeight > e.clientHeight), 'the object is cut');
+    assert.match(await p.textContent('[data-testid=audit-row][data-seq="100001"]'), /refused.*policy invalid/);
+    await p.screenshot({ path: join(ART, '09d-audit-1366.png') });
+    // The details row holds every field in full.
+    await p.click(`${row} button[aria-expanded=false]`);
+    const details = await p.textContent('[data-testid=audit-details][data-seq="100000"]');
+    for (const v of [long[0].object, long[0].reason, long[0].detail, hash, 'system:dataplane', 'previous hash'])
+      assert.ok(details.includes(v), `details lack ${v}: ${details}`);
+    w = await widths();
+    assert.ok(w.page[0] <= w.page[1] && w.panel[0] <= w.panel[1], `open details scroll sideways: ${JSON.stringify(w)}`);
+    await p.screenshot({ path: join(ART, '09e-audit-1366-details.png'), fullPage: true });
+    await p.setViewportSize({ width: 1440, height: 900 });
+    w = await widths();
+    assert.ok(w.page[0] <= w.page[1] && w.panel[0] <= w.panel[1], `at 1440 px: ${JSON.stringify(w)}`);
+    await ctx.close();
   });
 
   test('audit: an evidence pack over a window of days downloads with its statements', async () => {
@@ -373,7 +473,9 @@ describe('console', () => {
     assert.equal(await p.locator('text=Validate & stage').count(), 0);
     assert.equal(await p.locator('button:text("Roll back")').count(), 0);
     assert.equal(await p.getAttribute('[data-testid=editor] .cm-content', 'contenteditable'), 'false');
-    // What-if stays available to every role.
+    // What-if stays available to every role (here about a recorded flow: the form starts empty).
+    await p.waitForSelector('select[name=wi-recent]:not([disabled])');
+    await p.selectOption('select[name=wi-recent]', { index: 1 });
     await p.click('form[aria-label=What-if] button[type=submit]');
     await p.waitForSelector('[data-testid=whatif-result]');
     await p.screenshot({ path: join(ART, '11-viewer-policy.png'), fullPage: true });
