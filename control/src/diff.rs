@@ -14,29 +14,33 @@ use serde_json::Value;
 use crate::policy::PolicyDocument;
 
 /// One changed field.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldChange {
     /// Field name (camelCase, as written).
     pub field: String,
-    /// Value before (`null` when absent).
+    /// Value before (`null` when absent). Free-form: the field's value as the policy document
+    /// writes it (a string, number, list or object, depending on `field`).
+    #[schema(value_type = Value)]
     pub before: Value,
-    /// Value after (`null` when absent).
+    /// Value after (`null` when absent). Free-form, as `before`.
+    #[schema(value_type = Value)]
     pub after: Value,
 }
 
 /// A named item present in both documents but different.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ItemChange {
     /// The item's name.
     pub name: String,
     /// Changed fields.
     pub fields: Vec<FieldChange>,
-    /// Position before and after, when it moved.
+    /// Position before and after (`[before, after]`, 0-based), when it moved.
+    #[schema(value_type = Option<[u64; 2]>, min_items = 2, max_items = 2)]
     pub moved: Option<(usize, usize)>,
 }
 
 /// Changes to one list of named items.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ItemChanges {
     /// Names only in the new document.
     pub added: Vec<String>,
@@ -54,7 +58,7 @@ impl ItemChanges {
 }
 
 /// Everything that differs between two policies.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PolicyDiff {
     /// `metadata` fields.
     pub metadata: Vec<FieldChange>,

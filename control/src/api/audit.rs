@@ -17,7 +17,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -25,7 +24,7 @@ use super::auth::random_hex;
 use super::problem::{Problem, QueryParams};
 use crate::audit::log::parse_segment_name;
 use crate::audit::record::unhex;
-use crate::audit::{Record, VerifyOptions, export, verify_with};
+use crate::audit::{ExportManifest, Record, VerifyOptions, VerifyReport, export, verify_with};
 
 /// Audit routes (under `/api/v1`).
 pub fn router() -> Router<AppState> {
@@ -42,7 +41,6 @@ pub const MAX_EXPORT: u64 = 100_000;
 #[derive(Serialize, ToSchema)]
 pub struct RecordPage {
     /// Records in sequence order.
-    #[schema(value_type = Vec<Object>)]
     pub items: Vec<Record>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -54,8 +52,7 @@ pub struct VerifyResult {
     /// Whether the whole log verifies under the running key, up to the running head.
     pub ok: bool,
     /// The verifier's report, when it verifies.
-    #[schema(value_type = Option<Object>)]
-    pub report: Option<Value>,
+    pub report: Option<VerifyReport>,
     /// Why it does not verify.
     pub error: Option<String>,
 }
@@ -64,8 +61,7 @@ pub struct VerifyResult {
 #[derive(Serialize, ToSchema)]
 pub struct ExportBundle {
     /// First and last record and the chain link before the first.
-    #[schema(value_type = Object)]
-    pub manifest: Value,
+    pub manifest: ExportManifest,
     /// File name → content (segments, checkpoints, public key, manifest).
     pub files: BTreeMap<String, String>,
 }
@@ -167,7 +163,7 @@ pub async fn verify(State(st): State<AppState>) -> Result<Response, Problem> {
     let body = match result {
         Ok(report) => VerifyResult {
             ok: true,
-            report: serde_json::to_value(report).ok(),
+            report: Some(report),
             error: None,
         },
         Err(e) => VerifyResult {
@@ -224,10 +220,7 @@ pub async fn export_range(State(st): State<AppState>, q: QueryParams) -> Result<
                     .map_err(|e| Problem::internal("reading an export", &e))?;
                 files.insert(entry.file_name().to_string_lossy().into_owned(), text);
             }
-            Ok(ExportBundle {
-                manifest: serde_json::to_value(manifest).unwrap_or(Value::Null),
-                files,
-            })
+            Ok(ExportBundle { manifest, files })
         })
         .await;
     let _ = fs::remove_dir_all(&scratch);

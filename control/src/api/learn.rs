@@ -43,8 +43,8 @@ use crate::export::audit_tail::{SyslogStats, SyslogStatsSnapshot};
 use crate::history::feed::{FeedStats, FeedStatsSnapshot};
 use crate::history::usage::clause_key;
 use crate::history::{FlowHistory, HistoryConfig};
-use crate::policy::Format;
 use crate::policy::dto::ModeName;
+use crate::policy::{Format, PolicyDocument};
 use crate::recommend::{KnownZones, RecommendOptions, Recommendation, recommend};
 
 /// Proposals kept in memory (oldest dropped first).
@@ -266,12 +266,11 @@ pub struct RecommendationDetail {
     /// Conduits.
     pub conduits: Vec<ConduitView>,
     /// The policy document approve would stage (all conduits accepted).
-    #[schema(value_type = Object)]
-    pub document: serde_json::Value,
+    pub document: PolicyDocument,
 }
 
 fn detail(summary: RecommendationSummary, r: &Recommendation) -> RecommendationDetail {
-    let document = serde_json::to_value(r.document(&BTreeSet::new())).unwrap_or_default();
+    let document = r.document(&BTreeSet::new());
     RecommendationDetail {
         summary,
         zones: r
@@ -793,7 +792,8 @@ pub async fn usage(State(st): State<AppState>, q: QueryParams) -> Result<Respons
     params(("from_ms" = i64, Query, description = "window start (Unix ms)"),
         ("to_ms" = Option<i64>, Query, description = "window end (Unix ms; default now)"),
         ("format" = Option<String>, Query, description = "json (default) or html")),
-    responses((status = 200, description = "evidence.json or report.html", content_type = "application/json"),
+    responses((status = 200, description = "evidence.json or report.html",
+            content((evidence::EvidencePack = "application/json"), (String = "text/html"))),
         (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn evidence_pack(
     State(st): State<AppState>,

@@ -21,8 +21,9 @@ use super::AppState;
 use super::auth::Principal;
 use super::problem::{FieldError, JsonBody, Problem, QueryParams, lifecycle_problem, path_param};
 use crate::decide::{Explanation, parse_flow};
+use crate::diff::PolicyDiff;
 use crate::lifecycle::{CommitOptions, PolicyInput};
-use crate::policy::Format;
+use crate::policy::{Format, PolicyDocument, dto};
 use crate::store::{PendingConfirm, RevisionInfo, RevisionKind};
 
 /// Policy, revision and diff routes (under `/api/v1`).
@@ -110,7 +111,7 @@ pub struct PolicyView {
     /// A commit awaiting confirmation.
     pub pending: Option<PendingView>,
     /// The policy document (canonical JSON form).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<PolicyDocument>)]
     pub policy: Option<Value>,
 }
 
@@ -124,11 +125,24 @@ pub enum PolicyFormat {
     Json,
 }
 
+/// How a policy is submitted: the schema of `policy` in commit and stage requests
+/// (the handlers read a JSON value and report errors at their line, or at their field path).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "a schema; the handlers read a serde_json::Value")]
+pub(crate) enum PolicySubmission {
+    /// The YAML or JSON text.
+    Text(String),
+    /// The document as a JSON object.
+    Document(PolicyDocument),
+}
+
 /// A policy to commit.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     /// The policy: its YAML or JSON text (string), or the document as a JSON object.
+    #[schema(value_type = PolicySubmission)]
     pub policy: Value,
     /// Format of a text policy (default: JSON if it starts with `{`, else YAML).
     #[serde(default)]
@@ -147,6 +161,7 @@ pub struct CommitRequest {
 #[serde(deny_unknown_fields)]
 pub struct StageRequest {
     /// The policy: its YAML or JSON text (string), or the document as a JSON object.
+    #[schema(value_type = PolicySubmission)]
     pub policy: Value,
     /// Format of a text policy.
     #[serde(default)]
@@ -255,7 +270,7 @@ pub struct RevisionDetail {
     /// Metadata.
     pub revision: RevisionView,
     /// The document (canonical JSON).
-    #[schema(value_type = Object)]
+    #[schema(value_type = PolicyDocument)]
     pub policy: Value,
 }
 
@@ -294,8 +309,7 @@ pub struct DiffView {
     /// One line.
     pub summary: String,
     /// Structured changes.
-    #[schema(value_type = Object)]
-    pub diff: Value,
+    pub diff: PolicyDiff,
 }
 
 /// The result of a commit, stage, rollback or confirm.
@@ -419,14 +433,14 @@ async fn spec_list(st: AppState, key: &'static str) -> Result<Response, Problem>
 
 /// The running policy's zones (empty before the first commit).
 #[utoipa::path(get, path = "/api/v1/policy/zones", tag = "policy",
-    responses((status = 200, body = Vec<Object>)))]
+    responses((status = 200, body = Vec<dto::Zone>)))]
 pub async fn get_zones(State(st): State<AppState>) -> Result<Response, Problem> {
     spec_list(st, "zones").await
 }
 
 /// The running policy's conduits (empty before the first commit).
 #[utoipa::path(get, path = "/api/v1/policy/conduits", tag = "policy",
-    responses((status = 200, body = Vec<Object>)))]
+    responses((status = 200, body = Vec<dto::Conduit>)))]
 pub async fn get_conduits(State(st): State<AppState>) -> Result<Response, Problem> {
     spec_list(st, "conduits").await
 }
@@ -749,12 +763,11 @@ pub async fn get_diff(State(st): State<AppState>, q: QueryParams) -> Result<Resp
         .core
         .run(move |svc| svc.diff(from, to).map_err(|e| lifecycle_problem(e, "from")))
         .await??;
-    let diff = serde_json::to_value(&d).map_err(|e| Problem::internal("encoding a diff", &e))?;
     Ok(Json(DiffView {
         from,
         to,
         summary: d.summary(),
-        diff,
+        diff: d,
     })
     .into_response())
 }

@@ -48,8 +48,9 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Describes an exported range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditExportManifest)]
 pub struct ExportManifest {
     /// First exported record.
     pub from: u64,

@@ -24,8 +24,9 @@ pub const ZERO_HASH: &str = "000000000000000000000000000000000000000000000000000
 pub const GENESIS_ACTION: &str = "audit.genesis";
 
 /// Who did it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditActor)]
 pub struct Actor {
     /// `user`, `token` or `system`.
     pub kind: ActorKind,
@@ -69,8 +70,9 @@ impl std::fmt::Display for Actor {
 }
 
 /// Kinds of actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = AuditActorKind)]
 pub enum ActorKind {
     /// A person signed in to the console or API.
     User,
@@ -102,8 +104,9 @@ pub struct AuditEntry {
 }
 
 /// One record of the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditRecord)]
 pub struct Record {
     /// 0 for genesis, then +1 per record, across segments.
     pub seq: u64,
@@ -173,8 +176,9 @@ impl Record {
 }
 
 /// A signed statement "the log up to `seq` has head `hash`".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditCheckpoint)]
 pub struct Checkpoint {
     /// Sequence number of the covered head record.
     pub seq: u64,

@@ -33,7 +33,8 @@ pub struct VerifyOptions {
 }
 
 /// What a successful verification found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AuditVerifyReport)]
 pub struct VerifyReport {
     /// Number of records.
     pub records: u64,

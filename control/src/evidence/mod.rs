@@ -88,7 +88,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvidenceError + '_ {
 }
 
 /// A control a statement supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = EvidenceControl)]
 pub struct Control {
     /// Stable id, e.g. `IEC62443-3-3:SR5.1`.
     pub id: &'static str,
@@ -178,7 +179,7 @@ pub const CONTROLS: &[Control] = &[
 ];
 
 /// A cited audit record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRecord {
     /// Its sequence number.
@@ -190,8 +191,9 @@ pub struct SourceRecord {
 }
 
 /// One statement of the pack.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EvidenceStatement)]
 pub struct Statement {
     /// `S1`, `S2`, ...
     pub id: String,
@@ -203,14 +205,17 @@ pub struct Statement {
     pub controls: Vec<String>,
     /// Audit records that prove it.
     pub sources: Vec<SourceRecord>,
-    /// The supporting data.
+    /// The supporting data. Free-form in the OpenAPI document: its fields depend on `section`
+    /// (e.g. `changes` holds the policy changes re-derived from the audit records); `sha256`
+    /// covers it, so readers check it rather than rely on a shape.
+    #[schema(value_type = Value)]
     pub data: Value,
     /// sha256 of the canonical JSON of `[section, text, controls, sources, data]`.
     pub sha256: String,
 }
 
 /// The whole pack (`evidence.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidencePack {
     /// [`FORMAT`].
@@ -226,6 +231,7 @@ pub struct EvidencePack {
     /// The audit log's public key (hex).
     pub audit_public_key: String,
     /// The controls referenced, with titles.
+    #[schema(value_type = Vec<Control>)]
     pub controls: Vec<Value>,
     /// The statements.
     pub statements: Vec<Statement>,

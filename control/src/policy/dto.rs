@@ -20,12 +20,12 @@ pub const API_VERSION: &str = "septa.io/v1";
 pub const KIND: &str = "Policy";
 
 /// A whole policy document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyDocument {
-    /// Must be [`API_VERSION`].
+    /// Must be `septa.io/v1` ([`API_VERSION`]).
     pub api_version: String,
-    /// Must be [`KIND`].
+    /// Must be `Policy` ([`KIND`]).
     pub kind: String,
     /// Name and description.
     pub metadata: Metadata,
@@ -34,8 +34,9 @@ pub struct PolicyDocument {
 }
 
 /// Identifies a policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyMetadata)]
 pub struct Metadata {
     /// DNS-label style name (`[a-z0-9-]`, at most 63 characters).
     pub name: String,
@@ -48,8 +49,9 @@ pub struct Metadata {
 }
 
 /// The body of a policy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicySpec)]
 pub struct Spec {
     /// What happens to traffic no conduit matches.
     #[serde(default)]
@@ -68,8 +70,9 @@ pub struct Spec {
 }
 
 /// Policy-wide defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyDefaults)]
 pub struct Defaults {
     /// The action for unmatched traffic; only `deny` exists (default deny is not negotiable).
     #[serde(default)]
@@ -80,7 +83,7 @@ pub struct Defaults {
 }
 
 /// The action for traffic no conduit matches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultAction {
     /// Drop (or, in monitor mode, report) unmatched traffic.
@@ -89,8 +92,11 @@ pub enum DefaultAction {
 }
 
 /// `monitor` or `enforce`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = PolicyMode)]
 pub enum ModeName {
     /// Apply the action.
     #[default]
@@ -100,7 +106,7 @@ pub enum ModeName {
 }
 
 /// A named list of addresses or prefixes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IpSet {
     /// Name referenced by `zones[].ipSets`.
@@ -110,8 +116,9 @@ pub struct IpSet {
 }
 
 /// A labelled host.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyEndpoint)]
 pub struct Endpoint {
     /// Unique name.
     pub name: String,
@@ -123,8 +130,9 @@ pub struct Endpoint {
 }
 
 /// A zone: the union of its subnets, the addresses of its IP sets and the selected endpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyZone)]
 pub struct Zone {
     /// Unique name (`any` is reserved for "every address").
     pub name: String,
@@ -146,7 +154,7 @@ pub struct Zone {
 }
 
 /// A Kubernetes-style label selector: every `matchLabels` pair and every expression must hold.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Selector {
     /// Exact label matches.
@@ -158,7 +166,7 @@ pub struct Selector {
 }
 
 /// One set-based requirement (`key In [a, b]`, `key Exists`, ...).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SelectorRequirement {
     /// Label key.
@@ -171,7 +179,7 @@ pub struct SelectorRequirement {
 }
 
 /// Kubernetes selector operators, spelt as Kubernetes spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum SelectorOperator {
     /// The label is present and its value is one of `values`.
     In,
@@ -184,8 +192,9 @@ pub enum SelectorOperator {
 }
 
 /// Traffic between zones: from every `from` zone to every `to` zone, for the listed services.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyConduit)]
 pub struct Conduit {
     /// Unique name.
     pub name: String,
@@ -207,7 +216,9 @@ pub struct Conduit {
 }
 
 /// A conduit's action.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ConduitAction {
     /// Forward matching traffic.
@@ -218,8 +229,9 @@ pub enum ConduitAction {
 }
 
 /// One service of a conduit.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = PolicyService)]
 pub struct Service {
     /// `tcp`, `udp`, `icmp` (ICMPv4 or ICMPv6 by address family) or `any`.
     pub proto: ProtoName,
@@ -234,13 +246,16 @@ pub struct Service {
     pub icmp_types: Vec<u16>,
     /// L7 constraint (e.g. `modbus: {functions: [read_coils]}`; grammar in `policy::l7`),
     /// checked field by field in validation; a service with `l7` compiles to an inspect
-    /// action, never to a plain allow.
+    /// action, never to a plain allow. Free-form in the OpenAPI document: an object with one
+    /// protocol key (`modbus`, `dnp3`, `s7`, `s7comm`, `cip`, `enip`, `bacnet`, `iec104`,
+    /// `opcua`) whose fields that protocol's grammar defines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub l7: Option<serde_json::Value>,
 }
 
 /// Protocol names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtoName {
     /// IP protocol 6.
@@ -262,6 +277,32 @@ pub enum PortSpec {
     /// Written as a string.
     Text(String),
 }
+
+impl utoipa::PartialSchema for PortSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .description(Some("A port (`443`).")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("A port or a range (`\"443\"`, `\"8000-8080\"`).")),
+            )
+            .description(Some(
+                "A port or port range as written: a number or a string. Ranges are checked in validation.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PortSpec {}
 
 impl Serialize for PortSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

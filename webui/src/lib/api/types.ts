@@ -1,7 +1,6 @@
-// Types of the API, from the generated OpenAPI types (schema.d.ts). A few responses are still
-// `Object` in the OpenAPI document (diff details, audit records, the policy document); their
-// shapes are declared here from control/src (audit/record.rs, policy/) until the API describes
-// them.
+// Types of the API, from the generated OpenAPI types (schema.d.ts). Every response is typed in
+// the OpenAPI document; `PolicyDoc` below is the console's partial view of the generated
+// `PolicyDocument` (every field optional, so drafts and test fixtures can leave parts out).
 import type { components } from './schema';
 
 type S = components['schemas'];
@@ -54,21 +53,9 @@ export type Explanation = S['Explanation'];
 export type Clause = S['Clause'];
 export type ImpactItem = S['ImpactItem'];
 
-/** `audit::record::Record`. */
-export interface AuditRecord {
-  seq: number;
-  ts_ms: number;
-  actor: { kind: string; name: string };
-  action: string;
-  object: string;
-  before: string | null;
-  after: string | null;
-  reason: string;
-  result: string;
-  detail: string;
-  prev_hash: string;
-  hash: string;
-}
+export type AuditRecord = S['AuditRecord'];
+export type PolicyDocument = S['PolicyDocument'];
+export type PolicyDiff = S['PolicyDiff'];
 
 /** The policy document (canonical JSON of a revision), the parts the console reads. */
 export interface PolicyDoc {
