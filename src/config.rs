@@ -154,6 +154,9 @@ struct RawDataplane {
     /// TCP flows under a function-code (`l7:`) conduit inspected at once per worker.
     #[serde(default)]
     l7_flows: Option<u64>,
+    /// Seconds between two flow-update reports of a live flow with traffic (0: off).
+    #[serde(default)]
+    flow_update_interval: Option<u64>,
     #[serde(default)]
     timeouts: RawTimeouts,
 }
@@ -201,6 +204,8 @@ impl RawTimeouts {
 
 /// Default `dataplane.flow_capacity`: flows per worker (about 56 MiB of flow table each).
 pub const DEFAULT_FLOW_CAPACITY: usize = 1 << 18;
+/// Largest `dataplane.flow_update_interval` (seconds): an hour.
+const MAX_FLOW_UPDATE_INTERVAL_S: u64 = 3600;
 /// Largest `dataplane.flow_capacity`.
 const MAX_FLOW_CAPACITY: u64 = 1 << 26;
 /// Largest idle timeout, in seconds (30 days).
@@ -326,6 +331,16 @@ impl std::fmt::Display for GatewayConfig {
             "  l7 flows        {} inspected TCP flows per worker (function-code conduits)",
             st.l7_flows
         )?;
+        match st.update_interval / septa_dataplane::worker::TICKS_PER_SECOND {
+            0 => writeln!(
+                f,
+                "  flow updates    off (flows report their counters when TCP closes and at their end)"
+            )?,
+            s => writeln!(
+                f,
+                "  flow updates    every {s} s for flows with traffic, and when TCP closes"
+            )?,
+        }
         let secs: Vec<String> = st
             .flows
             .timeouts
@@ -582,6 +597,17 @@ impl GatewayConfig {
                 ));
             }
             state.l7_flows = n as usize;
+        }
+        if let Some(s) = dp.flow_update_interval {
+            if s > MAX_FLOW_UPDATE_INTERVAL_S {
+                return Err(value_err(
+                    "dataplane.flow_update_interval".into(),
+                    format!(
+                        "{s} is outside 0..={MAX_FLOW_UPDATE_INTERVAL_S} seconds (0: no periodic flow updates)"
+                    ),
+                ));
+            }
+            state.update_interval = s * tps;
         }
         let event_ring = dp
             .event_ring
@@ -959,6 +985,31 @@ decision = "allow-all"
         );
         let text = GOOD.replace("decision = \"allow-all\"", "decision = \"maybe\"");
         assert!(parse(&text).unwrap_err().to_string().contains("maybe"));
+    }
+
+    #[test]
+    fn flow_update_interval_defaults_is_shown_and_bad_values_name_the_key() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            c.state.update_interval,
+            septa_dataplane::worker::DEFAULT_UPDATE_INTERVAL_S * 1_000_000
+        );
+        let with = |v: &str| {
+            GOOD.replace(
+                "decision = \"allow-all\"",
+                &format!("decision = \"allow-all\"\nflow_update_interval = {v}"),
+            )
+        };
+        let c = parse(&with("30")).unwrap();
+        assert_eq!(c.state.update_interval, 30_000_000);
+        assert!(c.to_string().contains("flow updates    every 30 s"), "{c}");
+        let c = parse(&with("0")).unwrap();
+        assert_eq!(c.state.update_interval, 0);
+        assert!(c.to_string().contains("flow updates    off"), "{c}");
+        for bad in ["3601", "-1", "\"10s\""] {
+            let e = parse(&with(bad)).unwrap_err().to_string();
+            assert!(e.contains("flow_update_interval"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -946,9 +946,14 @@ fn now_ms() -> i64 {
 
 /// Turns the workers' [`FlowEvent`]s into [`FlowRecord`]s in the [`FlowStore`].
 ///
-/// * a flow start becomes a `start` record with no packets yet (`packets` 0: the data plane
-///   reports a flow's counters only when it leaves the table), its end an `end` record with both
-///   directions' packets and bytes summed;
+/// * a flow start becomes a `start` record with no packets yet;
+/// * a flow update (the data plane's running totals: at a TCP close, and periodically while
+///   the flow carries traffic) becomes an `update` record whose `packets` and `bytes` are what
+///   the flow carried since its previous report (both directions summed; an update that adds
+///   nothing makes no record), `total_*` the totals; the end an `end` record with the rest, so
+///   each byte is reported once. Both are stamped with the flow's last packet;
+/// * the learning feed (history, rule usage, exports) gets starts, denies and each flow's
+///   totals at its end, never updates, so nothing there is counted twice;
 /// * a deny or would-deny becomes a `deny` record (mode `monitor` for would-deny); a denied
 ///   flow reports every packet, so one record per (flow, epoch) and second is kept;
 /// * `rule` is `u32::MAX` when the table's default decided; `revision` is the content hash of
@@ -958,11 +963,37 @@ pub struct FlowAdapter {
     labels: EpochLabels,
     start_ms: i64,
     /// Per (flow, epoch): when its last deny record was kept, and the L7 reason that blocked it.
-    last_deny: HashMap<(FlowKey, u64), (i64, Option<septa_dataplane::l7::DenyReason>)>,
+    last_deny: HashMap<(FlowKey, u64), LastDeny>,
     decisions: Option<Arc<Mutex<DecisionAggregator>>>,
     /// The learning feed (history, rule usage, flow exports); offers never block.
     learn: Option<FlowFeed>,
+    /// Per open flow that sent an update (key, first-seen tick): the totals reported so far and
+    /// when (ms), so the next update or the end reports only the difference.
+    reported: HashMap<(FlowKey, u64), Reported>,
 }
+
+/// A (flow, epoch)'s last deny record: when it was kept, the L7 reason that blocked the flow,
+/// and the refused packets and bytes since (reported by its next record).
+#[derive(Clone, Copy, Debug)]
+struct LastDeny {
+    at_ms: i64,
+    why: Option<septa_dataplane::l7::DenyReason>,
+    packets: u64,
+    bytes: u64,
+}
+
+/// What [`FlowAdapter`] reported of an open flow.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reported {
+    packets: u64,
+    bytes: u64,
+    at_ms: i64,
+}
+
+/// Open flows whose reported totals [`FlowAdapter`] remembers. Beyond it the oldest half is
+/// forgotten (ends lost to a full ring leave entries behind); a forgotten flow's next report
+/// counts its whole traffic again.
+const REPORTED_FLOWS: usize = 1 << 18;
 
 /// Drains every worker's event ring into `events` and, with `[control]`, into the flow records
 /// and the learning feed (history, rule usage, exports): the monitor's passes while forwarding,
@@ -989,7 +1020,46 @@ impl FlowAdapter {
             last_deny: HashMap::new(),
             decisions: None,
             learn: None,
+            reported: HashMap::new(),
         }
+    }
+
+    /// The packets and bytes of a flow since its previous report, with its totals, and
+    /// remembers (for an update) or forgets (at the end) the totals.
+    fn since_reported(
+        &mut self,
+        flow: (FlowKey, u64),
+        packets: u64,
+        bytes: u64,
+        at_ms: i64,
+        ended: bool,
+    ) -> (u64, u64) {
+        let prev = if ended {
+            self.reported.remove(&flow)
+        } else {
+            self.reported.get(&flow).copied()
+        }
+        .unwrap_or_default();
+        if !ended {
+            if self.reported.len() >= REPORTED_FLOWS && !self.reported.contains_key(&flow) {
+                let mut ats: Vec<i64> = self.reported.values().map(|r| r.at_ms).collect();
+                let mid = ats.len() / 2;
+                let cut = *ats.select_nth_unstable(mid).1;
+                self.reported.retain(|_, r| r.at_ms > cut);
+            }
+            self.reported.insert(
+                flow,
+                Reported {
+                    packets,
+                    bytes,
+                    at_ms,
+                },
+            );
+        }
+        (
+            packets.saturating_sub(prev.packets),
+            bytes.saturating_sub(prev.bytes),
+        )
     }
 
     fn wall_ms(&self, ticks: u64) -> i64 {
@@ -1003,15 +1073,43 @@ impl FlowAdapter {
         self.audit(ev);
         let rec = match ev {
             FlowEvent::Start(s) => self.record(FlowKind::Start, &s.key, s.at, &s.decision, 0, 0),
+            FlowEvent::Update(u) => {
+                let (packets, bytes) = (u.packets[0] + u.packets[1], u.bytes[0] + u.bytes[1]);
+                let at = self.wall_ms(u.last_seen);
+                let delta = self.since_reported((u.key, u.first_seen), packets, bytes, at, false);
+                if delta.0 == 0 {
+                    // The same totals again (the sweep repeats a report after a stall).
+                    return;
+                }
+                let mut r = self.record(
+                    FlowKind::Update,
+                    &u.key,
+                    u.last_seen,
+                    &u.decision,
+                    delta.0,
+                    delta.1,
+                );
+                (r.total_packets, r.total_bytes) = (packets, bytes);
+                if u.l7 != septa_dataplane::l7::L7Proto::Unknown {
+                    u.l7.name().clone_into(&mut r.l7);
+                }
+                r
+            }
             FlowEvent::End(e) => {
+                let (packets, bytes) = (e.packets[0] + e.packets[1], e.bytes[0] + e.bytes[1]);
+                let at = self.wall_ms(e.last_seen);
+                let delta = self.since_reported((e.key, e.first_seen), packets, bytes, at, true);
+                // Stamped with its last packet: the removal comes an idle timeout (or TCP's
+                // TIME_WAIT) later and says nothing about the traffic.
                 let mut r = self.record(
                     FlowKind::End,
                     &e.key,
-                    e.at,
+                    e.last_seen,
                     &e.decision,
-                    e.packets[0] + e.packets[1],
-                    e.bytes[0] + e.bytes[1],
+                    delta.0,
+                    delta.1,
                 );
+                (r.total_packets, r.total_bytes) = (packets, bytes);
                 // The protocol the data plane identified on the flow, when it did.
                 if e.l7 != septa_dataplane::l7::L7Proto::Unknown {
                     e.l7.name().clone_into(&mut r.l7);
@@ -1022,13 +1120,14 @@ impl FlowAdapter {
                 let at = self.wall_ms(d.at);
                 let k = (d.key, d.decision.epoch);
                 let prev = self.last_deny.get(&k).copied();
-                if let Some((t, why)) = prev
-                    && at - t < DENY_RECORD_INTERVAL_MS
+                if let Some(p) = prev
+                    && at - p.at_ms < DENY_RECORD_INTERVAL_MS
                 {
-                    if why.is_none()
-                        && let Some(e) = self.last_deny.get_mut(&k)
-                    {
-                        e.1 = d.l7;
+                    if let Some(e) = self.last_deny.get_mut(&k) {
+                        e.why = e.why.or(d.l7);
+                        // Counted in the flow's next deny record.
+                        e.packets += 1;
+                        e.bytes += u64::from(d.bytes);
                     }
                     return;
                 }
@@ -1037,9 +1136,26 @@ impl FlowAdapter {
                 }
                 // Later packets of a flow the L7 inspector blocked (TCP retransmitting the refused
                 // write, the FIN) carry no reason of their own: repeat the one that blocked it.
-                let why = d.l7.or(prev.and_then(|(_, w)| w));
-                self.last_deny.insert(k, (at, why));
-                let mut r = self.record(FlowKind::Deny, &d.key, d.at, &d.decision, 1, 0);
+                let why = d.l7.or(prev.and_then(|p| p.why));
+                self.last_deny.insert(
+                    k,
+                    LastDeny {
+                        at_ms: at,
+                        why,
+                        packets: 0,
+                        bytes: 0,
+                    },
+                );
+                // This packet and those refused since the previous record.
+                let (held_p, held_b) = prev.map_or((0, 0), |p| (p.packets, p.bytes));
+                let mut r = self.record(
+                    FlowKind::Deny,
+                    &d.key,
+                    d.at,
+                    &d.decision,
+                    1 + held_p,
+                    u64::from(d.bytes) + held_b,
+                );
                 r.action = "deny".into();
                 if let Some(why) = why {
                     r.l7_reason = why.to_string();
@@ -1051,11 +1167,14 @@ impl FlowAdapter {
             }
         };
         if let Some(feed) = &self.learn
+            && !matches!(ev, FlowEvent::Update(_))
             && let Ok(mut o) = ObservedFlow::try_from(&rec)
         {
-            // A flow's end reports the counters of a flow its start already counted.
+            // A flow's end reports the counters of a flow its start already counted: all of
+            // them (the feed never sees updates).
             if matches!(ev, FlowEvent::End(_)) {
                 o.flows = 0;
+                (o.packets, o.bytes) = (rec.total_packets, rec.total_bytes);
             }
             feed.offer(o);
         }
@@ -1070,7 +1189,7 @@ impl FlowAdapter {
                 (DecisionKind::WouldDeny, &x.key, x.at, &x.decision)
             }
             FlowEvent::Deny(x) => (DecisionKind::Deny, &x.key, x.at, &x.decision),
-            FlowEvent::End(_) => return,
+            FlowEvent::Update(_) | FlowEvent::End(_) => return,
         };
         let decision = AccessDecision {
             kind,
@@ -1118,6 +1237,8 @@ impl FlowAdapter {
             revision: self.labels.label(d.epoch),
             packets,
             bytes,
+            total_packets: 0,
+            total_bytes: 0,
             clause: self.labels.clause(d),
             l7: self.labels.l7(d),
             l7_reason: String::new(),
@@ -1239,6 +1360,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use septa_dataplane::events::{FlowUpdate, UpdateCause};
 
     fn raw(text: &str) -> RawControl {
         toml::from_str(text).unwrap()
@@ -1510,6 +1632,7 @@ mod tests {
                 decision,
                 reason: DropReason::L7Denied,
                 would_deny: false,
+                bytes: 60,
                 l7,
             })
         };
@@ -1591,6 +1714,7 @@ mod tests {
                 decision: deny,
                 reason: DropReason::Policy,
                 would_deny: false,
+                bytes: 60,
                 l7: None,
             }));
         }
@@ -1600,6 +1724,7 @@ mod tests {
             decision: deny,
             reason: DropReason::Policy,
             would_deny: true,
+            bytes: 80,
             l7: Some(septa_dataplane::l7::DenyReason::Function {
                 proto: septa_dataplane::l7::L7Proto::Modbus,
                 code: 6,
@@ -1622,7 +1747,9 @@ mod tests {
             (start.action.as_str(), start.rule, start.revision.as_str()),
             ("allow", 2, "abc")
         );
-        assert_eq!((end.packets, end.bytes, end.ts_ms), (5, 500, 1_003_000));
+        // Stamped with its last packet (2 s), not its removal (3 s).
+        assert_eq!((end.packets, end.bytes, end.ts_ms), (5, 500, 1_002_000));
+        assert_eq!((end.total_packets, end.total_bytes), (5, 500));
         // Each record says what it reports, so a start's 0 bytes read as "not yet counted".
         assert_eq!(
             [start.kind, end.kind, deny_rec.kind, would.kind],
@@ -1644,6 +1771,10 @@ mod tests {
             "unknown epochs are named, not guessed"
         );
         assert_eq!(would.mode, "monitor");
+        // A deny record reports its packet's size; the four denies held back within the second
+        // are reported by the flow's next record.
+        assert_eq!((deny_rec.packets, deny_rec.bytes), (1, 60));
+        assert_eq!((would.packets, would.bytes), (5, 4 * 60 + 80));
         // The data plane's L7 reason code and identified protocol, rendered off the worker.
         assert!(
             would.l7_reason.starts_with("modbus function 6"),
@@ -1780,6 +1911,20 @@ mod tests {
             at: 0,
             decision: allow,
         }));
+        // Two interim updates: the feed never sees them.
+        for (p, b) in [([1, 1], [100, 100]), ([2, 2], [200, 200])] {
+            a.on_event(&FlowEvent::Update(FlowUpdate {
+                key,
+                first_seen: 0,
+                last_seen: 1,
+                at: 1,
+                packets: p,
+                bytes: b,
+                cause: UpdateCause::Interval,
+                decision: allow,
+                l7: septa_dataplane::l7::L7Proto::Unknown,
+            }));
+        }
         a.on_event(&FlowEvent::End(FlowEnd {
             key,
             first_seen: 0,
@@ -1795,7 +1940,7 @@ mod tests {
         drop(feed);
         handle.stop();
         let got = got.lock().unwrap();
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 2, "a start and an end, no update: {got:?}");
         assert_eq!(
             (got[0].flows, got[0].packets),
             (1, 0),
@@ -1804,9 +1949,138 @@ mod tests {
         assert_eq!(
             (got[1].flows, got[1].packets),
             (0, 5),
-            "the end adds counters only"
+            "the end adds counters only, all of them (the updates reported some before)"
         );
+        assert_eq!(got[1].bytes, 500);
         assert_eq!(got[1].dst, IpAddr::from([10, 2, 0, 1]));
+    }
+
+    #[test]
+    fn updates_become_records_of_the_traffic_since_the_previous_report() {
+        use septa_control::api::{FlowFilter, FlowSource};
+        use septa_dataplane::events::{EndReason, FlowEnd, FlowStart};
+        let store = Arc::new(FlowStore::new(100));
+        let mut a = FlowAdapter::new(Arc::clone(&store), EpochLabels::default(), 1_000_000);
+        let agg = Arc::new(Mutex::new(DecisionAggregator::new(1, 16)));
+        a.decisions = Some(Arc::clone(&agg));
+        let tps = TICKS_PER_SECOND;
+        let key = FlowKey::v4([10, 1, 0, 1].into(), [10, 2, 0, 1].into(), 6, 4000, 5432);
+        let other = FlowKey::v4([10, 1, 0, 2].into(), [10, 2, 0, 1].into(), 6, 4001, 5432);
+        let allow = EventDecision {
+            rule: Some(2),
+            source: Some(0),
+            epoch: 0,
+            action: EventAction::Allow,
+            monitor: false,
+        };
+        let update = |key, last: u64, packets, bytes, cause| {
+            FlowEvent::Update(FlowUpdate {
+                key,
+                first_seen: tps,
+                last_seen: last * tps,
+                at: last * tps + 1,
+                packets,
+                bytes,
+                cause,
+                decision: allow,
+                l7: septa_dataplane::l7::L7Proto::Smb,
+            })
+        };
+        a.on_event(&FlowEvent::Start(FlowStart {
+            key,
+            at: tps,
+            decision: allow,
+        }));
+        a.on_event(&update(
+            key,
+            10,
+            [10, 10],
+            [1_000, 9_000],
+            UpdateCause::Interval,
+        ));
+        a.on_event(&update(other, 11, [1, 1], [60, 60], UpdateCause::Interval));
+        // The same totals again (a repeated visit): no record.
+        a.on_event(&update(
+            key,
+            10,
+            [10, 10],
+            [1_000, 9_000],
+            UpdateCause::Interval,
+        ));
+        a.on_event(&update(
+            key,
+            20,
+            [15, 16],
+            [1_500, 12_000],
+            UpdateCause::Closed,
+        ));
+        a.on_event(&FlowEvent::End(FlowEnd {
+            key,
+            first_seen: tps,
+            last_seen: 21 * tps,
+            at: 141 * tps,
+            packets: [16, 16],
+            bytes: [1_540, 12_000],
+            reason: EndReason::Closed,
+            decision: allow,
+            l7: septa_dataplane::l7::L7Proto::Smb,
+        }));
+        // The same key started again later (another first packet) is a new flow.
+        a.on_event(&FlowEvent::End(FlowEnd {
+            key,
+            first_seen: 200 * tps,
+            last_seen: 201 * tps,
+            at: 231 * tps,
+            packets: [2, 0],
+            bytes: [100, 0],
+            reason: EndReason::Timeout,
+            decision: allow,
+            l7: septa_dataplane::l7::L7Proto::Unknown,
+        }));
+        let mut got = store.recent(&FlowFilter::default(), 100);
+        got.reverse();
+        let rows: Vec<(FlowKind, u16, i64, u64, u64, u64, u64)> = got
+            .iter()
+            .map(|r| {
+                let t = (r.ts_ms - 1_000_000) / 1000;
+                (
+                    r.kind,
+                    r.sport,
+                    t,
+                    r.packets,
+                    r.bytes,
+                    r.total_packets,
+                    r.total_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (FlowKind::Start, 4000, 1, 0, 0, 0, 0),
+                (FlowKind::Update, 4000, 10, 20, 10_000, 20, 10_000),
+                (FlowKind::Update, 4001, 11, 2, 120, 2, 120),
+                (FlowKind::Update, 4000, 20, 11, 3_500, 31, 13_500),
+                (FlowKind::End, 4000, 21, 1, 40, 32, 13_540),
+                (FlowKind::End, 4000, 201, 2, 100, 2, 100),
+            ]
+        );
+        // Each flow's records sum to its totals.
+        let sum: u64 = got
+            .iter()
+            .filter(|r| r.sport == 4000 && r.ts_ms < 1_100_000)
+            .map(|r| r.bytes)
+            .sum();
+        assert_eq!(sum, 13_540);
+        assert_eq!(got[1].l7, septa_dataplane::l7::L7Proto::Smb.name());
+        assert!(
+            a.reported.contains_key(&(other, tps)),
+            "an open flow is remembered"
+        );
+        assert_eq!(a.reported.len(), 1, "ended flows are forgotten");
+        // Updates are no access decisions: only the start is audited.
+        let audit = agg.lock().unwrap().take();
+        assert_eq!(audit.len(), 1, "{audit:?}");
     }
 
     #[test]

@@ -113,6 +113,7 @@ tx_descriptors = 256
 {ports}
 [dataplane]
 policy = "seed.yaml"
+flow_update_interval = 1
 
 [control]
 listen = "127.0.0.1:{port}"
@@ -523,6 +524,23 @@ fn api_commit_and_rollback_drive_the_workers_and_the_store_wins_on_restart() {
         (f["proto"].as_u64(), f["sport"].as_u64()),
         (Some(17), Some(4000))
     );
+    // The flow never ends (the capture replays forever), yet its traffic is reported: an
+    // `update` record per second with the bytes since the previous one and the running total.
+    eventually("two update records of the live flow", || {
+        let ups: Vec<(u64, u64)> = c
+            .flows("port=5000&action=allow")
+            .iter()
+            .filter(|f| f["kind"] == "update")
+            .map(|f| {
+                (
+                    f["bytes"].as_u64().unwrap(),
+                    f["total_bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // Newest first: the newer total is the older one plus the newer delta.
+        ups.len() >= 2 && ups[0].0 > 0 && ups[0].1 == ups[1].1 + ups[0].0
+    });
 
     // Commit a deny over HTTPS: the workers swap tables without a restart.
     let rev = c.commit(&deny(), "lab: cut a to b");

@@ -62,9 +62,10 @@ fn table() -> septa_classifier::RuleTable {
 }
 
 /// What the drain thread makes of a flow event (the control host's `FlowAdapter`, reduced to
-/// what the history keeps).
-fn observed(ev: &FlowEvent, revision: &str) -> ObservedFlow {
+/// what the history keeps; like it, the feed never gets flow updates).
+fn observed(ev: &FlowEvent, revision: &str) -> Option<ObservedFlow> {
     let (key, d, flows, packets, bytes, at) = match ev {
+        FlowEvent::Update(_) => return None,
         FlowEvent::Start(s) => (s.key, s.decision, 1, 0, 0, s.at),
         FlowEvent::End(e) => (
             e.key,
@@ -81,7 +82,7 @@ fn observed(ev: &FlowEvent, revision: &str) -> ObservedFlow {
         (EventAction::Deny, true) => FlowVerdict::WouldDeny,
         _ => FlowVerdict::Allowed,
     };
-    ObservedFlow {
+    Some(ObservedFlow {
         ts_ms: i64::try_from(at / 1000).unwrap_or(i64::MAX),
         src: key.src_addr(),
         dst: key.dst_addr(),
@@ -94,7 +95,7 @@ fn observed(ev: &FlowEvent, revision: &str) -> ObservedFlow {
         flows,
         packets,
         bytes,
-    }
+    })
 }
 
 /// The drain thread: events → counted (and offered to `feed` when set).
@@ -110,8 +111,10 @@ fn drainer(
             let done = stop.load(Ordering::Relaxed);
             drain.drain(usize::MAX, |_, ev| {
                 n += 1;
-                if let Some(f) = &feed {
-                    f.offer(observed(&ev, &revision));
+                if let Some(f) = &feed
+                    && let Some(o) = observed(&ev, &revision)
+                {
+                    f.offer(o);
                 }
             });
             if done {

@@ -10,7 +10,7 @@
 //! Prints `first login: admin / <password>`, `admin token: <secret>` and `listening: <url>`.
 //! `--fast-hash` uses the cheapest argon2 parameters (tests only: the hashes are weak).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -212,6 +212,12 @@ const TALKS: &[([u8; 4], [u8; 4], u8, u16)] = &[
     ([10, 20, 0, 5], [10, 10, 1, 20], 6, 3389), // ehr-db -> it rdp: denied
 ];
 
+/// Conversations (indices into [`TALKS`]) that are long-lived sessions, as a database session or
+/// a Modbus poller are: a start, then an update per report (the traffic since the previous
+/// one, as `septa run`'s periodic flow updates), and an end after [`SESSION_REPORTS`].
+const LONG_LIVED: &[usize] = &[2, 5];
+const SESSION_REPORTS: u32 = 40;
+
 /// Two made-up alerts (the demo has no inference thread), so the anomaly page has something to
 /// triage; their summaries say they are demo data.
 fn demo_anomalies(state: &AppState, now_ms: i64) {
@@ -275,6 +281,8 @@ fn demo_anomalies(state: &AppState, now_ms: i64) {
 
 fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: FlowFeed) {
     let mut n: u64 = 0;
+    // Open sessions: source port, totals so far, reports made.
+    let mut sessions: HashMap<usize, (u16, u64, u64, u32)> = HashMap::new();
     for tick in 0u64.. {
         std::thread::sleep(Duration::from_millis(400));
         for (i, (s, d, proto, dport)) in TALKS.iter().enumerate() {
@@ -283,7 +291,12 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
             if tick % (1 + i as u64 % 3) != 0 {
                 continue;
             }
-            let sport = 40000 + (n % 20000) as u16;
+            let mut sport = 40000 + (n % 20000) as u16;
+            let session = LONG_LIVED.contains(&i).then(|| {
+                let s = sessions.entry(i).or_insert((sport, 0, 0, 0));
+                sport = s.0;
+                *s
+            });
             let key = FlowKey::v4(
                 Ipv4Addr::from(*s),
                 Ipv4Addr::from(*d),
@@ -295,8 +308,10 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
                 continue; // no policy running: the data plane would drop and log nothing here
             };
             let packets = 2 + (n * 7 + i as u64 * 13) % 40;
-            // Each made-up record is a whole (ended or refused) flow with its counters.
-            let rec = FlowRecord {
+            let bytes = packets * (60 + (i as u64 * 97) % 1200);
+            // Each made-up record is a whole (ended or refused) flow with its counters, or a
+            // report of a long-lived session.
+            let mut rec = FlowRecord {
                 ts_ms: clock.now_ms(),
                 kind: if e.action == "deny" {
                     FlowKind::Deny
@@ -313,7 +328,9 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
                 rule: e.rule,
                 revision: e.revision,
                 packets,
-                bytes: packets * (60 + (i as u64 * 97) % 1200),
+                bytes,
+                total_packets: 0,
+                total_bytes: 0,
                 clause: e
                     .clause
                     .as_ref()
@@ -325,8 +342,42 @@ fn simulate(state: AppState, sim: Arc<Simulated>, clock: Arc<dyn Clock>, learn: 
                 },
                 l7_reason: String::new(),
             };
-            // History and rule usage, as `septa run` feeds them.
-            if let Ok(o) = ObservedFlow::try_from(&rec) {
+            match session {
+                Some(_) if rec.kind == FlowKind::Deny => {
+                    sessions.remove(&i);
+                }
+                Some((_, p, b, reports)) => {
+                    let (p, b) = (p + packets, b + bytes);
+                    rec.kind = match reports {
+                        0 => FlowKind::Start,
+                        r if r >= SESSION_REPORTS => FlowKind::End,
+                        _ => FlowKind::Update,
+                    };
+                    if rec.kind == FlowKind::Start {
+                        (rec.packets, rec.bytes) = (0, 0);
+                        sessions.insert(i, (sport, 0, 0, 1));
+                    } else {
+                        (rec.total_packets, rec.total_bytes) = (p, b);
+                        if rec.kind == FlowKind::End {
+                            sessions.remove(&i);
+                        } else {
+                            sessions.insert(i, (sport, p, b, reports + 1));
+                        }
+                    }
+                }
+                None if rec.kind == FlowKind::End => {
+                    (rec.total_packets, rec.total_bytes) = (rec.packets, rec.bytes);
+                }
+                None => {}
+            }
+            // History and rule usage, as `septa run` feeds them: never updates; an end with
+            // the flow's totals.
+            if rec.kind != FlowKind::Update
+                && let Ok(mut o) = ObservedFlow::try_from(&rec)
+            {
+                if rec.kind == FlowKind::End {
+                    (o.packets, o.bytes) = (rec.total_packets, rec.total_bytes);
+                }
                 learn.offer(o);
             }
             sim.record(rec);

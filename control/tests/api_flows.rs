@@ -1,6 +1,7 @@
 //! `/api/v1/flows` records say what their counters report (`kind`): a flow's `start` carries no
-//! counters yet (0 is "not yet counted", not "no traffic"), its `end` its totals, so summing a
-//! host's records gives the bytes of its ended flows and a console can tell which are pending.
+//! counters yet (0 is "not yet counted", not "no traffic"), its `update`s what it carried since
+//! its previous report, its `end` the rest, so summing a host's records counts every byte once
+//! and a console can tell which flows are pending.
 
 mod api_support;
 
@@ -33,6 +34,8 @@ fn rec(ts_ms: i64, kind: FlowKind, src: &str, sport: u16, packets: u64, bytes: u
         revision: "abc".into(),
         packets,
         bytes,
+        total_packets: if kind == FlowKind::Deny { 0 } else { packets },
+        total_bytes: if kind == FlowKind::Deny { 0 } else { bytes },
         clause: String::new(),
         l7: String::new(),
         l7_reason: String::new(),
@@ -69,7 +72,8 @@ async fn flow_records_carry_their_kind_and_counters() {
         json!({
             "ts_ms": 1_700, "kind": "deny", "src": "10.10.1.13", "dst": "10.20.1.20", "proto": 6,
             "sport": 40004, "dport": 80, "action": "deny", "mode": "enforce", "rule": 1,
-            "revision": "abc", "packets": 1, "bytes": 0, "clause": "", "l7": "", "l7_reason": "",
+            "revision": "abc", "packets": 1, "bytes": 0, "total_packets": 0, "total_bytes": 0,
+            "clause": "", "l7": "", "l7_reason": "",
         })
     );
     let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
@@ -115,7 +119,7 @@ async fn the_openapi_document_names_the_record_kinds() {
     let schemas = &r.body["components"]["schemas"];
     assert_eq!(
         schemas["FlowKind"]["enum"],
-        json!(["start", "end", "deny"]),
+        json!(["start", "update", "end", "deny"]),
         "{}",
         schemas["FlowKind"]
     );
@@ -124,5 +128,74 @@ async fn the_openapi_document_names_the_record_kinds() {
         .unwrap()
         .iter()
         .collect();
-    assert!(required.contains(&&json!("kind")), "{required:?}");
+    for field in ["kind", "total_packets", "total_bytes"] {
+        assert!(required.contains(&&json!(field)), "{field}: {required:?}");
+    }
+    let kind_doc = schemas["FlowKind"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(kind_doc.contains("reported once"), "{kind_doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_report_a_live_flows_traffic_once_and_the_end_only_the_rest() {
+    let store = Arc::new(FlowStore::new(100));
+    // A long database session by .10: started, two updates (deltas), then its end carries
+    // only what came after the last update. A second flow by .11 is still open.
+    let up = |ts, src, sport, p, b, tp, tb| FlowRecord {
+        total_packets: tp,
+        total_bytes: tb,
+        ..rec(ts, FlowKind::Update, src, sport, p, b)
+    };
+    let mut end = rec(40_000, FlowKind::End, "10.10.1.10", 40000, 5, 500);
+    (end.total_packets, end.total_bytes) = (125, 1_000_500);
+    for r in [
+        rec(1_000, FlowKind::Start, "10.10.1.10", 40000, 0, 0),
+        rec(2_000, FlowKind::Start, "10.10.1.11", 40001, 0, 0),
+        up(11_000, "10.10.1.10", 40000, 100, 800_000, 100, 800_000),
+        up(12_000, "10.10.1.11", 40001, 7, 7_000, 7, 7_000),
+        up(21_000, "10.10.1.10", 40000, 20, 200_000, 120, 1_000_000),
+        end,
+    ] {
+        store.push(r);
+    }
+    let flows = Arc::clone(&store);
+    let h = Harness::with_options(move |o| o.flows = flows);
+    let viewer = h.token(Role::Viewer);
+    let r = h
+        .call(Method::GET, "/api/v1/flows", Some(&viewer), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let items = r.body["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["end", "update", "update", "update", "start", "start"]
+    );
+    // Summing a flow's records gives its totals, as its last record says.
+    let mut sum: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for i in items {
+        let e = sum.entry(i["sport"].as_u64().unwrap()).or_default();
+        e.0 += i["packets"].as_u64().unwrap();
+        e.1 += i["bytes"].as_u64().unwrap();
+    }
+    assert_eq!(sum[&40000], (125, 1_000_500));
+    assert_eq!(sum[&40001], (7, 7_000), "an open flow's traffic so far");
+    assert_eq!(items[0]["total_bytes"], 1_000_500);
+    // A window sees the traffic reported in it: the last 20 s of the session.
+    let r = h
+        .call(
+            Method::GET,
+            "/api/v1/flows?since=20000",
+            Some(&viewer),
+            None,
+        )
+        .await;
+    let bytes: u64 = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, 200_500);
 }

@@ -8,6 +8,11 @@
 //! * [`FlowStart`]: a flow entered the worker's flow table (its first packet was admitted);
 //! * [`FlowEnd`]: a flow left the table (idle timeout, or the lingering after a FIN/RST
 //!   close), with packets and bytes per direction, first/last seen and an [`EndReason`];
+//! * [`FlowUpdate`]: a flow still in the table reports its running totals (same counters as
+//!   the flow end): when a TCP connection closes (its FIN/RST transition, so a closed flow's
+//!   traffic is not reported only after TIME_WAIT), and periodically for flows with packets
+//!   since the previous report (see [`crate::flow::UpdateSweep`]). Totals are cumulative:
+//!   the consumer subtracts what it was told before;
 //! * [`DenyRecord`]: a packet was refused by the policy (`enforce`, dropped) or would have been
 //!   (`monitor`, forwarded), with its flow key, rule id, policy-clause back-reference, table
 //!   epoch and the drop reason. Would-deny records are emitted once per flow and table epoch
@@ -137,6 +142,51 @@ impl FlowEnd {
     }
 }
 
+/// Why a [`FlowUpdate`] was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpdateCause {
+    /// The periodic sweep found packets since its previous visit.
+    Interval,
+    /// The TCP connection closed by FINs (entered TIME_WAIT); its end follows after it.
+    Closed,
+    /// The TCP connection was reset; its end follows after the lingering.
+    Reset,
+}
+
+impl UpdateCause {
+    /// Stable snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpdateCause::Interval => "interval",
+            UpdateCause::Closed => "closed",
+            UpdateCause::Reset => "reset",
+        }
+    }
+}
+
+/// A live flow's running totals (it is still in the table; its [`FlowEnd`] comes later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowUpdate {
+    /// The flow's key as its first packet had it.
+    pub key: FlowKey,
+    /// Tick of the first packet.
+    pub first_seen: u64,
+    /// Tick of the last packet so far.
+    pub last_seen: u64,
+    /// Tick at which the update was made.
+    pub at: u64,
+    /// Packets so far `[original, reply]` (cumulative since the flow started).
+    pub packets: [u64; 2],
+    /// IP bytes so far `[original, reply]` (cumulative).
+    pub bytes: [u64; 2],
+    /// Why it was sent.
+    pub cause: UpdateCause,
+    /// The last decision cached for it.
+    pub decision: EventDecision,
+    /// The application protocol identified so far (see [`FlowEnd::l7`]).
+    pub l7: septa_l7::L7Proto,
+}
+
 /// A packet refused (or, in monitor mode, that would have been) by the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenyRecord {
@@ -151,6 +201,8 @@ pub struct DenyRecord {
     pub reason: DropReason,
     /// `true` for a would-deny record (monitor mode: forwarded).
     pub would_deny: bool,
+    /// IP bytes of the packet (IP header included, link layer excluded).
+    pub bytes: u32,
     /// For a refusal by a function-code conduit (`l7_denied`, `l7_malformed`): the message the
     /// conduit refused, e.g. Modbus function 6. Set on the record of the refused message (and
     /// on a monitored flow's would-deny record); `None` for other reasons and for the later
@@ -173,6 +225,8 @@ impl DenyRecord {
 pub enum FlowEvent {
     /// See [`FlowStart`].
     Start(FlowStart),
+    /// See [`FlowUpdate`].
+    Update(FlowUpdate),
     /// See [`FlowEnd`].
     End(FlowEnd),
     /// See [`DenyRecord`].
@@ -228,6 +282,18 @@ impl EventSink {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => &self.lost,
         };
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+impl EventSink {
+    /// Count a record lost without offering it (the worker had no room to keep it until it
+    /// could be sent).
+    #[cold]
+    pub fn count_lost(&self) {
+        if self.tx.is_some() {
+            self.lost
+                .store(self.lost.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -395,6 +461,8 @@ impl EventDrain {
 pub struct EventCounts {
     /// Flow-start records.
     pub flow_start: u64,
+    /// Flow-update records.
+    pub flow_update: u64,
     /// Flow-end records.
     pub flow_end: u64,
     /// Deny records (enforce mode, dropped).
@@ -410,6 +478,7 @@ impl EventCounts {
     pub fn add(&mut self, ev: &FlowEvent) {
         match ev {
             FlowEvent::Start(_) => self.flow_start += 1,
+            FlowEvent::Update(_) => self.flow_update += 1,
             FlowEvent::End(_) => self.flow_end += 1,
             FlowEvent::Deny(d) if d.would_deny => self.would_deny += 1,
             FlowEvent::Deny(_) => self.deny += 1,

@@ -38,7 +38,7 @@ use crate::events::EventSink;
 use crate::io::{Burst, PacketBuf, PacketIo, PortId};
 use crate::parse::{L3, ParsedPacket, parse};
 use crate::route::Router;
-pub use state::{Clock, StateConfig, TICKS_PER_SECOND, WorkerState};
+pub use state::{Clock, DEFAULT_UPDATE_INTERVAL_S, StateConfig, TICKS_PER_SECOND, WorkerState};
 
 /// The classifier's answer for one flow (which rule, what action, which mode, which clause).
 pub use septa_classifier::Decision as RuleDecision;

@@ -442,6 +442,9 @@ fn events_report_flow_start_end_with_counters_and_denies() {
             .udp(5000, 54)
             .build(),
     );
+    let denied_ip_bytes = septa_dataplane::testgen::ip_packet(frames.last().unwrap())
+        .unwrap()
+        .len();
     assert_eq!(run(&mut w, &mut io, frames).len(), 10);
     // TIME_WAIT is 120 s; the UDP flow's 30 s. Age them out (idle polls drive the wheel).
     w.state_mut().set_now(1_000 + 121 * 1_000_000);
@@ -487,5 +490,8 @@ fn events_report_flow_start_end_with_counters_and_denies() {
     assert_eq!(denies[0].reason, DropReason::Policy);
     assert!(!denies[1].would_deny && denies[1].decision.rule == Some(3));
     assert_eq!(denies[1].decision.epoch, 1);
+    // Deny records carry the refused packet's size.
+    assert_eq!(denies[1].bytes as usize, denied_ip_bytes);
+    assert!(denies[0].bytes > 28, "{:?}", denies[0]);
     assert_eq!(drain.lost(), 0);
 }

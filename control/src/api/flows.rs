@@ -28,18 +28,28 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::problem::{Problem, QueryParams};
 
-/// Which data-plane event a [`FlowRecord`] reports, and so what its counters mean.
+/// Which data-plane event a [`FlowRecord`] reports, and so what its counters mean. A flow's
+/// `packets` and `bytes` are reported once: summing its `update` and `end` records gives its
+/// totals, and summing the records of a time window gives the traffic reported in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowKind {
     /// The flow was admitted (its first packet): nothing counted yet, `packets` and `bytes` are
-    /// 0 because the data plane reports a flow's counters only when it leaves the flow table.
+    /// 0; its traffic comes in its `update` and `end` records.
     Start,
+    /// The flow is still open and reported its running totals: when its TCP connection closed
+    /// (FIN or RST), and periodically (`dataplane.flow_update_interval`, default 10 s) while it
+    /// carries traffic. `packets` and `bytes` are what it carried since its previous report;
+    /// `total_packets` and `total_bytes` its totals so far.
+    Update,
     /// The flow left the flow table (idle timeout, or the lingering after a FIN/RST close, e.g.
-    /// TCP's 120 s TIME_WAIT): `packets` and `bytes` are its totals, both directions summed.
+    /// TCP's 120 s TIME_WAIT): `packets` and `bytes` are what it carried since its last
+    /// `update` (its whole traffic if it had none), `total_packets` and `total_bytes` its
+    /// totals; both directions summed.
     End,
     /// A refused (or, in monitor mode, would-be refused) packet: one record per flow and
-    /// second; `bytes` is 0 (deny events carry no packet size).
+    /// second, whose `packets` and `bytes` are the refused packets since the flow's previous
+    /// deny record (this one included).
     Deny,
 }
 
@@ -54,9 +64,11 @@ impl FlowKind {
 /// One flow as the data plane reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FlowRecord {
-    /// When the record was made (Unix ms).
+    /// When it happened (Unix ms): a `start`'s first packet; the last packet an `update` or
+    /// `end` counts; a `deny`'s refused packet.
     pub ts_ms: i64,
-    /// What this record reports: a flow's `start` (no counters yet), its `end` (its totals) or
+    /// What this record reports: a flow's `start` (no counters yet), an `update` (traffic since
+    /// its previous report, the flow still open), its `end` (traffic since its last update) or
     /// a `deny`. Summing a flow's records gives its totals once it has ended.
     pub kind: FlowKind,
     /// Source address.
@@ -77,12 +89,18 @@ pub struct FlowRecord {
     pub rule: u32,
     /// Content hash of the deciding revision.
     pub revision: String,
-    /// Packets this record reports (see `kind`): 0 on a `start` record, the flow's total on
-    /// its `end` record, 1 on a `deny` record.
+    /// Packets this record reports (see `kind`): 0 on a `start` record, those since the
+    /// flow's previous report on an `update` or `end` record, the refused ones since the
+    /// previous deny record on a `deny` record.
     pub packets: u64,
     /// IP bytes this record reports (see `kind`): 0 on a `start` record (not yet counted, not
-    /// "no traffic"), the flow's total on its `end` record.
+    /// "no traffic"), those since the flow's previous report on an `update` or `end` record,
+    /// those of the refused packets on a `deny` record.
     pub bytes: u64,
+    /// The flow's packets so far on an `update` or `end` record (both directions); 0 otherwise.
+    pub total_packets: u64,
+    /// The flow's IP bytes so far on an `update` or `end` record (both directions); 0 otherwise.
+    pub total_bytes: u64,
     /// The deciding clause in words (`conduit hmi-to-plc (hmi → plc): tcp/502 …`, or `default
     /// (no rule matched)`), resolved when the record is made; empty when the revision's
     /// compiled policy is not known.
@@ -445,6 +463,8 @@ mod tests {
             revision: "x".into(),
             packets: 1,
             bytes: 60,
+            total_packets: 1,
+            total_bytes: 60,
             clause: String::new(),
             l7: String::new(),
             l7_reason: String::new(),

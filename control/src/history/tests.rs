@@ -260,6 +260,8 @@ fn flow_records_convert_and_bad_ones_are_named() {
         revision: "h".into(),
         packets: 1,
         bytes: 80,
+        total_packets: 0,
+        total_bytes: 0,
         clause: "default (no rule matched)".into(),
         l7: "dns".into(),
         l7_reason: String::new(),

@@ -78,6 +78,26 @@ use crate::drop::DropReason;
 use crate::flow::{
     Direction, FlowId, FlowTable, HashedKey, L7Slot, Located, Refresh, TimeoutClass, Vacant,
 };
+
+/// A TCP connection that just closed, as [`advance_found`]'s `on_close` sees it: its flow and
+/// new state, and its counters with the closing packet counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The flow.
+    pub id: FlowId,
+    /// TIME_WAIT (closed by FINs) or CLOSE (reset).
+    pub state: TcpState,
+    /// Packets `[original, reply]`, the closing one included.
+    pub packets: [u64; 2],
+    /// IP bytes `[original, reply]`, the closing packet included.
+    pub bytes: [u64; 2],
+    /// Tick of the closing packet.
+    pub at: u64,
+    /// The flow's first-packet tick and key hash (to tell it from a later flow in its slot).
+    pub first_seen: u64,
+    /// See `first_seen`.
+    pub hash: u32,
+}
 use crate::parse::{Fragment, ParsedPacket};
 pub use icmp::icmp_error_relation;
 use icmp::{IcmpKind, icmp_conn_ports, icmp_kind, is_icmp};
@@ -173,23 +193,35 @@ impl Conn {
         match self {
             Conn::Tcp(c) => {
                 let seg = TcpSegment::from_packet(pkt, frame).ok_or(DropReason::MalformedL4)?;
-                let t = c.track(dir, &seg)?;
-                Ok(Advanced {
-                    class: t.state.timeout_class(),
-                    established: t.state.is_established(),
-                    reopened: t.reopened,
-                })
+                Ok(Advanced::tcp(c.track(dir, &seg)?))
             }
-            Conn::Pseudo(p) => {
-                if dir == Direction::Reply {
-                    p.replied = true;
-                }
-                Ok(Advanced {
-                    class: p.timeout_class(),
-                    established: p.replied,
-                    reopened: false,
-                })
-            }
+            Conn::Pseudo(p) => Ok(p.advance(dir)),
+        }
+    }
+}
+
+impl Pseudo {
+    /// A packet in `dir`: a reply makes the flow established.
+    #[inline(always)]
+    fn advance(&mut self, dir: Direction) -> Advanced {
+        if dir == Direction::Reply {
+            self.replied = true;
+        }
+        Advanced {
+            class: self.timeout_class(),
+            established: self.replied,
+            reopened: false,
+        }
+    }
+}
+
+impl Advanced {
+    #[inline(always)]
+    fn tcp(t: TcpTracked) -> Self {
+        Advanced {
+            class: t.state.timeout_class(),
+            established: t.state.is_established(),
+            reopened: t.reopened,
         }
     }
 }
@@ -346,11 +378,11 @@ pub fn begin(
     frame: &[u8],
     now: u64,
 ) -> Result<Begun, DropReason> {
-    begin_found(table, pkt, frame, now, None)
+    begin_found(table, pkt, frame, now, None, |_| {})
 }
 
 /// [`begin`], reusing `found` (from [`find`] on the same packet and table) when no flow was
-/// inserted or removed since.
+/// inserted or removed since; `on_close` as for [`advance_found`].
 #[inline]
 pub fn begin_found(
     table: &mut FlowTable<Conn>,
@@ -358,6 +390,7 @@ pub fn begin_found(
     frame: &[u8],
     now: u64,
     found: Option<Found>,
+    on_close: impl FnOnce(Closed),
 ) -> Result<Begun, DropReason> {
     let found = match found {
         Some(f) if f.generation == table.generation() => f,
@@ -378,7 +411,7 @@ pub fn begin_found(
     match found.at.id() {
         Some(id) => {
             let dir = found.at.dir();
-            let reopened = advance_found(table, id, dir, pkt, frame, now)?;
+            let reopened = advance_found(table, id, dir, pkt, frame, now, on_close)?;
             Ok(Begun::Tracked { id, dir, reopened })
         }
         None => {
@@ -401,6 +434,9 @@ pub fn begin_found(
 /// Track a packet of flow `id` going in `dir` (found by [`find`] at the current generation):
 /// advance its state, account it, restart its timer, move it on or off the half-open list.
 /// Returns whether a SYN reopened a closed connection. State is unchanged on `Err`.
+/// `on_close` runs when a TCP segment closes an open connection (→ TIME_WAIT or CLOSE), from
+/// the out-of-line general path only, with the counters the flow has once the packet is
+/// accounted.
 #[inline(always)]
 pub fn advance_found(
     table: &mut FlowTable<Conn>,
@@ -409,6 +445,7 @@ pub fn advance_found(
     pkt: &ParsedPacket,
     frame: &[u8],
     now: u64,
+    on_close: impl FnOnce(Closed),
 ) -> Result<bool, DropReason> {
     let bytes = pkt.l3_end - pkt.l3_offset;
     let r = table.track(
@@ -417,8 +454,37 @@ pub fn advance_found(
         bytes,
         now,
         #[inline(always)]
-        |conn| {
-            conn.advance(dir, pkt, frame).map(|a| Refresh {
+        |conn, before| {
+            let a = match conn {
+                Conn::Tcp(c) => {
+                    let seg = TcpSegment::from_packet(pkt, frame).ok_or(DropReason::MalformedL4)?;
+                    // The inline ACK path builds nothing for `on_close`: everything the close
+                    // report needs is gathered on the out-of-line path only.
+                    let t = match c.track_fast(dir, &seg) {
+                        Some(t) => t?,
+                        None => {
+                            let (mut packets, mut sizes) = (*before.packets, *before.bytes);
+                            packets[dir.index()] += 1;
+                            sizes[dir.index()] += bytes as u64;
+                            let closed = Closed {
+                                id,
+                                state: TcpState::Close,
+                                packets,
+                                bytes: sizes,
+                                at: now,
+                                first_seen: *before.first_seen,
+                                hash: *before.hash,
+                            };
+                            c.track_slow(dir, &seg, move |state| {
+                                on_close(Closed { state, ..closed })
+                            })?
+                        }
+                    };
+                    Advanced::tcp(t)
+                }
+                Conn::Pseudo(p) => p.advance(dir),
+            };
+            Ok::<_, DropReason>(Refresh {
                 class: a.class,
                 established: a.established,
                 reopened: a.reopened,

@@ -263,22 +263,59 @@ impl TcpConn {
     /// Track one segment travelling in `dir`. On `Err` the state is unchanged.
     ///
     /// The most common segment, an ACK (with or without data, PSH, URG, ECE, CWR) on an
-    /// established connection, is handled inline: the state stays, only the window is checked
-    /// and advanced, exactly as [`Self::track_general`] does for it.
+    /// established connection, is handled inline ([`Self::track_fast`]): the state stays, only
+    /// the window is checked and advanced, exactly as [`Self::track_general`] does for it.
     #[inline(always)]
     pub fn track(&mut self, dir: Direction, seg: &TcpSegment) -> Result<TcpTracked, DropReason> {
+        match self.track_fast(dir, seg) {
+            Some(t) => t,
+            None => self.track_general(dir, seg),
+        }
+    }
+
+    /// The inline path of [`Self::track`]: the result for an ACK on an established connection,
+    /// `None` (nothing changed) for every other segment.
+    #[inline(always)]
+    pub fn track_fast(
+        &mut self,
+        dir: Direction,
+        seg: &TcpSegment,
+    ) -> Option<Result<TcpTracked, DropReason>> {
         let ignored = TcpFlags::PSH | TcpFlags::ECE | TcpFlags::CWR | TcpFlags::URG;
         if self.state == TcpState::Established && seg.flags & !ignored == TcpFlags::ACK {
             let (d, o) = (dir.index(), dir.reverse().index());
             if !in_window(&mut self.peers, d, o, seg) {
-                return Err(DropReason::TcpOutOfWindow);
+                return Some(Err(DropReason::TcpOutOfWindow));
             }
-            return Ok(TcpTracked {
+            return Some(Ok(TcpTracked {
                 state: TcpState::Established,
                 reopened: false,
-            });
+            }));
         }
-        self.track_general(dir, seg)
+        None
+    }
+
+    /// [`Self::track`] for a segment [`Self::track_fast`] declined (out of line), calling
+    /// `on_close` with the new state when the segment closes an open connection (ESTABLISHED
+    /// or a closing state → TIME_WAIT by the last ACK, or → CLOSE by a RST). Only this path can
+    /// close a connection.
+    #[inline(never)]
+    pub fn track_slow(
+        &mut self,
+        dir: Direction,
+        seg: &TcpSegment,
+        on_close: impl FnOnce(TcpState),
+    ) -> Result<TcpTracked, DropReason> {
+        let before = self.state;
+        let t = self.track_general(dir, seg)?;
+        let was_open = matches!(
+            before,
+            TcpState::Established | TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck
+        );
+        if was_open && matches!(t.state, TcpState::TimeWait | TcpState::Close) {
+            on_close(t.state);
+        }
+        Ok(t)
     }
 
     /// [`Self::track`] for every state and segment.

@@ -854,13 +854,13 @@ fn found_ahead_is_redone_after_the_table_changes() {
     let second = find(&t, &p, &syn).unwrap().expect("tracked");
     assert_eq!(first.at.id(), None);
     let g = t.generation();
-    let Begun::New(new) = begin_found(&mut t, &p, &syn, 1, Some(first)).unwrap() else {
+    let Begun::New(new) = begin_found(&mut t, &p, &syn, 1, Some(first), |_| {}).unwrap() else {
         panic!("first SYN opens a flow");
     };
     let id = commit(&mut t, new, 1).unwrap();
     assert_ne!(t.generation(), g, "an insert changes the generation");
     // `second` still says Miss; it is stale now and begin_found looks again.
-    match begin_found(&mut t, &p, &syn, 2, Some(second)).unwrap() {
+    match begin_found(&mut t, &p, &syn, 2, Some(second), |_| {}).unwrap() {
         Begun::Tracked { id: got, dir, .. } => {
             assert_eq!((got, dir), (id, Direction::Original));
         }
@@ -874,7 +874,7 @@ fn found_ahead_is_redone_after_the_table_changes() {
     t.remove(id);
     assert_ne!(t.generation(), g, "a removal changes the generation");
     assert!(matches!(
-        begin_found(&mut t, &p, &syn, 3, Some(current)).unwrap(),
+        begin_found(&mut t, &p, &syn, 3, Some(current), |_| {}).unwrap(),
         Begun::New(_)
     ));
     // Untracked packets: nothing to find.

@@ -183,6 +183,11 @@ impl<S> FlowEntry<S> {
         self.first_seen
     }
 
+    /// The hash of its key in its table (see [`super::Before::hash`]).
+    pub const fn key_hash(&self) -> u32 {
+        self.hash
+    }
+
     /// Tick of the latest packet.
     pub const fn last_seen(&self) -> u64 {
         self.last_seen

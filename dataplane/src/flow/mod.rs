@@ -40,10 +40,14 @@
 //!   a revolution of the cursor), which is why the wheel has at most [`MAX_WHEEL_SLOTS`] slots.
 //! * Expiry work is bounded per call ([`FlowTable::expire`] takes a budget), so the worker can
 //!   call it once per burst without a latency spike.
+//! * Interim reports of live flows come from a separate, read-only sweep over the slab
+//!   ([`UpdateSweep`], `flow/sweep.rs`): time-driven and budgeted like expiry, and it needs no
+//!   field in the entry (it compares `last_seen` with the due time of the slot's last visit).
 
 mod entry;
 pub(crate) mod hash;
 pub(crate) mod index;
+mod sweep;
 mod timeout;
 mod wheel;
 
@@ -61,6 +65,7 @@ use entry::KeyWords;
 pub use entry::{CachedDecision, Direction, FlowEntry, FlowId, L7Slot};
 use hash::FlowHasher;
 use index::SlotIndex;
+pub use sweep::UpdateSweep;
 pub use timeout::{TimeoutClass, Timeouts};
 
 const NIL: u32 = u32::MAX;
@@ -372,6 +377,21 @@ pub fn canonical(key: &FlowKey) -> (FlowKey, bool) {
 #[inline(always)]
 fn visits_late(expires_slot: u64, sched: u32) -> bool {
     sched.wrapping_sub(expires_slot as u32) as i32 > 0
+}
+
+/// The flow as it was before the packet [`FlowTable::track`] is tracking, shown to its `update`
+/// closure by reference (reading it costs nothing unless the closure does).
+#[derive(Clone, Copy, Debug)]
+pub struct Before<'a> {
+    /// Packets `[original, reply]` before this one.
+    pub packets: &'a [u64; 2],
+    /// IP bytes `[original, reply]` before this one.
+    pub bytes: &'a [u64; 2],
+    /// Tick of the flow's first packet.
+    pub first_seen: &'a u64,
+    /// The key's hash in this table ([`FlowEntry::key_hash`]): with the slot and `first_seen`
+    /// it tells the flow from a later one in the same slot.
+    pub hash: &'a u32,
 }
 
 /// How a packet changed its flow, for [`FlowTable::track`].
@@ -720,7 +740,8 @@ impl<S: Copy + Default> FlowTable<S> {
     }
 
     /// One packet of `bytes` in `dir` at `now` for flow `id`, in one visit of its entry:
-    /// `update` advances the flow's state and says how ([`Refresh`]); on `Ok` the packet is
+    /// `update` advances the flow's state (seeing the flow [`Before`] the packet) and says how
+    /// ([`Refresh`]); on `Ok` the packet is
     /// accounted and the timer restarted as by [`Self::touch`], and the flow moved off or onto
     /// the half-open list as by [`Self::mark_established`] / [`Self::mark_embryonic`]. On `Err`
     /// nothing but what `update` did changes.
@@ -731,11 +752,17 @@ impl<S: Copy + Default> FlowTable<S> {
         dir: Direction,
         bytes: usize,
         now: u64,
-        update: impl FnOnce(&mut S) -> Result<Refresh, E>,
+        update: impl FnOnce(&mut S, Before<'_>) -> Result<Refresh, E>,
     ) -> Result<Refresh, E> {
         let e = &mut self.entries[id.slot()];
         debug_assert!(e.live, "stale FlowId");
-        let r = update(&mut e.state)?;
+        let before = Before {
+            packets: &e.packets,
+            bytes: &e.bytes,
+            first_seen: &e.first_seen,
+            hash: &e.hash,
+        };
+        let r = update(&mut e.state, before)?;
         e.packets[dir.index()] += 1;
         e.bytes[dir.index()] += bytes as u64;
         e.last_seen = now;

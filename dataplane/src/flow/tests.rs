@@ -406,3 +406,161 @@ fn published_stats_are_what_the_table_counted_at_most_once_per_interval() {
     t.publish(later, EVERY);
     assert_eq!(shared.load().active, t.len() as u64);
 }
+
+/// Runs the sweep at every tick of `ticks` (one call per tick, like one poll each), returning
+/// the flows (by the key's source) it reported in order.
+fn sweep_over(
+    s: &mut UpdateSweep,
+    t: &FlowTable<State>,
+    ticks: std::ops::Range<u64>,
+    budget: usize,
+) -> Vec<u128> {
+    let mut seen = Vec::new();
+    for now in ticks {
+        s.run(t, now, budget, |e| seen.push(e.key().src));
+    }
+    seen
+}
+
+#[test]
+fn the_update_sweep_reports_active_flows_once_per_interval_and_idle_ones_never() {
+    // 16 slots, one pass per 1000 ticks.
+    let mut t = table(16);
+    let (busy, idle) = (key(1), key(2));
+    let b = add(&mut t, &busy, 0).unwrap().id;
+    add(&mut t, &idle, 0).unwrap();
+    let mut s = UpdateSweep::new(1000);
+    // A table this small is visited in one batch per pass, at its end. The first pass reports
+    // both (they had packets since the sweep started).
+    let first = sweep_over(&mut s, &t, 0..1001, 64);
+    assert_eq!(first.len(), 2, "{first:?}");
+    // Ten more passes: the busy flow gets a packet every 100 ticks, the idle one nothing.
+    let mut seen = Vec::new();
+    for now in 1001..11_001u64 {
+        if now.is_multiple_of(100) {
+            t.touch(
+                b,
+                Direction::Original,
+                60,
+                TimeoutClass::TcpEstablished,
+                now,
+            );
+        }
+        s.run(&t, now, 64, |e| seen.push(e.key().src));
+    }
+    assert_eq!(seen.len(), 10, "once per interval: {seen:?}");
+    assert!(seen.iter().all(|&src| src == busy.src));
+    // Every slot is visited once per interval.
+    assert_eq!(s.visits(), 11 * 16);
+    // A packet after the last visit is reported at the next one, and only then.
+    t.touch(
+        b,
+        Direction::Reply,
+        60,
+        TimeoutClass::TcpEstablished,
+        11_050,
+    );
+    assert_eq!(sweep_over(&mut s, &t, 11_001..12_001, 64), [busy.src]);
+    let late = sweep_over(&mut s, &t, 12_001..13_001, 64);
+    assert!(late.is_empty(), "{late:?} {s:?}");
+}
+
+#[test]
+fn the_update_sweep_keeps_to_its_budget_and_resumes_where_it_stopped() {
+    let mut t = table(64);
+    for i in 0..64 {
+        add(&mut t, &key(i), 10).unwrap();
+    }
+    let mut s = UpdateSweep::new(1000);
+    s.run(&t, 10, 4, |_| {});
+    // A whole pass is due at once (a stalled worker): 4 slots per call, never more.
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    while seen.len() < 64 {
+        let n = s.run(&t, 1_020, 4, |e| seen.push(e.key().src));
+        assert!(n <= 4, "visited {n}");
+        calls += 1;
+        assert!(calls <= 17, "no progress");
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 64, "every flow once, in order of the slots");
+    assert_eq!(s.run(&t, 1_020, 4, |_| panic!("nothing due")), 0);
+}
+
+#[test]
+fn an_update_interval_of_zero_never_visits() {
+    let mut t = table(4);
+    add(&mut t, &key(1), 0).unwrap();
+    let mut s = UpdateSweep::new(0);
+    assert!(sweep_over(&mut s, &t, 0..10_000, 64).is_empty());
+    assert_eq!(s.visits(), 0);
+}
+
+#[test]
+fn a_sweep_far_behind_skips_ahead_and_still_reports_what_it_had_not_covered() {
+    let mut t = table(8);
+    let a = add(&mut t, &key(1), 0).unwrap().id;
+    let mut s = UpdateSweep::new(1000);
+    assert_eq!(sweep_over(&mut s, &t, 0..1001, 64).len(), 1);
+    // A packet right after its visit, then the clock jumps ten passes ahead.
+    t.touch(
+        a,
+        Direction::Original,
+        60,
+        TimeoutClass::TcpEstablished,
+        1_001,
+    );
+    let mut seen = Vec::new();
+    let n = s.run(&t, 11_000, 64, |e| seen.push(e.key().src));
+    assert_eq!(n, 8, "one pass over every slot, not ten");
+    assert_eq!(seen, [key(1).src], "the packet before the jump is reported");
+    assert!(sweep_over(&mut s, &t, 11_001..12_001, 64).is_empty());
+    assert_eq!(s.visits(), 96);
+}
+
+#[test]
+fn the_update_sweep_sees_flows_inserted_and_removed_between_visits() {
+    let mut t = table(8);
+    let mut s = UpdateSweep::new(800);
+    // Nothing live: visits, no reports.
+    assert!(sweep_over(&mut s, &t, 0..801, 64).is_empty());
+    assert_eq!(s.visits(), 8);
+    let id = add(&mut t, &key(3), 900).unwrap().id;
+    t.remove(id);
+    add(&mut t, &key(4), 950).unwrap();
+    assert_eq!(sweep_over(&mut s, &t, 801..1601, 64), [key(4).src]);
+}
+
+#[test]
+fn a_large_table_is_swept_in_groups_each_flow_reported_once_per_pass() {
+    // 1024 slots in groups of 64: 16 groups per pass of 1000 ticks.
+    let mut t = table(1024);
+    let ids: Vec<FlowId> = (0..300)
+        .map(|i| add(&mut t, &key(i), 0).unwrap().id)
+        .collect();
+    let mut s = UpdateSweep::new(1000);
+    let mut reports = std::collections::HashMap::<u128, u32>::new();
+    let mut most = 0;
+    for now in 0..10_000 {
+        // Every flow has a packet every 7 ticks (somewhere in each pass).
+        for (i, id) in ids.iter().enumerate() {
+            if (now + i as u64).is_multiple_of(7) {
+                t.touch(
+                    *id,
+                    Direction::Original,
+                    60,
+                    TimeoutClass::TcpEstablished,
+                    now,
+                );
+            }
+        }
+        most = most.max(s.run(&t, now, 64, |e| {
+            *reports.entry(e.key().src).or_default() += 1
+        }));
+    }
+    assert_eq!(most, 64, "one group per call");
+    assert_eq!(reports.len(), 300);
+    // Ten passes, the last one perhaps not finished by tick 9999.
+    assert!(reports.values().all(|&n| n == 9 || n == 10), "{reports:?}");
+}

@@ -35,9 +35,11 @@ use crate::drop::DropReason;
 use crate::error::StateConfigError;
 use crate::events::{
     DenyRecord, EndReason, EventAction, EventDecision, EventSink, FlowEnd, FlowEvent, FlowStart,
+    FlowUpdate, UpdateCause,
 };
 use crate::flow::{
     CachedDecision, Direction, FlowEntry, FlowId, FlowTable, FlowTableConfig, HashedKey,
+    UpdateSweep,
 };
 use crate::frag::{FragConfig, FragTable, fragment_info};
 use crate::io::{BURST, Burst, PacketBuf, PortId};
@@ -64,7 +66,13 @@ pub struct StateConfig {
     /// TCP flows under a function-code conduit inspected at once (the L7 stream slab, 76
     /// bytes each; see `l7/inspect.rs`). Beyond it their payload fails closed (`l7_unavailable`).
     pub l7_flows: usize,
+    /// Ticks between two flow-update reports of a live flow with traffic (the update sweep's
+    /// pass over the table, `flow/sweep.rs`); 0: no periodic updates (TCP closes still report).
+    pub update_interval: u64,
 }
+
+/// Default [`StateConfig::update_interval`], in seconds.
+pub const DEFAULT_UPDATE_INTERVAL_S: u64 = 10;
 
 impl StateConfig {
     /// `capacity` flows (half-open cap a quarter of it, nftables timeouts), `capacity / 16`
@@ -76,6 +84,7 @@ impl StateConfig {
             fail_open: false,
             expire_budget: 64,
             l7_flows: (capacity / 4).clamp(1, 1 << 16),
+            update_interval: DEFAULT_UPDATE_INTERVAL_S * TICKS_PER_SECOND,
         }
     }
 }
@@ -114,11 +123,17 @@ impl Default for FragVerdict {
     }
 }
 
+/// TCP connections closed since the last poll's reports, with their counters at the close
+/// (filled by the general conntrack path, emptied once per poll by [`WorkerState::expire`]).
+const CLOSED_PER_POLL: usize = 256;
+
 /// One worker's connection state: flow table with conntrack, fragment table, clock, event
 /// sink. Everything is allocated here, once.
 #[derive(Debug)]
 pub struct WorkerState {
     flows: FlowTable<Conn>,
+    closed: ClosedQueue,
+    sweep: UpdateSweep,
     frags: FragTable<FragVerdict>,
     events: EventSink,
     l7: L7Inspector,
@@ -147,6 +162,8 @@ impl WorkerState {
     pub fn new(cfg: &StateConfig, events: EventSink) -> Result<Self, StateConfigError> {
         Ok(WorkerState {
             flows: FlowTable::new(&cfg.flows, random_key())?,
+            closed: ClosedQueue::default(),
+            sweep: UpdateSweep::new(cfg.update_interval),
             frags: FragTable::new(&cfg.frags, random_key())?,
             events,
             l7: L7Inspector::new(cfg.l7_flows),
@@ -224,9 +241,61 @@ impl WorkerState {
         }
     }
 
+    /// Report the TCP connections closed since the last poll, with their counters as they
+    /// were at the close (later packets of the poll, e.g. a SYN reopening the connection, are
+    /// not in them: the same records as if each packet had been a poll of its own).
+    #[cold]
+    fn report_closed(&mut self) {
+        let events = &self.events;
+        for _ in 0..std::mem::take(&mut self.closed.lost) {
+            events.count_lost();
+        }
+        for c in self.closed.flows.drain(..) {
+            // A closed connection is established, so not evictable until the next expiry; one
+            // that a SYN reopened is, and its slot may hold another flow by now.
+            let Some(e) = self
+                .flows
+                .slot_entry(c.id.slot())
+                .filter(|e| e.first_seen() == c.first_seen && e.key_hash() == c.hash)
+            else {
+                continue;
+            };
+            let mut u = flow_update(e, c.at, UpdateCause::Closed);
+            if c.state == TcpState::Close {
+                u.cause = UpdateCause::Reset;
+            }
+            (u.packets, u.bytes, u.last_seen) = (c.packets, c.bytes, c.at);
+            events.emit(FlowEvent::Update(u));
+        }
+    }
+
+    /// Report the TCP connections closed since the last poll, then the live flows the update
+    /// sweep finds active (within the budget).
+    #[inline]
+    fn report_updates(&mut self) {
+        if !self.closed.is_empty() {
+            self.report_closed();
+        }
+        let (now, events) = (self.now, &self.events);
+        self.sweep.run(&self.flows, now, self.budget, |e| {
+            let closed = matches!(e.state, Conn::Tcp(c)
+                if matches!(c.state, TcpState::TimeWait | TcpState::Close));
+            // A closed connection was reported when it closed and its end follows; a flow of
+            // one packet (a probe, a lone SYN) is reported by its end.
+            if !closed && e.packets(Direction::Original) + e.packets(Direction::Reply) > 1 {
+                events.emit(FlowEvent::Update(flow_update(
+                    e,
+                    now,
+                    UpdateCause::Interval,
+                )));
+            }
+        });
+    }
+
     /// Age flows and fragments up to `now`, within the budget.
     #[inline]
     pub(super) fn expire(&mut self) {
+        self.report_updates();
         let (now, events, l7, smp) = (self.now, &self.events, &mut self.l7, &mut self.sampler);
         self.flows.expire(now, self.budget, |e| {
             l7.release_ended(e.l7);
@@ -245,6 +314,9 @@ impl WorkerState {
 
     /// Remove up to `budget` flows, reporting each; returns how many were removed.
     pub(super) fn flush(&mut self, budget: usize) -> usize {
+        if !self.closed.is_empty() {
+            self.report_closed();
+        }
         let (now, events, l7, smp) = (self.now, &self.events, &mut self.l7, &mut self.sampler);
         self.flows.expire(u64::MAX >> 2, budget, |e| {
             l7.release_ended(e.l7);
@@ -271,7 +343,10 @@ impl WorkerState {
     ) -> Result<(), DropReason> {
         debug_assert!(pkt.fragment == Fragment::None);
         debug_assert!(self.flows.entry(id).decision.action == ACT_ALLOW);
-        conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now)?;
+        let closed = &mut self.closed;
+        conntrack::advance_found(&mut self.flows, id, dir, pkt, frame, self.now, move |c| {
+            closed.note(c)
+        })?;
         if let Some(s) = &mut self.sampler {
             let e = self.flows.entry_mut(id);
             if e.l7.sample != 0 {
@@ -310,7 +385,9 @@ impl WorkerState {
             };
         }
         let (verdict, decision, would) =
-            match conntrack::begin_found(&mut self.flows, pkt, frame, self.now, found) {
+            match conntrack::begin_found(&mut self.flows, pkt, frame, self.now, found, |c| {
+                self.closed.note(c)
+            }) {
                 Err(r) => return (Verdict::Drop(r), None),
                 Ok(Begun::Tracked { id, .. } | Begun::Related { id, .. }) => {
                     self.tracked(id, pkt, frame, table, decide)
@@ -415,6 +492,7 @@ impl WorkerState {
                 decision: event_decision(&d, t.epoch()),
                 reason,
                 would_deny,
+                bytes: ip_bytes(pkt),
                 l7: l7_deny,
             }));
         }
@@ -439,6 +517,7 @@ impl WorkerState {
                     decision: NO_POLICY,
                     reason: DropReason::NoPolicy,
                     would_deny: false,
+                    bytes: ip_bytes(pkt),
                     l7: None,
                 }));
                 return (Verdict::Drop(DropReason::NoPolicy), None, None);
@@ -512,6 +591,7 @@ impl WorkerState {
                             decision: ed,
                             reason,
                             would_deny: true,
+                            bytes: ip_bytes(pkt),
                             l7: l7_deny,
                         }));
                     }
@@ -531,6 +611,7 @@ impl WorkerState {
                     decision: ed,
                     reason,
                     would_deny: false,
+                    bytes: ip_bytes(pkt),
                     l7: l7_deny,
                 }));
                 (v, Some(d), None)
@@ -647,6 +728,53 @@ fn event_decision(d: &RuleDecision, epoch: u64) -> EventDecision {
     }
 }
 
+/// The TCP connections closed since the last poll's reports (see [`CLOSED_PER_POLL`]).
+#[derive(Debug, Default)]
+struct ClosedQueue {
+    flows: ArrayVec<conntrack::Closed, CLOSED_PER_POLL>,
+    /// Closes that found the queue full: lost records, counted when the queue is reported.
+    lost: u64,
+}
+
+impl ClosedQueue {
+    /// Queue the update of a TCP connection that closed (reported at the end of the poll,
+    /// with its counters at the close).
+    #[cold]
+    fn note(&mut self, c: conntrack::Closed) {
+        if self.flows.try_push(c).is_err() {
+            self.lost += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.flows.is_empty() && self.lost == 0
+    }
+}
+
+/// The decision a flow entry's events carry.
+fn entry_decision(e: &FlowEntry<Conn>) -> EventDecision {
+    if e.decision.epoch == 0 {
+        NO_POLICY
+    } else {
+        event_decision(&uncache(&e.decision), e.decision.epoch)
+    }
+}
+
+fn flow_update(e: &FlowEntry<Conn>, now: u64, cause: UpdateCause) -> FlowUpdate {
+    use crate::flow::Direction::{Original, Reply};
+    FlowUpdate {
+        key: e.key(),
+        first_seen: e.first_seen(),
+        last_seen: e.last_seen(),
+        at: now,
+        packets: [e.packets(Original), e.packets(Reply)],
+        bytes: [e.bytes(Original), e.bytes(Reply)],
+        cause,
+        decision: entry_decision(e),
+        l7: septa_l7::L7Proto::from_u8(e.l7.proto).unwrap_or_default(),
+    }
+}
+
 fn flow_end(e: &FlowEntry<Conn>, now: u64, flushed: Option<EndReason>) -> FlowEnd {
     use crate::flow::Direction::{Original, Reply};
     let reason = match e.state {
@@ -662,11 +790,7 @@ fn flow_end(e: &FlowEntry<Conn>, now: u64, flushed: Option<EndReason>) -> FlowEn
         packets: [e.packets(Original), e.packets(Reply)],
         bytes: [e.bytes(Original), e.bytes(Reply)],
         reason,
-        decision: if e.decision.epoch == 0 {
-            NO_POLICY
-        } else {
-            event_decision(&uncache(&e.decision), e.decision.epoch)
-        },
+        decision: entry_decision(e),
         l7: septa_l7::L7Proto::from_u8(e.l7.proto).unwrap_or_default(),
     }
 }
@@ -1045,4 +1169,10 @@ fn staged_burst<B: PacketBuf, O: Observer>(
         }
     }
     (rx_bytes, tx_bytes)
+}
+
+/// IP bytes of a parsed packet, for deny records.
+#[inline]
+fn ip_bytes(pkt: &ParsedPacket) -> u32 {
+    u32::try_from(pkt.l3_end - pkt.l3_offset).unwrap_or(u32::MAX)
 }

@@ -4,7 +4,7 @@ import { marks, offsetOf } from './editorErrors';
 import { age, clauseParts, conduitIndex, countdown, flowKeyText, flowSpec, reasonOf, timeWindow, verdictOf } from './format';
 import { anomalyLine, buildMap, edgeWidth, filterFlows } from './graph';
 import { positions } from './layout';
-import { dropRates, portRates, Series, top } from './rates';
+import { dropRates, portRates, rowCounters, Series, top } from './rates';
 import { can, navFor } from './roles';
 import { hunks, lineDiff } from './textdiff';
 import { clearDraft, loadDraft, saveDraft } from './draft';
@@ -13,7 +13,7 @@ import type { FlowRecord, PolicyDoc } from './api/types';
 
 const flow = (o: Partial<FlowRecord>): FlowRecord => ({
   ts_ms: 1000, kind: 'end', src: '10.10.1.20', dst: '10.10.5.10', proto: 6, sport: 40000, dport: 443, action: 'allow',
-  mode: 'enforce', rule: 3, revision: 'abc', packets: 10, bytes: 1000, clause: '', l7: '', l7_reason: '', ...o,
+  mode: 'enforce', rule: 3, revision: 'abc', packets: 10, bytes: 1000, total_packets: 10, total_bytes: 1000, clause: '', l7: '', l7_reason: '', ...o,
 });
 
 const doc: PolicyDoc = {
@@ -205,12 +205,48 @@ describe('rates', () => {
     // A host with an open flow and an ended one: the ended one's bytes, one flow pending.
     const mixed = top([start('h', 1), start('h', 2), end('h', 1, 800)], (f) => f.src);
     expect(mixed).toEqual([{ key: 'h', packets: 10, bytes: 800, flows: 2, pending: 1 }]);
-    // Denied pairs carry no bytes: they rank by packets.
+    // A long-lived session reports while open: its updates count (not pending), each byte once;
+    // its end adds only what came after the last update.
+    const update = (src: string, sport: number, bytes: number, total: number) =>
+      flow({ kind: 'update', src, sport, packets: 5, bytes, total_packets: 0, total_bytes: total });
+    const session = [start('db', 9), update('db', 9, 4000, 4000), update('db', 9, 6000, 10_000), start('hmi', 8)];
+    expect(top(session, (f) => f.src).map((x) => [x.key, x.bytes, x.flows, x.pending])).toEqual([
+      ['db', 10_000, 1, 0],
+      ['hmi', 0, 1, 1],
+    ]);
+    const ended = [...session, flow({ kind: 'end', src: 'db', sport: 9, packets: 1, bytes: 500, total_bytes: 10_500 })];
+    expect(top(ended, (f) => f.src)[0]).toMatchObject({ key: 'db', bytes: 10_500, flows: 1, pending: 0 });
+    // A 60 s window that holds only the last update counts the traffic reported in it.
+    expect(top([update('db', 9, 6000, 10_000)], (f) => f.src)[0]).toMatchObject({ bytes: 6000, pending: 0 });
+    // Denied pairs with equal bytes rank by packets.
     const deny = (src: string, n: number) => Array.from({ length: n }, () => flow({ kind: 'deny', src, action: 'deny', packets: 1, bytes: 0 }));
     expect(top([...deny('a', 1), ...deny('z', 3)], (f) => f.src).map((x) => [x.key, x.packets, x.flows])).toEqual([
       ['z', 3, 1],
       ['a', 1, 1],
     ]);
+  });
+});
+
+describe('flows table counters', () => {
+  it('shows what each kind of record reports', () => {
+    expect(rowCounters(flow({ kind: 'start', packets: 0, bytes: 0, total_packets: 0, total_bytes: 0 }))).toBeNull();
+    expect(rowCounters(flow({ kind: 'update', packets: 7, bytes: 2500, total_packets: 40, total_bytes: 1_200_000 }))).toMatchObject({
+      packets: '+7',
+      bytes: '+2.5 kB',
+      total: '1.2 MB so far',
+    });
+    // An end after updates: the rest and the total; an end without updates: its total.
+    expect(rowCounters(flow({ kind: 'end', packets: 1, bytes: 60, total_packets: 41, total_bytes: 1_200_060 }))).toMatchObject({
+      packets: '+1',
+      bytes: '+60 B',
+      total: '1.2 MB in all',
+    });
+    expect(rowCounters(flow({ kind: 'end', packets: 3, bytes: 900, total_packets: 3, total_bytes: 900 }))).toEqual({
+      packets: '3',
+      bytes: '900 B',
+      title: 'the flow ended: its total',
+    });
+    expect(rowCounters(flow({ kind: 'deny', packets: 1, bytes: 0, total_packets: 0, total_bytes: 0 }))?.packets).toBe('1');
   });
 });
 

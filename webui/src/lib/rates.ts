@@ -1,6 +1,6 @@
 // Rates from two counter snapshots, and a bounded time series for the dashboard's charts.
 import type { CountersSnapshot, FlowRecord } from './api/types';
-import { flowId } from './format';
+import { bytes as fmtBytes, flowId } from './format';
 
 export interface PortRate {
   port: string;
@@ -72,12 +72,16 @@ export interface Tally {
   pending: number;
 }
 
+/** Why a talker's open flows show no bytes yet (the tooltip of "not counted yet"). */
+export const PENDING_TITLE =
+  'open flows: the data plane reports their traffic within its update interval (10 s by default), when TCP closes, and when they end';
+
 /**
  * Top `n` keys by bytes, then packets. Each flow counts once; its packets and bytes are the sum
- * of its records' (a `start` reports none yet, an `end` the flow's totals), so a flow is not
- * counted twice when both its start and its end are in `items`. A flow with only a start here
- * is `pending`: the data plane reports its counters when the flow leaves its table, and showing
- * it as "0 B" would rank a host by what was not counted yet.
+ * of its records' (a `start` reports none yet, each `update` what the flow carried since its
+ * previous report, the `end` the rest), so every byte is counted once and a window counts the
+ * traffic reported in it. A flow with only a start here is `pending`: its first report is not
+ * in yet, and showing it as "0 B" would rank a host by what was not counted yet.
  */
 export function top(items: FlowRecord[], key: (x: FlowRecord) => string | null, n = 5): Tally[] {
   const m = new Map<string, { t: Tally; counted: Map<string, boolean> }>();
@@ -100,4 +104,43 @@ export function top(items: FlowRecord[], key: (x: FlowRecord) => string | null, 
     return t;
   });
   return out.sort((a, b) => b.bytes - a.bytes || b.packets - a.packets || a.key.localeCompare(b.key)).slice(0, n);
+}
+
+/** What the flows table shows in a record's packets and bytes cells. */
+export interface RowCounters {
+  packets: string;
+  bytes: string;
+  /** The flow's total, under the bytes (an `update`, or an `end` that followed updates). */
+  total?: string;
+  /** Tooltip: what the numbers mean for this kind of record. */
+  title: string;
+}
+
+/**
+ * The packets and bytes cells of one flow record: `null` for a `start` (nothing counted yet);
+ * an `update` or an `end` that followed updates shows what it adds (`+…`) and the flow's total.
+ */
+export function rowCounters(f: FlowRecord): RowCounters | null {
+  switch (f.kind) {
+    case 'start':
+      return null;
+    case 'update':
+      return {
+        packets: `+${f.packets}`,
+        bytes: `+${fmtBytes(f.bytes)}`,
+        total: `${fmtBytes(f.total_bytes)} so far`,
+        title: 'an open flow: its traffic since its previous report, and its total so far',
+      };
+    case 'end':
+      if (f.total_bytes > f.bytes || f.total_packets > f.packets)
+        return {
+          packets: `+${f.packets}`,
+          bytes: `+${fmtBytes(f.bytes)}`,
+          total: `${fmtBytes(f.total_bytes)} in all`,
+          title: 'the flow ended: its traffic since its last update, and its total',
+        };
+      return { packets: String(f.packets), bytes: fmtBytes(f.bytes), title: 'the flow ended: its total' };
+    default:
+      return { packets: String(f.packets), bytes: fmtBytes(f.bytes), title: 'refused packets since the flow\'s previous deny record' };
+  }
 }

@@ -883,6 +883,123 @@ export interface components {
              */
             revision: components["schemas"]["RevisionView"];
         };
+        /** @description Who did it. */
+        AuditActor: {
+            /** @description `user`, `token` or `system`. */
+            kind: components["schemas"]["AuditActorKind"];
+            /** @description User name, token id, or the subsystem's name. */
+            name: string;
+        };
+        /**
+         * @description Kinds of actor.
+         * @enum {string}
+         */
+        AuditActorKind: "user" | "token" | "system";
+        /** @description A signed statement "the log up to `seq` has head `hash`". */
+        AuditCheckpoint: {
+            /** @description Its hash. */
+            hash: string;
+            /**
+             * Format: int64
+             * @description Sequence number of the covered head record.
+             */
+            seq: number;
+            /** @description ed25519 signature, hex. */
+            sig: string;
+            /**
+             * Format: int64
+             * @description Unix milliseconds when signed.
+             */
+            ts_ms: number;
+        };
+        /** @description Describes an exported range. */
+        AuditExportManifest: {
+            /**
+             * Format: int64
+             * @description First exported record.
+             */
+            from: number;
+            /** @description `prev_hash` of the first exported record. */
+            prev_hash: string;
+            /**
+             * Format: int64
+             * @description Last exported record (a checkpointed one, at or after the requested end).
+             */
+            to: number;
+        };
+        /** @description One record of the log. */
+        AuditRecord: {
+            /** @description What kind of operation. */
+            action: string;
+            /** @description Who. */
+            actor: components["schemas"]["AuditActor"];
+            /** @description Revision hash after. */
+            after?: string | null;
+            /** @description Revision hash before. */
+            before?: string | null;
+            /** @description What changed. */
+            detail: string;
+            /** @description Hash of this record (see the module docs). */
+            hash: string;
+            /** @description On what. */
+            object: string;
+            /** @description Hash of the previous record. */
+            prev_hash: string;
+            /** @description Why. */
+            reason: string;
+            /** @description Outcome. */
+            result: string;
+            /**
+             * Format: int64
+             * @description 0 for genesis, then +1 per record, across segments.
+             */
+            seq: number;
+            /**
+             * Format: int64
+             * @description Unix milliseconds when it was written.
+             */
+            ts_ms: number;
+        };
+        /** @description What a successful verification found. */
+        AuditVerifyReport: {
+            /** @description Number of checkpoints. */
+            checkpoints: number;
+            /**
+             * Format: int64
+             * @description First sequence number (0 unless this is an export).
+             */
+            first_seq: number;
+            /** @description Hash of the last record. */
+            head_hash: string;
+            /** @description Whether that key came from the auditor (true) or from the directory (false). */
+            key_trusted: boolean;
+            /**
+             * Format: int64
+             * @description Sequence number of the last checkpoint.
+             */
+            last_checkpoint_seq?: number | null;
+            /**
+             * Format: int64
+             * @description Last sequence number.
+             */
+            last_seq: number;
+            /** @description True for an export (a range that does not start at genesis). */
+            partial: boolean;
+            /** @description The public key used, hex. */
+            public_key: string;
+            /**
+             * Format: int64
+             * @description Number of records.
+             */
+            records: number;
+            /** @description Number of segment files. */
+            segments: number;
+            /**
+             * Format: int64
+             * @description Records after the last checkpoint (chained but not yet signed).
+             */
+            unsigned_tail: number;
+        };
         /** @description `compile::Clause`: the policy clause behind a rule. */
         Clause: {
             /** @description Source zone (conduit). */
@@ -957,10 +1074,15 @@ export interface components {
             confirm_within_s?: number | null;
             format?: null | components["schemas"]["PolicyFormat"];
             /** @description The policy: its YAML or JSON text (string), or the document as a JSON object. */
-            policy: unknown;
+            policy: components["schemas"]["PolicySubmission"];
             /** @description Why (mandatory, recorded in the revision and the audit log). */
             reason: string;
         };
+        /**
+         * @description A conduit's action.
+         * @enum {string}
+         */
+        ConduitAction: "allow" | "deny";
         /** @description A proposed conduit. */
         ConduitView: {
             /**
@@ -1081,10 +1203,15 @@ export interface components {
          * @enum {string}
          */
         DecisionMode: "enforce" | "monitor";
+        /**
+         * @description The action for traffic no conduit matches.
+         * @enum {string}
+         */
+        DefaultAction: "deny";
         /** @description The difference between two revisions. */
         DiffView: {
             /** @description Structured changes. */
-            diff: Record<string, never>;
+            diff: components["schemas"]["PolicyDiff"];
             /**
              * Format: int64
              * @description From.
@@ -1127,6 +1254,15 @@ export interface components {
             /** @description Its proposed zone. */
             zone: string;
         };
+        /** @description A control a statement supports. */
+        EvidenceControl: {
+            /** @description Framework. */
+            framework: string;
+            /** @description Stable id, e.g. `IEC62443-3-3:SR5.1`. */
+            id: string;
+            /** @description What the control asks for, in short. */
+            title: string;
+        };
         /** @description An observed flow aggregate a conduit covers. */
         EvidenceFlow: {
             /**
@@ -1145,6 +1281,62 @@ export interface components {
             proto: number;
             /** @description Source. */
             src: string;
+        };
+        /** @description The whole pack (`evidence.json`). */
+        EvidencePack: {
+            /** @description The audit log's public key (hex). */
+            audit_public_key: string;
+            /** @description Things the reader should know (unsigned tail, missing history, ...). */
+            caveats: string[];
+            /** @description The controls referenced, with titles. */
+            controls: components["schemas"]["EvidenceControl"][];
+            /**
+             * Format: int32
+             * @description [`FORMAT`].
+             */
+            format: number;
+            /**
+             * Format: int64
+             * @description Window start (Unix ms).
+             */
+            from_ms: number;
+            /**
+             * Format: int64
+             * @description When it was generated (Unix ms).
+             */
+            generated_ms: number;
+            /** @description sha256 of `report.html`. */
+            report_sha256: string;
+            /** @description The Septa build. */
+            septa_version: string;
+            /** @description The statements. */
+            statements: components["schemas"]["EvidenceStatement"][];
+            /**
+             * Format: int64
+             * @description Window end (Unix ms).
+             */
+            to_ms: number;
+        };
+        /** @description One statement of the pack. */
+        EvidenceStatement: {
+            /** @description Control ids it supports. */
+            controls: string[];
+            /**
+             * @description The supporting data. Free-form in the OpenAPI document: its fields depend on `section`
+             *     (e.g. `changes` holds the policy changes re-derived from the audit records); `sha256`
+             *     covers it, so readers check it rather than rely on a shape.
+             */
+            data: unknown;
+            /** @description `S1`, `S2`, ... */
+            id: string;
+            /** @description Section (`matrix`, `flow-map`, `verdicts`, `changes`, `anomalies`, `models`, `log`). */
+            section: string;
+            /** @description sha256 of the canonical JSON of `[section, text, controls, sources, data]`. */
+            sha256: string;
+            /** @description Audit records that prove it. */
+            sources: components["schemas"]["SourceRecord"][];
+            /** @description The claim, in words. */
+            text: string;
         };
         /** @description How a revision decides a flow, and why. */
         Explanation: {
@@ -1174,7 +1366,7 @@ export interface components {
                 [key: string]: string;
             };
             /** @description First and last record and the chain link before the first. */
-            manifest: Record<string, never>;
+            manifest: components["schemas"]["AuditExportManifest"];
         };
         /** @description One feature's part in a score. */
         FeatureContribution: {
@@ -1238,6 +1430,18 @@ export interface components {
              */
             usage_unattributed: number;
         };
+        /** @description One changed field. */
+        FieldChange: {
+            /** @description Value after (`null` when absent). Free-form, as `before`. */
+            after: unknown;
+            /**
+             * @description Value before (`null` when absent). Free-form: the field's value as the policy document
+             *     writes it (a string, number, list or object, depending on `field`).
+             */
+            before: unknown;
+            /** @description Field name (camelCase, as written). */
+            field: string;
+        };
         /** @description One field a problem is about. */
         FieldError: {
             /**
@@ -1259,10 +1463,12 @@ export interface components {
             message: string;
         };
         /**
-         * @description Which data-plane event a [`FlowRecord`] reports, and so what its counters mean.
+         * @description Which data-plane event a [`FlowRecord`] reports, and so what its counters mean. A flow's
+         *     `packets` and `bytes` are reported once: summing its `update` and `end` records gives its
+         *     totals, and summing the records of a time window gives the traffic reported in it.
          * @enum {string}
          */
-        FlowKind: "start" | "end" | "deny";
+        FlowKind: "start" | "update" | "end" | "deny";
         /** @description A page of flows. */
         FlowPage: {
             /** @description Newest first. */
@@ -1277,7 +1483,8 @@ export interface components {
             /**
              * Format: int64
              * @description IP bytes this record reports (see `kind`): 0 on a `start` record (not yet counted, not
-             *     "no traffic"), the flow's total on its `end` record.
+             *     "no traffic"), those since the flow's previous report on an `update` or `end` record,
+             *     those of the refused packets on a `deny` record.
              */
             bytes: number;
             /**
@@ -1294,7 +1501,8 @@ export interface components {
             /** @description Destination address. */
             dst: string;
             /**
-             * @description What this record reports: a flow's `start` (no counters yet), its `end` (its totals) or
+             * @description What this record reports: a flow's `start` (no counters yet), an `update` (traffic since
+             *     its previous report, the flow still open), its `end` (traffic since its last update) or
              *     a `deny`. Summing a flow's records gives its totals once it has ended.
              */
             kind: components["schemas"]["FlowKind"];
@@ -1312,8 +1520,9 @@ export interface components {
             mode: string;
             /**
              * Format: int64
-             * @description Packets this record reports (see `kind`): 0 on a `start` record, the flow's total on
-             *     its `end` record, 1 on a `deny` record.
+             * @description Packets this record reports (see `kind`): 0 on a `start` record, those since the
+             *     flow's previous report on an `update` or `end` record, the refused ones since the
+             *     previous deny record on a `deny` record.
              */
             packets: number;
             /**
@@ -1337,7 +1546,18 @@ export interface components {
             src: string;
             /**
              * Format: int64
-             * @description When the record was made (Unix ms).
+             * @description The flow's IP bytes so far on an `update` or `end` record (both directions); 0 otherwise.
+             */
+            total_bytes: number;
+            /**
+             * Format: int64
+             * @description The flow's packets so far on an `update` or `end` record (both directions); 0 otherwise.
+             */
+            total_packets: number;
+            /**
+             * Format: int64
+             * @description When it happened (Unix ms): a `start`'s first packet; the last packet an `update` or
+             *     `end` counts; a `deny`'s refused packet.
              */
             ts_ms: number;
         };
@@ -1564,6 +1784,31 @@ export interface components {
          * @enum {string}
          */
         InferenceState: "off" | "running" | "degraded" | "failed";
+        /** @description A named list of addresses or prefixes. */
+        IpSet: {
+            /** @description Addresses (`10.0.0.5`) or prefixes (`10.0.0.0/24`), IPv4 or IPv6. */
+            addresses: string[];
+            /** @description Name referenced by `zones[].ipSets`. */
+            name: string;
+        };
+        /** @description A named item present in both documents but different. */
+        ItemChange: {
+            /** @description Changed fields. */
+            fields: components["schemas"]["FieldChange"][];
+            /** @description Position before and after (`[before, after]`, 0-based), when it moved. */
+            moved?: number[] | null;
+            /** @description The item's name. */
+            name: string;
+        };
+        /** @description Changes to one list of named items. */
+        ItemChanges: {
+            /** @description Names only in the new document. */
+            added: string[];
+            /** @description Names in both, different. */
+            changed: components["schemas"]["ItemChange"][];
+            /** @description Names only in the old document. */
+            removed: string[];
+        };
         /** @description The learning feed and exports. */
         LearnStatus: {
             /** @description Configured exports; empty means nothing observed leaves the appliance. */
@@ -1677,17 +1922,142 @@ export interface components {
             /** @description The role. */
             role: components["schemas"]["Role"];
         };
+        /** @description Traffic between zones: from every `from` zone to every `to` zone, for the listed services. */
+        PolicyConduit: {
+            /** @description `allow` (default) or `deny`. */
+            action?: components["schemas"]["ConduitAction"];
+            /** @description Free text. */
+            description?: string | null;
+            /** @description Source zones (`any` for every address). */
+            from: string[];
+            mode?: null | components["schemas"]["PolicyMode"];
+            /** @description Unique name. */
+            name: string;
+            /** @description Matched services; at least one. */
+            services: components["schemas"]["PolicyService"][];
+            /** @description Destination zones (`any` for every address). */
+            to: string[];
+        };
+        /** @description Policy-wide defaults. */
+        PolicyDefaults: {
+            /** @description The action for unmatched traffic; only `deny` exists (default deny is not negotiable). */
+            action?: components["schemas"]["DefaultAction"];
+            /** @description Mode of zones and of the final default-deny when nothing narrower says otherwise. */
+            mode?: components["schemas"]["PolicyMode"];
+        };
+        /** @description Everything that differs between two policies. */
+        PolicyDiff: {
+            /** @description `spec.conduits`. */
+            conduits: components["schemas"]["ItemChanges"];
+            /** @description `spec.defaults` fields. */
+            defaults: components["schemas"]["FieldChange"][];
+            /** @description `spec.endpoints`. */
+            endpoints: components["schemas"]["ItemChanges"];
+            /** @description `spec.ipSets`. */
+            ip_sets: components["schemas"]["ItemChanges"];
+            /** @description `metadata` fields. */
+            metadata: components["schemas"]["FieldChange"][];
+            /** @description `spec.zones`. */
+            zones: components["schemas"]["ItemChanges"];
+        };
+        /** @description A whole policy document. */
+        PolicyDocument: {
+            /** @description Must be `septa.io/v1` ([`API_VERSION`]). */
+            apiVersion: string;
+            /** @description Must be `Policy` ([`KIND`]). */
+            kind: string;
+            /** @description Name and description. */
+            metadata: components["schemas"]["PolicyMetadata"];
+            /** @description Zones, conduits and defaults. */
+            spec: components["schemas"]["PolicySpec"];
+        };
+        /** @description A labelled host. */
+        PolicyEndpoint: {
+            /** @description One IPv4 or IPv6 address. */
+            address: string;
+            /** @description Labels matched by zone selectors. */
+            labels?: {
+                [key: string]: string;
+            };
+            /** @description Unique name. */
+            name: string;
+        };
         /**
          * @description How a policy text is written.
          * @enum {string}
          */
         PolicyFormat: "yaml" | "json";
+        /** @description Identifies a policy. */
+        PolicyMetadata: {
+            /** @description Free text. */
+            description?: string | null;
+            /** @description Free-form labels on the policy itself. */
+            labels?: {
+                [key: string]: string;
+            };
+            /** @description DNS-label style name (`[a-z0-9-]`, at most 63 characters). */
+            name: string;
+        };
+        /**
+         * @description `monitor` or `enforce`.
+         * @enum {string}
+         */
+        PolicyMode: "enforce" | "monitor";
+        /** @description One service of a conduit. */
+        PolicyService: {
+            /** @description ICMP message types; empty means every type. ICMP only. */
+            icmpTypes?: number[];
+            /**
+             * @description L7 constraint (e.g. `modbus: {functions: [read_coils]}`; grammar in `policy::l7`),
+             *     checked field by field in validation; a service with `l7` compiles to an inspect
+             *     action, never to a plain allow. Free-form in the OpenAPI document: an object with one
+             *     protocol key (`modbus`, `dnp3`, `s7`, `s7comm`, `cip`, `enip`, `bacnet`, `iec104`,
+             *     `opcua`) whose fields that protocol's grammar defines.
+             */
+            l7?: unknown;
+            /** @description Destination ports (`443` or `"8000-8080"`); empty means every port. TCP/UDP only. */
+            ports?: components["schemas"]["PortSpec"][];
+            /** @description `tcp`, `udp`, `icmp` (ICMPv4 or ICMPv6 by address family) or `any`. */
+            proto: components["schemas"]["ProtoName"];
+            /** @description Source ports, same syntax; empty means every port. TCP/UDP only. */
+            sourcePorts?: components["schemas"]["PortSpec"][];
+        };
+        /** @description The body of a policy. */
+        PolicySpec: {
+            /** @description Services allowed (or explicitly denied) between zones, in precedence order. */
+            conduits?: components["schemas"]["PolicyConduit"][];
+            /** @description What happens to traffic no conduit matches. */
+            defaults?: components["schemas"]["PolicyDefaults"];
+            /** @description Labelled hosts that zone selectors pick. */
+            endpoints?: components["schemas"]["PolicyEndpoint"][];
+            /** @description Named address lists that zones can reference. */
+            ipSets?: components["schemas"]["IpSet"][];
+            /** @description Groups of endpoints. */
+            zones: components["schemas"]["PolicyZone"][];
+        };
+        /**
+         * @description How a policy is submitted: the schema of `policy` in commit and stage requests
+         *     (the handlers read a JSON value and report errors at their line, or at their field path).
+         */
+        PolicySubmission: string | components["schemas"]["PolicyDocument"];
         /** @description The running policy. */
         PolicyView: {
             pending?: null | components["schemas"]["PendingView"];
-            /** @description The policy document (canonical JSON form). */
-            policy?: Record<string, never> | null;
+            policy?: null | components["schemas"]["PolicyDocument"];
             revision?: null | components["schemas"]["RevisionView"];
+        };
+        /** @description A zone: the union of its subnets, the addresses of its IP sets and the selected endpoints. */
+        PolicyZone: {
+            /** @description Free text. */
+            description?: string | null;
+            /** @description Names of `spec.ipSets`. */
+            ipSets?: string[];
+            mode?: null | components["schemas"]["PolicyMode"];
+            /** @description Unique name (`any` is reserved for "every address"). */
+            name: string;
+            selector?: null | components["schemas"]["Selector"];
+            /** @description Prefixes such as `10.20.0.0/24`. */
+            subnets?: string[];
         };
         /** @description Counters of one port, summed over cores. */
         PortCounters: {
@@ -1714,6 +2084,8 @@ export interface components {
              */
             tx_packets: number;
         };
+        /** @description A port or port range as written: a number or a string. Ranges are checked in validation. */
+        PortSpec: number | string;
         /** @description An RFC 9457 problem document. */
         Problem: {
             /** @description What went wrong this time. */
@@ -1735,6 +2107,11 @@ export interface components {
          * @enum {string}
          */
         ProposalStatus: "pending" | "approved" | "rejected";
+        /**
+         * @description Protocol names.
+         * @enum {string}
+         */
+        ProtoName: "tcp" | "udp" | "icmp" | "any";
         /** @description Readiness. */
         Readiness: {
             /** @description Whether a policy is enforced (without one the data plane drops everything). */
@@ -1747,7 +2124,7 @@ export interface components {
             /** @description Conduits. */
             conduits: components["schemas"]["ConduitView"][];
             /** @description The policy document approve would stage (all conduits accepted). */
-            document: Record<string, never>;
+            document: components["schemas"]["PolicyDocument"];
             /** @description Endpoints. */
             endpoints: components["schemas"]["EndpointView"][];
             /** @description The summary. */
@@ -1810,7 +2187,7 @@ export interface components {
         /** @description A page of audit records. */
         RecordPage: {
             /** @description Records in sequence order. */
-            items: Record<string, never>[];
+            items: components["schemas"]["AuditRecord"][];
             /** @description Pass as `cursor` for the next page; absent on the last page. */
             next_cursor?: string | null;
         };
@@ -1822,7 +2199,7 @@ export interface components {
         /** @description A revision with its content. */
         RevisionDetail: {
             /** @description The document (canonical JSON). */
-            policy: Record<string, never>;
+            policy: components["schemas"]["PolicyDocument"];
             /** @description Metadata. */
             revision: components["schemas"]["RevisionView"];
         };
@@ -1953,16 +2330,50 @@ export interface components {
              */
             tx_ring_full: number;
         };
+        /** @description A Kubernetes-style label selector: every `matchLabels` pair and every expression must hold. */
+        Selector: {
+            /** @description Set-based requirements. */
+            matchExpressions?: components["schemas"]["SelectorRequirement"][];
+            /** @description Exact label matches. */
+            matchLabels?: {
+                [key: string]: string;
+            };
+        };
+        /**
+         * @description Kubernetes selector operators, spelt as Kubernetes spells them.
+         * @enum {string}
+         */
+        SelectorOperator: "In" | "NotIn" | "Exists" | "DoesNotExist";
+        /** @description One set-based requirement (`key In [a, b]`, `key Exists`, ...). */
+        SelectorRequirement: {
+            /** @description Label key. */
+            key: string;
+            /** @description `In`, `NotIn`, `Exists` or `DoesNotExist`. */
+            operator: components["schemas"]["SelectorOperator"];
+            /** @description Values for `In`/`NotIn`; must be empty for `Exists`/`DoesNotExist`. */
+            values?: string[];
+        };
         /**
          * @description Where a revision's text comes from.
          * @enum {string}
          */
         SourceOrigin: "submitted" | "rendered";
+        /** @description A cited audit record. */
+        SourceRecord: {
+            checkpoint?: null | components["schemas"]["AuditCheckpoint"];
+            /** @description Its hash. */
+            hash: string;
+            /**
+             * Format: int64
+             * @description Its sequence number.
+             */
+            seq: number;
+        };
         /** @description A policy to stage (store without enforcing). */
         StageRequest: {
             format?: null | components["schemas"]["PolicyFormat"];
             /** @description The policy: its YAML or JSON text (string), or the document as a JSON object. */
-            policy: unknown;
+            policy: components["schemas"]["PolicySubmission"];
             /** @description Why. */
             reason: string;
         };
@@ -2067,8 +2478,7 @@ export interface components {
             error?: string | null;
             /** @description Whether the whole log verifies under the running key, up to the running head. */
             ok: boolean;
-            /** @description The verifier's report, when it verifies. */
-            report?: Record<string, never> | null;
+            report?: null | components["schemas"]["AuditVerifyReport"];
         };
         /** @description One worker's health. */
         WorkerHealth: {
@@ -3271,7 +3681,8 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["EvidencePack"];
+                    "text/html": string;
                 };
             };
             400: {
@@ -3802,7 +4213,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>[];
+                    "application/json": components["schemas"]["PolicyConduit"][];
                 };
             };
             /** @description Invalid parameter or malformed body */
@@ -4508,7 +4919,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>[];
+                    "application/json": components["schemas"]["PolicyZone"][];
                 };
             };
             /** @description Invalid parameter or malformed body */
