@@ -344,15 +344,36 @@ impl<const W: usize> SketchTable<W> {
     }
 }
 
-/// Linear-counting estimate of the distinct items set in `bits` (all of its `64 × len` bits).
-fn estimate(bits: &[u64]) -> u32 {
-    let m = (bits.len() * 64) as u32;
-    let set: u32 = bits.iter().map(|w| w.count_ones()).sum();
-    let zero = m - set;
+/// Linear-counting estimate of the distinct items set in a bitmap of `m` bits with `zero` bits
+/// clear.
+fn linear_count(m: u32, zero: u32) -> u32 {
     let mf = f64::from(m);
     // All bits set: the sketch saturated; report its ceiling.
     let z = f64::from(zero.max(1)) / mf;
     (-mf * z.ln()).round() as u32
+}
+
+/// [`linear_count`] for every clear-bit count of an `m`-bit bitmap, computed once, so that a
+/// record's four estimates are table lookups instead of four logarithms.
+struct Estimates(Box<[u32]>);
+
+impl Estimates {
+    fn new(m: usize) -> Self {
+        let m = m as u32;
+        Self((0..=m).map(|zero| linear_count(m, zero)).collect())
+    }
+
+    /// The estimate of the distinct items set in `bits` (all of its `64 × len` bits, which
+    /// must be the table's `m`).
+    fn of(&self, bits: &[u64]) -> u32 {
+        let set: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        debug_assert_eq!(self.0.len(), bits.len() * 64 + 1);
+        self.0[self.0.len() - 1 - set]
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.len() * size_of::<u32>()
+    }
 }
 
 /// 64-bit mixer (splitmix64 finaliser): spreads keys over sketch bits and table slots.
@@ -414,6 +435,10 @@ struct Spread3 {
     by_src: SketchTable<SRC_WORDS>,
     by_dst: SketchTable<ONE_WORDS>,
     by_src_port: SketchTable<ONE_WORDS>,
+    /// Estimates of the per-source host and port bitmaps and of the one-line slots.
+    hosts: Estimates,
+    ports: Estimates,
+    one: Estimates,
 }
 
 impl Spread3 {
@@ -422,12 +447,18 @@ impl Spread3 {
             by_src: SketchTable::new(n),
             by_dst: SketchTable::new(n),
             by_src_port: SketchTable::new(n),
+            hosts: Estimates::new(SRC_HOST_WORDS * 64),
+            ports: Estimates::new((SRC_WORDS - SRC_HOST_WORDS) * 64),
+            one: Estimates::new(ONE_WORDS * 64),
         }
     }
 
     fn memory_bytes(&self) -> usize {
         self.by_src.slots.len() * size_of::<SketchSlot<SRC_WORDS>>()
             + 2 * self.by_dst.slots.len() * size_of::<SketchSlot<ONE_WORDS>>()
+            + self.hosts.memory_bytes()
+            + self.ports.memory_bytes()
+            + self.one.memory_bytes()
     }
 
     /// Prefetches the four cache lines a new flow's [`Self::add`] will write.
@@ -474,13 +505,13 @@ impl Spread3 {
     fn estimates(&self, k: SpreadKeys, window: u32) -> [u32; 4] {
         let (h, p) = self.by_src.get(k.src, window).map_or((0, 0), |b| {
             let (hosts, ports) = b.split_at(SRC_HOST_WORDS);
-            (estimate(hosts), estimate(ports))
+            (self.hosts.of(hosts), self.ports.of(ports))
         });
         let on_port = self
             .by_src_port
             .get(k.src_port, window)
-            .map_or(0, |b| estimate(b));
-        let d = self.by_dst.get(k.dst, window).map_or(0, |b| estimate(b));
+            .map_or(0, |b| self.one.of(b));
+        let d = self.by_dst.get(k.dst, window).map_or(0, |b| self.one.of(b));
         [h, p, on_port, d]
     }
 }

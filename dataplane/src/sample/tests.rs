@@ -555,3 +555,26 @@ fn a_reopened_connection_is_sampled_as_a_new_one() {
     send(&mut g, &mut s, Direction::Original, 60, 0x02, 1_000_000);
     assert_eq!(s.counters().reopened, 1);
 }
+
+#[test]
+fn estimate_tables_give_the_linear_counting_formula() {
+    for m in [192usize, 256, 448, 512] {
+        let t = Estimates::new(m);
+        let mut bits = vec![0u64; m / 64];
+        assert_eq!(t.of(&bits), 0);
+        // Bits set one at a time in a scattered order (37 is coprime with every m here).
+        for set in 1..=m {
+            let b = (set * 37) % m;
+            bits[b / 64] |= 1 << (b % 64);
+            assert_eq!(
+                t.of(&bits),
+                linear_count(m as u32, (m - set) as u32),
+                "m {m}"
+            );
+        }
+    }
+    assert_eq!(linear_count(448, 447), 1);
+    // The ceilings: a full bitmap reports m ln m.
+    assert_eq!(Estimates::new(256).of(&[u64::MAX; 4]), 1420);
+    assert_eq!(Estimates::new(448).of(&[u64::MAX; 7]), 2735);
+}
