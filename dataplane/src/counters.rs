@@ -185,6 +185,12 @@ impl PublishTimer {
             false
         }
     }
+
+    /// Make the next [`Self::due`] true whatever the time: at stop, so that what was counted
+    /// since the last publication reaches the readers too.
+    pub fn force(&mut self) {
+        self.next = 0;
+    }
 }
 
 /// Totals of one port.

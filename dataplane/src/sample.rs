@@ -636,6 +636,12 @@ impl Sampler {
         }
     }
 
+    /// [`Self::publish`] now, due or not (at stop: the counts of the last interval too).
+    pub fn publish_now(&mut self, now: u64) {
+        self.publish_timer.force();
+        self.publish(now);
+    }
+
     /// Counters (single writer: the worker; read them between polls). `sketch_evictions`
     /// counts the sketch updates applied so far: up to [`PENDING`] new flows wait in a batch
     /// ([`Self::flush`]).

@@ -429,7 +429,18 @@ impl Worker {
                 std::hint::spin_loop();
             }
         }
+        self.publish_now();
         self.counters.set_stopped();
+    }
+
+    /// Publish the flow table's, the sampler's and the router's counters now (they are
+    /// otherwise published every [`counters::PUBLISH_US`](crate::counters::PUBLISH_US) between
+    /// polls): when the worker stops, and after each [`Self::flush`].
+    pub fn publish_now(&mut self) {
+        self.state.publish_now();
+        if let Some(r) = &mut self.router {
+            r.publish_now(self.state.now());
+        }
     }
 
     /// End every tracked flow now (flow-end records with reason `flushed` unless closed or
@@ -437,7 +448,9 @@ impl Worker {
     /// per call and returns how many it removed (0: the table is empty), so the caller can
     /// drain the event ring in between.
     pub fn flush(&mut self, budget: usize) -> usize {
-        self.state.flush(budget)
+        let n = self.state.flush(budget);
+        self.publish_now();
+        n
     }
 }
 

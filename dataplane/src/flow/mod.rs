@@ -523,6 +523,17 @@ impl<S: Copy + Default> FlowTable<S> {
     /// comparison when not due). `now` is the caller's monotonic tick.
     #[inline]
     pub fn publish(&mut self, now: u64, interval: u64) {
+        self.publish_due(now, interval);
+    }
+
+    /// [`Self::publish`] now, due or not (at stop: the counts of the last interval too).
+    pub fn publish_now(&mut self, now: u64) {
+        self.publish_timer.force();
+        self.publish_due(now, 0);
+    }
+
+    #[inline]
+    fn publish_due(&mut self, now: u64, interval: u64) {
         if self.publish_timer.due(now, interval) {
             let st = self.stats;
             self.shared.0.store(&[

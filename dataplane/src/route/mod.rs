@@ -759,6 +759,18 @@ impl Router {
                 }
             }
         }
+        self.publish(now);
+    }
+
+    /// The counters into [`Self::shared_stats`] now, due or not (at stop: the counts of the
+    /// last interval too).
+    pub fn publish_now(&mut self, now: u64) {
+        self.publish_timer.force();
+        self.publish(now);
+    }
+
+    #[inline]
+    fn publish(&mut self, now: u64) {
         if self.publish_timer.due(now, crate::counters::PUBLISH_US) {
             let s = self.stats;
             self.shared.0.store(&[

@@ -850,6 +850,12 @@ fn published_counters_are_what_the_router_counted_at_most_every_publish_us() {
     assert_eq!(shared.load().stats.arp_replies, 1);
     r.poll(2 * PUBLISH_US);
     assert_eq!(shared.load().stats.arp_replies, 2);
+    // Counted after that, then the worker stops: published at once.
+    run(&mut r, 0, arp_request(MAC_A, A4, GW0_4), 2 * PUBLISH_US + 1);
+    drain(&mut r, 0, 2 * PUBLISH_US + 1);
+    assert_eq!(shared.load().stats.arp_replies, 2, "not due");
+    r.publish_now(2 * PUBLISH_US + 1);
+    assert_eq!(shared.load().stats.arp_replies, 3);
 }
 
 #[test]

@@ -312,6 +312,15 @@ impl WorkerState {
         }
     }
 
+    /// Publish the flow table's and the sampler's counters now, due or not: at stop, so that the
+    /// last interval's counts reach `/metrics` and the health report too.
+    pub(super) fn publish_now(&mut self) {
+        self.flows.publish_now(self.now);
+        if let Some(s) = &mut self.sampler {
+            s.publish_now(self.now);
+        }
+    }
+
     /// Remove up to `budget` flows, reporting each; returns how many were removed.
     pub(super) fn flush(&mut self, budget: usize) -> usize {
         if !self.closed.is_empty() {
