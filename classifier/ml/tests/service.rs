@@ -80,6 +80,16 @@ fn faulty_service(
     let s = Arc::clone(&seen);
     // Only the first scorer built carries the fault.
     let builds = Arc::new(Mutex::new(0u32));
+    let cfg = match fault {
+        // A panicking thread prints its message (and, with RUST_BACKTRACE set as in CI, a
+        // symbolised backtrace) before it finishes: on a loaded machine that took longer than
+        // 800 ms once, and the watchdog reported a stall first. The panic is what is tested here.
+        Fault::PanicOnFirstBatch => ServiceConfig {
+            stall_after: Duration::from_secs(60),
+            ..fast()
+        },
+        Fault::StallOnFirstBatch => fast(),
+    };
     let svc = Service::start(
         rings,
         Box::new(move || {
@@ -91,7 +101,7 @@ fn faulty_service(
             }) as Box<dyn Scorer>)
         }),
         tx,
-        fast(),
+        cfg,
     )
     .unwrap();
     (svc, producers, rx, seen)
