@@ -65,7 +65,9 @@ pub struct QuarantineRequest {
 /// Health of the inference thread as seen by its supervisor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Health {
-    /// The thread panicked; it was restarted and the records it held were lost.
+    /// The thread panicked; it was restarted and the records it held were lost. A thread
+    /// already replaced as stalled that panics later is reported too, with `lost_records` 0
+    /// (they were counted with the stall).
     Panicked {
         message: String,
         lost_records: u64,

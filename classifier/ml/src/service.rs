@@ -336,7 +336,23 @@ fn supervise(sh: &Arc<Shared>, handle: JoinHandle<()>, beat: Arc<Beat>) {
         } else {
             replace = true;
         }
-        orphans.retain(|h| !h.is_finished());
+        // A retired (stalled) thread that finished: if it panicked (its panic message and
+        // backtrace can take longer to print than `stall_after` on a loaded machine), say so.
+        // Its records were counted lost with the stall, and it was replaced then.
+        let (done, running): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|h| h.is_finished());
+        orphans = running;
+        for h in done {
+            if let Err(p) = h.join() {
+                sh.stats.panics.fetch_add(1, Ordering::Relaxed);
+                emit(
+                    sh,
+                    MlEvent::Health(Health::Panicked {
+                        message: panic_message(p.as_ref()),
+                        lost_records: 0,
+                    }),
+                );
+            }
+        }
         if replace {
             let generation = sh.generation.load(Ordering::Acquire);
             match (sh.factory)().and_then(|s| spawn_inference(sh, s, generation)) {

@@ -46,6 +46,8 @@ struct Faulty {
 enum Fault {
     PanicOnFirstBatch,
     StallOnFirstBatch,
+    /// Silent past `stall_after`, then a panic.
+    StallThenPanic,
 }
 
 impl Scorer for Faulty {
@@ -53,6 +55,10 @@ impl Scorer for Faulty {
         match self.fault.take() {
             Some(Fault::PanicOnFirstBatch) => panic!("injected fault"),
             Some(Fault::StallOnFirstBatch) => std::thread::sleep(Duration::from_secs(5)),
+            Some(Fault::StallThenPanic) => {
+                std::thread::sleep(Duration::from_millis(1500));
+                panic!("late fault");
+            }
             None => {}
         }
         self.seen.fetch_add(batch.len() as u32, Ordering::Relaxed);
@@ -88,7 +94,7 @@ fn faulty_service(
             stall_after: Duration::from_secs(60),
             ..fast()
         },
-        Fault::StallOnFirstBatch => fast(),
+        Fault::StallOnFirstBatch | Fault::StallThenPanic => fast(),
     };
     let svc = Service::start(
         rings,
@@ -135,6 +141,44 @@ fn panicking_inference_thread_is_restarted() {
     assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
     assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
     assert_eq!(stats.lost_records.load(Ordering::Relaxed), 10);
+    svc.stop();
+}
+
+#[test]
+fn a_thread_replaced_as_stalled_that_panics_later_is_reported() {
+    let (svc, producers, rx, seen) = faulty_service(Fault::StallThenPanic, 0, 3);
+    let ev = wait_for(&rx, "the late panic", |e| {
+        matches!(e, MlEvent::Health(Health::Panicked { .. }))
+    });
+    let stalled = ev.iter().position(|e| {
+        matches!(
+            e,
+            MlEvent::Health(Health::Stalled {
+                lost_records: 3,
+                ..
+            })
+        )
+    });
+    let restarted = ev
+        .iter()
+        .position(|e| matches!(e, MlEvent::Health(Health::Restarted { .. })));
+    assert!(stalled.is_some() && restarted > stalled, "{ev:?}");
+    assert!(
+        matches!(ev.last(), Some(MlEvent::Health(Health::Panicked { message, lost_records: 0 })) if message == "late fault"),
+        "{ev:?}"
+    );
+    // The replacement works.
+    push(&producers[0], 4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.load(Ordering::Relaxed) < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(seen.load(Ordering::Relaxed), 4);
+    let stats = svc.stats();
+    assert_eq!(stats.stalls.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.lost_records.load(Ordering::Relaxed), 3);
     svc.stop();
 }
 
