@@ -61,6 +61,10 @@ describe('console', () => {
     await page.waitForFunction(() => Number(document.querySelector('[data-testid=active-flows]')?.textContent) > 0);
     await page.waitForTimeout(4500);
     assert.match(await page.textContent('main'), /port0/);
+    // Denied pairs show the refused packets and, from deny records that carry sizes, their bytes.
+    await page.waitForSelector('[data-testid=denied-pair]');
+    const pairs = await page.$$eval('[data-testid=denied-pair] td:nth-child(2)', (cells) => cells.map((c) => c.innerText.replace(/\s+/g, ' ')));
+    assert.ok(pairs.some((t) => /^\d+ pkts [\d.,]+ (B|kB|MB)$/.test(t)), JSON.stringify(pairs));
     // Health: both simulated workers and the inference thread run, with rates measured.
     await page.waitForSelector('[data-testid=health-panel][data-status=ok]');
     const workers = await page.$$eval('[data-testid=health-worker]', (rows) => rows.map((r) => [r.dataset.state, r.textContent]));
