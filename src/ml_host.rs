@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use septa_control::api::anomalies::{AnomalyFlow, AnomalyStore, FeatureContribution, NewAnomaly};
 use septa_control::api::{InferenceSample, ModelInfo};
 use septa_dataplane::sample::{Sampler, SamplerConfig, SharedSamplerCounters};
-use septa_features::FeatureRecord;
+use septa_features::spread::SampleSender;
 use septa_ml::{
     Alert, Engine, Health, MlConfig, MlEvent, Mode, QuarantineRequest, Service, ServiceStats,
 };
@@ -243,11 +243,12 @@ impl MlProbe {
             s.restarts = n(&stats.restarts);
             s.repeats = n(&stats.repeats);
             s.calibrations = n(&stats.calibrations);
+            s.sampler_sketch_evictions = n(&stats.spread_evictions);
             for c in &self.samplers {
                 let c = c.load();
                 s.sampler_records += c.emitted;
                 s.sampler_ring_full += c.ring_full;
-                s.sampler_sketch_evictions += c.sketch_evictions;
+                s.sampler_spread_lost += c.spread_lost;
                 s.sampler_slab_full += c.slab_full;
             }
             s.models = tally
@@ -296,7 +297,7 @@ impl MlHost {
     /// [`Self::start`] over rings made by the caller: a sampler for each of `senders`.
     fn start_on(
         s: &MlSettings,
-        senders: Vec<SyncSender<FeatureRecord>>,
+        senders: Vec<SampleSender>,
         rings: septa_ml::Rings,
         store: Arc<AnomalyStore>,
     ) -> Result<Self, septa_ml::MlError> {
@@ -647,7 +648,7 @@ mod tests {
         );
         let attacks = rows.iter().filter(|r| r.label == 1).count();
         for (i, r) in rows.iter().enumerate() {
-            tx.try_send(r.record(i)).unwrap();
+            tx.try_send_record(r.record(i).into()).unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while host.tally.alerts.load(Ordering::Relaxed) < (attacks / 2) as u64
@@ -674,7 +675,7 @@ mod tests {
         };
         wait("the first pass scored", &|s| s.records == rows.len() as u64);
         for (i, r) in rows.iter().enumerate() {
-            tx.try_send(r.record(i)).unwrap();
+            tx.try_send_record(r.record(i).into()).unwrap();
         }
         let again = wait("the second pass scored", &|s| s.records == total);
         assert!(again.repeats > 0, "{again:?}");

@@ -8,8 +8,9 @@
 //! in interleaved rounds, medians reported:
 //!
 //! * `base`: the rule table allows tcp/502;
-//! * `sample`: the same with a feature sampler (one flow in `--one-in`, records drained by a
-//!   consumer thread like the inference service);
+//! * `sample`: the same with a feature sampler (one flow in `--one-in`; a consumer thread reads
+//!   the records and applies the batches of new flows to the spread sketches, as the inference
+//!   service does);
 //! * `l7`: the rule table inspects tcp/502 with a read-only Modbus conduit (every request and
 //!   response framed and checked);
 //! * `l7_sample`: both.
@@ -26,14 +27,15 @@
 //! against the `base` round of the same interleaving) give the range (`*_min`, `*_max`).
 //!
 //! Worst case by default: every connection comes from its own client address and each round
-//! starts a new spread window, so each new flow finds the sampler's per-source sketch slots cold
-//! and stale (this is a flood of short connections from many clients). `--clients N` spreads
+//! starts a new spread window, so each new flow finds its per-source sketch slots cold and stale
+//! (this is a flood of short connections from many clients; since the sketches moved to the
+//! consumer, that cost is the consumer thread's, and the worker's is one batch entry per new
+//! flow and a batch send per 16 new flows or per record). `--clients N` spreads
 //! the connections over N client addresses instead (several connections per client per window,
 //! as a site's hosts do). `--only SETUP` runs one configuration alone, for instruction counts
 //! (`valgrind --tool=callgrind`, `--only sample` against `--only base`).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use septa_classifier::{Action, AddrMatch, HookId, Mode, PortRange, Prefix, Rule, TableCell};
@@ -43,6 +45,7 @@ use septa_dataplane::l7::samples::{conversation, modbus, modbus_request};
 use septa_dataplane::l7::{L7Constraint, L7Proto, Side};
 use septa_dataplane::sample::{Sampler, SamplerConfig};
 use septa_dataplane::{Bridge, Decision, StateConfig, Stats, Worker, WorkerState};
+use septa_features::spread::{SoloReceiver, SpreadConfig, sample_channel};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -186,15 +189,18 @@ impl Bench {
         let mut state = WorkerState::new(&cfg, septa_dataplane::events::EventSink::disabled())?;
         let stop = Arc::new(AtomicBool::new(false));
         if setup.sample() {
-            let (tx, rx) = sync_channel(4096);
+            let (tx, rx) = sample_channel(4096, septa_ml::SPREAD_RING);
             let mut sc = SamplerConfig::new(flows);
             sc.one_in = one_in;
             state.set_sampler(Sampler::new(0, sc, tx)?);
-            // The inference thread's side: drain the ring.
+            // The inference thread's side: read the records (filling their spread) and apply
+            // the batches of new flows to the spread sketches, as `septa_ml`'s service does.
             let stop = stop.clone();
+            let mut rx = SoloReceiver::new(rx, SpreadConfig::default())?;
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    while rx.try_recv().is_ok() {}
+                    while rx.try_recv().is_some() {}
+                    rx.drain_spread();
                     std::thread::sleep(Duration::from_micros(200));
                 }
             });

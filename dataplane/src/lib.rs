@@ -14,7 +14,6 @@ pub mod error;
 pub mod events;
 pub mod flow;
 pub mod frag;
-pub mod hint;
 pub mod io;
 pub mod l7;
 pub mod parse;

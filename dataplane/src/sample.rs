@@ -2,9 +2,9 @@
 //!
 //! **What it is.** A [`Sampler`] per worker follows one new flow in [`SamplerConfig::one_in`]
 //! (every K-th admitted flow) in a bounded slab of [`FlowSample`]s indexed from the flow entry
-//! ([`L7Slot::sample`]), and keeps per-source/per-destination spread sketches over a tumbling
-//! window (fan-out, fan-in) fed by *every* new flow, so scans and sweeps show in the spread of
-//! whichever of their flows is sampled. A sampled flow emits a
+//! ([`L7Slot::sample`]), and reports *every* new flow to the inference side's spread sketches
+//! (fan-out, fan-in over a tumbling window, [`septa_features::spread`]) in batches, so scans and
+//! sweeps show in the spread of whichever of their flows is sampled. A sampled flow emits a
 //! [`septa_features::FeatureRecord`] into the worker's bounded ring after its first
 //! [`HEAD_PACKETS`] packets, every [`SamplerConfig::periodic_us`] while it lasts, and when it
 //! ends. Packet and byte counts, first/last seen and the identified protocol come from the flow
@@ -12,9 +12,8 @@
 //! gaps (first packets) and TCP flag counts; an unsampled flow costs one test of its entry.
 //!
 //! **What it never does.** Allocate, lock or log after [`Sampler::new`]; block on a full ring:
-//! the record is dropped and counted ([`SamplerCounters::ring_full`]). Spread memory is fixed at
-//! construction (direct-mapped sketch slots; a colliding source takes the slot over and the
-//! eviction is counted). A full slab skips the flow (counted in
+//! the record is dropped and counted ([`SamplerCounters::ring_full`]), and so is a batch of new
+//! flows ([`SamplerCounters::spread_lost`]). A full slab skips the flow (counted in
 //! [`SamplerCounters::slab_full`]).
 //!
 //! **Where the worker calls it** (`worker/state.rs`, when a sampler is set):
@@ -29,22 +28,26 @@
 //! 5. [`Sampler::flow_end`] when the entry is removed (expiry or flush), before the slot is reused;
 //! 6. [`Sampler::denied`] for the first packet of a new flow the policy refused (no entry).
 //!
-//! `now` is the worker's clock ([`crate::worker::Clock`], microseconds). The ring is a
-//! `std::sync::mpsc::sync_channel` of `FeatureRecord`s (same choice and cost profile as
-//! [`crate::events`]); `septa_ml::rings` makes them and hands the receivers to the inference
-//! thread.
+//! `now` is the worker's clock ([`crate::worker::Clock`], microseconds). The rings are a
+//! [`septa_features::spread::SampleSender`]: two `std::sync::mpsc::sync_channel`s (same choice
+//! and cost profile as [`crate::events`]), one of records, one of [`SpreadBatch`]es of new
+//! flows; `septa_ml::rings` makes them and hands the receivers to the inference thread, which
+//! fills each record's spread after applying the batches sent before it.
 //!
 //! Cost: `septa-bench pipeline` (the worker's packet rate with sampling on and off, same run;
-//! numbers in `docs/ml.md`). Under a flood of new sources the spread sketches are the cost
-//! (four cold cache lines per new flow), hence their updates wait in a batch
-//! ([`Sampler::flush`]).
+//! numbers in `docs/ml.md`). A new flow costs the worker a 48-byte store into the batch (no
+//! hashing, no sketch line touched); a batch of [`septa_features::spread::SPREAD_BATCH`] is one
+//! channel send, made when it fills, before a record (so the record's spread counts every
+//! earlier flow) and at each [`Sampler::publish`] (so the other workers' records see this one's
+//! flows within [`PUBLISH_US`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
 
-use arrayvec::ArrayVec;
 use septa_classifier::{Family, FlowKey};
+use septa_features::spread::{
+    NewFlow, SampleSender, Sampled, SendFailed, SpreadBatch, SpreadQuery,
+};
 use septa_features::{
     EmitReason, FUNCTION_CLASSES, FeatureRecord, FunctionClass, HEAD_PACKETS, HeadStats, L7Proto,
     SCHEMA_VERSION, Spread, TcpFlagCounts,
@@ -52,7 +55,6 @@ use septa_features::{
 
 use crate::counters::{PublishTimer, PublishedWords};
 use crate::flow::{Direction, FlowEntry, L7Slot};
-use crate::hint::prefetch_write;
 use crate::l7::FunctionTally;
 use crate::l7::inspect::{IDENTIFY_TRIES, identify_into};
 use crate::parse::ParsedPacket;
@@ -64,23 +66,16 @@ pub struct SamplerConfig {
     pub flows: usize,
     /// Follow every `one_in`-th new flow (1: every flow).
     pub one_in: u32,
-    /// Slots of each spread table (sources, destinations, source+port); a power of two.
-    pub spread_slots: usize,
-    /// Spread window, microseconds.
-    pub window_us: u64,
     /// Snapshot interval of long flows, microseconds (0: never).
     pub periodic_us: u64,
 }
 
 impl SamplerConfig {
-    /// `flows` sampled flows at once, one new flow in 16, 4096 spread slots, a 10 s window, a
-    /// snapshot of long flows every 60 s.
+    /// `flows` sampled flows at once, one new flow in 16, a snapshot of long flows every 60 s.
     pub fn new(flows: usize) -> Self {
         Self {
             flows,
             one_in: 16,
-            spread_slots: 4096,
-            window_us: 10_000_000,
             periodic_us: 60_000_000,
         }
     }
@@ -89,10 +84,6 @@ impl SamplerConfig {
 /// Invalid [`SamplerConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SamplerConfigError {
-    #[error("sampler: spread_slots {0} must be a power of two between 16 and 1048576")]
-    SpreadSlots(usize),
-    #[error("sampler: window_us must be at least 1000000 (1 s), got {0}")]
-    Window(u64),
     #[error("sampler: flows must be between 1 and 2^31, got {0}")]
     Flows(usize),
     #[error("sampler: one_in must be at least 1")]
@@ -104,7 +95,7 @@ pub use crate::counters::PUBLISH_US;
 /// A sampler's counters as other threads read them (the control side's health and metrics):
 /// relaxed atomics on cache lines of their own, which the worker stores every [`PUBLISH_US`]
 /// ([`Sampler::publish`], called between polls), never per packet. A reader sees values at
-/// most that old (plus up to [`PENDING`] new flows for `sketch_evictions`).
+/// most that old.
 #[derive(Debug, Default)]
 pub struct SharedSamplerCounters(PublishedWords<9>);
 
@@ -117,7 +108,7 @@ impl SharedSamplerCounters {
             slab_full,
             emitted,
             ring_full,
-            sketch_evictions,
+            spread_lost,
             evicted,
             denied,
             reopened,
@@ -128,7 +119,7 @@ impl SharedSamplerCounters {
             slab_full,
             emitted,
             ring_full,
-            sketch_evictions,
+            spread_lost,
             evicted,
             denied,
             reopened,
@@ -142,7 +133,7 @@ impl SharedSamplerCounters {
             c.slab_full,
             c.emitted,
             c.ring_full,
-            c.sketch_evictions,
+            c.spread_lost,
             c.evicted,
             c.denied,
             c.reopened,
@@ -163,8 +154,10 @@ pub struct SamplerCounters {
     pub emitted: u64,
     /// Records dropped because the ring was full (or the inference side went away).
     pub ring_full: u64,
-    /// Spread-sketch slots taken over by another key before their window ended.
-    pub sketch_evictions: u64,
+    /// New flows whose batch the spread ring refused (full, or the inference side gone): the
+    /// spread estimates of that window are low by them (the inference side counts slots taken
+    /// over, `septa_ml::ServiceStats::spread_evictions`).
+    pub spread_lost: u64,
     /// Sampled flows that left the flow table without an end (evicted half-open flows): their
     /// slab entries were freed without a record ([`Sampler::evicted`]).
     pub evicted: u64,
@@ -232,290 +225,6 @@ impl FlowSample {
     }
 }
 
-/// Words of the per-source sketch slot: 512 bits of destination hosts, 448 of destination ports
-/// (with the 8-byte header, two cache lines).
-const SRC_WORDS: usize = 15;
-/// Words of the destination and source+port slots: 448 bits (with the header, one cache line).
-const ONE_WORDS: usize = 7;
-/// The split of a per-source slot: hosts in words `0..SRC_HOST_WORDS`, ports after.
-const SRC_HOST_WORDS: usize = 8;
-
-/// One direct-mapped sketch slot: a key tag, its window and `W` words of linear-counting
-/// bitmaps, cache-line aligned so that an update touches one line (two for the per-source slot).
-#[derive(Clone, Copy, Debug)]
-#[repr(C, align(64))]
-struct SketchSlot<const W: usize> {
-    /// High half of the key's hash, never 0 (0: empty slot).
-    tag: u32,
-    /// Window number (`now / window_us`, truncated).
-    window: u32,
-    bits: [u64; W],
-}
-
-impl<const W: usize> Default for SketchSlot<W> {
-    fn default() -> Self {
-        Self {
-            tag: 0,
-            window: 0,
-            bits: [0; W],
-        }
-    }
-}
-
-/// A direct-mapped table of per-key sketches. Per new flow each table takes one update: find
-/// the key's slot (reset it when it holds another key or an older window), set one or two bits.
-struct SketchTable<const W: usize> {
-    slots: Box<[SketchSlot<W>]>,
-    mask: usize,
-}
-
-/// The slot index and tag of a hashed key (index from the low half, tag from the high half).
-#[inline]
-fn place(h: u64) -> (usize, u32) {
-    (h as usize, ((h >> 32) as u32) | 1)
-}
-
-/// A bit in `0..m` from the high half of a hash (multiply-shift range reduction).
-#[inline]
-fn bit_of(h: u64, m: u32) -> usize {
-    (((h >> 32) * u64::from(m)) >> 32) as usize
-}
-
-#[inline]
-fn set(bits: &mut [u64], b: usize) {
-    bits[b / 64] |= 1 << (b % 64);
-}
-
-impl<const W: usize> SketchTable<W> {
-    fn new(n: usize) -> Self {
-        Self {
-            slots: vec![SketchSlot::default(); n].into_boxed_slice(),
-            mask: n - 1,
-        }
-    }
-
-    /// The slot of hashed key `h` for `window`, reset if it held another key or window;
-    /// also whether a live slot of another key was evicted.
-    #[inline]
-    fn slot(&mut self, h: u64, window: u32) -> (&mut [u64; W], bool) {
-        let (i, tag) = place(h);
-        let s = &mut self.slots[i & self.mask];
-        let mut evicted = false;
-        if s.tag != tag || s.window != window {
-            evicted = s.window == window && s.tag != 0;
-            *s = SketchSlot {
-                tag,
-                window,
-                bits: [0; W],
-            };
-        }
-        (&mut s.bits, evicted)
-    }
-
-    /// Loads the first and the last word of hashed key `h`'s slot (every cache line of a slot
-    /// of up to two lines), so that the lines are on their way before the update needs them.
-    #[inline]
-    fn touch(&self, h: u64) -> u64 {
-        let (i, _) = place(h);
-        let s = &self.slots[i & self.mask];
-        u64::from(s.tag) ^ s.bits[W - 1]
-    }
-
-    /// Asks for every cache line of hashed key `h`'s slot, for writing (a slot spans one line,
-    /// or two for the per-source slot: its first and its last word), without waiting for them:
-    /// issued when a new flow is queued, so the lines arrive while the worker goes on with its
-    /// burst, and the batch's update finds them loaded.
-    #[inline]
-    fn prefetch(&self, h: u64) {
-        let (i, _) = place(h);
-        let s = &self.slots[i & self.mask];
-        prefetch_write(&s.tag);
-        if size_of::<SketchSlot<W>>() > 64 {
-            prefetch_write(&s.bits[W - 1]);
-        }
-    }
-
-    /// The bitmap words of hashed key `h` in `window` (`None` when its slot holds another key
-    /// or another window).
-    fn get(&self, h: u64, window: u32) -> Option<&[u64; W]> {
-        let (i, tag) = place(h);
-        let s = &self.slots[i & self.mask];
-        (s.tag == tag && s.window == window).then_some(&s.bits)
-    }
-}
-
-/// Linear-counting estimate of the distinct items set in a bitmap of `m` bits with `zero` bits
-/// clear.
-fn linear_count(m: u32, zero: u32) -> u32 {
-    let mf = f64::from(m);
-    // All bits set: the sketch saturated; report its ceiling.
-    let z = f64::from(zero.max(1)) / mf;
-    (-mf * z.ln()).round() as u32
-}
-
-/// [`linear_count`] for every clear-bit count of an `m`-bit bitmap, computed once, so that a
-/// record's four estimates are table lookups instead of four logarithms.
-struct Estimates(Box<[u32]>);
-
-impl Estimates {
-    fn new(m: usize) -> Self {
-        let m = m as u32;
-        Self((0..=m).map(|zero| linear_count(m, zero)).collect())
-    }
-
-    /// The estimate of the distinct items set in `bits` (all of its `64 × len` bits, which
-    /// must be the table's `m`).
-    fn of(&self, bits: &[u64]) -> u32 {
-        let set: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
-        debug_assert_eq!(self.0.len(), bits.len() * 64 + 1);
-        self.0[self.0.len() - 1 - set]
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.0.len() * size_of::<u32>()
-    }
-}
-
-/// 64-bit mixer (splitmix64 finaliser): spreads keys over sketch bits and table slots.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// One word of an address: `mix(low ^ mix(high))`. For IPv4 (and any address whose high half is
-/// 0) that is `mix(low)`, since `mix(0) == 0`: the second mix is skipped, same value.
-#[inline]
-fn addr_word(a: u128) -> u64 {
-    let hi = (a >> 64) as u64;
-    mix((a as u64) ^ if hi == 0 { 0 } else { mix(hi) })
-}
-
-/// Hashes of a flow key for the spread sketches: source, destination, destination
-/// port+protocol, and source+port.
-#[derive(Clone, Copy)]
-struct SpreadKeys {
-    src: u64,
-    dst: u64,
-    port: u64,
-    src_port: u64,
-}
-
-#[inline]
-fn spread_keys(key: &FlowKey) -> SpreadKeys {
-    let src = addr_word(key.src);
-    let dst = addr_word(key.dst);
-    // A full mix (linear counting assumes random bits: a multiplicative hash spreads sequential
-    // ports too evenly and overstates the count).
-    let port = mix(u64::from(key.dport) | u64::from(key.proto) << 16);
-    SpreadKeys {
-        src,
-        dst,
-        port,
-        src_port: mix(src ^ port),
-    }
-}
-
-/// New flows whose sketch updates wait in a batch ([`Sampler::flush`]).
-const PENDING: usize = 64;
-
-/// A new flow's sketch update, deferred until the batch is full or a record reads the sketches.
-#[derive(Clone, Copy)]
-struct Pending {
-    keys: SpreadKeys,
-    window: u32,
-}
-
-/// The three spread tables of a sampler: fan-out per source (hosts and ports), fan-in per
-/// destination (sources), fan-out per source and destination port (hosts).
-struct Spread3 {
-    by_src: SketchTable<SRC_WORDS>,
-    by_dst: SketchTable<ONE_WORDS>,
-    by_src_port: SketchTable<ONE_WORDS>,
-    /// Estimates of the per-source host and port bitmaps and of the one-line slots.
-    hosts: Estimates,
-    ports: Estimates,
-    one: Estimates,
-}
-
-impl Spread3 {
-    fn new(n: usize) -> Self {
-        Self {
-            by_src: SketchTable::new(n),
-            by_dst: SketchTable::new(n),
-            by_src_port: SketchTable::new(n),
-            hosts: Estimates::new(SRC_HOST_WORDS * 64),
-            ports: Estimates::new((SRC_WORDS - SRC_HOST_WORDS) * 64),
-            one: Estimates::new(ONE_WORDS * 64),
-        }
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.by_src.slots.len() * size_of::<SketchSlot<SRC_WORDS>>()
-            + 2 * self.by_dst.slots.len() * size_of::<SketchSlot<ONE_WORDS>>()
-            + self.hosts.memory_bytes()
-            + self.ports.memory_bytes()
-            + self.one.memory_bytes()
-    }
-
-    /// Prefetches the four cache lines a new flow's [`Self::add`] will write.
-    #[inline]
-    fn prefetch(&self, k: SpreadKeys) {
-        self.by_src.prefetch(k.src);
-        self.by_dst.prefetch(k.dst);
-        self.by_src_port.prefetch(k.src_port);
-    }
-
-    /// One new flow: three slot updates (four bits). Returns the evictions.
-    #[inline]
-    fn add(&mut self, k: SpreadKeys, window: u32) -> u64 {
-        let (b, e1) = self.by_src.slot(k.src, window);
-        let (hosts, ports) = b.split_at_mut(SRC_HOST_WORDS);
-        set(hosts, bit_of(k.dst, (SRC_HOST_WORDS * 64) as u32));
-        set(
-            ports,
-            bit_of(k.port, ((SRC_WORDS - SRC_HOST_WORDS) * 64) as u32),
-        );
-        let (b, e2) = self.by_dst.slot(k.dst, window);
-        set(b, bit_of(k.src, (ONE_WORDS * 64) as u32));
-        let (b, e3) = self.by_src_port.slot(k.src_port, window);
-        set(b, bit_of(k.dst, (ONE_WORDS * 64) as u32));
-        u64::from(e1) + u64::from(e2) + u64::from(e3)
-    }
-
-    /// The new flows of `batch`, in order: the same result as one [`Self::add`] after another.
-    /// All their slots are loaded first (independent loads of a short loop: their cache misses
-    /// overlap instead of following one another), then updated. Returns the evictions.
-    fn add_batch(&mut self, batch: &[Pending]) -> u64 {
-        let mut lines = 0;
-        for p in batch {
-            lines ^= self.by_src.touch(p.keys.src)
-                ^ self.by_dst.touch(p.keys.dst)
-                ^ self.by_src_port.touch(p.keys.src_port);
-        }
-        std::hint::black_box(lines);
-        batch.iter().map(|p| self.add(p.keys, p.window)).sum()
-    }
-
-    /// `[src_hosts, src_ports, src_hosts_on_port, dst_sources]` of a flow key in `window`
-    /// (0 where the key's slot was taken over).
-    fn estimates(&self, k: SpreadKeys, window: u32) -> [u32; 4] {
-        let (h, p) = self.by_src.get(k.src, window).map_or((0, 0), |b| {
-            let (hosts, ports) = b.split_at(SRC_HOST_WORDS);
-            (self.hosts.of(hosts), self.ports.of(ports))
-        });
-        let on_port = self
-            .by_src_port
-            .get(k.src_port, window)
-            .map_or(0, |b| self.one.of(b));
-        let d = self.by_dst.get(k.dst, window).map_or(0, |b| self.one.of(b));
-        [h, p, on_port, d]
-    }
-}
-
 /// What a record takes from the flow entry (or, in tests, from the caller).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowView {
@@ -556,10 +265,11 @@ pub struct Sampler {
     free_len: usize,
     /// New flows until the next sampled one.
     countdown: u32,
-    spread: Spread3,
-    /// New flows not yet in the spread sketches ([`Self::flush`]).
-    pending: ArrayVec<Pending, PENDING>,
-    ring: SyncSender<FeatureRecord>,
+    /// New flows not yet sent to the spread sketches ([`Self::flush`]).
+    batch: SpreadBatch,
+    /// Batches sent (or refused) so far: the number of the next.
+    batches: u64,
+    ring: SampleSender,
     counters: SamplerCounters,
     /// Where [`Self::publish`] stores the counters for other threads.
     shared: Arc<SharedSamplerCounters>,
@@ -585,20 +295,13 @@ fn ip(a: u128, family: Family) -> IpAddr {
 }
 
 impl Sampler {
-    /// Allocates all state up front: `flows × size_of::<FlowSample>()` plus the spread tables,
-    /// `spread_slots × 256` bytes (a 128-byte per-source slot, 64-byte per-destination and
-    /// per-source+port slots).
+    /// Allocates all state up front: `flows × size_of::<FlowSample>()` plus one batch of new
+    /// flows (784 bytes).
     pub fn new(
         worker: u16,
         cfg: SamplerConfig,
-        ring: SyncSender<FeatureRecord>,
+        ring: SampleSender,
     ) -> Result<Self, SamplerConfigError> {
-        if !cfg.spread_slots.is_power_of_two() || !(16..=1 << 20).contains(&cfg.spread_slots) {
-            return Err(SamplerConfigError::SpreadSlots(cfg.spread_slots));
-        }
-        if cfg.window_us < 1_000_000 {
-            return Err(SamplerConfigError::Window(cfg.window_us));
-        }
         if !(1..=1 << 31).contains(&cfg.flows) {
             return Err(SamplerConfigError::Flows(cfg.flows));
         }
@@ -612,8 +315,8 @@ impl Sampler {
             free: (0..cfg.flows as u32).rev().collect(),
             free_len: cfg.flows,
             countdown: 1,
-            spread: Spread3::new(cfg.spread_slots),
-            pending: ArrayVec::new(),
+            batch: SpreadBatch::default(),
+            batches: 0,
             cfg,
             ring,
             counters: SamplerCounters::default(),
@@ -627,11 +330,13 @@ impl Sampler {
         Arc::clone(&self.shared)
     }
 
-    /// Stores the counters into [`Self::shared_counters`] when [`PUBLISH_US`] have passed since
-    /// the last time (the worker calls it between polls: one comparison when not due).
+    /// Sends the batch of new flows and stores the counters into [`Self::shared_counters`] when
+    /// [`PUBLISH_US`] have passed since the last time (the worker calls it between polls: one
+    /// comparison when not due).
     #[inline]
     pub fn publish(&mut self, now: u64) {
         if self.publish_timer.due(now, PUBLISH_US) {
+            self.flush();
             self.shared.store(&self.counters);
         }
     }
@@ -642,9 +347,7 @@ impl Sampler {
         self.publish(now);
     }
 
-    /// Counters (single writer: the worker; read them between polls). `sketch_evictions`
-    /// counts the sketch updates applied so far: up to [`PENDING`] new flows wait in a batch
-    /// ([`Self::flush`]).
+    /// Counters (single writer: the worker; read them between polls).
     pub fn counters(&self) -> SamplerCounters {
         self.counters
     }
@@ -656,43 +359,40 @@ impl Sampler {
 
     /// Bytes of state held (fixed after construction).
     pub fn memory_bytes(&self) -> usize {
-        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>()) + self.spread.memory_bytes()
+        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>()) + size_of::<SpreadBatch>()
     }
 
-    /// The spread window of tick `now`.
-    #[inline]
-    fn window(&self, now: u64) -> u32 {
-        (now / self.cfg.window_us) as u32
-    }
-
-    /// A new flow for the spread sketches in the window of `now`: queued, applied by
-    /// [`Self::flush`] when the batch is full or before a record reads the sketches.
+    /// A new flow for the spread sketches, first packet at `now`: appended to the batch, which
+    /// is sent when full.
     #[inline]
     fn spread_add(&mut self, key: &FlowKey, now: u64) {
-        if self.pending.is_full() {
+        let f = NewFlow {
+            src: key.src,
+            dst: key.dst,
+            tick: now,
+            dport: key.dport,
+            proto: key.proto,
+        };
+        // Never full here: a full batch is sent at once.
+        let _ = self.batch.push(f);
+        if self.batch.is_full() {
             self.flush();
         }
-        let p = Pending {
-            keys: spread_keys(key),
-            window: self.window(now),
-        };
-        // The update waits in the batch: its lines can be on their way meanwhile.
-        self.spread.prefetch(p.keys);
-        // Not full: flushed above.
-        let _ = self.pending.try_push(p);
     }
 
-    /// Applies the queued sketch updates, in their order. Each new flow updates three slots
-    /// (four cache lines) spread over the tables, which a worker under a flood of new sources
-    /// finds cold: added one by one, every flow waits for its own misses; added in a batch,
-    /// the misses of up to [`PENDING`] flows overlap. Every record flushes before it reads the
-    /// sketches, so what it reads is what one update per flow would give.
+    /// Sends the batch of new flows, if it holds any, to the inference side's spread sketches
+    /// (a refused batch is counted in [`SamplerCounters::spread_lost`]). Every record is
+    /// preceded by it, so its spread counts every flow that started before it.
     #[inline]
     pub fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.counters.sketch_evictions += self.spread.add_batch(&self.pending);
-            self.pending.clear();
+        if self.batch.is_empty() {
+            return;
         }
+        if self.ring.try_send_batch(&self.batch).is_err() {
+            self.counters.spread_lost += self.batch.len() as u64;
+        }
+        self.batches += 1;
+        self.batch.reset(self.batches);
     }
 
     /// A flow was inserted into the flow table: it feeds the spread sketches and, one in
@@ -834,13 +534,11 @@ impl Sampler {
         self.offer(&f, &flow, EmitReason::FlowEnd);
     }
 
-    /// Builds the record of `f` for `flow` and offers it to the ring.
+    /// Builds the record of `f` for `flow` and offers it to the ring; the inference side fills
+    /// its spread (window of the flow's latest packet) after the batches sent before it.
     fn offer(&mut self, f: &FlowSample, flow: &FlowView, reason: EmitReason) {
         self.flush();
         let key = &flow.key;
-        let [hosts, ports, on_port, sources] = self
-            .spread
-            .estimates(spread_keys(key), self.window(flow.last_seen));
         let l7 = septa_l7::L7Proto::from_u8(flow.l7).map_or(L7Proto::Unknown, feature_l7);
         let rec = FeatureRecord {
             schema_version: SCHEMA_VERSION,
@@ -864,19 +562,18 @@ impl Sampler {
             head: f.head,
             tcp: f.tcp,
             functions: f.functions,
-            spread: Spread {
-                src_hosts: hosts.max(1),
-                src_ports: ports.max(1),
-                src_hosts_on_port: on_port.clamp(1, hosts.max(1)),
-                dst_sources: sources.max(1),
-                window_s: u32::try_from(self.cfg.window_us / 1_000_000).unwrap_or(u32::MAX),
-            },
+            spread: Spread::default(),
         };
-        match self.ring.try_send(rec) {
+        let query = SpreadQuery {
+            tick: flow.last_seen,
+            batches: self.batches,
+        };
+        match self.ring.try_send_record(Sampled {
+            record: rec,
+            spread: Some(query),
+        }) {
             Ok(()) => self.counters.emitted += 1,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.ring_full += 1;
-            }
+            Err(SendFailed) => self.counters.ring_full += 1,
         }
     }
 

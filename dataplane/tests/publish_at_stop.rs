@@ -4,7 +4,6 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::sync_channel;
 
 use septa_classifier::{Action, Rule, TableCell, compile};
 use septa_dataplane::events;
@@ -42,7 +41,7 @@ fn the_last_interval_is_published_at_stop_and_after_a_flush() {
     // The clock stands still: after the first poll no publication is due again.
     state.set_clock(Clock::Manual);
     state.set_now(1_000);
-    let (tx, _rx) = sync_channel(1024);
+    let (tx, _rx) = septa_features::spread::sample_channel(1024, 16);
     let mut sc = SamplerConfig::new(64);
     sc.one_in = 1;
     state.set_sampler(Sampler::new(0, sc, tx).unwrap());

@@ -5,8 +5,6 @@
 //! head statistics describe only the packets the worker forwarded, and the deny records carry
 //! the conduit's reason.
 
-use std::sync::mpsc::{Receiver, sync_channel};
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -19,9 +17,10 @@ use septa_dataplane::l7::samples::{conversation, modbus, modbus_request, smb2_ne
 use septa_dataplane::l7::{DenyReason, L7Constraint, Side};
 use septa_dataplane::sample::{Sampler, SamplerConfig};
 use septa_dataplane::{Bridge, Decision, DropReason, StateConfig, Worker, WorkerState};
+use septa_features::spread::{SoloReceiver, SpreadConfig, sample_channel};
 use septa_features::{EmitReason, FeatureRecord, FunctionClass, L7Proto};
 
-fn worker(one_in: u32) -> (Worker, Receiver<FeatureRecord>) {
+fn worker(one_in: u32) -> (Worker, SoloReceiver) {
     let table = compile(&[Rule::any(1, Action::Allow)]).unwrap();
     let (w, rx, _cell) = worker_with(one_in, table, EventSink::disabled());
     (w, rx)
@@ -33,8 +32,9 @@ fn worker_with(
     one_in: u32,
     table: RuleTable,
     sink: EventSink,
-) -> (Worker, Receiver<FeatureRecord>, Arc<TableCell>) {
-    let (tx, rx) = sync_channel(1024);
+) -> (Worker, SoloReceiver, Arc<TableCell>) {
+    let (tx, rx) = sample_channel(1024, 1024);
+    let rx = SoloReceiver::new(rx, SpreadConfig::default()).unwrap();
     let mut sc = SamplerConfig::new(64);
     sc.one_in = one_in;
     let cell = TableCell::new(table);
@@ -128,7 +128,7 @@ fn send(w: &mut Worker, io: &mut MemoryIo, frames: &[(Side, Vec<u8>)], t0: u64) 
 
 #[test]
 fn a_sampled_connection_emits_head_and_end_records() {
-    let (mut w, rx) = worker(1);
+    let (mut w, mut rx) = worker(1);
     let mut io = MemoryIo::new(2);
     let frames = smb(40000);
     send(&mut w, &mut io, &frames, 1_000);
@@ -144,7 +144,7 @@ fn a_sampled_connection_emits_head_and_end_records() {
         "identified from the negotiate request"
     );
     assert_eq!(head.key.dst_port, 445);
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_recv().is_none());
     w.flush(usize::MAX);
     let end = rx.try_recv().expect("flow-end record");
     assert_eq!(end.reason, EmitReason::FlowEnd);
@@ -157,7 +157,7 @@ fn a_sampled_connection_emits_head_and_end_records() {
 
 #[test]
 fn flows_not_chosen_emit_nothing() {
-    let (mut w, rx) = worker(4);
+    let (mut w, mut rx) = worker(4);
     let mut io = MemoryIo::new(2);
     for c in 0..8 {
         send(&mut w, &mut io, &smb(41000 + c), 1_000);
@@ -177,7 +177,7 @@ fn flows_not_chosen_emit_nothing() {
 fn a_monitored_modbus_flow_with_a_write_counts_it_and_says_why() {
     let (sink, source) = ring(64);
     let mut drain = EventDrain::new(vec![source]);
-    let (mut w, rx, _cell) = worker_with(1, read_only_modbus(Mode::Monitor), sink);
+    let (mut w, mut rx, _cell) = worker_with(1, read_only_modbus(Mode::Monitor), sink);
     let mut io = MemoryIo::new(2);
     send(&mut w, &mut io, &modbus_session(40100), 1_000);
     w.flush(usize::MAX);
@@ -210,7 +210,7 @@ fn a_monitored_modbus_flow_with_a_write_counts_it_and_says_why() {
 fn an_enforced_write_is_counted_but_dropped_packets_stay_out_of_the_head() {
     let (sink, source) = ring(64);
     let mut drain = EventDrain::new(vec![source]);
-    let (mut w, rx, _cell) = worker_with(1, read_only_modbus(Mode::Enforce), sink);
+    let (mut w, mut rx, _cell) = worker_with(1, read_only_modbus(Mode::Enforce), sink);
     let mut io = MemoryIo::new(2);
     let frames = modbus_session(40101);
     send(&mut w, &mut io, &frames, 1_000);
@@ -257,7 +257,7 @@ fn a_blocked_scan_is_sampled_with_its_fan_out() {
         ..Rule::any(1, Action::Deny)
     };
     let table = compile(&[deny_plc, Rule::any(2, Action::Allow)]).unwrap();
-    let (mut w, rx, _cell) = worker_with(4, table, EventSink::disabled());
+    let (mut w, mut rx, _cell) = worker_with(4, table, EventSink::disabled());
     let mut io = MemoryIo::new(2);
     let scanner = Ipv4Addr::new(10, 0, 0, 5);
     for port in 1..=40u16 {

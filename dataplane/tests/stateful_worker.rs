@@ -146,7 +146,7 @@ fn a_syn_flood_under_the_half_open_cap_gives_sample_slots_back() {
     let mut cfg = StateConfig::new(64);
     cfg.flows.max_half_open = 8;
     let (mut w, _) = worker(Decision::Table(cell.reader()), &cfg);
-    let (tx, _records) = std::sync::mpsc::sync_channel(4096);
+    let (tx, _records) = septa_features::spread::sample_channel(4096, 64);
     let mut sc = SamplerConfig::new(16);
     sc.one_in = 1;
     w.state_mut().set_sampler(Sampler::new(7, sc, tx).unwrap());

@@ -1,11 +1,11 @@
-//! The worker with a feature sampler allocates nothing per packet: flow starts (spread
-//! sketches, sampling choice), sampled packets (identification included), emissions into the
-//! ring (also when it is full) and flow ends at expiry, measured by a counting global allocator
-//! (its own test binary: the count is process-wide).
+//! The worker with a feature sampler allocates nothing per packet: flow starts (batches of new
+//! flows, sampling choice), sampled packets (identification included), emissions into the
+//! rings (also when they are full) and flow ends at expiry, nor does the receiving side filling
+//! the records' spread, measured by a counting global allocator (its own test binary: the count
+//! is process-wide).
 
 use std::alloc::System;
 use std::net::Ipv4Addr;
-use std::sync::mpsc::sync_channel;
 
 use septa_classifier::{Action, Rule, TableCell, compile};
 use septa_dataplane::flow::TimeoutClass;
@@ -13,6 +13,7 @@ use septa_dataplane::io::memory::MemoryIo;
 use septa_dataplane::sample::{Sampler, SamplerConfig};
 use septa_dataplane::testgen::{FrameBuilder, Side, TcpSession};
 use septa_dataplane::{Bridge, Decision, StateConfig, Worker, WorkerState};
+use septa_features::spread::{SoloReceiver, SpreadConfig, sample_channel};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -20,7 +21,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn sampling_in_the_worker_does_not_allocate() {
-    let (tx, rx) = sync_channel(64);
+    let (tx, rx) = sample_channel(64, 16);
+    let mut rx = SoloReceiver::new(rx, SpreadConfig::default()).unwrap();
     let mut sc = SamplerConfig::new(256);
     sc.one_in = 2;
     sc.periodic_us = 50_000;
@@ -78,7 +80,8 @@ fn sampling_in_the_worker_does_not_allocate() {
         w.poll(&mut io, &mut ());
         if now % 500_000 == 0 {
             // The inference side drains now and then; in between the ring fills.
-            while rx.try_recv().is_ok() {}
+            while rx.try_recv().is_some() {}
+            rx.drain_spread();
         }
     }
     let change = region.change();
@@ -90,5 +93,7 @@ fn sampling_in_the_worker_does_not_allocate() {
     let c = w.state().sampler().unwrap().counters();
     assert!(c.flows > 1000 && c.sampled > 500, "{c:?}");
     assert!(c.emitted > 100 && c.ring_full > 0, "{c:?}");
+    assert!(c.spread_lost > 0, "the batch ring filled too: {c:?}");
+    assert!(rx.sketches.flows() > 0);
     drop(rx);
 }

@@ -6,11 +6,17 @@
 //! pipeline (`classifier/ml/training/features.py`) mirrors `featurize` line for line, and the parity
 //! test checks both against committed rows.
 //!
-//! Invariants: no dependencies, no allocation, no I/O; [`FeatureRecord`] is `Copy` so a ring push is
-//! a plain copy. Any change to the meaning or order of a feature bumps [`SCHEMA_VERSION`]; a model
-//! trained for another version is refused at load.
+//! It also holds what both ends of a worker's sample channel share ([`spread`]): the channel, the
+//! batches of new flows the worker sends on it, and the spread sketches (fan-out, fan-in) the
+//! inference side builds from them and fills each record's [`Spread`] from.
+//!
+//! Invariants: no dependencies, no I/O, no allocation after construction; [`FeatureRecord`] is
+//! `Copy` so a ring push is a plain copy. Any change to the meaning or order of a feature bumps
+//! [`SCHEMA_VERSION`]; a model trained for another version is refused at load.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+pub mod spread;
 
 /// Version of the record layout and of [`featurize`]. Models carry the version they were trained for.
 pub const SCHEMA_VERSION: u16 = 1;

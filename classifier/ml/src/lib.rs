@@ -24,4 +24,7 @@ pub use calibration::SiteCalibration;
 pub use engine::{Engine, EngineCounters, MlConfig};
 pub use error::MlError;
 pub use model::{Model, ModelKind, ModelMeta};
-pub use service::{Rings, Scorer, ScorerFactory, Service, ServiceConfig, ServiceStats, rings};
+pub use service::{
+    Rings, SPREAD_RING, Scorer, ScorerFactory, Service, ServiceConfig, ServiceStats, rings,
+    rings_with,
+};

@@ -2,12 +2,14 @@
 //! events; a supervisor thread watches it and replaces it when it panics or stalls.
 //!
 //! Races, walked through:
-//! - The rings are bounded `std::sync::mpsc::sync_channel`s, one per worker (the data plane's
-//!   choice for its event rings too: a preallocated array, `try_send` is a few atomics and never
-//!   blocks; a full ring drops and the sampler counts it). The receivers live in a mutex that the
-//!   inference thread takes only while popping a batch, never while scoring. A thread that stalls
-//!   inside a model therefore holds no lock, and its replacement can drain the rings at once.
-//!   Workers never touch this mutex.
+//! - The rings are bounded `std::sync::mpsc::sync_channel`s, two per worker, records and batches
+//!   of new flows ([`septa_features::spread::sample_channel`]; the data plane's choice for its
+//!   event rings too: a preallocated array, `try_send` is a few atomics and never blocks; a full
+//!   ring drops and the sampler counts it). The receivers and the spread sketches (one set for
+//!   all workers) live in a mutex that the inference thread takes only while popping a batch of
+//!   records, filling their spread and applying the waiting batches of new flows, never while
+//!   scoring. A thread that stalls inside a model therefore holds no lock, and its replacement
+//!   can drain the rings at once; the sketches survive it. Workers never touch this mutex.
 //! - Each spawned thread gets a generation number. The supervisor bumps the shared generation
 //!   when it gives up on a stalled thread; the old thread, if it ever wakes, sees the change and
 //!   exits after its current batch, emitting nothing (its events are discarded).
@@ -17,12 +19,15 @@
 //!   (`lost_records`) from the thread's published in-flight count.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use septa_features::FeatureRecord;
+use septa_features::spread::{
+    SampleReceiver, SampleSender, SpreadConfig, SpreadSketches, sample_channel,
+};
 
 use crate::alert::{Health, MlEvent};
 use crate::engine::{Engine, EngineCounters};
@@ -52,21 +57,47 @@ impl Scorer for Engine {
 /// Builds a scorer on the inference thread's behalf (again after each restart).
 pub type ScorerFactory = Box<dyn Fn() -> Result<Box<dyn Scorer>, MlError> + Send + Sync>;
 
-/// The consumer ends of the per-worker rings.
+/// Batches of new flows each worker's batch ring holds (16 flows each: 16,384 flows, 4 ms of a
+/// worker taking 4 M new flows a second, while the inference thread sleeps 1 ms when idle).
+pub const SPREAD_RING: usize = 1024;
+
+/// The consumer ends of the per-worker rings and the spread sketches they feed.
 pub struct Rings {
-    consumers: Mutex<Vec<Receiver<FeatureRecord>>>,
+    inner: Mutex<RingsInner>,
 }
 
-/// Creates `workers` rings of `capacity` records: the senders go to the workers' samplers (one
-/// each, `septa_dataplane::sample::Sampler::new`), the [`Rings`] to [`Service::start`].
-pub fn rings(workers: usize, capacity: usize) -> (Vec<SyncSender<FeatureRecord>>, Rings) {
-    let (producers, consumers) = (0..workers).map(|_| sync_channel(capacity.max(1))).unzip();
-    (
+struct RingsInner {
+    consumers: Vec<SampleReceiver>,
+    sketches: SpreadSketches,
+}
+
+/// Creates `workers` sample channels of `capacity` records and [`SPREAD_RING`] batches of new
+/// flows, and the spread sketches (default size and window, `SpreadConfig::default`): the
+/// senders go to the workers' samplers (one each, `septa_dataplane::sample::Sampler::new`), the
+/// [`Rings`] to [`Service::start`].
+pub fn rings(workers: usize, capacity: usize) -> (Vec<SampleSender>, Rings) {
+    rings_with(workers, capacity, SpreadConfig::default()).expect("the default spread config")
+}
+
+/// [`rings`] with spread sketches of `spread`.
+pub fn rings_with(
+    workers: usize,
+    capacity: usize,
+    spread: SpreadConfig,
+) -> Result<(Vec<SampleSender>, Rings), MlError> {
+    let sketches = SpreadSketches::new(spread).map_err(|e| MlError::Config(e.to_string()))?;
+    let (producers, consumers) = (0..workers)
+        .map(|_| sample_channel(capacity, SPREAD_RING))
+        .unzip();
+    Ok((
         producers,
         Rings {
-            consumers: Mutex::new(consumers),
+            inner: Mutex::new(RingsInner {
+                consumers,
+                sketches,
+            }),
         },
-    )
+    ))
 }
 
 /// Tuning of the service.
@@ -111,6 +142,11 @@ pub struct ServiceStats {
     pub repeats: AtomicU64,
     /// Site calibrations derived and applied (warm-up or monitor mode), summed likewise.
     pub calibrations: AtomicU64,
+    /// New flows added to the spread sketches (every worker's; the workers count those their
+    /// full batch ring refused, `SamplerCounters::spread_lost`).
+    pub spread_flows: AtomicU64,
+    /// Spread-sketch slots taken over by another key before their window ended.
+    pub spread_evictions: AtomicU64,
 }
 
 struct Shared {
@@ -214,26 +250,43 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
     while current() {
         beat.count.fetch_add(1, Ordering::Relaxed);
         batch.clear();
+        let mut spread_batches = 0;
         {
-            let mut consumers = sh
+            let mut inner = sh
                 .rings
-                .consumers
+                .inner
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            let RingsInner {
+                consumers,
+                sketches,
+            } = &mut *inner;
             let n = consumers.len();
             for k in 0..n {
                 let c = &mut consumers[(next_ring + k) % n];
                 while batch.len() < sh.cfg.batch_max {
-                    match c.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
+                    match c.try_recv(sketches) {
+                        Some(r) => batch.push(r),
+                        None => break,
                     }
                 }
             }
+            // What no record needed yet: the new flows the next records (of any worker) count.
+            for c in consumers.iter_mut() {
+                spread_batches += c.drain_spread(sketches);
+            }
+            sh.stats
+                .spread_flows
+                .store(sketches.flows(), Ordering::Relaxed);
+            sh.stats
+                .spread_evictions
+                .store(sketches.evictions(), Ordering::Relaxed);
             next_ring = next_ring.wrapping_add(1);
         }
         if batch.is_empty() {
-            std::thread::sleep(sh.cfg.idle);
+            if spread_batches == 0 {
+                std::thread::sleep(sh.cfg.idle);
+            }
             continue;
         }
         beat.in_flight.store(batch.len() as u64, Ordering::Release);

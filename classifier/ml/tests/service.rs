@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use septa_features::FeatureRecord;
+use septa_features::spread::{NewFlow, SampleSender, Sampled, SpreadBatch, SpreadQuery};
 use septa_ml::{
     Engine, Health, MlConfig, MlError, MlEvent, Scorer, Service, ServiceConfig, heldout, rings,
 };
@@ -75,7 +76,7 @@ fn faulty_service(
     preload: usize,
 ) -> (
     Service,
-    Vec<SyncSender<FeatureRecord>>,
+    Vec<SampleSender>,
     Receiver<MlEvent>,
     Arc<AtomicU32>,
 ) {
@@ -113,9 +114,9 @@ fn faulty_service(
     (svc, producers, rx, seen)
 }
 
-fn push(p: &SyncSender<FeatureRecord>, n: usize) {
+fn push(p: &SampleSender, n: usize) {
     for _ in 0..n {
-        p.try_send(FeatureRecord::default()).unwrap();
+        p.try_send_record(FeatureRecord::default().into()).unwrap();
     }
 }
 
@@ -256,7 +257,9 @@ fn records_from_rings_become_explained_alerts() {
     .unwrap();
     let mut attacks = 0;
     for (i, r) in rows.iter().enumerate().take(600) {
-        producers[i % 2].try_send(r.record(i)).unwrap();
+        producers[i % 2]
+            .try_send_record(r.record(i).into())
+            .unwrap();
         attacks += usize::from(r.label);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -359,4 +362,81 @@ fn engine_repeats_and_calibrations_are_summed_across_a_restart() {
         "the totals keep what the first engine counted and add the second's"
     );
     svc.stop();
+}
+
+/// Keeps the spread of every record it scores.
+struct Spreads(Arc<Mutex<Vec<septa_features::Spread>>>);
+
+impl Scorer for Spreads {
+    fn score(&mut self, batch: &[FeatureRecord], _: &mut Vec<MlEvent>) -> Result<(), MlError> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|r| r.spread));
+        Ok(())
+    }
+}
+
+/// The service fills each record's spread from the sketches every worker's batches of new flows
+/// feed: a sweep whose flows two workers saw shows whole in a record of either.
+#[test]
+fn records_get_their_spread_from_every_workers_new_flows() {
+    let (producers, rings) = rings(2, 64);
+    let spreads = Arc::new(Mutex::new(Vec::new()));
+    let (tx, _rx) = sync_channel(64);
+    let kept = Arc::clone(&spreads);
+    let svc = Service::start(
+        rings,
+        Box::new(move || Ok(Box::new(Spreads(Arc::clone(&kept))) as Box<dyn Scorer>)),
+        tx,
+        fast(),
+    )
+    .unwrap();
+    // 10.0.0.9 reaches 40 hosts on 445/tcp: 20 through each worker, in batches of 10.
+    let flow = |h: u32| NewFlow {
+        src: 0x0a00_0009,
+        dst: u128::from(0x0a01_0000 + h),
+        tick: 2_000_000,
+        dport: 445,
+        proto: 6,
+    };
+    for (w, p) in producers.iter().enumerate() {
+        for b in 0..2u32 {
+            let mut batch = SpreadBatch::default();
+            batch.reset(u64::from(b));
+            for h in 0..10 {
+                assert!(batch.push(flow(w as u32 * 20 + b * 10 + h)));
+            }
+            p.try_send_batch(&batch).unwrap();
+        }
+    }
+    let stats = svc.stats();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.spread_flows.load(Ordering::Relaxed) < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(stats.spread_flows.load(Ordering::Relaxed), 40);
+    let mut record = FeatureRecord::default();
+    record.key.src = "10.0.0.9".parse().unwrap();
+    record.key.dst = "10.1.0.0".parse().unwrap();
+    record.key.dst_port = 445;
+    record.key.proto = 6;
+    producers[1]
+        .try_send_record(Sampled {
+            record,
+            spread: Some(SpreadQuery {
+                tick: 2_000_000,
+                batches: 2,
+            }),
+        })
+        .unwrap();
+    while stats.records.load(Ordering::Relaxed) < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    svc.stop();
+    let got = spreads.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!((38..=42).contains(&got[0].src_hosts_on_port), "{got:?}");
+    assert_eq!(got[0].window_s, 10);
+    assert_eq!(stats.spread_evictions.load(Ordering::Relaxed), 0);
 }

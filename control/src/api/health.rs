@@ -134,6 +134,9 @@ pub struct InferenceSample {
     pub sampler_ring_full: u64,
     /// Spread-sketch slots taken over by another key within their window.
     pub sampler_sketch_evictions: u64,
+    /// New flows the samplers could not report to the spread sketches: their batch ring was
+    /// full (the fan-out and fan-in estimates of that window are low by them).
+    pub sampler_spread_lost: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
     /// Alerts not raised again: the same model on the same flow within `repeat_window_s`.
@@ -273,6 +276,9 @@ pub struct InferenceHealth {
     pub sampler_ring_full: u64,
     /// Spread-sketch slots taken over by another key within their window.
     pub sampler_sketch_evictions: u64,
+    /// New flows the samplers could not report to the spread sketches: their batch ring was
+    /// full (the fan-out and fan-in estimates of that window are low by them).
+    pub sampler_spread_lost: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
     /// Alerts not raised again: the same model on the same flow within `repeat_window_s`.
@@ -301,6 +307,7 @@ impl InferenceHealth {
             sampler_records: 0,
             sampler_ring_full: 0,
             sampler_sketch_evictions: 0,
+            sampler_spread_lost: 0,
             sampler_slab_full: 0,
             repeats: 0,
             calibrations: 0,
@@ -528,6 +535,7 @@ fn derive(
                 sampler_records: s.sampler_records,
                 sampler_ring_full: s.sampler_ring_full,
                 sampler_sketch_evictions: s.sampler_sketch_evictions,
+                sampler_spread_lost: s.sampler_spread_lost,
                 sampler_slab_full: s.sampler_slab_full,
                 repeats: s.repeats,
                 calibrations: s.calibrations,
@@ -642,7 +650,7 @@ impl Collector for HealthCollector {
         m.encode_gauge(&(inf.models.len() as i64))?;
         encode_flow_tables(&mut enc, &r.workers, &worker_label)?;
         encode_routers(&mut enc, &r.workers, &worker_label)?;
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             ("inference_records", "Records scored.", inf.records),
             ("inference_batches", "Batches scored.", inf.batches),
             (
@@ -681,6 +689,11 @@ impl Collector for HealthCollector {
                 "sampler_sketch_evictions",
                 "Spread-sketch slots taken over by another key within their window.",
                 inf.sampler_sketch_evictions,
+            ),
+            (
+                "sampler_spread_lost",
+                "New flows not reported to the spread sketches because a worker's batch ring was full.",
+                inf.sampler_spread_lost,
             ),
             (
                 "sampler_slab_full",

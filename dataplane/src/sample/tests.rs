@@ -1,5 +1,6 @@
 use std::net::Ipv4Addr;
-use std::sync::mpsc::{Receiver, sync_channel};
+
+use septa_features::spread::{SoloReceiver, SpreadConfig, sample_channel};
 
 use super::*;
 
@@ -13,9 +14,28 @@ fn key(src: u8, dst: u32, dport: u16, proto: u8) -> FlowKey {
     )
 }
 
+/// The inference side of a sampler's channel, as `septa_ml` runs it: records come out with their
+/// spread filled from sketches of its own.
+type Rx = SoloReceiver;
+
+/// A sample channel of `cap` records (and 1024 batches), sketches of `slots` slots per table and
+/// the default 10 s window.
+fn channel_with(cap: usize, slots: usize) -> (SampleSender, Rx) {
+    let (tx, rx) = sample_channel(cap, 1024);
+    let cfg = SpreadConfig {
+        slots,
+        ..SpreadConfig::default()
+    };
+    (tx, SoloReceiver::new(rx, cfg).unwrap())
+}
+
+fn channel(cap: usize) -> (SampleSender, Rx) {
+    channel_with(cap, SpreadConfig::default().slots)
+}
+
 /// A sampler following every flow (`one_in` 1) with a ring of `cap` records.
-fn sampler(cap: usize) -> (Sampler, Receiver<FeatureRecord>) {
-    let (tx, rx) = sync_channel(cap);
+fn sampler(cap: usize) -> (Sampler, Rx) {
+    let (tx, rx) = channel(cap);
     let mut c = SamplerConfig::new(64);
     c.one_in = 1;
     (Sampler::new(3, c, tx).unwrap(), rx)
@@ -62,7 +82,7 @@ impl Flow {
 
 #[test]
 fn emits_after_first_packets_and_at_flow_end() {
-    let (mut s, rx) = sampler(16);
+    let (mut s, mut rx) = sampler(16);
     let mut f = Flow::start(&mut s, key(1, 1, 445, 6), 1_000);
     assert_ne!(f.slot.sample, 0, "one_in 1 samples every flow");
     let pkts: [(Direction, u16, u8); 9] = [
@@ -79,7 +99,7 @@ fn emits_after_first_packets_and_at_flow_end() {
     for (i, &(d, len, flags)) in pkts.iter().enumerate() {
         f.packet(&mut s, d, len, flags, 1_000 + 1_000 * i as u64);
         if i == 6 {
-            assert!(rx.try_recv().is_err(), "nothing before the 8th packet");
+            assert!(rx.try_recv().is_none(), "nothing before the 8th packet");
         }
     }
     let head = rx.try_recv().expect("record after 8 packets");
@@ -119,14 +139,14 @@ fn emits_after_first_packets_and_at_flow_end() {
     // an ended flow emits nothing more, and its slab entry is free again
     assert_eq!(f.slot.sample, 0);
     f.end(&mut s);
-    assert!(rx.try_recv().is_err());
+    assert!(rx.try_recv().is_none());
     assert_eq!(s.counters().emitted, 2);
     assert_eq!(s.active(), 0);
 }
 
 #[test]
 fn long_flows_emit_periodically() {
-    let (mut s, rx) = sampler(64);
+    let (mut s, mut rx) = sampler(64);
     let mut f = Flow::start(&mut s, key(1, 1, 502, 6), 0);
     // one packet per second for 200 s
     for t in 0..200u64 {
@@ -141,7 +161,7 @@ fn long_flows_emit_periodically() {
 
 #[test]
 fn full_ring_drops_and_counts() {
-    let (mut s, rx) = sampler(1);
+    let (mut s, mut rx) = sampler(1);
     for h in 0..3 {
         let mut f = Flow::start(&mut s, key(1, h, 80, 6), 0);
         f.end(&mut s);
@@ -157,7 +177,7 @@ fn full_ring_drops_and_counts() {
 
 #[test]
 fn one_flow_in_k_is_sampled_and_a_full_slab_is_counted() {
-    let (tx, rx) = sync_channel(1024);
+    let (tx, mut rx) = channel(1024);
     let mut c = SamplerConfig::new(4);
     c.one_in = 8;
     let mut s = Sampler::new(0, c, tx).unwrap();
@@ -178,7 +198,7 @@ fn one_flow_in_k_is_sampled_and_a_full_slab_is_counted() {
 
 #[test]
 fn an_evicted_flows_sample_is_freed_without_a_record() {
-    let (tx, rx) = sync_channel(16);
+    let (tx, mut rx) = channel(16);
     let mut c = SamplerConfig::new(1);
     c.one_in = 1;
     let mut s = Sampler::new(0, c, tx).unwrap();
@@ -205,7 +225,7 @@ fn an_evicted_flows_sample_is_freed_without_a_record() {
 
 #[test]
 fn fan_out_and_fan_in_estimates() {
-    let (mut s, rx) = sampler(4096);
+    let (mut s, mut rx) = sampler(4096);
     // 10.0.0.1 sweeps 212 hosts on 445/tcp; 10.0.0.2 talks to 3 hosts on 443.
     for h in 0..212u32 {
         Flow::start(&mut s, key(1, h, 445, 6), 1_000_000 + u64::from(h)).end(&mut s);
@@ -265,26 +285,22 @@ fn function_classes_separate_restarts_from_operates() {
 
 #[test]
 fn bad_config_is_rejected() {
-    let (tx, _rx) = sync_channel(1);
-    let mut c = SamplerConfig::new(8);
-    c.spread_slots = 1000;
-    assert_eq!(
-        Sampler::new(0, c, tx.clone()).unwrap_err(),
-        SamplerConfigError::SpreadSlots(1000)
-    );
-    let mut c = SamplerConfig::new(8);
-    c.window_us = 10;
-    assert!(Sampler::new(0, c, tx.clone()).is_err());
+    let (tx, _rx) = channel(1);
     let mut c = SamplerConfig::new(8);
     c.one_in = 0;
     assert_eq!(
-        Sampler::new(0, c, tx).unwrap_err(),
+        Sampler::new(0, c, tx.clone()).unwrap_err(),
         SamplerConfigError::OneIn
+    );
+    let c = SamplerConfig::new(0);
+    assert_eq!(
+        Sampler::new(0, c, tx).unwrap_err(),
+        SamplerConfigError::Flows(0)
     );
 }
 
 /// The record of one more flow `key` at `now` (started and ended at once).
-fn spread_of(s: &mut Sampler, rx: &Receiver<FeatureRecord>, key: FlowKey, now: u64) -> Spread {
+fn spread_of(s: &mut Sampler, rx: &mut Rx, key: FlowKey, now: u64) -> Spread {
     Flow::start(s, key, now).end(s);
     rx.try_iter().last().expect("a record").spread
 }
@@ -295,7 +311,7 @@ fn within(got: u32, want: u32, pct: u32) -> bool {
 
 #[test]
 fn port_scans_and_lateral_sweeps_are_told_apart() {
-    let (mut s, rx) = sampler(8192);
+    let (mut s, mut rx) = sampler(8192);
     // 10.0.0.5 scans 300 ports of one host; 10.0.0.6 sweeps 100 hosts on 445 and 50 others on
     // 3389; 10.0.0.7 polls 2 PLCs on 502. Same window, interleaved.
     for i in 0..300u32 {
@@ -310,16 +326,16 @@ fn port_scans_and_lateral_sweeps_are_told_apart() {
             Flow::start(&mut s, key(7, 900 + i, 502, 6), 1_000_000).end(&mut s);
         }
     }
-    let scan = spread_of(&mut s, &rx, key(5, 1, 999, 6), 2_000_000);
+    let scan = spread_of(&mut s, &mut rx, key(5, 1, 999, 6), 2_000_000);
     assert!(within(scan.src_ports, 301, 8), "{scan:?}");
     assert_eq!((scan.src_hosts, scan.src_hosts_on_port), (1, 1), "{scan:?}");
-    let sweep = spread_of(&mut s, &rx, key(6, 100, 445, 6), 2_000_000);
+    let sweep = spread_of(&mut s, &mut rx, key(6, 100, 445, 6), 2_000_000);
     assert!(within(sweep.src_hosts, 150, 8), "{sweep:?}");
     assert!(within(sweep.src_hosts_on_port, 100, 8), "{sweep:?}");
     assert_eq!(sweep.src_ports, 2, "{sweep:?}");
-    let rdp = spread_of(&mut s, &rx, key(6, 500, 3389, 6), 2_000_000);
+    let rdp = spread_of(&mut s, &mut rx, key(6, 500, 3389, 6), 2_000_000);
     assert!(within(rdp.src_hosts_on_port, 50, 8), "{rdp:?}");
-    let poll = spread_of(&mut s, &rx, key(7, 900, 502, 6), 2_000_000);
+    let poll = spread_of(&mut s, &mut rx, key(7, 900, 502, 6), 2_000_000);
     assert_eq!(
         (poll.src_hosts, poll.src_ports, poll.src_hosts_on_port),
         (2, 1, 2),
@@ -329,37 +345,43 @@ fn port_scans_and_lateral_sweeps_are_told_apart() {
 
 #[test]
 fn saturated_sketches_report_their_ceiling_and_collisions_never_overstate() {
-    let (mut s, rx) = sampler(32_768);
+    let (mut s, mut rx) = sampler(1024);
     // A sweep of 20,000 hosts in one window: the estimate saturates high, it does not wrap.
+    // (Every flow here is sampled and ends at once, so each record sends a batch of one: the
+    // receiver keeps up, as the inference thread does.)
     for h in 0..20_000u32 {
         Flow::start(&mut s, key(1, h, 445, 6), 1_000_000).end(&mut s);
+        if h % 512 == 0 {
+            rx.try_iter().for_each(drop);
+        }
     }
-    let big = spread_of(&mut s, &rx, key(1, 0, 445, 6), 1_000_000);
+    assert_eq!(s.counters().spread_lost, 0);
+    let big = spread_of(&mut s, &mut rx, key(1, 0, 445, 6), 1_000_000);
     assert!(big.src_hosts >= 3_000, "{big:?}");
     // A tiny table: colliding sources take slots over (counted); a taken-over key's estimate
     // restarts from its own flows, never another key's.
-    let (tx, rx) = sync_channel(4096);
+    let (tx, mut rx) = channel_with(4096, 16);
     let mut c = SamplerConfig::new(64);
     c.one_in = 1;
-    c.spread_slots = 16;
     let mut s = Sampler::new(0, c, tx).unwrap();
     for src in 1..=64u8 {
         for h in 0..3u32 {
             Flow::start(&mut s, key(src, h, 80, 6), 1_000_000).end(&mut s);
         }
     }
-    assert!(s.counters().sketch_evictions > 0);
     assert!(
         rx.try_iter()
             .all(|r| r.spread.src_hosts <= 3 && r.spread.dst_sources <= 70)
     );
+    assert!(rx.sketches.evictions() > 0);
+    assert_eq!(s.counters().spread_lost, 0);
 }
 
 #[test]
 fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fills() {
     // One source reaches 40 hosts on 445: no record is read until the last flow ends, and
     // that record sees all 40 (the batch is applied before any record reads the sketches).
-    let (mut s, rx) = sampler(4096);
+    let (mut s, mut rx) = sampler(4096);
     let mut flows: Vec<Flow> = (0..40u32)
         .map(|h| Flow::start(&mut s, key(1, h, 445, 6), 1_000_000))
         .collect();
@@ -380,14 +402,15 @@ fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fi
     late.end(&mut s);
     assert_eq!(rx.try_recv().unwrap().spread.dst_sources, 2);
 
-    // A tiny table and more new flows than a batch holds, with no record: the batch is applied
-    // when it fills (the evictions are counted without any record being read).
-    let (tx, _rx) = sync_channel(16);
+    // More new flows than a batch holds, with no record: the batch is sent when it fills, the
+    // rest at the next publication; a batch the ring refuses is counted, not waited for.
+    let (tx, rx) = sample_channel(16, 1);
+    let mut rx = SoloReceiver::new(rx, SpreadConfig::default()).unwrap();
     let mut c = SamplerConfig::new(1);
     c.one_in = u32::MAX;
-    c.spread_slots = 16;
     let mut s = Sampler::new(0, c, tx).unwrap();
-    for src in 0..=PENDING as u32 {
+    let batch = septa_features::spread::SPREAD_BATCH;
+    let start = |s: &mut Sampler, src: u32| {
         let k = FlowKey::v4(
             Ipv4Addr::from(0x0a00_0000 + src),
             Ipv4Addr::new(10, 1, 0, 1),
@@ -396,29 +419,45 @@ fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fi
             80,
         );
         s.start(&mut L7Slot::default(), &k, 1_000_000);
+    };
+    for src in 0..=batch as u32 {
+        start(&mut s, src);
     }
-    assert_eq!(s.counters().flows, PENDING as u64 + 1);
-    assert!(s.counters().sketch_evictions > 0);
+    assert_eq!(s.counters().flows, batch as u64 + 1);
+    assert_eq!(rx.drain_spread(), 1, "the full batch");
+    assert_eq!(rx.sketches.flows(), batch as u64);
+    s.publish(PUBLISH_US);
+    assert_eq!(rx.drain_spread(), 1, "the rest, at publish");
+    assert_eq!(rx.sketches.flows(), batch as u64 + 1);
+    // A ring of one batch, not drained: the second batch is refused and counted.
+    for src in 0..2 * batch as u32 {
+        start(&mut s, 1000 + src);
+    }
+    assert_eq!(s.counters().spread_lost, batch as u64);
+    assert_eq!(rx.drain_spread(), 1);
+    assert_eq!(rx.sketches.flows(), 2 * batch as u64 + 1);
 }
 
 proptest::proptest! {
-    /// Batching the sketch updates changes nothing a record or a counter says: the same
-    /// sequence of new flows, refused flows and ends through a sampler that applies every update
-    /// at once (`flush` after each) and one that batches them gives the same records, in a
-    /// small table (collisions, evictions) across several windows.
+    /// Batching the new flows changes nothing a record or a counter says: the same sequence of
+    /// new flows, refused flows and ends through a sampler whose receiver reads its records and
+    /// applies every batch after each step (as a live inference thread does) and through one
+    /// whose receiver reads everything at the end (every record then waits for exactly the
+    /// batches sent before it) gives the same records, in a small table (collisions, evictions)
+    /// across several windows.
     #[test]
     fn batched_updates_give_the_records_of_one_update_per_flow(
         ops in proptest::collection::vec((0u8..4, 0u32..40, 0u32..40, 0u16..6, 0u64..3), 1..400)
     ) {
         let mk = || {
-            let (tx, rx) = sync_channel(4096);
+            let (tx, rx) = channel_with(4096, 16);
             let mut c = SamplerConfig::new(64);
             c.one_in = 3;
-            c.spread_slots = 16;
             (Sampler::new(0, c, tx).unwrap(), rx)
         };
-        let (mut eager, rx_eager) = mk();
-        let (mut batched, rx_batched) = mk();
+        let (mut eager, mut rx_eager) = mk();
+        let (mut batched, mut rx_batched) = mk();
+        let mut ra = Vec::new();
         let mut open: Vec<(Flow, Flow)> = Vec::new();
         for (i, &(op, src, dst, port, w)) in ops.iter().enumerate() {
             let now = w * 10_000_000 + i as u64;
@@ -446,16 +485,27 @@ proptest::proptest! {
                 }
             }
             eager.flush();
+            ra.extend(rx_eager.try_iter());
+            rx_eager.drain_spread();
         }
         for (mut a, mut b) in open.drain(..) {
             a.end(&mut eager);
             b.end(&mut batched);
         }
-        batched.flush();
-        let ra: Vec<_> = rx_eager.try_iter().collect();
+        ra.extend(rx_eager.try_iter());
         let rb: Vec<_> = rx_batched.try_iter().collect();
         proptest::prop_assert_eq!(ra, rb);
-        proptest::prop_assert_eq!(eager.counters(), batched.counters());
+        let (mut ce, cb) = (eager.counters(), batched.counters());
+        proptest::prop_assert_eq!(ce.spread_lost, 0);
+        ce.spread_lost = cb.spread_lost;
+        proptest::prop_assert_eq!(ce, cb);
+        // Both sketches, once every batch is in: the same updates in the same order.
+        batched.flush();
+        for rx in [&mut rx_eager, &mut rx_batched] {
+            rx.drain_spread();
+        }
+        proptest::prop_assert_eq!(rx_eager.sketches.flows(), rx_batched.sketches.flows());
+        proptest::prop_assert_eq!(rx_eager.sketches.evictions(), rx_batched.sketches.evictions());
     }
 }
 
@@ -496,7 +546,7 @@ fn counters_are_published_for_other_threads_at_most_every_publish_us() {
 /// with its own counts, flags and duration (not the two connections' sums).
 #[test]
 fn a_reopened_connection_is_sampled_as_a_new_one() {
-    let (mut s, rx) = sampler(16);
+    let (mut s, mut rx) = sampler(16);
     let mut f = Flow::start(&mut s, key(1, 1, 80, 6), 0);
     let conn: [(Direction, u16, u8); 9] = [
         (Direction::Original, 60, 0x02),
@@ -554,27 +604,4 @@ fn a_reopened_connection_is_sampled_as_a_new_one() {
     send(&mut g, &mut s, Direction::Original, 60, 0x02, 0);
     send(&mut g, &mut s, Direction::Original, 60, 0x02, 1_000_000);
     assert_eq!(s.counters().reopened, 1);
-}
-
-#[test]
-fn estimate_tables_give_the_linear_counting_formula() {
-    for m in [192usize, 256, 448, 512] {
-        let t = Estimates::new(m);
-        let mut bits = vec![0u64; m / 64];
-        assert_eq!(t.of(&bits), 0);
-        // Bits set one at a time in a scattered order (37 is coprime with every m here).
-        for set in 1..=m {
-            let b = (set * 37) % m;
-            bits[b / 64] |= 1 << (b % 64);
-            assert_eq!(
-                t.of(&bits),
-                linear_count(m as u32, (m - set) as u32),
-                "m {m}"
-            );
-        }
-    }
-    assert_eq!(linear_count(448, 447), 1);
-    // The ceilings: a full bitmap reports m ln m.
-    assert_eq!(Estimates::new(256).of(&[u64::MAX; 4]), 1420);
-    assert_eq!(Estimates::new(448).of(&[u64::MAX; 7]), 2735);
 }

@@ -11,7 +11,7 @@ const inference = (o: Partial<InferenceHealth>): InferenceHealth => ({
   state: 'running', mode: 'shadow', models: [{ id: 'flow-if-v1', hash: 'ab', threshold: 0.6 }], error: null,
   records: 4096, batches: 16, records_per_s: 250, last_inference_age_ms: 400, events_dropped: 0, lost_records: 0,
   score_errors: 0, panics: 0, stalls: 0, restarts: 0,
-  sampler_records: 4100, sampler_ring_full: 0, sampler_sketch_evictions: 0, sampler_slab_full: 0,
+  sampler_records: 4100, sampler_ring_full: 0, sampler_sketch_evictions: 0, sampler_spread_lost: 0, sampler_slab_full: 0,
   repeats: 0, calibrations: 0, ...o,
 });
 const flows = (o: Partial<FlowTableHealth>): FlowTableHealth => ({
@@ -101,6 +101,9 @@ describe('health panel', () => {
     const full = html(report({ inference: inference({ sampler_records: 9000, sampler_ring_full: 1234 }) }));
     expect(full).toContain('9,000 sampled');
     expect(full).toMatch(/color:var\(--warn\)"[^>]*>1,234 dropped by full sampler rings/);
+    expect(quiet).not.toContain('missed by the spread sketches');
+    const lost = html(report({ inference: inference({ sampler_spread_lost: 4096 }) }));
+    expect(lost).toMatch(/color:var\(--warn\)"[^>]*>4,096 new flows missed by the spread sketches/);
   });
 
   it("shows a bridge worker's flow table occupancy and no router line", () => {

@@ -1768,6 +1768,12 @@ export interface components {
             sampler_slab_full: number;
             /**
              * Format: int64
+             * @description New flows the samplers could not report to the spread sketches: their batch ring was
+             *     full (the fan-out and fan-in estimates of that window are low by them).
+             */
+            sampler_spread_lost: number;
+            /**
+             * Format: int64
              * @description Batches the model failed to score.
              */
             score_errors: number;

@@ -1,0 +1,652 @@
+//! Spread sketches (fan-out, fan-in) and the per-worker sample channel that feeds them.
+//!
+//! **Who does what.** A worker's sampler does not count spread itself: it appends every new flow
+//! (addresses, destination port, protocol, tick: a [`NewFlow`], no hashing) to a
+//! [`SpreadBatch`] and, when the batch is full, when a record is due and every publish
+//! interval, sends the batch on its [`SampleSender`]. The inference side owns one
+//! [`SpreadSketches`] for all workers (a scan whose flows RSS spreads over several workers shows
+//! its whole fan-out) and fills a record's [`Spread`] when it receives the record
+//! ([`SampleReceiver::try_recv`]), after applying every batch its worker sent before it. The
+//! worker thus pays a 48-byte store per new flow and one channel send per [`SPREAD_BATCH`] (or
+//! per record, which sends the batch so far), instead of hashing into three tables and four cold
+//! cache lines per new flow. A send copies the whole batch (784 bytes) whatever it holds, hence
+//! batches this small.
+//!
+//! **Ordering.** A record carries the number of batches its worker had sent (or tried to send)
+//! before it ([`SpreadQuery::batches`]). The two rings are separate channels written by the same
+//! worker thread in program order, so when the receiver holds the record every earlier batch
+//! that was not dropped is visible on the batch ring; it applies batches until it has seen one
+//! numbered at least that high or the ring is empty (batches lost to a full ring are the
+//! worker's [`SampleSender::try_send_batch`] errors, counted there: estimates are then low, never
+//! wrong). It may apply a batch sent after the record (the newest flows of the window, as a
+//! scan across workers would anyway). [`SampleReceiver::drain_spread`] applies what waits when
+//! no record does, so the batch ring never fills while the inference thread is live.
+//!
+//! **Sketches.** Per source: a linear-counting bitmap of destination hosts (512 bits) and one of
+//! destination ports (448 bits); per destination: one of sources (448 bits); per source and
+//! destination port/protocol: one of destination hosts (448 bits). Direct-mapped slots
+//! (`slots` of each table, a power of two), each for one key and one tumbling window of
+//! `window_us`; a key that finds its slot held by another key of the same window takes it over
+//! and the eviction is counted ([`SpreadSketches::evictions`]). Workers' clocks start at slightly
+//! different instants, so a flow whose window is older than its slot's (a worker a few
+//! milliseconds behind at a window's edge) is counted in the slot's window when the slot is its
+//! key's, and skipped when the slot is another key's: an old flow never evicts a current slot.
+//!
+//! Memory: `slots × 256` bytes of sketches plus three estimate tables of about 2 KB; fixed at
+//! construction, no allocation after it.
+
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use crate::{FeatureRecord, FlowKey, Spread};
+
+/// New flows per [`SpreadBatch`].
+pub const SPREAD_BATCH: usize = 16;
+
+/// A new flow as the spread sketches need it. Addresses are `u128`s; an IPv4 address is the
+/// 32-bit value in the low bits (as `septa_classifier::FlowKey` holds it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewFlow {
+    pub src: u128,
+    pub dst: u128,
+    /// The worker's clock at the flow's first packet, microseconds.
+    pub tick: u64,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// Up to [`SPREAD_BATCH`] new flows of one worker, in their order, numbered per worker from 0.
+#[derive(Clone, Copy, Debug)]
+pub struct SpreadBatch {
+    pub seq: u64,
+    len: u32,
+    flows: [NewFlow; SPREAD_BATCH],
+}
+
+impl Default for SpreadBatch {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            len: 0,
+            flows: [NewFlow::default(); SPREAD_BATCH],
+        }
+    }
+}
+
+impl SpreadBatch {
+    /// Appends `f`; false (and nothing appended) when the batch is full.
+    #[inline]
+    pub fn push(&mut self, f: NewFlow) -> bool {
+        match self.flows.get_mut(self.len as usize) {
+            Some(slot) => {
+                *slot = f;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len as usize == SPREAD_BATCH
+    }
+
+    pub fn flows(&self) -> &[NewFlow] {
+        &self.flows[..self.len as usize]
+    }
+
+    /// Empties the batch and numbers it `seq` (what the next send carries).
+    #[inline]
+    pub fn reset(&mut self, seq: u64) {
+        self.seq = seq;
+        self.len = 0;
+    }
+}
+
+/// Where the receiver finds a record's spread: the window of `tick` (the flow's latest packet,
+/// worker clock), after the first `batches` batches of the record's worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpreadQuery {
+    pub tick: u64,
+    pub batches: u64,
+}
+
+/// What a worker's record ring carries: a record and, when its [`Spread`] is still to be
+/// filled, where to look it up (`None`: the record is complete as it is).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    pub record: FeatureRecord,
+    pub spread: Option<SpreadQuery>,
+}
+
+impl From<FeatureRecord> for Sampled {
+    fn from(record: FeatureRecord) -> Self {
+        Self {
+            record,
+            spread: None,
+        }
+    }
+}
+
+/// The worker's end of its sample channel.
+#[derive(Clone, Debug)]
+pub struct SampleSender {
+    records: SyncSender<Sampled>,
+    batches: SyncSender<SpreadBatch>,
+}
+
+/// Why a send did not happen: the ring is full or the receiver is gone. Either way the item is
+/// dropped and the sender counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendFailed;
+
+impl SampleSender {
+    /// Offers a record without blocking.
+    #[inline]
+    pub fn try_send_record(&self, s: Sampled) -> Result<(), SendFailed> {
+        self.records.try_send(s).map_err(|_| SendFailed)
+    }
+
+    /// Offers a batch (copied into the ring) without blocking.
+    #[inline]
+    pub fn try_send_batch(&self, b: &SpreadBatch) -> Result<(), SendFailed> {
+        match self.batches.try_send(*b) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(SendFailed),
+        }
+    }
+}
+
+/// The inference side's end of one worker's sample channel.
+#[derive(Debug)]
+pub struct SampleReceiver {
+    records: Receiver<Sampled>,
+    batches: Receiver<SpreadBatch>,
+    /// Batches of this worker seen so far: one past the highest number applied.
+    next: u64,
+}
+
+/// A sample channel: a ring of `records` records and one of `batches` spread batches.
+pub fn sample_channel(records: usize, batches: usize) -> (SampleSender, SampleReceiver) {
+    let (rt, rr) = sync_channel(records.max(1));
+    let (bt, br) = sync_channel(batches.max(1));
+    (
+        SampleSender {
+            records: rt,
+            batches: bt,
+        },
+        SampleReceiver {
+            records: rr,
+            batches: br,
+            next: 0,
+        },
+    )
+}
+
+impl SampleReceiver {
+    /// The next record, its [`Spread`] filled from `sketches` once the batches its worker sent
+    /// before it are applied; `None` when the ring is empty.
+    pub fn try_recv(&mut self, sketches: &mut SpreadSketches) -> Option<FeatureRecord> {
+        let Sampled { mut record, spread } = self.records.try_recv().ok()?;
+        if let Some(q) = spread {
+            while self.next < q.batches {
+                let Ok(b) = self.batches.try_recv() else {
+                    break; // the rest were lost to a full ring
+                };
+                self.next = b.seq + 1;
+                sketches.apply(&b);
+            }
+            record.spread = sketches.estimate(&record.key, q.tick);
+        }
+        Some(record)
+    }
+
+    /// Applies every batch waiting on the batch ring; returns how many.
+    pub fn drain_spread(&mut self, sketches: &mut SpreadSketches) -> usize {
+        let mut n = 0;
+        while let Ok(b) = self.batches.try_recv() {
+            self.next = b.seq + 1;
+            sketches.apply(&b);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A sample channel's receiving end with spread sketches of its own: the records of one worker
+/// as the inference side would fill them if no other worker fed the sketches (tests, benches,
+/// tools; `septa_ml`'s service shares one set of sketches between all workers instead).
+#[derive(Debug)]
+pub struct SoloReceiver {
+    pub rx: SampleReceiver,
+    pub sketches: SpreadSketches,
+}
+
+impl SoloReceiver {
+    pub fn new(rx: SampleReceiver, cfg: SpreadConfig) -> Result<Self, SpreadConfigError> {
+        Ok(Self {
+            rx,
+            sketches: SpreadSketches::new(cfg)?,
+        })
+    }
+
+    /// [`SampleReceiver::try_recv`].
+    pub fn try_recv(&mut self) -> Option<FeatureRecord> {
+        self.rx.try_recv(&mut self.sketches)
+    }
+
+    /// Every record waiting, in order.
+    pub fn try_iter(&mut self) -> impl Iterator<Item = FeatureRecord> + '_ {
+        std::iter::from_fn(move || self.try_recv())
+    }
+
+    /// [`SampleReceiver::drain_spread`].
+    pub fn drain_spread(&mut self) -> usize {
+        self.rx.drain_spread(&mut self.sketches)
+    }
+}
+
+/// Spread sketch sizing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpreadConfig {
+    /// Slots of each table (sources, destinations, source+port); a power of two.
+    pub slots: usize,
+    /// Window, microseconds.
+    pub window_us: u64,
+}
+
+impl Default for SpreadConfig {
+    /// 4096 slots (1 MiB), a 10 s window.
+    fn default() -> Self {
+        Self {
+            slots: 4096,
+            window_us: 10_000_000,
+        }
+    }
+}
+
+/// An invalid [`SpreadConfig`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpreadConfigError {
+    Slots(usize),
+    Window(u64),
+}
+
+impl std::fmt::Display for SpreadConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Slots(n) => write!(
+                f,
+                "spread sketches: slots {n} must be a power of two between 16 and 1048576"
+            ),
+            Self::Window(w) => write!(
+                f,
+                "spread sketches: window_us must be at least 1000000 (1 s), got {w}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpreadConfigError {}
+
+/// Words of the per-source sketch slot: 512 bits of destination hosts, 448 of destination ports
+/// (with the 8-byte header, two cache lines).
+const SRC_WORDS: usize = 15;
+/// Words of the destination and source+port slots: 448 bits (with the header, one cache line).
+const ONE_WORDS: usize = 7;
+/// The split of a per-source slot: hosts in words `0..SRC_HOST_WORDS`, ports after.
+const SRC_HOST_WORDS: usize = 8;
+
+/// One direct-mapped sketch slot: a key tag, its window and `W` words of linear-counting
+/// bitmaps, cache-line aligned so that an update touches one line (two for the per-source slot).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct SketchSlot<const W: usize> {
+    /// High half of the key's hash, never 0 (0: empty slot).
+    tag: u32,
+    /// Window number (`tick / window_us`, truncated).
+    window: u32,
+    bits: [u64; W],
+}
+
+impl<const W: usize> Default for SketchSlot<W> {
+    fn default() -> Self {
+        Self {
+            tag: 0,
+            window: 0,
+            bits: [0; W],
+        }
+    }
+}
+
+/// A direct-mapped table of per-key sketches.
+struct SketchTable<const W: usize> {
+    slots: Box<[SketchSlot<W>]>,
+    mask: usize,
+}
+
+/// The slot index and tag of a hashed key (index from the low half, tag from the high half).
+#[inline]
+fn place(h: u64) -> (usize, u32) {
+    (h as usize, ((h >> 32) as u32) | 1)
+}
+
+/// A bit in `0..m` from the high half of a hash (multiply-shift range reduction).
+#[inline]
+fn bit_of(h: u64, m: u32) -> usize {
+    (((h >> 32) * u64::from(m)) >> 32) as usize
+}
+
+#[inline]
+fn set(bits: &mut [u64], b: usize) {
+    bits[b / 64] |= 1 << (b % 64);
+}
+
+/// What a flow found in a table slot.
+enum Slot<'a, const W: usize> {
+    /// Its key's bitmap in the flow's window (or a later one); `evicted`: a live slot of another
+    /// key was taken over.
+    Bits(&'a mut [u64; W], bool),
+    /// Another key's slot in a later window: the flow is too old to take it.
+    Stale,
+}
+
+impl<const W: usize> SketchTable<W> {
+    fn new(n: usize) -> Self {
+        Self {
+            slots: vec![SketchSlot::default(); n].into_boxed_slice(),
+            mask: n - 1,
+        }
+    }
+
+    /// The slot of hashed key `h` for a flow of `window` (see the module's rule for older
+    /// windows).
+    #[inline]
+    fn slot(&mut self, h: u64, window: u32) -> Slot<'_, W> {
+        let (i, tag) = place(h);
+        let s = &mut self.slots[i & self.mask];
+        if s.tag == tag && s.window >= window {
+            return Slot::Bits(&mut s.bits, false);
+        }
+        if s.tag != 0 && s.window > window {
+            return Slot::Stale;
+        }
+        let evicted = s.tag != 0 && s.window == window;
+        *s = SketchSlot {
+            tag,
+            window,
+            bits: [0; W],
+        };
+        Slot::Bits(&mut s.bits, evicted)
+    }
+
+    /// Loads the first and the last word of hashed key `h`'s slot (every cache line of a slot
+    /// of up to two lines), so that a batch's misses overlap.
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        let (i, _) = place(h);
+        let s = &self.slots[i & self.mask];
+        u64::from(s.tag) ^ s.bits[W - 1]
+    }
+
+    /// The bitmap words of hashed key `h` in `window` (`None` when its slot holds another key
+    /// or another window).
+    fn get(&self, h: u64, window: u32) -> Option<&[u64; W]> {
+        let (i, tag) = place(h);
+        let s = &self.slots[i & self.mask];
+        (s.tag == tag && s.window == window).then_some(&s.bits)
+    }
+}
+
+/// Linear-counting estimate of the distinct items set in a bitmap of `m` bits with `zero` bits
+/// clear.
+fn linear_count(m: u32, zero: u32) -> u32 {
+    let mf = f64::from(m);
+    // All bits set: the sketch saturated; report its ceiling.
+    let z = f64::from(zero.max(1)) / mf;
+    (-mf * z.ln()).round() as u32
+}
+
+/// [`linear_count`] for every clear-bit count of an `m`-bit bitmap, computed once.
+struct Estimates(Box<[u32]>);
+
+impl Estimates {
+    fn new(m: usize) -> Self {
+        let m = m as u32;
+        Self((0..=m).map(|zero| linear_count(m, zero)).collect())
+    }
+
+    /// The estimate of the distinct items set in `bits` (all of its `64 × len` bits, which
+    /// must be the table's `m`).
+    fn of(&self, bits: &[u64]) -> u32 {
+        let set: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        debug_assert_eq!(self.0.len(), bits.len() * 64 + 1);
+        self.0[self.0.len() - 1 - set]
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.len() * size_of::<u32>()
+    }
+}
+
+/// 64-bit mixer (splitmix64 finaliser): spreads keys over sketch bits and table slots.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One word of an address: `mix(low ^ mix(high))`. For IPv4 (and any address whose high half is
+/// 0) that is `mix(low)`, since `mix(0) == 0`.
+#[inline]
+fn addr_word(a: u128) -> u64 {
+    let hi = (a >> 64) as u64;
+    mix((a as u64) ^ if hi == 0 { 0 } else { mix(hi) })
+}
+
+/// An address as a [`NewFlow`] holds it.
+pub fn addr_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// Hashes of a flow for the sketches: source, destination, destination port+protocol, and
+/// source+port.
+#[derive(Clone, Copy)]
+struct SpreadKeys {
+    src: u64,
+    dst: u64,
+    port: u64,
+    src_port: u64,
+}
+
+#[inline]
+fn spread_keys(src: u128, dst: u128, dport: u16, proto: u8) -> SpreadKeys {
+    let src = addr_word(src);
+    let dst = addr_word(dst);
+    // A full mix (linear counting assumes random bits: a multiplicative hash spreads sequential
+    // ports too evenly and overstates the count).
+    let port = mix(u64::from(dport) | u64::from(proto) << 16);
+    SpreadKeys {
+        src,
+        dst,
+        port,
+        src_port: mix(src ^ port),
+    }
+}
+
+/// The spread sketches of the appliance (all workers), owned by the inference side.
+pub struct SpreadSketches {
+    cfg: SpreadConfig,
+    by_src: SketchTable<SRC_WORDS>,
+    by_dst: SketchTable<ONE_WORDS>,
+    by_src_port: SketchTable<ONE_WORDS>,
+    /// Estimates of the per-source host and port bitmaps and of the one-line slots.
+    hosts: Estimates,
+    ports: Estimates,
+    one: Estimates,
+    flows: u64,
+    evictions: u64,
+    stale: u64,
+}
+
+impl std::fmt::Debug for SpreadSketches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpreadSketches")
+            .field("cfg", &self.cfg)
+            .field("flows", &self.flows)
+            .field("evictions", &self.evictions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpreadSketches {
+    /// Allocates every table (`slots × 256` bytes).
+    pub fn new(cfg: SpreadConfig) -> Result<Self, SpreadConfigError> {
+        if !cfg.slots.is_power_of_two() || !(16..=1 << 20).contains(&cfg.slots) {
+            return Err(SpreadConfigError::Slots(cfg.slots));
+        }
+        if cfg.window_us < 1_000_000 {
+            return Err(SpreadConfigError::Window(cfg.window_us));
+        }
+        Ok(Self {
+            cfg,
+            by_src: SketchTable::new(cfg.slots),
+            by_dst: SketchTable::new(cfg.slots),
+            by_src_port: SketchTable::new(cfg.slots),
+            hosts: Estimates::new(SRC_HOST_WORDS * 64),
+            ports: Estimates::new((SRC_WORDS - SRC_HOST_WORDS) * 64),
+            one: Estimates::new(ONE_WORDS * 64),
+            flows: 0,
+            evictions: 0,
+            stale: 0,
+        })
+    }
+
+    pub fn config(&self) -> SpreadConfig {
+        self.cfg
+    }
+
+    /// Bytes held (fixed after construction).
+    pub fn memory_bytes(&self) -> usize {
+        self.by_src.slots.len() * size_of::<SketchSlot<SRC_WORDS>>()
+            + 2 * self.by_dst.slots.len() * size_of::<SketchSlot<ONE_WORDS>>()
+            + self.hosts.memory_bytes()
+            + self.ports.memory_bytes()
+            + self.one.memory_bytes()
+    }
+
+    /// New flows added so far.
+    pub fn flows(&self) -> u64 {
+        self.flows
+    }
+
+    /// Slots taken over by another key before their window ended.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Table updates skipped because the flow's window was older than another key's slot.
+    pub fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    #[inline]
+    fn window(&self, tick: u64) -> u32 {
+        (tick / self.cfg.window_us) as u32
+    }
+
+    /// One new flow: three slot updates (four bits).
+    pub fn add(&mut self, f: &NewFlow) {
+        let k = spread_keys(f.src, f.dst, f.dport, f.proto);
+        let window = self.window(f.tick);
+        self.flows += 1;
+        match self.by_src.slot(k.src, window) {
+            Slot::Bits(b, e) => {
+                let (hosts, ports) = b.split_at_mut(SRC_HOST_WORDS);
+                set(hosts, bit_of(k.dst, (SRC_HOST_WORDS * 64) as u32));
+                set(
+                    ports,
+                    bit_of(k.port, ((SRC_WORDS - SRC_HOST_WORDS) * 64) as u32),
+                );
+                self.evictions += u64::from(e);
+            }
+            Slot::Stale => self.stale += 1,
+        }
+        match self.by_dst.slot(k.dst, window) {
+            Slot::Bits(b, e) => {
+                set(b, bit_of(k.src, (ONE_WORDS * 64) as u32));
+                self.evictions += u64::from(e);
+            }
+            Slot::Stale => self.stale += 1,
+        }
+        match self.by_src_port.slot(k.src_port, window) {
+            Slot::Bits(b, e) => {
+                set(b, bit_of(k.dst, (ONE_WORDS * 64) as u32));
+                self.evictions += u64::from(e);
+            }
+            Slot::Stale => self.stale += 1,
+        }
+    }
+
+    /// The flows of a batch, in order. Their slots are loaded first (independent loads: the
+    /// cache misses overlap), then updated.
+    pub fn apply(&mut self, b: &SpreadBatch) {
+        let mut lines = 0;
+        for f in b.flows() {
+            let k = spread_keys(f.src, f.dst, f.dport, f.proto);
+            lines ^= self.by_src.touch(k.src)
+                ^ self.by_dst.touch(k.dst)
+                ^ self.by_src_port.touch(k.src_port);
+        }
+        std::hint::black_box(lines);
+        for f in b.flows() {
+            self.add(f);
+        }
+    }
+
+    /// The spread of flow `key` in the window of `tick`: distinct destination hosts and ports
+    /// of its source, destination hosts of its source on its destination port, sources of its
+    /// destination. Each at least 1 (the flow itself; 1 also where a slot was taken over).
+    pub fn estimate(&self, key: &FlowKey, tick: u64) -> Spread {
+        let k = spread_keys(
+            addr_u128(key.src),
+            addr_u128(key.dst),
+            key.dst_port,
+            key.proto,
+        );
+        let window = self.window(tick);
+        let (hosts, ports) = self.by_src.get(k.src, window).map_or((0, 0), |b| {
+            let (h, p) = b.split_at(SRC_HOST_WORDS);
+            (self.hosts.of(h), self.ports.of(p))
+        });
+        let on_port = self
+            .by_src_port
+            .get(k.src_port, window)
+            .map_or(0, |b| self.one.of(b));
+        let sources = self.by_dst.get(k.dst, window).map_or(0, |b| self.one.of(b));
+        Spread {
+            src_hosts: hosts.max(1),
+            src_ports: ports.max(1),
+            src_hosts_on_port: on_port.clamp(1, hosts.max(1)),
+            dst_sources: sources.max(1),
+            window_s: u32::try_from(self.cfg.window_us / 1_000_000).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
