@@ -109,17 +109,20 @@ describe('console on the lab', () => {
       await page.selectOption('select[name=action]', 'deny');
       await page.click('form[aria-label="Flow filter"] button[type=submit]');
       const reason = new RegExp(d.reason);
+      // The filtered answer replaces the table: until it arrives the rows shown are the previous
+      // (unfiltered) ones, which may already hold a matching denied row among allowed ones.
       await page
         .waitForFunction(
           (src) => {
             const re = new RegExp(src);
-            return [...document.querySelectorAll('[data-testid=flows-table] tbody tr')].some((r) => re.test(r.textContent));
+            const rows = [...document.querySelectorAll('[data-testid=flows-table] tbody tr')];
+            return rows.some((r) => re.test(r.textContent)) && rows.every((r) => /denied/.test(r.textContent));
           },
           d.reason,
           { timeout: 15_000 },
         )
         .catch(async (e) => {
-          throw new Error(`no row matching /${d.reason}/ for ${d.src} -> ${d.dst}:${d.port}:\n${await page.textContent('[data-testid=flows-table]')}\n${e}`);
+          throw new Error(`no row matching /${d.reason}/, or rows other than denied ones, for ${d.src} -> ${d.dst}:${d.port}:\n${await page.textContent('[data-testid=flows-table]')}\n${e}`);
         });
       const rows = await page.$$eval('[data-testid=flows-table] tbody tr', (rs) => rs.map((r) => r.textContent));
       assert.ok(rows.every((r) => /denied/.test(r)), 'only denied rows under the filter');
