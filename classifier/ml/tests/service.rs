@@ -440,3 +440,16 @@ fn records_get_their_spread_from_every_workers_new_flows() {
     assert_eq!(got[0].window_s, 10);
     assert_eq!(stats.spread_evictions.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_bad_spread_config_is_refused_when_the_rings_are_made() {
+    let bad = septa_features::spread::SpreadConfig {
+        slots: 3000,
+        window_us: 10_000_000,
+    };
+    match septa_ml::rings_with(2, 16, bad) {
+        Err(MlError::Config(m)) => assert!(m.contains("slots 3000 must be a power of two"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("3000 slots accepted"),
+    }
+}
