@@ -20,7 +20,8 @@
 //! worker's [`SampleSender::try_send_batch`] errors, counted there: estimates are then low, never
 //! wrong). It may apply a batch sent after the record (the newest flows of the window, as a
 //! scan across workers would anyway). [`SampleReceiver::drain_spread`] applies what waits when
-//! no record does, so the batch ring never fills while the inference thread is live.
+//! no record does, so the batch ring is emptied on every pass of the inference loop and fills
+//! only when new flows outrun that thread.
 //!
 //! **Sketches.** Per source: a linear-counting bitmap of destination hosts (512 bits) and one of
 //! destination ports (448 bits); per destination: one of sources (448 bits); per source and
