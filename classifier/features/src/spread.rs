@@ -37,7 +37,7 @@
 //! construction, no allocation after it.
 
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::{FeatureRecord, FlowKey, Spread};
 
@@ -159,10 +159,7 @@ impl SampleSender {
     /// Offers a batch (copied into the ring) without blocking.
     #[inline]
     pub fn try_send_batch(&self, b: &SpreadBatch) -> Result<(), SendFailed> {
-        match self.batches.try_send(*b) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(SendFailed),
-        }
+        self.batches.try_send(*b).map_err(|_| SendFailed)
     }
 }
 
@@ -466,7 +463,7 @@ pub fn addr_u128(a: IpAddr) -> u128 {
 
 /// Hashes of a flow for the sketches: source, destination, destination port+protocol, and
 /// source+port.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct SpreadKeys {
     src: u64,
     dst: u64,
@@ -572,8 +569,12 @@ impl SpreadSketches {
 
     /// One new flow: three slot updates (four bits).
     pub fn add(&mut self, f: &NewFlow) {
-        let k = spread_keys(f.src, f.dst, f.dport, f.proto);
-        let window = self.window(f.tick);
+        self.add_keys(spread_keys(f.src, f.dst, f.dport, f.proto), f.tick);
+    }
+
+    /// [`Self::add`] of a flow whose keys are hashed already.
+    fn add_keys(&mut self, k: SpreadKeys, tick: u64) {
+        let window = self.window(tick);
         self.flows += 1;
         match self.by_src.slot(k.src, window) {
             Slot::Bits(b, e) => {
@@ -606,16 +607,20 @@ impl SpreadSketches {
     /// The flows of a batch, in order. Their slots are loaded first (independent loads: the
     /// cache misses overlap), then updated.
     pub fn apply(&mut self, b: &SpreadBatch) {
+        let mut keys = [SpreadKeys::default(); SPREAD_BATCH];
+        for (k, f) in keys.iter_mut().zip(b.flows()) {
+            *k = spread_keys(f.src, f.dst, f.dport, f.proto);
+        }
+        let keys = &keys[..b.len()];
         let mut lines = 0;
-        for f in b.flows() {
-            let k = spread_keys(f.src, f.dst, f.dport, f.proto);
+        for k in keys {
             lines ^= self.by_src.touch(k.src)
                 ^ self.by_dst.touch(k.dst)
                 ^ self.by_src_port.touch(k.src_port);
         }
         std::hint::black_box(lines);
-        for f in b.flows() {
-            self.add(f);
+        for (k, f) in keys.iter().zip(b.flows()) {
+            self.add_keys(*k, f.tick);
         }
     }
 
