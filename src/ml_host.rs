@@ -633,7 +633,7 @@ mod tests {
         let store = Arc::new(AnomalyStore::new(10_000));
         // Two rings: one for the worker's sampler, one this test writes held-out records into.
         let (mut senders, rings) = septa_ml::rings(2, rows.len());
-        let tx = senders.pop().unwrap();
+        let mut tx = senders.pop().unwrap();
         let host = MlHost::start_on(&s, senders, rings, Arc::clone(&store)).unwrap();
         assert_eq!(host.samplers.len(), 1);
         let probe = host.probe(s.engine.mode);

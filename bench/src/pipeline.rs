@@ -9,8 +9,8 @@
 //!
 //! * `base`: the rule table allows tcp/502;
 //! * `sample`: the same with a feature sampler (one flow in `--one-in`; a consumer thread reads
-//!   the records and applies the batches of new flows to the spread sketches, as the inference
-//!   service does);
+//!   the records and applies the new flows to the spread sketches, as the inference service
+//!   does);
 //! * `l7`: the rule table inspects tcp/502 with a read-only Modbus conduit (every request and
 //!   response framed and checked);
 //! * `l7_sample`: both.
@@ -29,11 +29,15 @@
 //! Worst case by default: every connection comes from its own client address and each round
 //! starts a new spread window, so each new flow finds its per-source sketch slots cold and stale
 //! (this is a flood of short connections from many clients; since the sketches moved to the
-//! consumer, that cost is the consumer thread's, and the worker's is one batch entry per new
-//! flow and a batch send per 16 new flows or per record). `--clients N` spreads
+//! consumer, that cost is the consumer thread's, and the worker's is one write into the ring of
+//! new flows per new flow). `--clients N` spreads
 //! the connections over N client addresses instead (several connections per client per window,
 //! as a site's hosts do). `--only SETUP` runs one configuration alone, for instruction counts
 //! (`valgrind --tool=callgrind`, `--only sample` against `--only base`).
+//!
+//! Threads are pinned as on the appliance: the measured worker thread alone on the last CPU the
+//! process may use, the consumer threads on the others (`--no-pin` leaves them to the
+//! scheduler; with a single CPU nothing is pinned).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -74,6 +78,11 @@ pub struct Args {
     /// cannot run the vDSO set-up of the clock call).
     #[arg(long, value_parser = ["base", "sample", "l7", "l7_sample"])]
     only: Option<String>,
+    /// Leave the threads unpinned (by default the measured worker thread runs on the last
+    /// allowed CPU and the consumer threads on the others, as a worker lcore and the inference
+    /// thread do on the appliance).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 impl Args {
@@ -87,6 +96,7 @@ impl Args {
             repeat: 8,
             clients: 0,
             only: None,
+            no_pin: false,
         }
     }
 }
@@ -180,7 +190,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(setup: Setup, flows: usize, one_in: u32) -> anyhow::Result<Self> {
+    fn new(setup: Setup, flows: usize, one_in: u32, pin: Option<Pinning>) -> anyhow::Result<Self> {
         let cell = TableCell::new(table(setup.l7()));
         let mut cfg = StateConfig::new((flows * 2).next_power_of_two());
         cfg.l7_flows = flows;
@@ -194,10 +204,15 @@ impl Bench {
             sc.one_in = one_in;
             state.set_sampler(Sampler::new(0, sc, tx)?);
             // The inference thread's side: read the records (filling their spread) and apply
-            // the batches of new flows to the spread sketches, as `septa_ml`'s service does.
+            // the new flows to the spread sketches, as `septa_ml`'s service does.
             let stop = stop.clone();
             let mut rx = SoloReceiver::new(rx, SpreadConfig::default())?;
+            let cpu = pin.map(|p| p.others);
             std::thread::spawn(move || {
+                if let Some(cpus) = cpu {
+                    // Best effort: an unpinned consumer only adds noise.
+                    let _ = rustix::thread::sched_setaffinity(None, &cpus);
+                }
                 while !stop.load(Ordering::Relaxed) {
                     while rx.try_recv().is_some() {}
                     rx.drain_spread();
@@ -270,6 +285,39 @@ impl Drop for Bench {
     }
 }
 
+/// Where the threads run: the measured worker thread alone on one CPU, everything else on the
+/// others.
+#[derive(Clone, Copy)]
+struct Pinning {
+    others: rustix::thread::CpuSet,
+}
+
+impl Pinning {
+    /// Pins the calling thread to the last CPU it may run on; `None` (unpinned) with fewer than
+    /// two.
+    fn apply() -> anyhow::Result<Option<Pinning>> {
+        use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+        let allowed = sched_getaffinity(None)?;
+        let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .collect();
+        let Some((&worker, rest)) = cpus.split_last() else {
+            return Ok(None);
+        };
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let mut one = CpuSet::new();
+        one.set(worker);
+        let mut others = CpuSet::new();
+        for &c in rest {
+            others.set(c);
+        }
+        sched_setaffinity(None, &one)?;
+        Ok(Some(Pinning { others }))
+    }
+}
+
 /// The calling thread's on-CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> Option<u64> {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -301,6 +349,7 @@ struct Rates {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let pin = if args.no_pin { None } else { Pinning::apply()? };
     let frames = traffic(args.flows, args.packets_per_flow, args.clients);
     let setups: Vec<Setup> = SETUPS
         .iter()
@@ -314,7 +363,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 wall: Vec::new(),
                 cpu: Vec::new(),
             };
-            Ok((s, Bench::new(s, args.flows, args.one_in)?, rates))
+            Ok((s, Bench::new(s, args.flows, args.one_in, pin)?, rates))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Warm-up round each, then interleaved measured rounds in a rotating order.

@@ -3,7 +3,7 @@
 //! **What it is.** A [`Sampler`] per worker follows one new flow in [`SamplerConfig::one_in`]
 //! (every K-th admitted flow) in a bounded slab of [`FlowSample`]s indexed from the flow entry
 //! ([`L7Slot::sample`]), and reports *every* new flow to the inference side's spread sketches
-//! (fan-out, fan-in over a tumbling window, [`septa_features::spread`]) in batches, so scans and
+//! (fan-out, fan-in over a tumbling window, [`septa_features::spread`]) on a ring, so scans and
 //! sweeps show in the spread of whichever of their flows is sampled. A sampled flow emits a
 //! [`septa_features::FeatureRecord`] into the worker's bounded ring after its first
 //! [`HEAD_PACKETS`] packets, every [`SamplerConfig::periodic_us`] while it lasts, and when it
@@ -12,8 +12,8 @@
 //! gaps (first packets) and TCP flag counts; an unsampled flow costs one test of its entry.
 //!
 //! **What it never does.** Allocate, lock or log after [`Sampler::new`]; block on a full ring:
-//! the record is dropped and counted ([`SamplerCounters::ring_full`]), and so is a batch of new
-//! flows ([`SamplerCounters::spread_lost`]). A full slab skips the flow (counted in
+//! the record is dropped and counted ([`SamplerCounters::ring_full`]), and so is a new flow
+//! ([`SamplerCounters::spread_lost`]). A full slab skips the flow (counted in
 //! [`SamplerCounters::slab_full`]).
 //!
 //! **Where the worker calls it** (`worker/state.rs`, when a sampler is set):
@@ -29,25 +29,21 @@
 //! 6. [`Sampler::denied`] for the first packet of a new flow the policy refused (no entry).
 //!
 //! `now` is the worker's clock ([`crate::worker::Clock`], microseconds). The rings are a
-//! [`septa_features::spread::SampleSender`]: two `std::sync::mpsc::sync_channel`s (same choice
-//! and cost profile as [`crate::events`]), one of records, one of [`SpreadBatch`]es of new
-//! flows; `septa_ml::rings` makes them and hands the receivers to the inference thread, which
-//! fills each record's spread after applying the batches sent before it.
+//! [`septa_features::spread::SampleSender`]: two single-producer, single-consumer rings (`rtrb`),
+//! one of records, one of new flows; `septa_ml::rings` makes them and hands the receivers to
+//! the inference thread, which fills each record's spread after applying the new flows sent
+//! before it.
 //!
 //! Cost: `septa-bench pipeline` (the worker's packet rate with sampling on and off, same run;
-//! numbers in `docs/ml.md`). A new flow costs the worker a 48-byte store into the batch (no
-//! hashing, no sketch line touched); a batch of [`septa_features::spread::SPREAD_BATCH`] is one
-//! channel send, made when it fills, before a record (so the record's spread counts every
-//! earlier flow) and at each [`Sampler::publish`] (so the other workers' records see this one's
-//! flows within [`PUBLISH_US`]).
+//! numbers in `docs/ml.md`). A new flow costs the worker a 48-byte write into the flow ring and
+//! one release store (no hashing, no sketch line touched, nothing to send later); a record, a
+//! 208-byte write into the record ring and one release store.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use septa_classifier::{Family, FlowKey};
-use septa_features::spread::{
-    NewFlow, SampleSender, Sampled, SendFailed, SpreadBatch, SpreadQuery,
-};
+use septa_features::spread::{NewFlow, SampleSender, Sampled, SendFailed, SpreadQuery};
 use septa_features::{
     EmitReason, FUNCTION_CLASSES, FeatureRecord, FunctionClass, HEAD_PACKETS, HeadStats, L7Proto,
     SCHEMA_VERSION, Spread, TcpFlagCounts,
@@ -154,9 +150,9 @@ pub struct SamplerCounters {
     pub emitted: u64,
     /// Records dropped because the ring was full (or the inference side went away).
     pub ring_full: u64,
-    /// New flows whose batch the spread ring refused (full, or the inference side gone): the
-    /// spread estimates of that window are low by them (the inference side counts slots taken
-    /// over, `septa_ml::ServiceStats::spread_evictions`).
+    /// New flows the flow ring refused (full, or the inference side gone): the spread estimates
+    /// of that window are low by them (the inference side counts slots taken over,
+    /// `septa_ml::ServiceStats::spread_evictions`).
     pub spread_lost: u64,
     /// Sampled flows that left the flow table without an end (evicted half-open flows): their
     /// slab entries were freed without a record ([`Sampler::evicted`]).
@@ -265,10 +261,6 @@ pub struct Sampler {
     free_len: usize,
     /// New flows until the next sampled one.
     countdown: u32,
-    /// New flows not yet sent to the spread sketches ([`Self::flush`]).
-    batch: SpreadBatch,
-    /// Batches sent (or refused) so far: the number of the next.
-    batches: u64,
     ring: SampleSender,
     counters: SamplerCounters,
     /// Where [`Self::publish`] stores the counters for other threads.
@@ -295,8 +287,8 @@ fn ip(a: u128, family: Family) -> IpAddr {
 }
 
 impl Sampler {
-    /// Allocates all state up front: `flows × size_of::<FlowSample>()` plus one batch of new
-    /// flows (784 bytes).
+    /// Allocates all state up front: `flows × size_of::<FlowSample>()` (the rings are
+    /// `ring`'s, allocated when the channel was made).
     pub fn new(
         worker: u16,
         cfg: SamplerConfig,
@@ -315,8 +307,6 @@ impl Sampler {
             free: (0..cfg.flows as u32).rev().collect(),
             free_len: cfg.flows,
             countdown: 1,
-            batch: SpreadBatch::default(),
-            batches: 0,
             cfg,
             ring,
             counters: SamplerCounters::default(),
@@ -330,13 +320,11 @@ impl Sampler {
         Arc::clone(&self.shared)
     }
 
-    /// Sends the batch of new flows and stores the counters into [`Self::shared_counters`] when
-    /// [`PUBLISH_US`] have passed since the last time (the worker calls it between polls: one
-    /// comparison when not due).
+    /// Stores the counters into [`Self::shared_counters`] when [`PUBLISH_US`] have passed since
+    /// the last time (the worker calls it between polls: one comparison when not due).
     #[inline]
     pub fn publish(&mut self, now: u64) {
         if self.publish_timer.due(now, PUBLISH_US) {
-            self.flush();
             self.shared.store(&self.counters);
         }
     }
@@ -359,11 +347,10 @@ impl Sampler {
 
     /// Bytes of state held (fixed after construction).
     pub fn memory_bytes(&self) -> usize {
-        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>()) + size_of::<SpreadBatch>()
+        self.slab.len() * (size_of::<FlowSample>() + size_of::<u32>())
     }
 
-    /// A new flow for the spread sketches, first packet at `now`: appended to the batch, which
-    /// is sent when full.
+    /// A new flow for the spread sketches, first packet at `now`: put on the flow ring.
     #[inline]
     fn spread_add(&mut self, key: &FlowKey, now: u64) {
         let f = NewFlow {
@@ -373,26 +360,9 @@ impl Sampler {
             dport: key.dport,
             proto: key.proto,
         };
-        // Never full here: a full batch is sent at once.
-        let _ = self.batch.push(f);
-        if self.batch.is_full() {
-            self.flush();
+        if self.ring.try_send_flow(f).is_err() {
+            self.counters.spread_lost += 1;
         }
-    }
-
-    /// Sends the batch of new flows, if it holds any, to the inference side's spread sketches
-    /// (a refused batch is counted in [`SamplerCounters::spread_lost`]). Every record is
-    /// preceded by it, so its spread counts every flow that started before it.
-    #[inline]
-    pub fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        if self.ring.try_send_batch(&self.batch).is_err() {
-            self.counters.spread_lost += self.batch.len() as u64;
-        }
-        self.batches += 1;
-        self.batch.reset(self.batches);
     }
 
     /// A flow was inserted into the flow table: it feeds the spread sketches and, one in
@@ -535,9 +505,8 @@ impl Sampler {
     }
 
     /// Builds the record of `f` for `flow` and offers it to the ring; the inference side fills
-    /// its spread (window of the flow's latest packet) after the batches sent before it.
+    /// its spread (window of the flow's latest packet) after the new flows sent before it.
     fn offer(&mut self, f: &FlowSample, flow: &FlowView, reason: EmitReason) {
-        self.flush();
         let key = &flow.key;
         let l7 = septa_l7::L7Proto::from_u8(flow.l7).map_or(L7Proto::Unknown, feature_l7);
         let rec = FeatureRecord {
@@ -566,7 +535,7 @@ impl Sampler {
         };
         let query = SpreadQuery {
             tick: flow.last_seen,
-            batches: self.batches,
+            flows: self.ring.flows_sent(),
         };
         match self.ring.try_send_record(Sampled {
             record: rec,

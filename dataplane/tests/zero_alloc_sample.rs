@@ -1,5 +1,5 @@
-//! The worker with a feature sampler allocates nothing per packet: flow starts (batches of new
-//! flows, sampling choice), sampled packets (identification included), emissions into the
+//! The worker with a feature sampler allocates nothing per packet: flow starts (new flows onto
+//! their ring, sampling choice), sampled packets (identification included), emissions into the
 //! rings (also when they are full) and flow ends at expiry, nor does the receiving side filling
 //! the records' spread, measured by a counting global allocator (its own test binary: the count
 //! is process-wide).
@@ -93,7 +93,7 @@ fn sampling_in_the_worker_does_not_allocate() {
     let c = w.state().sampler().unwrap().counters();
     assert!(c.flows > 1000 && c.sampled > 500, "{c:?}");
     assert!(c.emitted > 100 && c.ring_full > 0, "{c:?}");
-    assert!(c.spread_lost > 0, "the batch ring filled too: {c:?}");
+    assert!(c.spread_lost > 0, "the ring of new flows filled too: {c:?}");
     assert!(rx.sketches.flows() > 0);
     drop(rx);
 }

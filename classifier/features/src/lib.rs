@@ -6,12 +6,12 @@
 //! pipeline (`classifier/ml/training/features.py`) mirrors `featurize` line for line, and the parity
 //! test checks both against committed rows.
 //!
-//! It also holds what both ends of a worker's sample channel share ([`spread`]): the channel, the
-//! batches of new flows the worker sends on it, and the spread sketches (fan-out, fan-in) the
-//! inference side builds from them and fills each record's [`Spread`] from.
+//! It also holds what both ends of a worker's sample channel share ([`spread`]): the channel (two
+//! single-producer rings, records and new flows), and the spread sketches (fan-out, fan-in) the
+//! inference side builds from the new flows and fills each record's [`Spread`] from.
 //!
-//! Invariants: no dependencies, no I/O, no allocation after construction; [`FeatureRecord`] is
-//! `Copy` so a ring push is a plain copy. Any change to the meaning or order of a feature bumps
+//! Invariants: no dependency but `rtrb` (the rings; it has none of its own), no I/O, no
+//! allocation after construction; [`FeatureRecord`] is `Copy` so a ring push is a plain copy. Any change to the meaning or order of a feature bumps
 //! [`SCHEMA_VERSION`]; a model trained for another version is refused at load.
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,27 +1,26 @@
 //! Spread sketches (fan-out, fan-in) and the per-worker sample channel that feeds them.
 //!
-//! **Who does what.** A worker's sampler does not count spread itself: it appends every new flow
-//! (addresses, destination port, protocol, tick: a [`NewFlow`], no hashing) to a
-//! [`SpreadBatch`] and, when the batch is full, when a record is due and every publish
-//! interval, sends the batch on its [`SampleSender`]. The inference side owns one
-//! [`SpreadSketches`] for all workers (a scan whose flows RSS spreads over several workers shows
-//! its whole fan-out) and fills a record's [`Spread`] when it receives the record
-//! ([`SampleReceiver::try_recv`]), after applying every batch its worker sent before it. The
-//! worker thus pays a 48-byte store per new flow and one channel send per [`SPREAD_BATCH`] (or
-//! per record, which sends the batch so far), instead of hashing into three tables and four cold
-//! cache lines per new flow. A send copies the whole batch (784 bytes) whatever it holds, hence
-//! batches this small.
+//! **Who does what.** A worker's sampler does not count spread itself: it puts every new flow
+//! (addresses, destination port, protocol, tick: a [`NewFlow`], no hashing) on the flow ring of
+//! its [`SampleSender`], a single-producer ring (`rtrb`) the flow is written into in place and
+//! published by one release store. The inference side owns one [`SpreadSketches`] for all workers
+//! (a scan whose flows RSS spreads over several workers shows its whole fan-out) and fills a
+//! record's [`Spread`] when it receives the record ([`SampleReceiver::try_recv`]), after applying
+//! every new flow its worker sent before it. The worker thus pays a 48-byte store per new flow,
+//! instead of hashing into three tables and four cold cache lines per new flow. (New flows
+//! used to go in batches of 16 through a `std::sync::mpsc::sync_channel`, sent when full and
+//! before every record: each send copied the whole 784-byte batch across cores, which cost the
+//! worker about three times what a ring write per flow does; `docs/ml.md` has the numbers.)
 //!
-//! **Ordering.** A record carries the number of batches its worker had sent (or tried to send)
-//! before it ([`SpreadQuery::batches`]). The two rings are separate channels written by the same
-//! worker thread in program order, so when the receiver holds the record every earlier batch
-//! that was not dropped is visible on the batch ring; it applies batches until it has seen one
-//! numbered at least that high or the ring is empty (batches lost to a full ring are the
-//! worker's [`SampleSender::try_send_batch`] errors, counted there: estimates are then low, never
-//! wrong). It may apply a batch sent after the record (the newest flows of the window, as a
-//! scan across workers would anyway). [`SampleReceiver::drain_spread`] applies what waits when
-//! no record does, so the batch ring is emptied on every pass of the inference loop and fills
-//! only when new flows outrun that thread.
+//! **Ordering.** A record carries the number of new flows its worker had put on the flow ring
+//! before it ([`SpreadQuery::flows`]; refused flows are not counted). The worker wrote them
+//! before the record, and the record ring's release and acquire order those writes before the
+//! receiver's read of the record, so the receiver applies exactly that many before filling the
+//! record's spread: a record's spread never depends on when the inference thread reads it.
+//! [`SampleReceiver::drain_spread`] applies what waits when no record needs it, so the flow ring
+//! is emptied on every pass of the inference loop and fills only when new flows outrun that
+//! thread (the flows it refuses are the sender's [`SampleSender::try_send_flow`] errors,
+//! counted by the worker: estimates are then low, never wrong).
 //!
 //! **Sketches.** Per source: a linear-counting bitmap of destination hosts (512 bits) and one of
 //! destination ports (448 bits); per destination: one of sources (448 bits); per source and
@@ -37,12 +36,11 @@
 //! construction, no allocation after it.
 
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::{FeatureRecord, FlowKey, Spread};
 
-/// New flows per [`SpreadBatch`].
-pub const SPREAD_BATCH: usize = 16;
+/// New flows applied together: their sketch slots are loaded first, so the cache misses overlap.
+const APPLY_CHUNK: usize = 16;
 
 /// A new flow as the spread sketches need it. Addresses are `u128`s; an IPv4 address is the
 /// 32-bit value in the low bits (as `septa_classifier::FlowKey` holds it).
@@ -56,68 +54,12 @@ pub struct NewFlow {
     pub proto: u8,
 }
 
-/// Up to [`SPREAD_BATCH`] new flows of one worker, in their order, numbered per worker from 0.
-#[derive(Clone, Copy, Debug)]
-pub struct SpreadBatch {
-    pub seq: u64,
-    len: u32,
-    flows: [NewFlow; SPREAD_BATCH],
-}
-
-impl Default for SpreadBatch {
-    fn default() -> Self {
-        Self {
-            seq: 0,
-            len: 0,
-            flows: [NewFlow::default(); SPREAD_BATCH],
-        }
-    }
-}
-
-impl SpreadBatch {
-    /// Appends `f`; false (and nothing appended) when the batch is full.
-    #[inline]
-    pub fn push(&mut self, f: NewFlow) -> bool {
-        match self.flows.get_mut(self.len as usize) {
-            Some(slot) => {
-                *slot = f;
-                self.len += 1;
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.len as usize == SPREAD_BATCH
-    }
-
-    pub fn flows(&self) -> &[NewFlow] {
-        &self.flows[..self.len as usize]
-    }
-
-    /// Empties the batch and numbers it `seq` (what the next send carries).
-    #[inline]
-    pub fn reset(&mut self, seq: u64) {
-        self.seq = seq;
-        self.len = 0;
-    }
-}
-
 /// Where the receiver finds a record's spread: the window of `tick` (the flow's latest packet,
-/// worker clock), after the first `batches` batches of the record's worker.
+/// worker clock), after the first `flows` new flows its worker put on the flow ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpreadQuery {
     pub tick: u64,
-    pub batches: u64,
+    pub flows: u64,
 }
 
 /// What a worker's record ring carries: a record and, when its [`Spread`] is still to be
@@ -138,10 +80,12 @@ impl From<FeatureRecord> for Sampled {
 }
 
 /// The worker's end of its sample channel.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct SampleSender {
-    records: SyncSender<Sampled>,
-    batches: SyncSender<SpreadBatch>,
+    records: rtrb::Producer<Sampled>,
+    flows: rtrb::Producer<NewFlow>,
+    /// New flows put on the flow ring so far (refused ones not counted).
+    sent: u64,
 }
 
 /// Why a send did not happen: the ring is full or the receiver is gone. Either way the item is
@@ -152,69 +96,91 @@ pub struct SendFailed;
 impl SampleSender {
     /// Offers a record without blocking.
     #[inline]
-    pub fn try_send_record(&self, s: Sampled) -> Result<(), SendFailed> {
-        self.records.try_send(s).map_err(|_| SendFailed)
+    pub fn try_send_record(&mut self, s: Sampled) -> Result<(), SendFailed> {
+        if self.records.push(s).is_err() || self.records.is_abandoned() {
+            return Err(SendFailed);
+        }
+        Ok(())
     }
 
-    /// Offers a batch (copied into the ring) without blocking.
+    /// Puts a new flow on the flow ring without blocking (written in place, visible to the
+    /// receiver at once). Refused when the ring is full or the receiver is gone.
     #[inline]
-    pub fn try_send_batch(&self, b: &SpreadBatch) -> Result<(), SendFailed> {
-        self.batches.try_send(*b).map_err(|_| SendFailed)
+    pub fn try_send_flow(&mut self, f: NewFlow) -> Result<(), SendFailed> {
+        if self.flows.push(f).is_err() || self.flows.is_abandoned() {
+            return Err(SendFailed);
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// New flows put on the flow ring so far: what a record's [`SpreadQuery::flows`] says.
+    #[inline]
+    pub fn flows_sent(&self) -> u64 {
+        self.sent
     }
 }
 
 /// The inference side's end of one worker's sample channel.
 #[derive(Debug)]
 pub struct SampleReceiver {
-    records: Receiver<Sampled>,
-    batches: Receiver<SpreadBatch>,
-    /// Batches of this worker seen so far: one past the highest number applied.
-    next: u64,
+    records: rtrb::Consumer<Sampled>,
+    flows: rtrb::Consumer<NewFlow>,
+    /// New flows of this worker applied so far.
+    applied: u64,
 }
 
-/// A sample channel: a ring of `records` records and one of `batches` spread batches.
-pub fn sample_channel(records: usize, batches: usize) -> (SampleSender, SampleReceiver) {
-    let (rt, rr) = sync_channel(records.max(1));
-    let (bt, br) = sync_channel(batches.max(1));
+/// A sample channel: a ring of `records` records and one of `flows` new flows, both allocated
+/// here (`records × 208 + flows × 48` bytes).
+pub fn sample_channel(records: usize, flows: usize) -> (SampleSender, SampleReceiver) {
+    let (rt, rr) = rtrb::RingBuffer::new(records.max(1));
+    let (ft, fr) = rtrb::RingBuffer::new(flows.max(1));
     (
         SampleSender {
             records: rt,
-            batches: bt,
+            flows: ft,
+            sent: 0,
         },
         SampleReceiver {
             records: rr,
-            batches: br,
-            next: 0,
+            flows: fr,
+            applied: 0,
         },
     )
 }
 
 impl SampleReceiver {
-    /// The next record, its [`Spread`] filled from `sketches` once the batches its worker sent
-    /// before it are applied; `None` when the ring is empty.
+    /// The next record, its [`Spread`] filled from `sketches` once the new flows its worker
+    /// sent before it are applied; `None` when the ring is empty.
     pub fn try_recv(&mut self, sketches: &mut SpreadSketches) -> Option<FeatureRecord> {
-        let Sampled { mut record, spread } = self.records.try_recv().ok()?;
+        let Sampled { mut record, spread } = self.records.pop().ok()?;
         if let Some(q) = spread {
-            while self.next < q.batches {
-                let Ok(b) = self.batches.try_recv() else {
-                    break; // the rest were lost to a full ring
-                };
-                self.next = b.seq + 1;
-                sketches.apply(&b);
-            }
+            let behind = q.flows.saturating_sub(self.applied);
+            self.apply(sketches, usize::try_from(behind).unwrap_or(usize::MAX));
             record.spread = sketches.estimate(&record.key, q.tick);
         }
         Some(record)
     }
 
-    /// Applies every batch waiting on the batch ring; returns how many.
+    /// Applies every new flow waiting on the flow ring; returns how many.
     pub fn drain_spread(&mut self, sketches: &mut SpreadSketches) -> usize {
-        let mut n = 0;
-        while let Ok(b) = self.batches.try_recv() {
-            self.next = b.seq + 1;
-            sketches.apply(&b);
-            n += 1;
+        self.apply(sketches, usize::MAX)
+    }
+
+    /// Applies the next `n` new flows, or as many as wait if fewer; returns how many.
+    fn apply(&mut self, sketches: &mut SpreadSketches, n: usize) -> usize {
+        let n = n.min(self.flows.slots());
+        if n == 0 {
+            return 0;
         }
+        let Ok(chunk) = self.flows.read_chunk(n) else {
+            return 0; // not reached: `slots` said they were there
+        };
+        let (a, b) = chunk.as_slices();
+        sketches.apply(a);
+        sketches.apply(b);
+        chunk.commit_all();
+        self.applied += n as u64;
         n
     }
 }
@@ -604,14 +570,21 @@ impl SpreadSketches {
         }
     }
 
-    /// The flows of a batch, in order. Their slots are loaded first (independent loads: the
-    /// cache misses overlap), then updated.
-    pub fn apply(&mut self, b: &SpreadBatch) {
-        let mut keys = [SpreadKeys::default(); SPREAD_BATCH];
-        for (k, f) in keys.iter_mut().zip(b.flows()) {
+    /// New flows, in order, [`APPLY_CHUNK`] at a time: the slots of a chunk are loaded first
+    /// (independent loads: the cache misses overlap), then updated.
+    pub fn apply(&mut self, flows: &[NewFlow]) {
+        for chunk in flows.chunks(APPLY_CHUNK) {
+            self.apply_chunk(chunk);
+        }
+    }
+
+    #[inline]
+    fn apply_chunk(&mut self, flows: &[NewFlow]) {
+        let mut keys = [SpreadKeys::default(); APPLY_CHUNK];
+        for (k, f) in keys.iter_mut().zip(flows) {
             *k = spread_keys(f.src, f.dst, f.dport, f.proto);
         }
-        let keys = &keys[..b.len()];
+        let keys = &keys[..flows.len()];
         let mut lines = 0;
         for k in keys {
             lines ^= self.by_src.touch(k.src)
@@ -619,7 +592,7 @@ impl SpreadSketches {
                 ^ self.by_src_port.touch(k.src_port);
         }
         std::hint::black_box(lines);
-        for (k, f) in keys.iter().zip(b.flows()) {
+        for (k, f) in keys.iter().zip(flows) {
             self.add_keys(*k, f.tick);
         }
     }

@@ -2,19 +2,18 @@
 //! events; a supervisor thread watches it and replaces it when it panics or stalls.
 //!
 //! Races, walked through:
-//! - The rings are bounded `std::sync::mpsc::sync_channel`s, two per worker, records and batches
-//!   of new flows ([`septa_features::spread::sample_channel`]; the data plane's choice for its
-//!   event rings too: a preallocated array, `try_send` is a few atomics and never blocks; a full
-//!   ring drops and the sampler counts it). The receivers and the spread sketches (one set for
-//!   all workers) live in a mutex that the inference thread takes only while popping a batch of
-//!   records, filling their spread and applying the waiting batches of new flows, never while
-//!   scoring. A thread that stalls inside a model therefore holds no lock, and its replacement
+//! - The rings are bounded single-producer, single-consumer `rtrb` rings, two per worker,
+//!   records and new flows ([`septa_features::spread::sample_channel`]: preallocated, a push is
+//!   a copy into the slot and one release store, it never blocks; a full ring drops and the
+//!   sampler counts it). The receivers and the spread sketches (one set for all workers) live in
+//!   a mutex that the inference thread takes only while popping a batch of records, filling
+//!   their spread and applying the waiting new flows, never while scoring. A thread that stalls inside a model therefore holds no lock, and its replacement
 //!   can drain the rings at once; the sketches survive it. Workers never touch this mutex.
 //! - Each spawned thread gets a generation number. The supervisor bumps the shared generation
 //!   when it gives up on a stalled thread; the old thread, if it ever wakes, sees the change and
 //!   exits after its current batch, emitting nothing (its events are discarded).
-//! - A panic poisons nothing that matters: a poisoned receiver mutex is recovered (the channel
-//!   state is updated atomically by std and stays consistent).
+//! - A panic poisons nothing that matters: a poisoned receiver mutex is recovered (a ring's
+//!   read position moves only when a pop or a read chunk completes, so it stays consistent).
 //! - Records popped by a thread that then panics or stalls are lost; the supervisor counts them
 //!   (`lost_records`) from the thread's published in-flight count.
 
@@ -57,9 +56,9 @@ impl Scorer for Engine {
 /// Builds a scorer on the inference thread's behalf (again after each restart).
 pub type ScorerFactory = Box<dyn Fn() -> Result<Box<dyn Scorer>, MlError> + Send + Sync>;
 
-/// Batches of new flows each worker's batch ring holds (16 flows each: 16,384 flows, 4 ms of a
-/// worker taking 4 M new flows a second, while the inference thread sleeps 1 ms when idle).
-pub const SPREAD_RING: usize = 1024;
+/// New flows each worker's flow ring holds (48 bytes each, 768 KiB): 4 ms of a worker taking 4 M
+/// new flows a second, while the inference thread sleeps 1 ms when idle.
+pub const SPREAD_RING: usize = 16384;
 
 /// The consumer ends of the per-worker rings and the spread sketches they feed.
 pub struct Rings {
@@ -71,8 +70,7 @@ struct RingsInner {
     sketches: SpreadSketches,
 }
 
-/// Creates `workers` sample channels of `capacity` records and [`SPREAD_RING`] batches of new
-/// flows, and the spread sketches (default size and window, `SpreadConfig::default`): the
+/// Creates `workers` sample channels of `capacity` records and [`SPREAD_RING`] new flows, and the spread sketches (default size and window, `SpreadConfig::default`): the
 /// senders go to the workers' samplers (one each, `septa_dataplane::sample::Sampler::new`), the
 /// [`Rings`] to [`Service::start`].
 pub fn rings(workers: usize, capacity: usize) -> (Vec<SampleSender>, Rings) {
@@ -143,7 +141,7 @@ pub struct ServiceStats {
     /// Site calibrations derived and applied (warm-up or monitor mode), summed likewise.
     pub calibrations: AtomicU64,
     /// New flows added to the spread sketches (every worker's; the workers count those their
-    /// full batch ring refused, `SamplerCounters::spread_lost`).
+    /// full flow ring refused, `SamplerCounters::spread_lost`).
     pub spread_flows: AtomicU64,
     /// Spread-sketch slots taken over by another key before their window ended.
     pub spread_evictions: AtomicU64,
@@ -250,7 +248,7 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
     while current() {
         beat.count.fetch_add(1, Ordering::Relaxed);
         batch.clear();
-        let mut spread_batches = 0;
+        let mut spread_applied = 0;
         {
             let mut inner = sh
                 .rings
@@ -273,7 +271,7 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
             }
             // What no record needed yet: the new flows the next records (of any worker) count.
             for c in consumers.iter_mut() {
-                spread_batches += c.drain_spread(sketches);
+                spread_applied += c.drain_spread(sketches);
             }
             sh.stats
                 .spread_flows
@@ -284,7 +282,7 @@ fn inference_loop(sh: &Shared, mut scorer: Box<dyn Scorer>, beat: &Beat, generat
             next_ring = next_ring.wrapping_add(1);
         }
         if batch.is_empty() {
-            if spread_batches == 0 {
+            if spread_applied == 0 {
                 std::thread::sleep(sh.cfg.idle);
             }
             continue;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use septa_features::FeatureRecord;
-use septa_features::spread::{NewFlow, SampleSender, Sampled, SpreadBatch, SpreadQuery};
+use septa_features::spread::{NewFlow, SampleSender, Sampled, SpreadQuery};
 use septa_ml::{
     Engine, Health, MlConfig, MlError, MlEvent, Scorer, Service, ServiceConfig, heldout, rings,
 };
@@ -80,8 +80,8 @@ fn faulty_service(
     Receiver<MlEvent>,
     Arc<AtomicU32>,
 ) {
-    let (producers, rings) = rings(2, 64);
-    push(&producers[ring], preload);
+    let (mut producers, rings) = rings(2, 64);
+    push(&mut producers[ring], preload);
     let (tx, rx) = sync_channel(1024);
     let seen = Arc::new(AtomicU32::new(0));
     let s = Arc::clone(&seen);
@@ -114,7 +114,7 @@ fn faulty_service(
     (svc, producers, rx, seen)
 }
 
-fn push(p: &SampleSender, n: usize) {
+fn push(p: &mut SampleSender, n: usize) {
     for _ in 0..n {
         p.try_send_record(FeatureRecord::default().into()).unwrap();
     }
@@ -122,7 +122,7 @@ fn push(p: &SampleSender, n: usize) {
 
 #[test]
 fn panicking_inference_thread_is_restarted() {
-    let (svc, producers, rx, seen) = faulty_service(Fault::PanicOnFirstBatch, 0, 10);
+    let (svc, mut producers, rx, seen) = faulty_service(Fault::PanicOnFirstBatch, 0, 10);
     let ev = wait_for(&rx, "restart", |e| {
         matches!(e, MlEvent::Health(Health::Restarted { generation: 0 }))
     });
@@ -131,8 +131,8 @@ fn panicking_inference_thread_is_restarted() {
         MlEvent::Health(Health::Panicked { message, lost_records: 10 }) if message == "injected fault"
     )), "{ev:?}");
     // the replacement drains both rings
-    push(&producers[0], 5);
-    push(&producers[1], 7);
+    push(&mut producers[0], 5);
+    push(&mut producers[1], 7);
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.load(Ordering::Relaxed) < 12 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -147,7 +147,7 @@ fn panicking_inference_thread_is_restarted() {
 
 #[test]
 fn a_thread_replaced_as_stalled_that_panics_later_is_reported() {
-    let (svc, producers, rx, seen) = faulty_service(Fault::StallThenPanic, 0, 3);
+    let (svc, mut producers, rx, seen) = faulty_service(Fault::StallThenPanic, 0, 3);
     let ev = wait_for(&rx, "the late panic", |e| {
         matches!(e, MlEvent::Health(Health::Panicked { .. }))
     });
@@ -169,7 +169,7 @@ fn a_thread_replaced_as_stalled_that_panics_later_is_reported() {
         "{ev:?}"
     );
     // The replacement works.
-    push(&producers[0], 4);
+    push(&mut producers[0], 4);
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.load(Ordering::Relaxed) < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -185,7 +185,7 @@ fn a_thread_replaced_as_stalled_that_panics_later_is_reported() {
 
 #[test]
 fn stalled_inference_thread_is_replaced() {
-    let (svc, producers, rx, seen) = faulty_service(Fault::StallOnFirstBatch, 1, 4);
+    let (svc, mut producers, rx, seen) = faulty_service(Fault::StallOnFirstBatch, 1, 4);
     let ev = wait_for(&rx, "restart after stall", |e| {
         matches!(e, MlEvent::Health(Health::Restarted { .. }))
     });
@@ -199,7 +199,7 @@ fn stalled_inference_thread_is_replaced() {
         )),
         "{ev:?}"
     );
-    push(&producers[1], 6);
+    push(&mut producers[1], 6);
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.load(Ordering::Relaxed) < 6 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -245,7 +245,7 @@ fn missing_model_keeps_ml_off() {
 fn records_from_rings_become_explained_alerts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/models");
     let rows = heldout::load(&dir.join("heldout-v1.json")).unwrap();
-    let (producers, rings) = rings(2, 1024);
+    let (mut producers, rings) = rings(2, 1024);
     let (tx, rx) = sync_channel(4096);
     let cfg = MlConfig::new(&dir);
     let svc = Service::start(
@@ -321,9 +321,9 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn engine_repeats_and_calibrations_are_summed_across_a_restart() {
-    let (producers, rings) = rings(1, 64);
+    let (mut producers, rings) = rings(1, 64);
     // Waiting before the start: the first batch holds exactly these.
-    push(&producers[0], 5);
+    push(&mut producers[0], 5);
     let (tx, rx) = sync_channel(1024);
     let builds = Arc::new(Mutex::new(0u32));
     let svc = Service::start(
@@ -347,11 +347,11 @@ fn engine_repeats_and_calibrations_are_summed_across_a_restart() {
     assert_eq!((load(&stats.repeats), load(&stats.calibrations)), (5, 1));
     // The next batch kills the first engine; its replacement counts from zero again and scores
     // what the dead one did not take.
-    push(&producers[0], 3);
+    push(&mut producers[0], 3);
     wait_for(&rx, "restart", |e| {
         matches!(e, MlEvent::Health(Health::Restarted { .. }))
     });
-    push(&producers[0], 4);
+    push(&mut producers[0], 4);
     wait_until("every record scored or lost", || {
         load(&stats.records) + load(&stats.lost_records) == 5 + 3 + 4
     });
@@ -377,11 +377,11 @@ impl Scorer for Spreads {
     }
 }
 
-/// The service fills each record's spread from the sketches every worker's batches of new flows
+/// The service fills each record's spread from the sketches every worker's new flows
 /// feed: a sweep whose flows two workers saw shows whole in a record of either.
 #[test]
 fn records_get_their_spread_from_every_workers_new_flows() {
-    let (producers, rings) = rings(2, 64);
+    let (mut producers, rings) = rings(2, 64);
     let spreads = Arc::new(Mutex::new(Vec::new()));
     let (tx, _rx) = sync_channel(64);
     let kept = Arc::clone(&spreads);
@@ -392,7 +392,7 @@ fn records_get_their_spread_from_every_workers_new_flows() {
         fast(),
     )
     .unwrap();
-    // 10.0.0.9 reaches 40 hosts on 445/tcp: 20 through each worker, in batches of 10.
+    // 10.0.0.9 reaches 40 hosts on 445/tcp: 20 through each worker.
     let flow = |h: u32| NewFlow {
         src: 0x0a00_0009,
         dst: u128::from(0x0a01_0000 + h),
@@ -400,14 +400,9 @@ fn records_get_their_spread_from_every_workers_new_flows() {
         dport: 445,
         proto: 6,
     };
-    for (w, p) in producers.iter().enumerate() {
-        for b in 0..2u32 {
-            let mut batch = SpreadBatch::default();
-            batch.reset(u64::from(b));
-            for h in 0..10 {
-                assert!(batch.push(flow(w as u32 * 20 + b * 10 + h)));
-            }
-            p.try_send_batch(&batch).unwrap();
+    for (w, p) in producers.iter_mut().enumerate() {
+        for h in 0..20 {
+            p.try_send_flow(flow(w as u32 * 20 + h)).unwrap();
         }
     }
     let stats = svc.stats();
@@ -426,7 +421,7 @@ fn records_get_their_spread_from_every_workers_new_flows() {
             record,
             spread: Some(SpreadQuery {
                 tick: 2_000_000,
-                batches: 2,
+                flows: 20,
             }),
         })
         .unwrap();

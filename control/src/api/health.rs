@@ -134,8 +134,8 @@ pub struct InferenceSample {
     pub sampler_ring_full: u64,
     /// Spread-sketch slots taken over by another key within their window.
     pub sampler_sketch_evictions: u64,
-    /// New flows the samplers could not report to the spread sketches: their batch ring was
-    /// full (the fan-out and fan-in estimates of that window are low by them).
+    /// New flows the samplers could not report to the spread sketches: their rings of new
+    /// flows were full (the fan-out and fan-in estimates of that window are low by them).
     pub sampler_spread_lost: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
@@ -276,8 +276,8 @@ pub struct InferenceHealth {
     pub sampler_ring_full: u64,
     /// Spread-sketch slots taken over by another key within their window.
     pub sampler_sketch_evictions: u64,
-    /// New flows the samplers could not report to the spread sketches: their batch ring was
-    /// full (the fan-out and fan-in estimates of that window are low by them).
+    /// New flows the samplers could not report to the spread sketches: their rings of new
+    /// flows were full (the fan-out and fan-in estimates of that window are low by them).
     pub sampler_spread_lost: u64,
     /// New flows picked for sampling but skipped: every sampling slot was in use.
     pub sampler_slab_full: u64,
@@ -692,7 +692,7 @@ impl Collector for HealthCollector {
             ),
             (
                 "sampler_spread_lost",
-                "New flows not reported to the spread sketches because a worker's batch ring was full.",
+                "New flows not reported to the spread sketches because a worker's ring of new flows was full.",
                 inf.sampler_spread_lost,
             ),
             (

@@ -18,7 +18,7 @@ fn key(src: u8, dst: u32, dport: u16, proto: u8) -> FlowKey {
 /// spread filled from sketches of its own.
 type Rx = SoloReceiver;
 
-/// A sample channel of `cap` records (and 1024 batches), sketches of `slots` slots per table and
+/// A sample channel of `cap` records (and 1024 new flows), sketches of `slots` slots per table and
 /// the default 10 s window.
 fn channel_with(cap: usize, slots: usize) -> (SampleSender, Rx) {
     let (tx, rx) = sample_channel(cap, 1024);
@@ -289,9 +289,10 @@ fn bad_config_is_rejected() {
     let mut c = SamplerConfig::new(8);
     c.one_in = 0;
     assert_eq!(
-        Sampler::new(0, c, tx.clone()).unwrap_err(),
+        Sampler::new(0, c, tx).unwrap_err(),
         SamplerConfigError::OneIn
     );
+    let (tx, _rx) = channel(1);
     let c = SamplerConfig::new(0);
     assert_eq!(
         Sampler::new(0, c, tx).unwrap_err(),
@@ -347,8 +348,8 @@ fn port_scans_and_lateral_sweeps_are_told_apart() {
 fn saturated_sketches_report_their_ceiling_and_collisions_never_overstate() {
     let (mut s, mut rx) = sampler(1024);
     // A sweep of 20,000 hosts in one window: the estimate saturates high, it does not wrap.
-    // (Every flow here is sampled and ends at once, so each record sends a batch of one: the
-    // receiver keeps up, as the inference thread does.)
+    // (The receiver reads every 512 flows, as the inference thread keeps up: the ring of new
+    // flows never fills.)
     for h in 0..20_000u32 {
         Flow::start(&mut s, key(1, h, 445, 6), 1_000_000).end(&mut s);
         if h % 512 == 0 {
@@ -378,9 +379,9 @@ fn saturated_sketches_report_their_ceiling_and_collisions_never_overstate() {
 }
 
 #[test]
-fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fills() {
+fn every_record_sees_the_new_flows_sent_before_it() {
     // One source reaches 40 hosts on 445: no record is read until the last flow ends, and
-    // that record sees all 40 (the batch is applied before any record reads the sketches).
+    // that record sees all 40 (the waiting flows are applied before it reads the sketches).
     let (mut s, mut rx) = sampler(4096);
     let mut flows: Vec<Flow> = (0..40u32)
         .map(|h| Flow::start(&mut s, key(1, h, 445, 6), 1_000_000))
@@ -402,14 +403,13 @@ fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fi
     late.end(&mut s);
     assert_eq!(rx.try_recv().unwrap().spread.dst_sources, 2);
 
-    // More new flows than a batch holds, with no record: the batch is sent when it fills, the
-    // rest at the next publication; a batch the ring refuses is counted, not waited for.
-    let (tx, rx) = sample_channel(16, 1);
+    // New flows with no record are on the ring at once; a flow the full ring refuses is
+    // counted, not waited for.
+    let (tx, rx) = sample_channel(16, 4);
     let mut rx = SoloReceiver::new(rx, SpreadConfig::default()).unwrap();
     let mut c = SamplerConfig::new(1);
     c.one_in = u32::MAX;
     let mut s = Sampler::new(0, c, tx).unwrap();
-    let batch = septa_features::spread::SPREAD_BATCH;
     let start = |s: &mut Sampler, src: u32| {
         let k = FlowKey::v4(
             Ipv4Addr::from(0x0a00_0000 + src),
@@ -420,33 +420,30 @@ fn batched_sketch_updates_are_seen_by_every_record_and_applied_when_the_batch_fi
         );
         s.start(&mut L7Slot::default(), &k, 1_000_000);
     };
-    for src in 0..=batch as u32 {
+    start(&mut s, 0);
+    assert_eq!(rx.drain_spread(), 1, "a flow is sent at once");
+    assert_eq!(rx.sketches.flows(), 1);
+    for src in 1..=6 {
         start(&mut s, src);
     }
-    assert_eq!(s.counters().flows, batch as u64 + 1);
-    assert_eq!(rx.drain_spread(), 1, "the full batch");
-    assert_eq!(rx.sketches.flows(), batch as u64);
-    s.publish(PUBLISH_US);
-    assert_eq!(rx.drain_spread(), 1, "the rest, at publish");
-    assert_eq!(rx.sketches.flows(), batch as u64 + 1);
-    // A ring of one batch, not drained: the second batch is refused and counted.
-    for src in 0..2 * batch as u32 {
-        start(&mut s, 1000 + src);
-    }
-    assert_eq!(s.counters().spread_lost, batch as u64);
-    assert_eq!(rx.drain_spread(), 1);
-    assert_eq!(rx.sketches.flows(), 2 * batch as u64 + 1);
+    assert_eq!(s.counters().flows, 7);
+    assert_eq!(s.counters().spread_lost, 2, "a ring of 4: two refused");
+    assert_eq!(rx.drain_spread(), 4);
+    assert_eq!(rx.sketches.flows(), 5);
+    start(&mut s, 7);
+    assert_eq!(rx.drain_spread(), 1, "room again once drained");
+    assert_eq!(s.counters().spread_lost, 2);
 }
 
 proptest::proptest! {
-    /// Batching the new flows changes nothing a record or a counter says: the same sequence of
+    /// When the receiver reads changes nothing a record or a counter says: the same sequence of
     /// new flows, refused flows and ends through a sampler whose receiver reads its records and
-    /// applies every batch after each step (as a live inference thread does) and through one
-    /// whose receiver reads everything at the end (every record then waits for exactly the
-    /// batches sent before it) gives the same records, in a small table (collisions, evictions)
-    /// across several windows.
+    /// applies every waiting new flow after each step (as a live inference thread does) and
+    /// through one whose receiver reads everything at the end (every record then applies
+    /// exactly the new flows sent before it) gives the same records, in a small table
+    /// (collisions, evictions) across several windows.
     #[test]
-    fn batched_updates_give_the_records_of_one_update_per_flow(
+    fn records_do_not_depend_on_when_the_receiver_reads(
         ops in proptest::collection::vec((0u8..4, 0u32..40, 0u32..40, 0u16..6, 0u64..3), 1..400)
     ) {
         let mk = || {
@@ -456,7 +453,7 @@ proptest::proptest! {
             (Sampler::new(0, c, tx).unwrap(), rx)
         };
         let (mut eager, mut rx_eager) = mk();
-        let (mut batched, mut rx_batched) = mk();
+        let (mut late, mut rx_batched) = mk();
         let mut ra = Vec::new();
         let mut open: Vec<(Flow, Flow)> = Vec::new();
         for (i, &(op, src, dst, port, w)) in ops.iter().enumerate() {
@@ -471,36 +468,34 @@ proptest::proptest! {
             match op {
                 0 | 1 => {
                     let a = Flow::start(&mut eager, k, now);
-                    open.push((a, Flow::start(&mut batched, k, now)));
+                    open.push((a, Flow::start(&mut late, k, now)));
                 }
                 2 => {
                     eager.denied(&k, 60, 0x02, now);
-                    batched.denied(&k, 60, 0x02, now);
+                    late.denied(&k, 60, 0x02, now);
                 }
                 _ => {
                     if let Some((mut a, mut b)) = open.pop() {
                         a.end(&mut eager);
-                        b.end(&mut batched);
+                        b.end(&mut late);
                     }
                 }
             }
-            eager.flush();
             ra.extend(rx_eager.try_iter());
             rx_eager.drain_spread();
         }
         for (mut a, mut b) in open.drain(..) {
             a.end(&mut eager);
-            b.end(&mut batched);
+            b.end(&mut late);
         }
         ra.extend(rx_eager.try_iter());
         let rb: Vec<_> = rx_batched.try_iter().collect();
         proptest::prop_assert_eq!(ra, rb);
-        let (mut ce, cb) = (eager.counters(), batched.counters());
+        let (mut ce, cb) = (eager.counters(), late.counters());
         proptest::prop_assert_eq!(ce.spread_lost, 0);
         ce.spread_lost = cb.spread_lost;
         proptest::prop_assert_eq!(ce, cb);
-        // Both sketches, once every batch is in: the same updates in the same order.
-        batched.flush();
+        // Both sketches, once every new flow is in: the same updates in the same order.
         for rx in [&mut rx_eager, &mut rx_batched] {
             rx.drain_spread();
         }

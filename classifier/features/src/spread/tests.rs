@@ -33,23 +33,20 @@ fn sketches() -> SpreadSketches {
     SpreadSketches::new(SpreadConfig::default()).unwrap()
 }
 
-fn batch(seq: u64, flows: impl IntoIterator<Item = NewFlow>) -> SpreadBatch {
-    let mut b = SpreadBatch::default();
-    b.reset(seq);
+fn send(tx: &mut SampleSender, flows: impl IntoIterator<Item = NewFlow>) {
     for f in flows {
-        assert!(b.push(f));
+        tx.try_send_flow(f).unwrap();
     }
-    b
 }
 
-/// A record of flow `f` whose spread is to be looked up at `tick` after `batches` batches.
-fn record(f: &NewFlow, tick: u64, batches: u64) -> Sampled {
+/// A record of flow `f` whose spread is to be looked up at `tick` after `flows` new flows.
+fn record(f: &NewFlow, tick: u64, flows: u64) -> Sampled {
     Sampled {
         record: FeatureRecord {
             key: key_of(f),
             ..FeatureRecord::default()
         },
-        spread: Some(SpreadQuery { tick, batches }),
+        spread: Some(SpreadQuery { tick, flows }),
     }
 }
 
@@ -91,45 +88,29 @@ fn bad_config_is_rejected() {
     );
 }
 
-#[test]
-fn a_batch_holds_what_was_pushed_and_refuses_more() {
-    let mut b = SpreadBatch::default();
-    assert!(b.is_empty());
-    for i in 0..SPREAD_BATCH as u32 {
-        assert!(b.push(flow(1, i, 80, 0)));
-    }
-    assert!(b.is_full());
-    assert!(!b.push(flow(1, 99, 80, 0)));
-    assert_eq!(b.flows().len(), SPREAD_BATCH);
-    assert_eq!(b.flows()[3], flow(1, 3, 80, 0));
-    b.reset(7);
-    assert_eq!((b.len(), b.seq), (0, 7));
-}
-
-/// A record sees the batches its worker sent before it, not those sent after it (when the
+/// A record sees the new flows its worker sent before it, not those sent after it (when the
 /// receiver reads it before they are needed), and a record without a query is passed on as is.
 #[test]
-fn a_record_waits_for_the_batches_sent_before_it() {
-    let (tx, mut rx) = sample_channel(16, 16);
+fn a_record_sees_the_new_flows_sent_before_it() {
+    let (mut tx, mut rx) = sample_channel(16, 64);
     let mut sk = sketches();
-    // 10.0.0.1 reaches 30 hosts on 445 in two batches, then a record, then 20 more hosts.
+    // 10.0.0.1 reaches 30 hosts on 445, then a record, then 16 more hosts.
     let first: Vec<_> = (0..30).map(|h| flow(1, h, 445, 1_000_000)).collect();
-    tx.try_send_batch(&batch(0, first[..16].iter().copied()))
+    send(&mut tx, first.iter().copied());
+    assert_eq!(tx.flows_sent(), 30);
+    tx.try_send_record(record(&first[0], 1_000_000, 30))
         .unwrap();
-    tx.try_send_batch(&batch(1, first[16..].iter().copied()))
-        .unwrap();
-    tx.try_send_record(record(&first[0], 1_000_000, 2)).unwrap();
-    tx.try_send_batch(&batch(2, (30..46).map(|h| flow(1, h, 445, 1_000_001))))
-        .unwrap();
+    send(&mut tx, (30..46).map(|h| flow(1, h, 445, 1_000_001)));
     let plain = FeatureRecord {
         duration_us: 5,
         ..FeatureRecord::default()
     };
     tx.try_send_record(plain.into()).unwrap();
-    tx.try_send_record(record(&first[0], 1_000_001, 3)).unwrap();
+    tx.try_send_record(record(&first[0], 1_000_001, 46))
+        .unwrap();
 
     let r = rx.try_recv(&mut sk).unwrap();
-    assert_eq!(sk.flows(), 30, "only the batches before the record");
+    assert_eq!(sk.flows(), 30, "only the flows before the record");
     assert!(
         (28..=32).contains(&r.spread.src_hosts_on_port),
         "{:?}",
@@ -145,25 +126,26 @@ fn a_record_waits_for_the_batches_sent_before_it() {
     assert_eq!(rx.drain_spread(&mut sk), 0);
 }
 
-/// A batch the ring refused is missing from the estimates (low, never wrong), and the receiver
-/// does not wait for it: it goes on with what arrived.
+/// New flows the full ring refused are missing from the estimates (low, never wrong) and are
+/// not counted in what a record waits for; the receiver goes on with what arrived. A gone
+/// receiver refuses both kinds of send.
 #[test]
-fn lost_batches_make_estimates_low_and_nothing_waits_for_them() {
-    let (tx, mut rx) = sample_channel(16, 1);
+fn lost_flows_make_estimates_low_and_nothing_waits_for_them() {
+    let (mut tx, mut rx) = sample_channel(16, 16);
     let mut sk = sketches();
-    tx.try_send_batch(&batch(0, (0..16).map(|h| flow(1, h, 22, 0))))
-        .unwrap();
+    send(&mut tx, (0..16).map(|h| flow(1, h, 22, 0)));
     assert_eq!(
-        tx.try_send_batch(&batch(1, (16..32).map(|h| flow(1, h, 22, 0)))),
+        tx.try_send_flow(flow(1, 16, 22, 0)),
         Err(SendFailed),
-        "a ring of one batch"
+        "a ring of 16 flows"
     );
-    tx.try_send_record(record(&flow(1, 0, 22, 0), 0, 2))
+    assert_eq!(tx.flows_sent(), 16, "a refused flow is not counted as sent");
+    tx.try_send_record(record(&flow(1, 0, 22, 0), 0, tx.flows_sent()))
         .unwrap();
     let r = rx.try_recv(&mut sk).unwrap();
     assert!((15..=17).contains(&r.spread.src_hosts), "{:?}", r.spread);
-    // Batch 2 arrives after the record that needed batch 1: applied by the next drain.
-    tx.try_send_batch(&batch(2, [flow(2, 0, 22, 0)])).unwrap();
+    // A flow sent after the record: applied by the next drain.
+    tx.try_send_flow(flow(2, 0, 22, 0)).unwrap();
     assert_eq!(rx.drain_spread(&mut sk), 1);
     assert_eq!(sk.flows(), 17);
     drop(rx);
@@ -171,20 +153,42 @@ fn lost_batches_make_estimates_low_and_nothing_waits_for_them() {
         tx.try_send_record(FeatureRecord::default().into()),
         Err(SendFailed)
     );
+    assert_eq!(tx.try_send_flow(flow(2, 1, 22, 0)), Err(SendFailed));
+    assert_eq!(tx.flows_sent(), 17);
+}
+
+/// Full rings refuse records too, and take them again once the receiver reads.
+#[test]
+fn a_full_record_ring_refuses_until_read() {
+    let (mut tx, mut rx) = sample_channel(2, 4);
+    let mut sk = sketches();
+    let r = |d| {
+        Sampled::from(FeatureRecord {
+            duration_us: d,
+            ..FeatureRecord::default()
+        })
+    };
+    tx.try_send_record(r(1)).unwrap();
+    tx.try_send_record(r(2)).unwrap();
+    assert_eq!(tx.try_send_record(r(3)), Err(SendFailed));
+    assert_eq!(rx.try_recv(&mut sk).unwrap().duration_us, 1);
+    tx.try_send_record(r(4)).unwrap();
+    let got: Vec<_> = std::iter::from_fn(|| rx.try_recv(&mut sk))
+        .map(|r| r.duration_us)
+        .collect();
+    assert_eq!(got, [2, 4]);
 }
 
 /// One set of sketches for every worker: a sweep whose flows two workers saw shows whole.
 #[test]
 fn workers_share_the_sketches() {
-    let (tx0, mut rx0) = sample_channel(4, 4);
-    let (tx1, mut rx1) = sample_channel(4, 4);
+    let (mut tx0, mut rx0) = sample_channel(4, 16);
+    let (mut tx1, mut rx1) = sample_channel(4, 16);
     let mut sk = sketches();
-    tx0.try_send_batch(&batch(0, (0..16).map(|h| flow(1, 2 * h, 445, 5))))
-        .unwrap();
-    tx1.try_send_batch(&batch(0, (0..16).map(|h| flow(1, 2 * h + 1, 445, 7))))
-        .unwrap();
-    assert_eq!(rx1.drain_spread(&mut sk), 1);
-    tx0.try_send_record(record(&flow(1, 0, 445, 5), 9, 1))
+    send(&mut tx0, (0..16).map(|h| flow(1, 2 * h, 445, 5)));
+    send(&mut tx1, (0..16).map(|h| flow(1, 2 * h + 1, 445, 7)));
+    assert_eq!(rx1.drain_spread(&mut sk), 16);
+    tx0.try_send_record(record(&flow(1, 0, 445, 5), 9, 16))
         .unwrap();
     let r = rx0.try_recv(&mut sk).unwrap();
     assert!((31..=33).contains(&r.spread.src_hosts), "{:?}", r.spread);
@@ -255,4 +259,12 @@ fn ipv6_flows_and_their_records_meet_in_the_same_slots() {
         addr_u128(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
         0x0a00_0001
     );
+}
+
+/// The sizes the ring memory in `sample_channel`'s documentation and `SPREAD_RING`'s are
+/// computed from.
+#[test]
+fn ring_item_sizes() {
+    assert_eq!(size_of::<Sampled>(), 208);
+    assert_eq!(size_of::<NewFlow>(), 48);
 }

@@ -1768,8 +1768,8 @@ export interface components {
             sampler_slab_full: number;
             /**
              * Format: int64
-             * @description New flows the samplers could not report to the spread sketches: their batch ring was
-             *     full (the fan-out and fan-in estimates of that window are low by them).
+             * @description New flows the samplers could not report to the spread sketches: their rings of new
+             *     flows were full (the fan-out and fan-in estimates of that window are low by them).
              */
             sampler_spread_lost: number;
             /**
