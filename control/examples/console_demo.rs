@@ -235,6 +235,8 @@ fn demo_anomalies(state: &AppState, now_ms: i64) {
                 proto: 6,
                 sport: 40123,
                 dport,
+                // What the data plane identifies (PostgreSQL is not among its protocols).
+                l7: if dport == 502 { "modbus" } else { "" }.into(),
             },
             score,
             threshold: 0.62,

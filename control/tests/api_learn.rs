@@ -375,6 +375,7 @@ fn report(score: f32) -> NewAnomaly {
             proto: 6,
             sport: 40000,
             dport: 502,
+            l7: "modbus".into(),
         },
         score,
         threshold: 0.5,

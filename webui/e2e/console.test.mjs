@@ -422,6 +422,8 @@ describe('console', () => {
     assert.match(text, /Modbus write burst/);
     assert.match(text, /demo-iforest/);
     assert.match(text, /function 16/);
+    // The identified protocol is shown for the Modbus alert only (PostgreSQL is not identified).
+    assert.deepEqual(await page.$$eval('[data-testid=anomaly-l7]', (b) => b.map((x) => x.textContent)), ['modbus']);
     await shot('10-anomalies');
     // Acknowledge the first: it leaves the "open" list.
     await rows[0].$eval('button:text("Acknowledge")', (b) => b.click());

@@ -66,6 +66,30 @@ pub enum L7Proto {
     OpcUa = 14,
 }
 
+impl L7Proto {
+    /// Lower-case label, the one policies and flow records use (`septa_l7::L7Proto::name`;
+    /// S7comm-plus is counted as S7comm here); `unknown` for [`L7Proto::Unknown`].
+    pub fn name(self) -> &'static str {
+        match self {
+            L7Proto::Unknown => "unknown",
+            L7Proto::Http => "http",
+            L7Proto::Tls => "tls",
+            L7Proto::Dns => "dns",
+            L7Proto::Ssh => "ssh",
+            L7Proto::Smb => "smb",
+            L7Proto::Rdp => "rdp",
+            L7Proto::Kerberos => "kerberos",
+            L7Proto::Modbus => "modbus",
+            L7Proto::Dnp3 => "dnp3",
+            L7Proto::S7comm => "s7comm",
+            L7Proto::EtherNetIp => "enip",
+            L7Proto::Bacnet => "bacnet",
+            L7Proto::Iec104 => "iec104",
+            L7Proto::OpcUa => "opcua",
+        }
+    }
+}
+
 /// Class of an industrial function code, the unit of the function histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

@@ -44,6 +44,9 @@ pub struct Alert {
     pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
+    /// The flow's application protocol as the data plane identified it (`modbus`, `smb`, …, the
+    /// labels of flow records); empty when it was not identified.
+    pub l7: String,
     pub worker: u16,
     /// One line: the top reasons joined.
     pub summary: String,

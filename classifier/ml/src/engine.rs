@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use septa_features::{FEATURE_GROUPS, FeatureRecord, N_FEATURES, SCHEMA_VERSION, featurize};
+use septa_features::{
+    FEATURE_GROUPS, FeatureRecord, L7Proto, N_FEATURES, SCHEMA_VERSION, featurize,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, MlEvent, Mode, QuarantineRequest, Reason};
@@ -494,6 +496,10 @@ impl Engine {
             src_port: r.key.src_port,
             dst_port: r.key.dst_port,
             proto: r.key.proto,
+            l7: match r.l7 {
+                L7Proto::Unknown => String::new(),
+                l => l.name().to_owned(),
+            },
             worker: r.worker,
             summary,
             reasons,

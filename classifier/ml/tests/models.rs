@@ -235,6 +235,34 @@ fn every_alert_carries_model_id_and_hash() {
     let ae = load("septa-flow-ae-v1.json");
     let ev = alerts_for("lateral_sweep", Mode::Shadow);
     assert!(!ev.is_empty());
+    // ... and its flow's protocol label, from the record that alerted.
+    let rows = rows();
+    let l7_of = |a: &septa_ml::Alert| {
+        let r = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.record(i))
+            .find(|r| {
+                (r.key.src, r.key.dst, r.key.src_port, r.key.dst_port)
+                    == (a.src, a.dst, a.src_port, a.dst_port)
+            })
+            .expect("the alerting record");
+        match r.l7 {
+            septa_features::L7Proto::Unknown => "",
+            l => l.name(),
+        }
+    };
+    let mut labels = std::collections::BTreeSet::new();
+    for e in &ev {
+        if let MlEvent::Alert(a) = e {
+            assert_eq!(a.l7, l7_of(a), "{a:?}");
+            labels.insert(a.l7.clone());
+        }
+    }
+    assert!(
+        labels.iter().any(|l| !l.is_empty()),
+        "a sweep over SMB/RDP/WinRM has identified flows among its alerts: {labels:?}"
+    );
     for e in ev {
         let MlEvent::Alert(a) = e else {
             panic!("shadow mode emitted {e:?}")

@@ -74,6 +74,10 @@ pub struct AnomalyFlow {
     pub sport: u16,
     /// Destination port (ICMP: 0).
     pub dport: u16,
+    /// Application protocol the data plane identified (`modbus`, `smb`, …: the labels of flow
+    /// records); empty when none was (and in records journaled before it was reported).
+    #[serde(default)]
+    pub l7: String,
 }
 
 /// One feature's part in a score.
@@ -561,7 +565,7 @@ fn audit_entries(fresh: &[Anomaly], max_groups: usize) -> Vec<AuditEntry> {
             reason: r.summary.clone(),
             result: "alert".into(),
             detail: format!(
-                "{ids}; model {} sha256 {}; top score {:.3} > threshold {:.3} on {} {}:{} -> {}:{}",
+                "{ids}; model {} sha256 {}; top score {:.3} > threshold {:.3} on {} {}:{} -> {}:{}{}",
                 r.model_id,
                 r.model_hash,
                 r.score,
@@ -570,7 +574,12 @@ fn audit_entries(fresh: &[Anomaly], max_groups: usize) -> Vec<AuditEntry> {
                 r.flow.src,
                 r.flow.sport,
                 r.flow.dst,
-                r.flow.dport
+                r.flow.dport,
+                if r.flow.l7.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.flow.l7)
+                }
             ),
         });
     }
@@ -616,14 +625,16 @@ impl AlertSource for AnomalyStore {
                         src: r.flow.src.to_string(),
                         dst: r.flow.dst.to_string(),
                         message: format!(
-                            "{} (model {}, score {:.3} > {:.3}, proto {} {} -> {})",
+                            "{} (model {}, score {:.3} > {:.3}, proto {} {} -> {}{}{})",
                             r.summary,
                             r.model_id,
                             r.score,
                             r.threshold,
                             r.flow.proto,
                             r.flow.sport,
-                            r.flow.dport
+                            r.flow.dport,
+                            if r.flow.l7.is_empty() { "" } else { " " },
+                            r.flow.l7
                         ),
                     },
                 )
@@ -917,6 +928,7 @@ mod tests {
                 proto: 6,
                 sport: 40000,
                 dport: 502,
+                l7: "modbus".into(),
             },
             score,
             threshold: 0.5,
@@ -929,6 +941,37 @@ mod tests {
                 text: "talks to 40 new hosts".into(),
             }],
         }
+    }
+
+    /// A report journaled before alerts carried the protocol label reads back with an empty
+    /// one; a current report keeps it.
+    #[test]
+    fn reports_without_a_protocol_label_still_read() {
+        let mut old = serde_json::to_value(report(0.9)).unwrap();
+        old["flow"].as_object_mut().unwrap().remove("l7");
+        let back: NewAnomaly = serde_json::from_value(old).unwrap();
+        assert_eq!(back.flow.l7, "");
+        assert_eq!(back.flow.dport, 502);
+        let now: NewAnomaly =
+            serde_json::from_value(serde_json::to_value(report(0.9)).unwrap()).unwrap();
+        assert_eq!(now.flow.l7, "modbus");
+    }
+
+    /// Alerts to the exports name the flow's protocol when it was identified.
+    #[test]
+    fn exported_alerts_name_the_protocol() {
+        let s = AnomalyStore::new(4);
+        s.push(report(0.9));
+        let mut bare = report(0.8);
+        bare.flow.l7.clear();
+        s.push(bare);
+        let got: Vec<String> = s
+            .alerts_after(0)
+            .into_iter()
+            .map(|(_, a)| a.message)
+            .collect();
+        assert!(got[0].ends_with("proto 6 40000 -> 502 modbus)"), "{got:?}");
+        assert!(got[1].ends_with("proto 6 40000 -> 502)"), "{got:?}");
     }
 
     #[test]
@@ -1054,6 +1097,11 @@ mod tests {
                 .detail
                 .starts_with("10 anomalies, ids 1..1801; model m1 sha256 ab"),
             "{}",
+            first.detail
+        );
+        assert!(
+            first.detail.ends_with(":40000 -> 10.2.0.1:502 (modbus)"),
+            "the flow and its protocol: {}",
             first.detail
         );
         let last = &entries[20];

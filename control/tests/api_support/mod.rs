@@ -210,6 +210,7 @@ pub fn anomaly() -> septa_control::api::anomalies::NewAnomaly {
             proto: 6,
             sport: 40000,
             dport: 502,
+            l7: "modbus".into(),
         },
         score: 0.9,
         threshold: 0.5,

@@ -283,6 +283,19 @@ fn function_classes_separate_restarts_from_operates() {
     assert_eq!(feature_l7(P::S7commPlus), L7Proto::S7comm);
 }
 
+/// Alerts label a flow's protocol with the feature schema's names: the same labels flow records
+/// use (S7comm-plus counted as S7comm).
+#[test]
+fn feature_protocol_names_are_the_flow_record_labels() {
+    for p in septa_l7::L7Proto::ALL {
+        let want = match p {
+            septa_l7::L7Proto::S7commPlus => "s7comm",
+            p => p.name(),
+        };
+        assert_eq!(feature_l7(p).name(), want, "{p:?}");
+    }
+}
+
 #[test]
 fn bad_config_is_rejected() {
     let (tx, _rx) = channel(1);

@@ -826,6 +826,11 @@ export interface components {
             /** @description Destination address. */
             dst: string;
             /**
+             * @description Application protocol the data plane identified (`modbus`, `smb`, …: the labels of flow
+             *     records); empty when none was (and in records journaled before it was reported).
+             */
+            l7?: string;
+            /**
              * Format: int32
              * @description IP protocol number.
              */
