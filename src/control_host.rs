@@ -62,6 +62,7 @@ use septa_dataplane::counters::{Stats, WorkerCounters};
 use septa_dataplane::drop::DropReason;
 use septa_dataplane::events::{EventAction, EventDecision, FlowEvent};
 use septa_dataplane::flow::{FlowTableSnapshot, SharedFlowTableStats};
+use septa_dataplane::l7::{L7Counters, SharedL7Counters};
 use septa_dataplane::route::{RouterSnapshot, SharedRouterStats};
 use septa_dataplane::worker::TICKS_PER_SECOND;
 
@@ -485,13 +486,40 @@ impl CountersSource for WorkerCountersSource {
 /// A probe of the inference thread for `/api/v1/health` (see `ml_host::MlProbe`).
 pub type InferenceProbe = Box<dyn Fn() -> api::InferenceSample + Send + Sync>;
 
-/// A worker's flow-table and router counters as the worker publishes them (every
-/// `counters::PUBLISH_US` of its clock), for `/api/v1/health` and `/metrics`.
+/// A worker's flow-table, router and L7 counters as the worker publishes them (every
+/// `counters::PUBLISH_US` of its clock, the L7 counters every `l7::L7_PUBLISH_US`), for
+/// `/api/v1/health` and `/metrics`.
 pub struct WorkerTables {
     /// Its flow table's counters and occupancy.
     pub flows: Arc<SharedFlowTableStats>,
     /// Its router's counters (routed mode only).
     pub router: Option<Arc<SharedRouterStats>>,
+    /// Its L7 inspector's messages, refusals and malformed messages.
+    pub l7: Arc<SharedL7Counters>,
+}
+
+/// The non-zero L7 counts of a worker, with protocol and function names.
+fn l7_health(c: &L7Counters) -> api::L7Health {
+    api::L7Health {
+        functions: septa_dataplane::replay::l7_function_counts(c)
+            .into_iter()
+            .map(|f| api::L7FunctionHealth {
+                protocol: f.proto.into(),
+                function: f.function,
+                name: f.name.map(str::to_owned),
+                messages: f.messages,
+                denied: f.denied,
+            })
+            .collect(),
+        malformed: septa_dataplane::l7::L7Proto::ALL
+            .into_iter()
+            .filter(|p| c.malformed[*p as usize] > 0)
+            .map(|p| api::L7MalformedHealth {
+                protocol: p.name().into(),
+                malformed: c.malformed[p as usize],
+            })
+            .collect(),
+    }
 }
 
 fn flow_table_health(s: FlowTableSnapshot) -> api::FlowTableHealth {
@@ -550,6 +578,7 @@ impl api::HealthSource for HostHealth {
                         .get(i)
                         .and_then(|t| t.router.as_ref())
                         .map(|r| router_health(r.load())),
+                    l7: tables.get(i).map(|t| l7_health(&t.l7.load())),
                 })
                 .collect(),
         )
@@ -1567,10 +1596,12 @@ mod tests {
             WorkerTables {
                 flows: tables[0].shared_stats(),
                 router: Some(router.shared_stats()),
+                l7: Arc::default(),
             },
             WorkerTables {
                 flows: tables[1].shared_stats(),
                 router: None,
+                l7: Arc::default(),
             },
         ]);
         let got = health.workers().unwrap();
@@ -1583,6 +1614,49 @@ mod tests {
         let r = got[0].router.clone().expect("worker 0 routes");
         assert_eq!(r.neighbour_capacity, router.neighbours().capacity() as u64);
         assert_eq!(got[1].router, None, "worker 1 does not route");
+        assert_eq!(
+            got[1].l7,
+            Some(api::L7Health::default()),
+            "nothing inspected yet"
+        );
+    }
+
+    /// A worker's L7 counts as the health report and `/metrics` show them: non-zero ones only,
+    /// with protocol and function names.
+    #[test]
+    fn l7_counts_are_named_and_only_what_is_not_zero() {
+        use septa_dataplane::l7::L7Proto;
+        let mut c = L7Counters::boxed();
+        c.messages[L7Proto::Modbus as usize][3] = 10;
+        c.messages[L7Proto::Modbus as usize][6] = 2;
+        c.denied[L7Proto::Modbus as usize][6] = 2;
+        c.denied_other[L7Proto::S7comm as usize] = 1;
+        c.malformed[L7Proto::Dnp3 as usize] = 4;
+        let h = l7_health(&c);
+        let f = |proto: &str, function: Option<u8>, name: Option<&str>, m: u64, d: u64| {
+            api::L7FunctionHealth {
+                protocol: proto.into(),
+                function,
+                name: name.map(str::to_owned),
+                messages: m,
+                denied: d,
+            }
+        };
+        assert_eq!(
+            h.functions,
+            [
+                f("modbus", Some(3), Some("read_holding_registers"), 10, 0),
+                f("modbus", Some(6), Some("write_single_register"), 2, 2),
+                f("s7comm", None, None, 0, 1),
+            ]
+        );
+        assert_eq!(
+            h.malformed,
+            [api::L7MalformedHealth {
+                protocol: "dnp3".into(),
+                malformed: 4
+            }]
+        );
     }
 
     #[test]

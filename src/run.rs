@@ -339,6 +339,7 @@ mod imp {
             tables.push(crate::control_host::WorkerTables {
                 flows: worker.state().flows().shared_stats(),
                 router: worker.router().map(Router::shared_stats),
+                l7: worker.state().l7().shared_counters(),
             });
             let done = FlushDone(Arc::clone(&flushing));
             if lcore == eal.main_lcore() {

@@ -23,8 +23,9 @@ use septa_control::api::anomalies::{AnomalyFlow, FeatureContribution, NewAnomaly
 use septa_control::api::auth::TokenInfo;
 use septa_control::api::{
     ApiOptions, AppState, CountersSnapshot, CountersSource, DropCount, DynPublisher, FlowFilter,
-    FlowKind, FlowRecord, FlowSource, FlowTableHealth, HealthSource, InferenceSample, ModelInfo,
-    PasswordCost, PortCounters, Role, RouterHealth, ServeConfig, TlsMode, WorkerSample, serve,
+    FlowKind, FlowRecord, FlowSource, FlowTableHealth, HealthSource, InferenceSample, L7Health,
+    ModelInfo, PasswordCost, PortCounters, Role, RouterHealth, ServeConfig, TlsMode, WorkerSample,
+    serve,
 };
 use septa_control::audit::Actor;
 use septa_control::clock::{Clock, SystemClock};
@@ -170,6 +171,7 @@ impl HealthSource for Health {
                             neighbours: 9,
                             neighbour_capacity: 1_024,
                         }),
+                        l7: Some(L7Health::default()),
                     }
                 })
                 .collect(),

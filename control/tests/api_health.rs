@@ -12,7 +12,8 @@ use serde_json::json;
 
 use api_support::Harness;
 use septa_control::api::{
-    FlowTableHealth, HealthSource, InferenceSample, ModelInfo, Role, RouterHealth, WorkerSample,
+    FlowTableHealth, HealthSource, InferenceSample, L7FunctionHealth, L7Health, L7MalformedHealth,
+    ModelInfo, Role, RouterHealth, WorkerSample,
 };
 
 #[derive(Default)]
@@ -40,9 +41,36 @@ impl Scripted {
                 flows: Some(flow_table(i as u64)),
                 // Only worker 0 routes.
                 router: (i == 0).then(router),
+                // Worker 1 inspected nothing yet.
+                l7: Some(if i == 0 { l7() } else { L7Health::default() }),
             })
             .collect();
         *self.0.lock().unwrap() = (workers, inference);
+    }
+}
+
+/// Worker 0's L7 counts: a read-only Modbus conduit that refused writes, a wrong protocol on
+/// the S7 port, malformed DNP3.
+fn l7() -> L7Health {
+    let f = |protocol: &str, function: Option<u8>, name: Option<&str>, messages, denied| {
+        L7FunctionHealth {
+            protocol: protocol.into(),
+            function,
+            name: name.map(str::to_owned),
+            messages,
+            denied,
+        }
+    };
+    L7Health {
+        functions: vec![
+            f("modbus", Some(3), Some("read_holding_registers"), 120, 0),
+            f("modbus", Some(16), Some("write_multiple_registers"), 3, 3),
+            f("s7comm", None, None, 0, 1),
+        ],
+        malformed: vec![L7MalformedHealth {
+            protocol: "dnp3".into(),
+            malformed: 2,
+        }],
     }
 }
 
@@ -205,6 +233,12 @@ async fn health_reports_running_then_a_stalled_worker_and_a_missing_model() {
         "septa_router_neighbours_learnt_total{worker=\"0\",lcore=\"1\"} 7",
         "septa_router_neighbours{worker=\"0\",lcore=\"1\"} 8",
         "septa_router_neighbour_capacity{worker=\"0\",lcore=\"1\"} 1024",
+        "septa_l7_messages_total{worker=\"0\",lcore=\"1\",protocol=\"modbus\",function=\"3\",name=\"read_holding_registers\"} 120",
+        "septa_l7_messages_total{worker=\"0\",lcore=\"1\",protocol=\"modbus\",function=\"16\",name=\"write_multiple_registers\"} 3",
+        "septa_l7_denied_total{worker=\"0\",lcore=\"1\",protocol=\"modbus\",function=\"16\",name=\"write_multiple_registers\"} 3",
+        "septa_l7_denied_total{worker=\"0\",lcore=\"1\",protocol=\"s7comm\",function=\"none\",name=\"\"} 1",
+        "septa_l7_malformed_total{worker=\"0\",lcore=\"1\",protocol=\"dnp3\"} 2",
+        "# TYPE septa_l7_denied counter",
         "septa_inference_repeats_total 12",
         "septa_inference_calibrations_total 2",
         "# HELP septa_router_echo_replies Echo replies",
@@ -217,6 +251,27 @@ async fn health_reports_running_then_a_stalled_worker_and_a_missing_model() {
         !text.contains("septa_router_echo_replies_total{worker=\"1\""),
         "worker 1 does not route:\n{text}"
     );
+    assert!(
+        !text.contains(
+            "septa_l7_denied_total{worker=\"0\",lcore=\"1\",protocol=\"modbus\",function=\"3\""
+        ),
+        "no series for what is zero:\n{text}"
+    );
+    assert!(
+        !text.contains("septa_l7_messages_total{worker=\"1\""),
+        "worker 1 inspected nothing:\n{text}"
+    );
+    let l7 = &r.body["workers"][0]["l7"];
+    assert_eq!(
+        l7["functions"][1]["name"], "write_multiple_registers",
+        "{l7}"
+    );
+    assert_eq!(
+        l7["functions"][2]["function"],
+        serde_json::Value::Null,
+        "{l7}"
+    );
+    assert_eq!(l7["malformed"][0]["protocol"], "dnp3", "{l7}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

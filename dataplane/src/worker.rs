@@ -433,9 +433,10 @@ impl Worker {
         self.counters.set_stopped();
     }
 
-    /// Publish the flow table's, the sampler's and the router's counters now (they are
-    /// otherwise published every [`counters::PUBLISH_US`](crate::counters::PUBLISH_US) between
-    /// polls): when the worker stops, and after each [`Self::flush`].
+    /// Publish the flow table's, the L7 inspector's, the sampler's and the router's counters now
+    /// (they are otherwise published every [`counters::PUBLISH_US`](crate::counters::PUBLISH_US),
+    /// the L7 counters every [`L7_PUBLISH_US`](crate::l7::L7_PUBLISH_US), between polls): when
+    /// the worker stops, and after each [`Self::flush`].
     pub fn publish_now(&mut self) {
         self.state.publish_now();
         if let Some(r) = &mut self.router {

@@ -143,6 +143,9 @@ fn modbus_session() -> Vec<(Side, Vec<u8>)> {
 fn modbus_read_passes_write_is_dropped_and_blocks_the_flow() {
     let cell = TableCell::new(table(read_only_modbus()));
     let mut w = worker(&cell, &StateConfig::new(1024));
+    // A manual clock that stands still: the L7 counters are published at the first poll and at
+    // the flush below, never in between (below: what other threads see).
+    w.state_mut().set_now(1);
     let mut io = MemoryIo::new(2);
     let (frames, at) = talk(PLC, 502, 40001, &modbus_session(), true);
     let write = frames[at[2]].clone();
@@ -168,11 +171,27 @@ fn modbus_read_passes_write_is_dropped_and_blocks_the_flow() {
     );
     assert_eq!(l7.stats().blocked, 2);
     assert_eq!(l7.active(), 1);
+    // Other threads (the control side's /metrics) see the counters once published: the first
+    // poll published them as they were then, the flush publishes them now.
+    let shared = l7.shared_counters();
+    assert_ne!(*shared.load(), *l7.counters(), "not published per packet");
     w.flush(usize::MAX);
     assert_eq!(
         w.state().l7().active(),
         0,
         "the flow's end frees its stream"
+    );
+    assert_eq!(*shared.load(), *w.state().l7().counters());
+    let rows = septa_dataplane::replay::l7_function_counts(&shared.load());
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.proto, r.function, r.name, r.messages, r.denied))
+            .collect::<Vec<_>>(),
+        [
+            ("modbus", Some(3), Some("read_holding_registers"), 2, 0),
+            ("modbus", Some(6), Some("write_single_register"), 1, 1)
+        ],
+        "{rows:?}"
     );
 }
 

@@ -42,6 +42,44 @@ pub struct WorkerSample {
     pub flows: Option<FlowTableHealth>,
     /// Its router's counters (routed mode only; `None` otherwise).
     pub router: Option<RouterHealth>,
+    /// Its L7 inspection counts, as the worker last published them; `None` when not attached.
+    pub l7: Option<L7Health>,
+}
+
+/// A worker's L7 inspection counts (function-code conduits and identification) as the worker
+/// last published them (every second of its clock); only what is not zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct L7Health {
+    /// Messages and refusals per protocol and function code.
+    pub functions: Vec<L7FunctionHealth>,
+    /// Malformed messages and unfollowable streams per protocol.
+    pub malformed: Vec<L7MalformedHealth>,
+}
+
+/// One function's messages and refusals on a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct L7FunctionHealth {
+    /// Protocol (`modbus`, `dnp3`, `s7comm`, ...: the names policies use).
+    pub protocol: String,
+    /// Function code; `null` for refusals that name no function (a wrong protocol on a
+    /// conduit's port, S7comm-plus, a malformed message).
+    pub function: Option<u8>,
+    /// The function's name (`write_single_register`); `null` when the code is not in the
+    /// protocol's table or `function` is `null`.
+    pub name: Option<String>,
+    /// Messages inspected (requests and responses).
+    pub messages: u64,
+    /// Messages refused (enforce: dropped; monitor: would-deny).
+    pub denied: u64,
+}
+
+/// Malformed messages of one protocol on a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct L7MalformedHealth {
+    /// Protocol.
+    pub protocol: String,
+    /// Malformed messages and unfollowable streams.
+    pub malformed: u64,
 }
 
 /// A worker's flow table as the worker last published it (every 100 ms of its clock).
@@ -222,6 +260,9 @@ pub struct WorkerHealth {
     pub flows: Option<FlowTableHealth>,
     /// Its router (published every 100 ms); `null` unless the worker routes (routed mode).
     pub router: Option<RouterHealth>,
+    /// Its L7 inspection counts (published every second), only what is not zero; `null` when
+    /// not known.
+    pub l7: Option<L7Health>,
 }
 
 /// The inference thread's state.
@@ -474,6 +515,7 @@ fn derive(
                 last_progress_age_ms: age,
                 flows: w.flows,
                 router: w.router,
+                l7: w.l7,
             }
         })
         .collect();
@@ -650,6 +692,7 @@ impl Collector for HealthCollector {
         m.encode_gauge(&(inf.models.len() as i64))?;
         encode_flow_tables(&mut enc, &r.workers, &worker_label)?;
         encode_routers(&mut enc, &r.workers, &worker_label)?;
+        encode_l7(&mut enc, &r.workers, &worker_label)?;
         let counters: [(&str, &str, u64); 15] = [
             ("inference_records", "Records scored.", inf.records),
             ("inference_batches", "Batches scored.", inf.batches),
@@ -799,6 +842,77 @@ fn encode_flow_tables(
     encode_per_worker(enc, workers, labels, |w| w.flows.as_ref(), &fields)
 }
 
+/// How an L7 series reads its value from a function's counts.
+type L7Field = fn(&L7FunctionHealth) -> u64;
+
+/// The workers' L7 inspection counts: one series per worker and function (or protocol, for
+/// malformed messages) that counted something.
+fn encode_l7(
+    enc: &mut DescriptorEncoder,
+    workers: &[WorkerHealth],
+    labels: &dyn Fn(&WorkerHealth) -> WorkerLabels,
+) -> Result<(), fmt::Error> {
+    let functions: [(&str, &str, L7Field); 2] = [
+        (
+            "l7_messages",
+            "Messages L7 inspection framed, per protocol and function code (requests and \
+             responses).",
+            |f| f.messages,
+        ),
+        (
+            "l7_denied",
+            "Messages a function-code conduit refused, per protocol and function code \
+             (function \"none\": refusals that name no function).",
+            |f| f.denied,
+        ),
+    ];
+    let parts = || workers.iter().filter_map(|w| Some((w, w.l7.as_ref()?)));
+    for (name, help, get) in functions {
+        if !parts().any(|(_, l)| l.functions.iter().any(|f| get(f) > 0)) {
+            continue;
+        }
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (w, l) in parts() {
+            let [worker, lcore] = labels(w);
+            for f in l.functions.iter().filter(|f| get(f) > 0) {
+                let set = [
+                    worker.clone(),
+                    lcore.clone(),
+                    ("protocol", f.protocol.clone()),
+                    (
+                        "function",
+                        f.function.map_or("none".into(), |c| c.to_string()),
+                    ),
+                    ("name", f.name.clone().unwrap_or_default()),
+                ];
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, u64>(&get(f), None)?;
+            }
+        }
+    }
+    if parts().any(|(_, l)| !l.malformed.is_empty()) {
+        let mut m = enc.encode_descriptor(
+            "l7_malformed",
+            "Malformed messages and unfollowable streams L7 inspection counted, per protocol.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (w, l) in parts() {
+            let [worker, lcore] = labels(w);
+            for p in &l.malformed {
+                let set = [
+                    worker.clone(),
+                    lcore.clone(),
+                    ("protocol", p.protocol.clone()),
+                ];
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, u64>(&p.malformed, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Routed-mode workers' routers, per worker (nothing without routed mode).
 fn encode_routers(
     enc: &mut DescriptorEncoder,
@@ -905,6 +1019,7 @@ mod tests {
             stopped: false,
             flows: None,
             router: None,
+            l7: None,
         }
     }
 

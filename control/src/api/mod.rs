@@ -49,8 +49,8 @@ use crate::store::{PendingConfirm, RevisionInfo};
 pub use auth::{AuthStore, PasswordCost, Principal};
 pub use flows::{FlowFilter, FlowKind, FlowRecord, FlowSlice, FlowSource, FlowStore, NoFlows};
 pub use health::{
-    FlowTableHealth, HealthSource, HealthTracker, InferenceSample, ModelInfo, NoHealth,
-    RouterHealth, WorkerSample,
+    FlowTableHealth, HealthSource, HealthTracker, InferenceSample, L7FunctionHealth, L7Health,
+    L7MalformedHealth, ModelInfo, NoHealth, RouterHealth, WorkerSample,
 };
 pub use metrics::{CountersSnapshot, CountersSource, DropCount, NoCounters, PortCounters};
 pub use problem::Problem;

@@ -35,10 +35,15 @@
 //! blocked stream (the new policy judges the retransmission) and frees the state of a flow that
 //! is no longer inspected.
 
+use std::sync::Arc;
+
 use septa_classifier::{Family, FlowKey, Mode};
 use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Sender};
 
-use super::{FunctionTally, L7Counters, L7State, Side, Transport, identify};
+use super::{
+    FunctionTally, L7_PUBLISH_US, L7Counters, L7State, SharedL7Counters, Side, Transport, identify,
+};
+use crate::counters::PublishTimer;
 use crate::drop::DropReason;
 use crate::flow::L7Slot;
 use crate::parse::{Fragment, ParsedPacket};
@@ -128,6 +133,9 @@ pub struct L7Inspector {
     free_len: usize,
     counters: Box<L7Counters>,
     stats: L7FlowStats,
+    /// Where [`Self::publish`] stores the counters for other threads.
+    shared: Arc<SharedL7Counters>,
+    publish_timer: PublishTimer,
 }
 
 impl L7Inspector {
@@ -142,7 +150,29 @@ impl L7Inspector {
             free_len: capacity,
             counters: L7Counters::boxed(),
             stats: L7FlowStats::default(),
+            shared: Arc::default(),
+            publish_timer: PublishTimer::default(),
         }
+    }
+
+    /// The counters as other threads read them (published by [`Self::publish`]).
+    pub fn shared_counters(&self) -> Arc<SharedL7Counters> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Stores the counters into [`Self::shared_counters`] when [`L7_PUBLISH_US`] have passed
+    /// since the last time (the worker calls it between polls: one comparison when not due).
+    #[inline]
+    pub fn publish(&mut self, now: u64) {
+        if self.publish_timer.due(now, L7_PUBLISH_US) {
+            self.shared.store(&self.counters);
+        }
+    }
+
+    /// [`Self::publish`] now, due or not (at stop: the counts of the last interval too).
+    pub fn publish_now(&mut self, now: u64) {
+        self.publish_timer.force();
+        self.publish(now);
     }
 
     /// Most TCP flows inspected at once.

@@ -36,7 +36,7 @@ mod tests;
 pub use ident::{Transport, identify, tls_sni};
 pub use inspect::{L7FlowStats, L7Inspector, L7Judgement};
 pub use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Message, Role, Sender, check};
-pub use stream::{FunctionTally, L7Counters, L7State};
+pub use stream::{FunctionTally, L7_PUBLISH_US, L7Counters, L7State, SharedL7Counters};
 
 /// Which end of the connection sent a message: the client opened the flow (the flow entry's
 /// `Direction::Original`), the server answers it.

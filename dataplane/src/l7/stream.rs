@@ -12,6 +12,9 @@
 //! (conntrack drops or holds out-of-window and retransmitted data before inspection); UDP
 //! datagrams are given whole.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
 use septa_l7::{DenyReason, L7Constraint, L7Proto, L7Verdict, Message, Sender, check};
 
 use super::{Side, Transport, frame_len, opcua, summarize, summary_len};
@@ -376,6 +379,55 @@ impl L7Counters {
                 };
                 self.denied_other[p as usize] += 1;
             }
+        }
+    }
+}
+
+/// Words of [`L7Counters`] (`messages`, `denied`, `denied_other`, `malformed`).
+const L7_WORDS: usize = 2 * 256 * L7Proto::COUNT + 2 * L7Proto::COUNT;
+
+/// A worker's [`L7Counters`] as other threads read them (the control side's `/metrics` and
+/// health report): relaxed atomics the worker stores every [`L7_PUBLISH_US`] of its clock
+/// ([`crate::l7::L7Inspector::publish`], called between polls), never per packet. A reader
+/// sees values at most that old; each word is whole, a read across words may mix two
+/// publications (counters only grow, so nothing goes backwards).
+#[derive(Debug)]
+pub struct SharedL7Counters(Box<[AtomicU64]>);
+
+/// How often a worker publishes its L7 counters: once a second (64 KiB of stores; the
+/// counters are scraped every few seconds at most).
+pub const L7_PUBLISH_US: u64 = 1_000_000;
+
+impl Default for SharedL7Counters {
+    fn default() -> Self {
+        Self((0..L7_WORDS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl SharedL7Counters {
+    /// The counters last published (zeros before the first publication).
+    pub fn load(&self) -> Box<L7Counters> {
+        let mut c = L7Counters::boxed();
+        let mut w = self.0.iter().map(|a| a.load(Relaxed));
+        for row in c.messages.iter_mut().chain(c.denied.iter_mut()) {
+            row.fill_with(|| w.next().unwrap_or(0));
+        }
+        c.denied_other.fill_with(|| w.next().unwrap_or(0));
+        c.malformed.fill_with(|| w.next().unwrap_or(0));
+        c
+    }
+
+    /// Publish `c` (the owning worker only).
+    pub(crate) fn store(&self, c: &L7Counters) {
+        let words = c
+            .messages
+            .iter()
+            .chain(c.denied.iter())
+            .flatten()
+            .chain(c.denied_other.iter())
+            .chain(c.malformed.iter());
+        for (a, v) in self.0.iter().zip(words) {
+            a.store(*v, Relaxed);
         }
     }
 }

@@ -793,3 +793,19 @@ proptest! {
         prop_assert_eq!((count, bad), (msgs.len() as u16, 0));
     }
 }
+
+/// The copy of the counters other threads read is the worker's once stored.
+#[test]
+fn published_counters_are_the_workers() {
+    use L7Proto::{Dnp3, Modbus, S7comm};
+    let mut c = L7Counters::boxed();
+    c.messages[Modbus as usize][16] = 3;
+    c.denied[Modbus as usize][16] = 3;
+    c.messages[Modbus as usize][1] = 7;
+    c.malformed[Dnp3 as usize] = 2;
+    c.denied_other[S7comm as usize] = 1;
+    let shared = SharedL7Counters::default();
+    assert_eq!(*shared.load(), L7Counters::default());
+    shared.store(&c);
+    assert_eq!(shared.load(), c);
+}

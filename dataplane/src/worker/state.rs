@@ -306,16 +306,19 @@ impl WorkerState {
         });
         self.frags.expire(now, self.budget);
         self.flows.publish(now, crate::counters::PUBLISH_US);
+        // Its L7 counters, every `l7::L7_PUBLISH_US` (one comparison when not due).
+        self.l7.publish(now);
         if let Some(s) = &mut self.sampler {
             // Its counters for the control side, every `counters::PUBLISH_US` (one comparison).
             s.publish(now);
         }
     }
 
-    /// Publish the flow table's and the sampler's counters now, due or not: at stop, so that the
-    /// last interval's counts reach `/metrics` and the health report too.
+    /// Publish the flow table's, the L7 inspector's and the sampler's counters now, due or not:
+    /// at stop, so that the last interval's counts reach `/metrics` and the health report too.
     pub(super) fn publish_now(&mut self) {
         self.flows.publish_now(self.now);
+        self.l7.publish_now(self.now);
         if let Some(s) = &mut self.sampler {
             s.publish_now(self.now);
         }

@@ -1820,6 +1820,52 @@ export interface components {
             /** @description Names only in the old document. */
             removed: string[];
         };
+        /** @description One function's messages and refusals on a worker. */
+        L7FunctionHealth: {
+            /**
+             * Format: int64
+             * @description Messages refused (enforce: dropped; monitor: would-deny).
+             */
+            denied: number;
+            /**
+             * Format: int32
+             * @description Function code; `null` for refusals that name no function (a wrong protocol on a
+             *     conduit's port, S7comm-plus, a malformed message).
+             */
+            function?: number | null;
+            /**
+             * Format: int64
+             * @description Messages inspected (requests and responses).
+             */
+            messages: number;
+            /**
+             * @description The function's name (`write_single_register`); `null` when the code is not in the
+             *     protocol's table or `function` is `null`.
+             */
+            name?: string | null;
+            /** @description Protocol (`modbus`, `dnp3`, `s7comm`, ...: the names policies use). */
+            protocol: string;
+        };
+        /**
+         * @description A worker's L7 inspection counts (function-code conduits and identification) as the worker
+         *     last published them (every second of its clock); only what is not zero.
+         */
+        L7Health: {
+            /** @description Messages and refusals per protocol and function code. */
+            functions: components["schemas"]["L7FunctionHealth"][];
+            /** @description Malformed messages and unfollowable streams per protocol. */
+            malformed: components["schemas"]["L7MalformedHealth"][];
+        };
+        /** @description Malformed messages of one protocol on a worker. */
+        L7MalformedHealth: {
+            /**
+             * Format: int64
+             * @description Malformed messages and unfollowable streams.
+             */
+            malformed: number;
+            /** @description Protocol. */
+            protocol: string;
+        };
         /** @description The learning feed and exports. */
         LearnStatus: {
             /** @description Configured exports; empty means nothing observed leaves the appliance. */
@@ -2499,6 +2545,7 @@ export interface components {
              * @description Worker index.
              */
             id: number;
+            l7?: null | components["schemas"]["L7Health"];
             /**
              * Format: int64
              * @description Milliseconds since its poll counter was last seen to move.
