@@ -140,7 +140,7 @@ pub struct L7Inspector {
 
 impl L7Inspector {
     /// An inspector for at most `capacity` inspected TCP flows at once (`64 + 12` bytes each,
-    /// plus the 64 KiB of [`L7Counters`]).
+    /// plus the 64 KiB of [`L7Counters`] and as much for their published copy).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(u32::MAX as usize - 1);
         L7Inspector {
@@ -190,6 +190,7 @@ impl L7Inspector {
         std::mem::size_of_val(&*self.slab)
             + std::mem::size_of_val(&*self.free)
             + std::mem::size_of::<L7Counters>()
+            + self.shared.memory_bytes()
     }
 
     /// Messages, denies and malformed messages per protocol and function.

@@ -417,6 +417,11 @@ impl SharedL7Counters {
         c
     }
 
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.0)
+    }
+
     /// Publish `c` (the owning worker only).
     pub(crate) fn store(&self, c: &L7Counters) {
         let words = c
