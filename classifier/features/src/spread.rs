@@ -15,12 +15,15 @@
 //! **Ordering.** A record carries the number of new flows its worker had put on the flow ring
 //! before it ([`SpreadQuery::flows`]; refused flows are not counted). The worker wrote them
 //! before the record, and the record ring's release and acquire order those writes before the
-//! receiver's read of the record, so the receiver applies exactly that many before filling the
-//! record's spread: a record's spread never depends on when the inference thread reads it.
+//! receiver's read of the record, so the receiver applies at least that many before filling the
+//! record's spread: a record counts every flow that started before it.
 //! [`SampleReceiver::drain_spread`] applies what waits when no record needs it, so the flow ring
 //! is emptied on every pass of the inference loop and fills only when new flows outrun that
 //! thread (the flows it refuses are the sender's [`SampleSender::try_send_flow`] errors,
-//! counted by the worker: estimates are then low, never wrong).
+//! counted by the worker: estimates are then low, never wrong). A record read after such a
+//! drain may also count flows that started after it (the newest of its window, as a scan across
+//! workers would anyway); the inference loop reads the waiting records before it drains, so
+//! only records beyond one scoring batch can.
 //!
 //! **Sketches.** Per source: a linear-counting bitmap of destination hosts (512 bits) and one of
 //! destination ports (448 bits); per destination: one of sources (448 bits); per source and
